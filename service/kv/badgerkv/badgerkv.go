@@ -38,7 +38,8 @@ type Options struct {
 	InitialBackoff time.Duration
 	MaxBackoff     time.Duration
 	// MemTableSize and BlockCacheSize override Badger's memory use (defaults
-	// 32 MiB and 64 MiB, small enough for many engines in one test binary).
+	// 72 MiB and 64 MiB). Badger caps a transaction at 15% of the memtable,
+	// so 72 MiB is the smallest that admits kv.MaxTxnBytes (10 MB).
 	MemTableSize   int64
 	BlockCacheSize int64
 	Logger         *slog.Logger
@@ -55,7 +56,7 @@ func (o *Options) setDefaults() {
 		o.MaxBackoff = 100 * time.Millisecond
 	}
 	if o.MemTableSize <= 0 {
-		o.MemTableSize = 32 << 20
+		o.MemTableSize = 72 << 20
 	}
 	if o.BlockCacheSize <= 0 {
 		o.BlockCacheSize = 64 << 20

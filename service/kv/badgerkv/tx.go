@@ -173,7 +173,9 @@ func (t *tx) AddReadConflictKey(key []byte) error {
 
 // AddWriteConflictKey rewrites key with its current value (or a tombstone
 // if absent): Badger tracks write conflicts only through writes, and an
-// unchanged rewrite is invisible to readers.
+// unchanged rewrite is invisible to readers. Unlike FoundationDB this also
+// reads key, so two transactions that both declare a write conflict on one
+// key conflict with each other (an extra retry, never a wrong result).
 func (t *tx) AddWriteConflictKey(key []byte) error {
 	if err := kv.CheckKey(key); err != nil {
 		return t.fail(err)
@@ -181,7 +183,9 @@ func (t *tx) AddWriteConflictKey(key []byte) error {
 	if _, ok := t.writes[string(key)]; ok {
 		return nil // already written, already a write conflict
 	}
-	v, found, err := getItem(t.snapshot(), key)
+	// Read through the tracked transaction: if someone else writes key
+	// before we commit, we must retry rather than write back a stale value.
+	v, found, err := getItem(t.txn, key)
 	if err != nil {
 		return err
 	}
