@@ -1,0 +1,663 @@
+package transport
+
+import (
+	"bufio"
+	"context"
+	"crypto/subtle"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emberfs/emberfs/internal/errcode"
+)
+
+// ServerConfig configures a data-port server. Zero fields take defaults.
+type ServerConfig struct {
+	// Addr to listen on; default "127.0.0.1:0" (the kernel picks a port).
+	Addr string `toml:"addr"`
+	// Token is the cluster token every connection must present.
+	Token string `toml:"token"`
+	// MaxPayload and MaxExt bound one request frame (DefaultMaxPayload,
+	// DefaultMaxExt). Larger frames are refused and the connection closed.
+	MaxPayload uint32 `toml:"max_payload"`
+	MaxExt     uint32 `toml:"max_ext"`
+	// MaxInFlightPerConn bounds handlers running for one connection; past
+	// it the server stops reading that connection (TCP backpressure).
+	MaxInFlightPerConn int `toml:"max_in_flight_per_conn"`
+	// HandshakeTimeout bounds the wait for a new connection's handshake.
+	HandshakeTimeout time.Duration `toml:"handshake_timeout"`
+	// FrameTimeout bounds reading the rest of a frame once its header has
+	// arrived, and writing one response.
+	FrameTimeout time.Duration `toml:"frame_timeout"`
+	// DisableSendfile sends file regions through a user-space copy (for
+	// comparison benchmarks).
+	DisableSendfile bool `toml:"disable_sendfile"`
+	// Logger for connection-level events; default slog.Default().
+	Logger *slog.Logger `toml:"-"`
+}
+
+func (c *ServerConfig) setDefaults() {
+	if c.Addr == "" {
+		c.Addr = "127.0.0.1:0"
+	}
+	if c.MaxPayload == 0 {
+		c.MaxPayload = DefaultMaxPayload
+	}
+	if c.MaxExt == 0 {
+		c.MaxExt = DefaultMaxExt
+	}
+	if c.MaxInFlightPerConn <= 0 {
+		c.MaxInFlightPerConn = 128
+	}
+	if c.HandshakeTimeout <= 0 {
+		c.HandshakeTimeout = 10 * time.Second
+	}
+	if c.FrameTimeout <= 0 {
+		c.FrameTimeout = 30 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// ServerRequest is one request as a handler sees it. Ext and Payload live in
+// pooled buffers that stay valid until the handler's response has been
+// written (so a handler may echo them back), and must not be kept longer.
+type ServerRequest struct {
+	Op         Op
+	ID         uint64
+	Flags      Flags
+	Ext        []byte
+	Payload    []byte
+	RemoteAddr net.Addr
+}
+
+// Segment is one piece of a response payload: either bytes in memory or a
+// region of an open file, which the server sends with sendfile(2).
+type Segment struct {
+	Data   []byte
+	File   *os.File
+	Offset int64
+	Length int64
+}
+
+// Bytes makes a memory segment.
+func Bytes(b []byte) Segment { return Segment{Data: b} }
+
+// FileRegion makes a segment sending length bytes of f from offset.
+func FileRegion(f *os.File, offset, length int64) Segment {
+	return Segment{File: f, Offset: offset, Length: length}
+}
+
+func (s Segment) size() int64 {
+	if s.File != nil {
+		return s.Length
+	}
+	return int64(len(s.Data))
+}
+
+// ServerResponse is a handler's successful answer. Done, if set, runs once
+// the response has been written or abandoned: release buffers, close
+// files there.
+type ServerResponse struct {
+	Ext     []byte
+	Payload []Segment
+	Done    func()
+	batch   bool
+}
+
+// Handler serves one opcode. A non-nil error is sent to the client as its
+// errcode.Code (Internal for plain errors) and message; the response is
+// then ignored. ctx ends when the connection or the server closes.
+type Handler func(ctx context.Context, req *ServerRequest) (*ServerResponse, error)
+
+// Registrar is what a service needs to expose handlers on a data port; an
+// RDMA server would implement it too.
+type Registrar interface {
+	Handle(op Op, h Handler)
+}
+
+// ServerStats are cumulative counters.
+type ServerStats struct {
+	Conns          int64 // connections accepted
+	ActiveConns    int64
+	Requests       int64 // requests dispatched to handlers
+	FrameErrors    int64 // malformed or truncated frames (connection closed)
+	AuthFailures   int64 // handshakes refused
+	SendfileBytes  int64 // file-region bytes sent with sendfile(2)
+	CopiedFileByte int64 // file-region bytes sent through a user-space copy
+}
+
+// Server serves framed requests on a TCP data port.
+type Server struct {
+	cfg ServerConfig
+	ln  net.Listener
+	lim Limits
+	log *slog.Logger
+
+	hmu      sync.RWMutex
+	handlers map[Op]Handler
+
+	mu     sync.Mutex
+	conns  map[*serverConn]struct{}
+	closed bool
+
+	loops    sync.WaitGroup // accept loop and connection readers
+	inflight sync.WaitGroup // running handlers
+
+	nConns, nActive, nReq, nFrameErr, nAuthFail, nSendfile, nCopied atomic.Int64
+}
+
+// NewServer listens on cfg.Addr and starts serving. Register handlers
+// before handing the address to clients; until then requests for an
+// opcode get NotSupported.
+func NewServer(cfg ServerConfig) (*Server, error) {
+	cfg.setDefaults()
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return nil, errcode.New(errcode.Unavailable, "data port: listen on %s: %v", cfg.Addr, err)
+	}
+	s := &Server{
+		cfg:      cfg,
+		ln:       ln,
+		lim:      Limits{MaxExt: cfg.MaxExt, MaxPayload: cfg.MaxPayload},
+		log:      cfg.Logger.With("component", "transport", "addr", ln.Addr().String()),
+		handlers: make(map[Op]Handler),
+		conns:    make(map[*serverConn]struct{}),
+	}
+	s.loops.Add(1)
+	go s.acceptLoop()
+	return s, nil
+}
+
+// Addr is the address the server listens on.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Handle registers h for op, replacing any earlier handler. op must be a
+// user opcode (1..MaxUserOp).
+func (s *Server) Handle(op Op, h Handler) {
+	if op == 0 || op > MaxUserOp {
+		panic(fmt.Sprintf("transport: opcode %#x is reserved", uint16(op)))
+	}
+	s.hmu.Lock()
+	s.handlers[op] = h
+	s.hmu.Unlock()
+}
+
+func (s *Server) handler(op Op) Handler {
+	s.hmu.RLock()
+	h := s.handlers[op]
+	s.hmu.RUnlock()
+	return h
+}
+
+// Stats returns the server's counters.
+func (s *Server) Stats() ServerStats {
+	return ServerStats{
+		Conns: s.nConns.Load(), ActiveConns: s.nActive.Load(), Requests: s.nReq.Load(),
+		FrameErrors: s.nFrameErr.Load(), AuthFailures: s.nAuthFail.Load(),
+		SendfileBytes: s.nSendfile.Load(), CopiedFileByte: s.nCopied.Load(),
+	}
+}
+
+// Close stops the server at once: the listener and every connection are
+// closed and handler contexts canceled; clients see their in-flight
+// requests fail with Unavailable. It waits for the connection readers,
+// not for handlers that ignore their context.
+func (s *Server) Close() error {
+	conns := s.stop()
+	for _, c := range conns {
+		c.close()
+	}
+	s.loops.Wait()
+	return nil
+}
+
+// Shutdown stops accepting connections and reading requests, lets the
+// requests already read finish and their responses go out, then closes
+// every connection. If ctx ends first it closes them at once and returns
+// ctx's error.
+func (s *Server) Shutdown(ctx context.Context) error {
+	conns := s.stop()
+	for _, c := range conns {
+		c.draining.Store(true)
+		_ = c.nc.SetReadDeadline(time.Now()) // wakes the reader, which then exits
+	}
+	done := make(chan struct{})
+	go func() {
+		s.loops.Wait() // readers gone: no new handlers can start
+		s.inflight.Wait()
+		close(done)
+	}()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	for _, c := range conns {
+		c.close()
+	}
+	<-done
+	return err
+}
+
+func (s *Server) stop() []*serverConn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.closed {
+		s.closed = true
+		_ = s.ln.Close()
+	}
+	conns := make([]*serverConn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	return conns
+}
+
+func (s *Server) acceptLoop() {
+	defer s.loops.Done()
+	backoff := 5 * time.Millisecond
+	for {
+		nc, err := s.ln.Accept()
+		if err != nil {
+			s.mu.Lock()
+			closed := s.closed
+			s.mu.Unlock()
+			if closed {
+				return
+			}
+			// Out of descriptors and the like: wait and retry rather than
+			// spin or give up on the port.
+			s.log.Warn("accept failed", "err", err)
+			time.Sleep(backoff)
+			backoff = min(2*backoff, time.Second)
+			continue
+		}
+		backoff = 5 * time.Millisecond
+		ctx, cancel := context.WithCancel(context.Background())
+		c := &serverConn{
+			s:      s,
+			nc:     nc,
+			br:     bufio.NewReaderSize(nc, 64<<10),
+			ctx:    ctx,
+			cancel: cancel,
+			slots:  make(chan struct{}, s.cfg.MaxInFlightPerConn),
+		}
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			c.close()
+			return
+		}
+		s.conns[c] = struct{}{}
+		s.loops.Add(1)
+		s.mu.Unlock()
+		s.nConns.Add(1)
+		s.nActive.Add(1)
+		go c.readLoop()
+	}
+}
+
+// serverConn is one client connection: a reader goroutine that parses
+// frames and starts a goroutine per request, and a write mutex that keeps
+// each response's header and payload contiguous on the wire.
+type serverConn struct {
+	s      *Server
+	nc     net.Conn
+	br     *bufio.Reader
+	ctx    context.Context
+	cancel context.CancelFunc
+	slots  chan struct{}
+
+	wmu       sync.Mutex
+	draining  atomic.Bool
+	closeOnce sync.Once
+}
+
+func (c *serverConn) close() {
+	c.closeOnce.Do(func() {
+		c.cancel()
+		_ = c.nc.Close()
+		c.s.mu.Lock()
+		delete(c.s.conns, c)
+		c.s.mu.Unlock()
+		c.s.nActive.Add(-1)
+	})
+}
+
+// frameFailure reports a malformed or truncated frame to the peer (best
+// effort: it may be gone) and closes the connection. Other connections
+// are unaffected.
+func (c *serverConn) frameFailure(id uint64, op Op, err error) {
+	c.s.nFrameErr.Add(1)
+	c.s.log.Warn("closing data connection after bad frame", "remote", c.nc.RemoteAddr().String(), "err", err)
+	c.writeError(id, op, errcode.New(errcode.InvalidArgument, "%v; closing connection", err))
+	c.close()
+}
+
+func (c *serverConn) readLoop() {
+	defer c.s.loops.Done()
+	if !c.handshake() {
+		c.close()
+		return
+	}
+	var hdr [HeaderSize]byte
+	for {
+		n, err := readHeader(c.br, &hdr)
+		if err != nil {
+			var fe *FrameError
+			switch {
+			case c.draining.Load():
+				return // Shutdown closes the connection once handlers finish
+			case errors.As(err, &fe):
+				c.frameFailure(0, 0, err)
+			case n > 0 && (errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF)):
+				c.frameFailure(0, 0, &FrameError{fmt.Sprintf("truncated frame header: got %d of %d bytes", n, HeaderSize)})
+			default:
+				c.close() // peer closed between frames, or a reset
+			}
+			return
+		}
+		h, err := DecodeHeader(hdr[:], c.s.lim)
+		if err == nil {
+			err = checkRequestHeader(h)
+		}
+		if err != nil {
+			c.frameFailure(h.ID, h.Op, err)
+			return
+		}
+		_ = c.nc.SetReadDeadline(time.Now().Add(c.s.cfg.FrameTimeout))
+		ext := GetBuffer(int(h.ExtLen))
+		payload := GetBuffer(int(h.PayloadLen))
+		ne, err := io.ReadFull(c.br, ext)
+		np := 0
+		if err == nil {
+			np, err = io.ReadFull(c.br, payload)
+		}
+		if err != nil {
+			PutBuffer(ext)
+			PutBuffer(payload)
+			if c.draining.Load() {
+				return
+			}
+			c.frameFailure(h.ID, h.Op, &FrameError{fmt.Sprintf("truncated frame (opcode %d, id %d): got %d of %d body bytes: %v",
+				h.Op, h.ID, ne+np, int(h.ExtLen)+int(h.PayloadLen), err)})
+			return
+		}
+		_ = c.nc.SetReadDeadline(time.Time{})
+		// Backpressure: past the per-connection limit, stop reading until a
+		// handler finishes.
+		select {
+		case c.slots <- struct{}{}:
+		case <-c.ctx.Done():
+			PutBuffer(ext)
+			PutBuffer(payload)
+			return
+		}
+		c.s.inflight.Add(1)
+		go c.serve(h, ext, payload)
+	}
+}
+
+func checkRequestHeader(h Header) error {
+	switch {
+	case h.Flags&FlagResponse != 0:
+		return &FrameError{"request frame has the response flag set"}
+	case h.Status != errcode.OK:
+		return &FrameError{fmt.Sprintf("request frame carries status %d", uint32(h.Status))}
+	case h.Op == OpHandshake:
+		return &FrameError{"second handshake on an established connection"}
+	case h.Op == 0:
+		return &FrameError{"opcode 0 is invalid"}
+	}
+	return nil
+}
+
+// handshake reads the client's first frame, checks the cluster token and
+// answers with the server's limits, or with Unauthenticated.
+func (c *serverConn) handshake() bool {
+	_ = c.nc.SetReadDeadline(time.Now().Add(c.s.cfg.HandshakeTimeout))
+	var hdr [HeaderSize]byte
+	n, err := readHeader(c.br, &hdr)
+	if err != nil {
+		var fe *FrameError
+		if errors.As(err, &fe) {
+			c.frameFailure(0, OpHandshake, err)
+		} else if n > 0 {
+			c.frameFailure(0, OpHandshake, &FrameError{fmt.Sprintf("truncated handshake header: got %d of %d bytes", n, HeaderSize)})
+		}
+		return false
+	}
+	h, err := DecodeHeader(hdr[:], c.s.lim)
+	switch {
+	case err != nil:
+	case h.Op != OpHandshake:
+		err = &FrameError{fmt.Sprintf("first frame must be a handshake (opcode %#x), got opcode %d", uint16(OpHandshake), h.Op)}
+	case h.ExtLen > MaxTokenLen || h.PayloadLen != 0:
+		err = &FrameError{fmt.Sprintf("handshake with a %d-byte token and %d payload bytes (want at most %d and 0)", h.ExtLen, h.PayloadLen, MaxTokenLen)}
+	}
+	if err != nil {
+		c.frameFailure(h.ID, OpHandshake, err)
+		return false
+	}
+	token := make([]byte, h.ExtLen)
+	if _, err := io.ReadFull(c.br, token); err != nil {
+		c.frameFailure(h.ID, OpHandshake, &FrameError{fmt.Sprintf("truncated handshake token: %v", err)})
+		return false
+	}
+	if subtle.ConstantTimeCompare(token, []byte(c.s.cfg.Token)) != 1 {
+		c.s.nAuthFail.Add(1)
+		msg := "wrong cluster token"
+		if len(token) == 0 {
+			msg = "missing cluster token"
+		}
+		c.s.log.Warn("data connection refused", "remote", c.nc.RemoteAddr().String(), "reason", msg)
+		c.writeError(h.ID, OpHandshake, errcode.New(errcode.Unauthenticated, "%s", msg))
+		return false
+	}
+	_ = c.nc.SetReadDeadline(time.Time{})
+	var limits [8]byte
+	binary.LittleEndian.PutUint32(limits[0:], c.s.lim.MaxExt)
+	binary.LittleEndian.PutUint32(limits[4:], c.s.lim.MaxPayload)
+	rh := Header{Flags: FlagResponse, Op: OpHandshake, ID: h.ID, ExtLen: uint32(len(limits))}
+	return c.writeFrame(&rh, limits[:], nil) == nil
+}
+
+func (c *serverConn) serve(h Header, ext, payload []byte) {
+	defer func() {
+		PutBuffer(ext)
+		PutBuffer(payload)
+		<-c.slots
+		c.s.inflight.Done()
+	}()
+	c.s.nReq.Add(1)
+	if h.Flags&FlagCRC != 0 {
+		if got := crcOf(payload); got != h.CRC {
+			c.writeError(h.ID, h.Op, errcode.New(errcode.ChecksumMismatch,
+				"request payload CRC32C %#08x, header says %#08x", got, h.CRC))
+			return
+		}
+	}
+	var resp *ServerResponse
+	var err error
+	if h.Op == OpPing {
+		resp = &ServerResponse{}
+	} else if hd := c.s.handler(h.Op); hd == nil {
+		err = errcode.New(errcode.NotSupported, "no handler registered for opcode %d", h.Op)
+	} else {
+		req := &ServerRequest{Op: h.Op, ID: h.ID, Flags: h.Flags, Ext: ext, Payload: payload, RemoteAddr: c.nc.RemoteAddr()}
+		resp, err = callHandler(c.ctx, hd, req)
+	}
+	if resp != nil && resp.Done != nil {
+		defer resp.Done()
+	}
+	if err == nil && resp == nil {
+		err = errcode.New(errcode.Internal, "handler for opcode %d returned neither response nor error", h.Op)
+	}
+	if err != nil {
+		c.writeError(h.ID, h.Op, err)
+		return
+	}
+	c.writeResponse(h, resp)
+}
+
+func callHandler(ctx context.Context, hd Handler, req *ServerRequest) (resp *ServerResponse, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			resp, err = nil, errcode.New(errcode.Internal, "handler for opcode %d panicked: %v", req.Op, r)
+		}
+	}()
+	return hd(ctx, req)
+}
+
+// writeError sends a response carrying err's code and message.
+func (c *serverConn) writeError(id uint64, op Op, err error) {
+	code := errcode.CodeOf(err)
+	if code == errcode.OK {
+		code = errcode.Internal
+	}
+	msg := errMessage(err) // the code travels as a number; don't repeat its name
+	if len(msg) > 4096 {
+		msg = msg[:4096]
+	}
+	rh := Header{Flags: FlagResponse, Op: op, ID: id, Status: code, ExtLen: uint32(len(msg))}
+	_ = c.writeFrame(&rh, []byte(msg), nil)
+}
+
+func (c *serverConn) writeResponse(h Header, resp *ServerResponse) {
+	var total int64
+	for _, seg := range resp.Payload {
+		total += seg.size()
+		if seg.File == nil {
+			continue
+		}
+		if seg.Offset < 0 || seg.Length < 0 {
+			c.writeError(h.ID, h.Op, errcode.New(errcode.Internal, "file region offset %d length %d is negative", seg.Offset, seg.Length))
+			return
+		}
+		// Check the region now: once the header is out, a short file
+		// could only be answered by closing the connection.
+		fi, err := seg.File.Stat()
+		if err != nil {
+			c.writeError(h.ID, h.Op, errcode.New(errcode.Internal, "stat response file: %v", err))
+			return
+		}
+		if seg.Offset+seg.Length > fi.Size() {
+			c.writeError(h.ID, h.Op, errcode.New(errcode.Internal, "file region [%d, %d) of %s ends beyond end of file (size %d)",
+				seg.Offset, seg.Offset+seg.Length, seg.File.Name(), fi.Size()))
+			return
+		}
+	}
+	if total > int64(c.s.lim.MaxPayload) || len(resp.Ext) > int(c.s.lim.MaxExt) {
+		c.writeError(h.ID, h.Op, errcode.New(errcode.Internal, "response of %d payload bytes and %d extension bytes exceeds the frame limits (%d, %d)",
+			total, len(resp.Ext), c.s.lim.MaxPayload, c.s.lim.MaxExt))
+		return
+	}
+	rh := Header{Flags: FlagResponse, Op: h.Op, ID: h.ID, ExtLen: uint32(len(resp.Ext)), PayloadLen: uint32(total)}
+	if resp.batch {
+		rh.Flags |= FlagBatch
+	}
+	if h.Flags&FlagCRC != 0 {
+		crc, err := segmentsCRC(resp.Payload)
+		if err != nil {
+			c.writeError(h.ID, h.Op, errcode.New(errcode.Internal, "checksum response file region: %v", err))
+			return
+		}
+		rh.Flags |= FlagCRC
+		rh.CRC = crc
+	}
+	if err := c.writeFrame(&rh, resp.Ext, resp.Payload); err != nil {
+		c.s.log.Warn("closing data connection after failed write", "remote", c.nc.RemoteAddr().String(), "err", err)
+		c.close()
+	}
+}
+
+// segmentsCRC is the CRC32C of a payload; file regions are read for it, so
+// asking for checksums gives up the zero-copy path (the storage service
+// keeps its own chunk checksums and need not ask).
+func segmentsCRC(segs []Segment) (uint32, error) {
+	var crc uint32
+	for _, seg := range segs {
+		if seg.File == nil {
+			crc = crcUpdate(crc, seg.Data)
+			continue
+		}
+		buf := GetBuffer(int(min(seg.Length, 1<<20)))
+		for done := int64(0); done < seg.Length; {
+			n := min(int64(len(buf)), seg.Length-done)
+			if _, err := seg.File.ReadAt(buf[:n], seg.Offset+done); err != nil {
+				PutBuffer(buf)
+				return 0, err
+			}
+			crc = crcUpdate(crc, buf[:n])
+			done += n
+		}
+		PutBuffer(buf)
+	}
+	return crc, nil
+}
+
+// writeFrame writes header, extension and payload segments as one unit:
+// memory pieces go out with writev (net.Buffers), file regions with
+// sendfile. A failed write leaves a partial frame on the wire, so the
+// caller must close the connection.
+func (c *serverConn) writeFrame(h *Header, ext []byte, segs []Segment) error {
+	var hdr [HeaderSize]byte
+	h.Encode(hdr[:])
+	var vec [8][]byte
+	bufs := append(vec[:0], hdr[:])
+	if len(ext) > 0 {
+		bufs = append(bufs, ext)
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	_ = c.nc.SetWriteDeadline(time.Now().Add(c.s.cfg.FrameTimeout))
+	for _, seg := range segs {
+		if seg.File == nil {
+			if len(seg.Data) > 0 {
+				bufs = append(bufs, seg.Data)
+			}
+			continue
+		}
+		if len(bufs) > 0 {
+			nb := net.Buffers(bufs)
+			if _, err := nb.WriteTo(c.nc); err != nil {
+				return err
+			}
+			bufs = vec[:0]
+		}
+		if c.s.cfg.DisableSendfile {
+			n, err := copyRegion(c.nc, seg.File, seg.Offset, seg.Length)
+			c.s.nCopied.Add(n)
+			if err != nil {
+				return err
+			}
+			continue
+		}
+		n, zero, err := sendFileRegion(c.nc, seg.File, seg.Offset, seg.Length)
+		if zero {
+			c.s.nSendfile.Add(n)
+		} else {
+			c.s.nCopied.Add(n)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if len(bufs) > 0 {
+		nb := net.Buffers(bufs)
+		if _, err := nb.WriteTo(c.nc); err != nil {
+			return err
+		}
+	}
+	return nil
+}
