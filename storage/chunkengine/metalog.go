@@ -1,0 +1,416 @@
+package chunkengine
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+)
+
+// The metadata store is an append-only log of whole-chunk state records
+// plus a snapshot that compaction writes to a temporary file and renames
+// into place. Every record carries the complete state of one chunk, so
+// replay is "last record per chunk wins" and replaying a log over a
+// snapshot that already contains it changes nothing.
+//
+// Record framing (little-endian): u32 payload length, u32 CRC32C of the
+// payload, payload. A torn or corrupt record ends the log; the tail after
+// the last good record is cut off when the engine opens.
+
+const (
+	logName      = "meta.log"
+	snapName     = "meta.snap"
+	snapTmpName  = "meta.snap.tmp"
+	snapMagic    = "EMBCSNP1"
+	recHeaderLen = 8
+
+	recSet    = 1
+	recDelete = 2
+	recEnd    = 3 // snapshot trailer: u64 record count
+
+	flagCorrupt       = 1 << 0
+	flagPending       = 1 << 1
+	flagPendingRemove = 1 << 2
+	flagPendingFresh  = 1 << 3
+
+	verStateLen  = 8 + 4 + 4 + 4 + 8
+	setRecordLen = 1 + ChunkIDSize + 4 + verStateLen + 1 + verStateLen
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// verState is one version of a chunk's content.
+type verState struct {
+	Version  uint64 // 0: no such version
+	ChainVer uint32
+	Length   uint32
+	Checksum uint32 // CRC32C of bytes [0, Length)
+	Gen      uint64 // data file generation; 0: no data file (Length is 0)
+}
+
+// chunkState is everything the engine persists about one chunk.
+type chunkState struct {
+	Size          uint32 // chunk size, fixed at creation
+	Committed     verState
+	Pending       verState // Version 0: no pending version
+	PendingRemove bool     // the pending update removes the chunk
+	PendingFresh  bool     // pending content was written whole or copied under verification
+	Corrupt       bool
+}
+
+func appendVer(b []byte, v verState) []byte {
+	b = binary.LittleEndian.AppendUint64(b, v.Version)
+	b = binary.LittleEndian.AppendUint32(b, v.ChainVer)
+	b = binary.LittleEndian.AppendUint32(b, v.Length)
+	b = binary.LittleEndian.AppendUint32(b, v.Checksum)
+	return binary.LittleEndian.AppendUint64(b, v.Gen)
+}
+
+func parseVer(b []byte) verState {
+	return verState{
+		Version:  binary.LittleEndian.Uint64(b),
+		ChainVer: binary.LittleEndian.Uint32(b[8:]),
+		Length:   binary.LittleEndian.Uint32(b[12:]),
+		Checksum: binary.LittleEndian.Uint32(b[16:]),
+		Gen:      binary.LittleEndian.Uint64(b[20:]),
+	}
+}
+
+// frame wraps a payload in the record header.
+func frame(b []byte, payload []byte) []byte {
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(payload)))
+	b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(payload, castagnoli))
+	return append(b, payload...)
+}
+
+func encodeSet(b []byte, id ChunkID, s *chunkState) []byte {
+	p := make([]byte, 0, setRecordLen)
+	p = append(p, recSet)
+	p = id.AppendBytes(p)
+	p = binary.LittleEndian.AppendUint32(p, s.Size)
+	p = appendVer(p, s.Committed)
+	var flags byte
+	if s.Corrupt {
+		flags |= flagCorrupt
+	}
+	if s.Pending.Version != 0 {
+		flags |= flagPending
+	}
+	if s.PendingRemove {
+		flags |= flagPendingRemove
+	}
+	if s.PendingFresh {
+		flags |= flagPendingFresh
+	}
+	p = append(p, flags)
+	p = appendVer(p, s.Pending)
+	return frame(b, p)
+}
+
+func encodeDelete(b []byte, id ChunkID) []byte {
+	p := make([]byte, 0, 1+ChunkIDSize)
+	p = append(p, recDelete)
+	return frame(b, id.AppendBytes(p))
+}
+
+// record is one decoded log record.
+type record struct {
+	kind  byte
+	id    ChunkID
+	state chunkState
+	count uint64 // recEnd only
+}
+
+func decodeRecord(p []byte) (record, error) {
+	if len(p) == 0 {
+		return record{}, errors.New("empty record")
+	}
+	r := record{kind: p[0]}
+	switch r.kind {
+	case recSet:
+		if len(p) != setRecordLen {
+			return r, fmt.Errorf("set record has %d bytes, want %d", len(p), setRecordLen)
+		}
+		id, _ := ParseChunkID(p[1 : 1+ChunkIDSize])
+		r.id = id
+		q := p[1+ChunkIDSize:]
+		r.state.Size = binary.LittleEndian.Uint32(q)
+		r.state.Committed = parseVer(q[4:])
+		flags := q[4+verStateLen]
+		r.state.Pending = parseVer(q[5+verStateLen:])
+		r.state.Corrupt = flags&flagCorrupt != 0
+		r.state.PendingRemove = flags&flagPendingRemove != 0
+		r.state.PendingFresh = flags&flagPendingFresh != 0
+		if flags&flagPending == 0 {
+			r.state.Pending = verState{}
+		}
+	case recDelete:
+		if len(p) != 1+ChunkIDSize {
+			return r, fmt.Errorf("delete record has %d bytes, want %d", len(p), 1+ChunkIDSize)
+		}
+		r.id, _ = ParseChunkID(p[1:])
+	case recEnd:
+		if len(p) != 9 {
+			return r, fmt.Errorf("end record has %d bytes, want 9", len(p))
+		}
+		r.count = binary.LittleEndian.Uint64(p[1:])
+	default:
+		return r, fmt.Errorf("unknown record type %d", r.kind)
+	}
+	return r, nil
+}
+
+// scanRecords decodes framed records from b until the first torn or corrupt
+// one; it returns the records and the length of the valid prefix.
+func scanRecords(b []byte) ([]record, int, error) {
+	var recs []record
+	off := 0
+	for off < len(b) {
+		if len(b)-off < recHeaderLen {
+			return recs, off, errors.New("torn record header")
+		}
+		n := int(binary.LittleEndian.Uint32(b[off:]))
+		sum := binary.LittleEndian.Uint32(b[off+4:])
+		if n > 1<<16 || len(b)-off-recHeaderLen < n {
+			return recs, off, fmt.Errorf("torn record at offset %d", off)
+		}
+		p := b[off+recHeaderLen : off+recHeaderLen+n]
+		if crc32.Checksum(p, castagnoli) != sum {
+			return recs, off, fmt.Errorf("record checksum mismatch at offset %d", off)
+		}
+		r, err := decodeRecord(p)
+		if err != nil {
+			return recs, off, fmt.Errorf("record at offset %d: %w", off, err)
+		}
+		recs = append(recs, r)
+		off += recHeaderLen + n
+	}
+	return recs, off, nil
+}
+
+// metaLog appends records and makes them durable with group commit: many
+// goroutines append, one fsync covers all records written before it.
+type metaLog struct {
+	noSync bool
+
+	mu      sync.Mutex
+	f       *os.File
+	size    int64
+	written uint64 // sequence number of the last record written
+	err     error  // sticky: after a failed write or fsync the log is unusable
+
+	syncMu sync.Mutex
+	synced atomic.Uint64
+}
+
+func openLog(path string, validLen int64, noSync bool) (*metaLog, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	// Cut a torn tail so new records follow the last good one.
+	if err := f.Truncate(validLen); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if _, err := f.Seek(validLen, io.SeekStart); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if !noSync {
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return nil, err
+		}
+	}
+	return &metaLog{f: f, size: validLen, noSync: noSync}, nil
+}
+
+// append writes framed records (one write call) and returns the sequence
+// number to pass to sync.
+func (l *metaLog) append(b []byte) (uint64, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.err != nil {
+		return 0, l.err
+	}
+	if _, err := l.f.Write(b); err != nil {
+		l.err = fmt.Errorf("metadata log write: %w", err)
+		return 0, l.err
+	}
+	l.size += int64(len(b))
+	l.written++
+	return l.written, nil
+}
+
+// sync returns once record seq is on stable storage.
+func (l *metaLog) sync(seq uint64) error {
+	if l.synced.Load() >= seq {
+		return nil
+	}
+	l.syncMu.Lock()
+	defer l.syncMu.Unlock()
+	if l.synced.Load() >= seq {
+		return nil
+	}
+	l.mu.Lock()
+	target, err := l.written, l.err
+	l.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if !l.noSync {
+		if err := syscall.Fdatasync(int(l.f.Fd())); err != nil {
+			// After a failed fsync the page cache state is unknown
+			// (fsyncgate): refuse all further work on this log.
+			l.mu.Lock()
+			l.err = fmt.Errorf("metadata log fsync: %w", err)
+			l.mu.Unlock()
+			return l.err
+		}
+	}
+	l.synced.Store(target)
+	return nil
+}
+
+func (l *metaLog) sizeNow() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.size
+}
+
+// reset empties the log after a snapshot has made its records redundant.
+// The caller guarantees no appends or syncs run concurrently.
+func (l *metaLog) reset() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.err != nil {
+		return l.err
+	}
+	if err := l.f.Truncate(0); err != nil {
+		l.err = err
+		return err
+	}
+	if _, err := l.f.Seek(0, io.SeekStart); err != nil {
+		l.err = err
+		return err
+	}
+	if !l.noSync {
+		if err := l.f.Sync(); err != nil {
+			l.err = err
+			return err
+		}
+	}
+	l.size = 0
+	return nil
+}
+
+func (l *metaLog) close() error { return l.f.Close() }
+
+// writeSnapshot writes all states to dir/meta.snap atomically: temporary
+// file, fsync, rename, fsync of the directory.
+func writeSnapshot(dir string, states map[ChunkID]*chunkState, noSync bool) error {
+	tmp := filepath.Join(dir, snapTmpName)
+	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 0, 1<<20)
+	buf = append(buf, snapMagic...)
+	var count uint64
+	for id, s := range states {
+		buf = encodeSet(buf, id, s)
+		count++
+		if len(buf) >= 1<<20-2*setRecordLen {
+			if _, err := f.Write(buf); err != nil {
+				f.Close()
+				return err
+			}
+			buf = buf[:0]
+		}
+	}
+	end := binary.LittleEndian.AppendUint64([]byte{recEnd}, count)
+	buf = frame(buf, end)
+	if _, err := f.Write(buf); err != nil {
+		f.Close()
+		return err
+	}
+	if !noSync {
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, snapName)); err != nil {
+		return err
+	}
+	if noSync {
+		return nil
+	}
+	return syncDir(dir)
+}
+
+// loadMeta reads the snapshot and replays the log over it. It returns the
+// states and the length of the log's valid prefix.
+func loadMeta(dir string) (map[ChunkID]*chunkState, int64, error) {
+	states := make(map[ChunkID]*chunkState)
+	snap, err := os.ReadFile(filepath.Join(dir, snapName))
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return nil, 0, err
+	default:
+		if len(snap) < len(snapMagic) || string(snap[:len(snapMagic)]) != snapMagic {
+			return nil, 0, fmt.Errorf("%s: bad magic", snapName)
+		}
+		recs, _, err := scanRecords(snap[len(snapMagic):])
+		if err != nil {
+			// The snapshot is renamed into place only after fsync, so
+			// damage here is media corruption, not a crash: stop.
+			return nil, 0, fmt.Errorf("%s is damaged: %w", snapName, err)
+		}
+		if len(recs) == 0 || recs[len(recs)-1].kind != recEnd || recs[len(recs)-1].count != uint64(len(recs)-1) {
+			return nil, 0, fmt.Errorf("%s is damaged: missing or wrong end record", snapName)
+		}
+		for _, r := range recs[:len(recs)-1] {
+			if r.kind != recSet {
+				return nil, 0, fmt.Errorf("%s is damaged: record type %d", snapName, r.kind)
+			}
+			s := r.state
+			states[r.id] = &s
+		}
+	}
+	logData, err := os.ReadFile(filepath.Join(dir, logName))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, 0, err
+	}
+	recs, valid, _ := scanRecords(logData) // a torn tail is expected after a crash
+	for _, r := range recs {
+		switch r.kind {
+		case recSet:
+			s := r.state
+			states[r.id] = &s
+		case recDelete:
+			delete(states, r.id)
+		}
+	}
+	return states, int64(valid), nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
