@@ -145,11 +145,14 @@ func (e *Engine) Transact(ctx context.Context, fn func(tx kv.Tx) error) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		err := e.attempt(fn)
+		commitTs, err := e.attempt(fn)
 		if err == nil || !errors.Is(err, kv.ErrConflict) {
 			return err
 		}
 		lastErr = err
+		// The commit we lost to has a lower timestamp but may still be
+		// writing; reading before it lands would only conflict again.
+		e.oracle.waitDone(commitTs - 1)
 		// Full jitter keeps colliding retriers from colliding again.
 		sleep := time.Duration(rand.Int64N(int64(backoff)) + 1)
 		t := time.NewTimer(sleep)
@@ -164,7 +167,9 @@ func (e *Engine) Transact(ctx context.Context, fn func(tx kv.Tx) error) error {
 	return fmt.Errorf("%w after %d attempts: %w", kv.ErrTooManyRetries, e.opts.MaxRetries+1, lastErr)
 }
 
-func (e *Engine) attempt(fn func(tx kv.Tx) error) error {
+// attempt runs fn once and commits; on a conflict it also returns the
+// timestamp the commit was given.
+func (e *Engine) attempt(fn func(tx kv.Tx) error) (uint64, error) {
 	readTs := e.oracle.beginRead()
 	defer e.oracle.endRead(readTs)
 	t := &tx{
@@ -175,13 +180,13 @@ func (e *Engine) attempt(fn func(tx kv.Tx) error) error {
 	}
 	defer t.discard()
 	if err := fn(t); err != nil {
-		return err
+		return 0, err
 	}
 	if t.err != nil {
-		return t.err
+		return 0, t.err
 	}
 	if len(t.writes) == 0 {
-		return nil // read-only: its snapshot is already serializable
+		return 0, nil // read-only: its snapshot is already serializable
 	}
 	return e.oracle.commit(t.txn)
 }
@@ -214,6 +219,7 @@ type oracle struct {
 	mu        sync.Mutex
 	doneUntil uint64          // every commit <= doneUntil has finished
 	finished  map[uint64]bool // finished commits above doneUntil
+	advanced  sync.Cond       // signalled when doneUntil moves
 	readers   map[uint64]int  // active read timestamps, for Badger's discard point
 	commits   int
 
@@ -227,6 +233,7 @@ func (o *oracle) init(db *badger.DB, maxVersion uint64) {
 	o.doneUntil = maxVersion
 	o.finished = map[uint64]bool{}
 	o.readers = map[uint64]int{}
+	o.advanced.L = &o.mu
 }
 
 func (o *oracle) beginRead() uint64 {
@@ -245,7 +252,7 @@ func (o *oracle) endRead(ts uint64) {
 	}
 }
 
-func (o *oracle) commit(txn *badger.Txn) error {
+func (o *oracle) commit(txn *badger.Txn) (uint64, error) {
 	done := make(chan error, 1)
 	o.commitMu.Lock()
 	ts := o.nextTs
@@ -260,13 +267,22 @@ func (o *oracle) commit(txn *badger.Txn) error {
 	o.finish(ts)
 	switch {
 	case errors.Is(err, badger.ErrConflict):
-		return kv.ErrConflict
+		return ts, kv.ErrConflict
 	case errors.Is(err, badger.ErrTxnTooBig):
-		return kv.ErrTxnTooLarge
+		return ts, kv.ErrTxnTooLarge
 	case err != nil:
-		return fmt.Errorf("badgerkv: commit: %w", err)
+		return ts, fmt.Errorf("badgerkv: commit: %w", err)
 	}
-	return nil
+	return ts, nil
+}
+
+// waitDone blocks until every commit at or below ts has finished.
+func (o *oracle) waitDone(ts uint64) {
+	o.mu.Lock()
+	for o.doneUntil < ts {
+		o.advanced.Wait()
+	}
+	o.mu.Unlock()
 }
 
 func (o *oracle) finish(ts uint64) {
@@ -276,6 +292,7 @@ func (o *oracle) finish(ts uint64) {
 		delete(o.finished, o.doneUntil+1)
 		o.doneUntil++
 	}
+	o.advanced.Broadcast()
 	o.commits++
 	var discard uint64
 	if o.commits%64 == 0 {
