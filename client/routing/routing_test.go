@@ -1,0 +1,135 @@
+package routing
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	pb "github.com/emberfs/emberfs/service/proto"
+)
+
+func sampleInfo(version uint64) *pb.MgmtdRoutingInfo {
+	st := func(id uint64, s pb.MgmtdPublicState) *pb.MgmtdChainTarget {
+		return &pb.MgmtdChainTarget{TargetId: id, PublicState: s}
+	}
+	return &pb.MgmtdRoutingInfo{
+		Version: version,
+		Nodes: []*pb.MgmtdNode{
+			{NodeId: 1, Role: pb.MgmtdNodeRole_MGMTD_ROLE_STORAGE, Address: "h1:1", DataAddress: "h1:2", Status: pb.MgmtdNodeStatus_MGMTD_NODE_ACTIVE},
+			{NodeId: 2, Role: pb.MgmtdNodeRole_MGMTD_ROLE_STORAGE, Address: "h2:1", DataAddress: "h2:2", Status: pb.MgmtdNodeStatus_MGMTD_NODE_ACTIVE},
+			{NodeId: 3, Role: pb.MgmtdNodeRole_MGMTD_ROLE_STORAGE, Address: "h3:1", DataAddress: "h3:2", Status: pb.MgmtdNodeStatus_MGMTD_NODE_FAILED},
+			{NodeId: 4, Role: pb.MgmtdNodeRole_MGMTD_ROLE_META, Address: "m:1", Status: pb.MgmtdNodeStatus_MGMTD_NODE_ACTIVE},
+		},
+		Targets: []*pb.MgmtdTarget{
+			{TargetId: 101, NodeId: 1, ChainId: 7},
+			{TargetId: 201, NodeId: 2, ChainId: 7},
+			{TargetId: 301, NodeId: 3, ChainId: 7},
+			{TargetId: 102, NodeId: 1, ChainId: 8},
+			{TargetId: 202, NodeId: 2, ChainId: 8},
+		},
+		Chains: []*pb.MgmtdChain{
+			{ChainId: 7, Version: 4, Targets: []*pb.MgmtdChainTarget{
+				st(201, serving), st(101, syncing), st(301, pb.MgmtdPublicState_MGMTD_PUBLIC_OFFLINE)}},
+			{ChainId: 8, Version: 2, Targets: []*pb.MgmtdChainTarget{
+				st(102, pb.MgmtdPublicState_MGMTD_PUBLIC_LASTSRV), st(202, pb.MgmtdPublicState_MGMTD_PUBLIC_OFFLINE)}},
+		},
+		Tables: []*pb.MgmtdChainTable{{TableId: 1, Version: 1, ReplicationFactor: 3, ChainIds: []uint32{7, 8}}},
+	}
+}
+
+func TestRoutingHelpers(t *testing.T) {
+	r := NewRouting(sampleInfo(5))
+	if got := fmt.Sprint(r.ServingTargets(7)); got != "[201]" {
+		t.Fatalf("serving %s", got)
+	}
+	if got := fmt.Sprint(r.WriteTargets(7)); got != "[201 101]" {
+		t.Fatalf("write targets %s", got)
+	}
+	if h, ok := r.Head(7); !ok || h != 201 {
+		t.Fatalf("head %d %v", h, ok)
+	}
+	if tl, ok := r.Tail(7); !ok || tl != 101 {
+		t.Fatalf("tail %d %v (the syncing target is the write tail)", tl, ok)
+	}
+	if next, st, ok := r.Successor(7, 201); !ok || next != 101 || st != syncing {
+		t.Fatalf("successor %d %v %v", next, st, ok)
+	}
+	if _, _, ok := r.Successor(7, 101); ok {
+		t.Fatal("the tail has a successor")
+	}
+	if _, ok := r.Head(8); ok {
+		t.Fatal("a chain with no serving target has a head")
+	}
+	if r.ChainVersion(7) != 4 || r.ChainVersion(99) != 0 {
+		t.Fatal("chain versions")
+	}
+	if r.TargetState(301) != pb.MgmtdPublicState_MGMTD_PUBLIC_OFFLINE || r.TargetState(999) != pb.MgmtdPublicState_MGMTD_PUBLIC_UNSPECIFIED {
+		t.Fatal("target states")
+	}
+	if ctl, data, err := r.TargetAddress(202); err != nil || ctl != "h2:1" || data != "h2:2" {
+		t.Fatalf("address %q %q %v", ctl, data, err)
+	}
+	if metas := r.ActiveNodes(pb.MgmtdNodeRole_MGMTD_ROLE_META); len(metas) != 1 || metas[0].NodeId != 4 {
+		t.Fatalf("meta nodes %v", metas)
+	}
+	if tb, ok := r.Table(1); !ok || len(tb.ChainIds) != 2 {
+		t.Fatal("table")
+	}
+}
+
+func TestCacheNeverGoesBack(t *testing.T) {
+	conn, err := Dial([]string{"127.0.0.1:1"}, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := NewCache(conn)
+	ch := c.Changed()
+	if !c.install(sampleInfo(5)) {
+		t.Fatal("first version not installed")
+	}
+	select {
+	case <-ch:
+	default:
+		t.Fatal("Changed not signalled")
+	}
+	if c.install(sampleInfo(4)) || c.install(sampleInfo(5)) || c.Version() != 5 {
+		t.Fatalf("older or equal version installed; at %d", c.Version())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := c.WaitFor(ctx, func(r *Routing) bool { return r.Version() >= 6 }); err == nil {
+		t.Fatal("WaitFor returned for a version never installed")
+	}
+	go c.install(sampleInfo(6))
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel2()
+	if r, err := c.WaitFor(ctx2, func(r *Routing) bool { return r.Version() >= 6 }); err != nil || r.Version() != 6 {
+		t.Fatalf("WaitFor: %v", err)
+	}
+}
+
+func TestDialErrors(t *testing.T) {
+	if _, err := Dial(nil, "t"); err == nil {
+		t.Fatal("no addresses accepted")
+	}
+	if _, err := Dial([]string{"a:1"}, ""); err == nil {
+		t.Fatal("empty token accepted")
+	}
+	c, err := Dial([]string{"a:1, b:2", "a:1"}, "t")
+	if err != nil || len(c.addrs) != 2 || c.Current() != "a:1" {
+		t.Fatalf("addresses %v %v", c.addrs, err)
+	}
+	// Nothing listens: Call gives up when ctx ends, naming the failure.
+	c2, _ := Dial([]string{"127.0.0.1:1"}, "t")
+	defer c2.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	err = c2.Call(ctx, func(ctx context.Context, cl pb.MgmtdClient) error {
+		_, err := cl.GetRoutingInfo(ctx, &pb.MgmtdGetRoutingInfoReq{})
+		return err
+	})
+	if err == nil {
+		t.Fatal("call to nothing succeeded")
+	}
+}

@@ -1,0 +1,159 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/emberfs/emberfs/service/kv/kvopen"
+	"github.com/emberfs/emberfs/service/mgmtd"
+)
+
+func init() { subcommands = append(subcommands, newMgmtdCmd) }
+
+func newMgmtdCmd() *cobra.Command {
+	var (
+		configPath  string
+		printConfig bool
+		listen      string
+		kvSpec      string
+		token       string
+		metrics     string
+		advertise   string
+	)
+	cmd := &cobra.Command{
+		Use:   "mgmtd",
+		Short: "Run the cluster manager (membership, leases, chains, routing)",
+		Long: `Run an mgmtd instance. Several instances may share one KV (badger on a
+shared engine is single-process; use fdb: for instances on several hosts):
+one becomes primary, the others redirect callers to it.
+Settings come from --config (TOML; see --print-config for every setting and
+its default); flags override the file. The token may also come from
+EMBERFS_TOKEN.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg := mgmtd.DefaultConfig()
+			if configPath != "" {
+				var err error
+				if cfg, err = mgmtd.LoadConfig(configPath); err != nil {
+					return err
+				}
+			}
+			flags := cmd.Flags()
+			if flags.Changed("listen") {
+				cfg.Listen = listen
+			}
+			if flags.Changed("kv") {
+				cfg.KV = kvSpec
+			}
+			if flags.Changed("token") {
+				cfg.Token = token
+			}
+			if flags.Changed("metrics-listen") {
+				cfg.MetricsListen = metrics
+			}
+			if flags.Changed("advertise") {
+				cfg.AdvertiseAddress = advertise
+			}
+			if cfg.Token == "" {
+				cfg.Token = os.Getenv("EMBERFS_TOKEN")
+			}
+			if printConfig {
+				fmt.Fprint(cmd.OutOrStdout(), cfg.TOML())
+				return nil
+			}
+			if err := cfg.Validate(); err != nil {
+				return err
+			}
+			if cfg.Token == "" {
+				return errors.New("mgmtd: no cluster token: set token in the config, pass --token, or set EMBERFS_TOKEN")
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return runMgmtd(ctx, cfg, cmd)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&configPath, "config", "", "TOML config file")
+	f.BoolVar(&printConfig, "print-config", false, "print the effective config (defaults, file, flags) and exit")
+	f.StringVar(&listen, "listen", "", "gRPC listen address (overrides the config)")
+	f.StringVar(&kvSpec, "kv", "", `KV store: "memory", "badger:/dir" or "fdb:/cluster-file" (overrides the config)`)
+	f.StringVar(&token, "token", "", "cluster token (overrides the config)")
+	f.StringVar(&metrics, "metrics-listen", "", `HTTP address for /metrics ("" disables; overrides the config)`)
+	f.StringVar(&advertise, "advertise", "", "address handed to callers in redirects (overrides the config)")
+	return cmd
+}
+
+func mgmtdLogger(level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("mgmtd: log_level %q: want debug, info, warn or error", level)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
+}
+
+// runMgmtd serves until ctx ends, then releases the primary lease.
+func runMgmtd(ctx context.Context, cfg mgmtd.Config, cmd *cobra.Command) error {
+	logger, err := mgmtdLogger(cfg.LogLevel)
+	if err != nil {
+		return err
+	}
+	eng, err := kvopen.OpenWith(cfg.KV, kvopen.Options{Logger: logger})
+	if err != nil {
+		return fmt.Errorf("mgmtd: open KV %q: %w", cfg.KV, err)
+	}
+	defer eng.Close()
+	srv, err := mgmtd.New(mgmtd.Options{
+		Engine:             eng,
+		Token:              cfg.Token,
+		InstanceID:         cfg.InstanceID,
+		AdvertiseAddress:   cfg.AdvertiseAddress,
+		PrimaryLease:       cfg.PrimaryLease.Duration,
+		ScanInterval:       cfg.ScanInterval.Duration,
+		HeartbeatInterval:  cfg.HeartbeatInterval.Duration,
+		NodeFailureTimeout: cfg.NodeFailureTimeout.Duration,
+		Logger:             logger,
+	})
+	if err != nil {
+		return err
+	}
+	lis, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("mgmtd: listen on %s: %w", cfg.Listen, err)
+	}
+	srv.Start(lis)
+	var metricsSrv *http.Server
+	metricsAddr := ""
+	if cfg.MetricsListen != "" {
+		mlis, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			srv.Stop()
+			return fmt.Errorf("mgmtd: metrics listen on %s: %w", cfg.MetricsListen, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", srv.MetricsHandler())
+		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = metricsSrv.Serve(mlis) }()
+		metricsAddr = " metrics http://" + mlis.Addr().String() + "/metrics"
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "mgmtd %s listening on %s kv %s%s\n", srv.ID(), srv.Addr(), eng.Name(), metricsAddr)
+	<-ctx.Done()
+	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	srv.Shutdown(shutCtx)
+	if metricsSrv != nil {
+		_ = metricsSrv.Shutdown(shutCtx)
+	}
+	logger.Info("mgmtd stopped", "reason", strings.TrimSpace(fmt.Sprint(context.Cause(ctx))))
+	return nil
+}

@@ -1,0 +1,208 @@
+package mgmtd_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emberfs/emberfs/client/routing"
+	"github.com/emberfs/emberfs/service/kv"
+	"github.com/emberfs/emberfs/service/kv/badgerkv"
+	"github.com/emberfs/emberfs/service/mgmtd"
+	"github.com/emberfs/emberfs/service/mgmtd/mgmtdclient"
+	"github.com/emberfs/emberfs/service/mgmtd/statemachine"
+	pb "github.com/emberfs/emberfs/service/proto"
+)
+
+const token = "test-cluster-token"
+
+// Generous bound for "eventually": the machine is shared and slow under
+// -race; nothing asserts on how fast things happen.
+const eventually = 20 * time.Second
+
+func memEngine(t *testing.T) kv.Engine {
+	t.Helper()
+	e, err := badgerkv.OpenMemory(badgerkv.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	return e
+}
+
+// fastOptions uses short leases so failure tests run quickly.
+func fastOptions(eng kv.Engine) mgmtd.Options {
+	return mgmtd.Options{
+		Engine:             eng,
+		Token:              token,
+		PrimaryLease:       300 * time.Millisecond,
+		ScanInterval:       20 * time.Millisecond,
+		HeartbeatInterval:  50 * time.Millisecond,
+		NodeFailureTimeout: 300 * time.Millisecond,
+	}
+}
+
+func startServer(t *testing.T, opts mgmtd.Options) *mgmtd.Server {
+	t.Helper()
+	s, err := mgmtd.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start(lis)
+	t.Cleanup(s.Stop)
+	return s
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(eventually)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func startPrimary(t *testing.T, opts mgmtd.Options) *mgmtd.Server {
+	t.Helper()
+	s := startServer(t, opts)
+	waitUntil(t, "primary", s.IsPrimary)
+	return s
+}
+
+func dial(t *testing.T, addrs ...string) *routing.Conn {
+	t.Helper()
+	c, err := routing.Dial(addrs, token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), eventually)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// fakeStorage is a storage service as mgmtd sees it: a real agent on a
+// real gRPC connection, reporting local states the test sets.
+type fakeStorage struct {
+	nodeID  uint32
+	targets []uint64
+	agent   *mgmtdclient.Agent
+
+	mu     sync.Mutex
+	locals map[uint64]pb.MgmtdLocalState
+}
+
+func newFakeStorage(t *testing.T, conn *routing.Conn, nodeID uint32, targets []uint64, local pb.MgmtdLocalState) *fakeStorage {
+	t.Helper()
+	f := &fakeStorage{nodeID: nodeID, targets: targets, locals: map[uint64]pb.MgmtdLocalState{}}
+	for _, id := range targets {
+		f.locals[id] = local
+	}
+	a, err := mgmtdclient.Start(mgmtdclient.Options{
+		Conn:        conn,
+		Role:        pb.MgmtdNodeRole_MGMTD_ROLE_STORAGE,
+		NodeID:      nodeID,
+		Address:     fmt.Sprintf("127.0.0.1:%d", 20000+nodeID),
+		DataAddress: fmt.Sprintf("127.0.0.1:%d", 30000+nodeID),
+		Hostname:    fmt.Sprintf("host%d", nodeID),
+		Targets:     f.reports,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.agent = a
+	t.Cleanup(a.Stop)
+	return f
+}
+
+func (f *fakeStorage) reports() []*pb.MgmtdTargetReport {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []*pb.MgmtdTargetReport
+	for _, id := range f.targets {
+		out = append(out, &pb.MgmtdTargetReport{TargetId: id, LocalState: f.locals[id], FreeBytes: 1 << 30, CapacityBytes: 2 << 30})
+	}
+	return out
+}
+
+func (f *fakeStorage) setLocal(id uint64, l pb.MgmtdLocalState) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.locals[id] = l
+}
+
+// startCluster starts nodes storage nodes (ids 1..nodes) with perNode
+// targets each (target id = node*100 + i) and waits until all registered.
+func startCluster(t *testing.T, conn *routing.Conn, nodes, perNode int) []*fakeStorage {
+	t.Helper()
+	var out []*fakeStorage
+	for n := 1; n <= nodes; n++ {
+		var ts []uint64
+		for i := 1; i <= perNode; i++ {
+			ts = append(ts, uint64(n*100+i))
+		}
+		out = append(out, newFakeStorage(t, conn, uint32(n), ts, statemachine.UpToDate))
+	}
+	for _, f := range out {
+		if err := f.agent.WaitRegistered(ctxT(t)); err != nil {
+			t.Fatalf("node %d registration: %v", f.nodeID, err)
+		}
+	}
+	return out
+}
+
+func createTable(t *testing.T, conn *routing.Conn, replicas uint32) *pb.MgmtdCreateChainTableRsp {
+	t.Helper()
+	var rsp *pb.MgmtdCreateChainTableRsp
+	err := conn.Call(ctxT(t), func(ctx context.Context, cl pb.MgmtdClient) error {
+		var err error
+		rsp, err = cl.CreateChainTable(ctx, &pb.MgmtdCreateChainTableReq{ReplicationFactor: replicas})
+		return err
+	})
+	if err != nil {
+		t.Fatalf("create chain table: %v", err)
+	}
+	return rsp
+}
+
+func startCache(t *testing.T, conn *routing.Conn) *routing.Cache {
+	t.Helper()
+	c := routing.NewCache(conn)
+	c.Start()
+	t.Cleanup(c.Close)
+	return c
+}
+
+// chainOf finds the chain holding target id.
+func chainOf(r *routing.Routing, id uint64) *pb.MgmtdChain {
+	t, ok := r.Target(id)
+	if !ok {
+		return nil
+	}
+	c, _ := r.Chain(t.ChainId)
+	return c
+}
+
+func chainStates(c *pb.MgmtdChain) string {
+	s := ""
+	for i, t := range c.GetTargets() {
+		if i > 0 {
+			s += " "
+		}
+		s += fmt.Sprintf("%d:%s", t.TargetId, mgmtd.PublicStateName(t.PublicState))
+	}
+	return s
+}

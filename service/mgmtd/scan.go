@@ -1,0 +1,124 @@
+package mgmtd
+
+import (
+	"context"
+	"sort"
+	"time"
+
+	"github.com/emberfs/emberfs/service/mgmtd/statemachine"
+	pb "github.com/emberfs/emberfs/service/proto"
+	"google.golang.org/protobuf/proto"
+)
+
+// scanLoop runs scanOnce every ScanInterval and whenever a heartbeat or an
+// admin call changed something that may move a chain.
+func (s *Server) scanLoop() {
+	t := time.NewTicker(s.opts.ScanInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		case <-s.kick:
+		}
+		s.scanOnce()
+	}
+}
+
+// nodeStatus is what a node's status should be now: disabled sticks until
+// an admin enables the node; otherwise its lease decides.
+func nodeStatus(n *pb.MgmtdNode, ln *liveNode, now time.Time) pb.MgmtdNodeStatus {
+	if n.Status == pb.MgmtdNodeStatus_MGMTD_NODE_DISABLED {
+		return n.Status
+	}
+	if ln != nil && now.Before(ln.deadline) {
+		return pb.MgmtdNodeStatus_MGMTD_NODE_ACTIVE
+	}
+	return pb.MgmtdNodeStatus_MGMTD_NODE_FAILED
+}
+
+// effectiveLocal is the local state the state machine sees: offline for a
+// target whose node is not active or that an admin marked offline.
+func (st *state) effectiveLocal(id uint64, statusOf func(uint32) pb.MgmtdNodeStatus) pb.MgmtdLocalState {
+	t := st.targets[id]
+	if t == nil || t.AdminOffline || statusOf(t.NodeId) != pb.MgmtdNodeStatus_MGMTD_NODE_ACTIVE {
+		return statemachine.LocalOffline
+	}
+	return st.liveTarget(id).local
+}
+
+// scanOnce expires leases and moves chains through the state machine,
+// committing every resulting change in one transaction and one new
+// routing version.
+func (s *Server) scanOnce() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.primaryLocked()
+	if st == nil {
+		if s.st != nil {
+			s.stepDownLocked("lease not renewed in time")
+		}
+		return
+	}
+	now := time.Now()
+	ch := &change{}
+	status := map[uint32]pb.MgmtdNodeStatus{}
+	for id, n := range st.nodes {
+		want := nodeStatus(n, st.liveNodes[id], now)
+		status[id] = want
+		if n.Status != want {
+			c := proto.Clone(n).(*pb.MgmtdNode)
+			c.Status = want
+			ch.nodes = append(ch.nodes, c)
+			s.log.Info("node status changed", "node", id, "from", n.Status, "to", want)
+		}
+	}
+	statusOf := func(id uint32) pb.MgmtdNodeStatus { return status[id] }
+
+	ids := make([]uint32, 0, len(st.chains))
+	for id := range st.chains {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	for _, id := range ids {
+		c := st.chains[id]
+		in := make([]statemachine.Target, len(c.Targets))
+		for i, ct := range c.Targets {
+			in[i] = statemachine.Target{ID: ct.TargetId, Public: ct.PublicState, Local: st.effectiveLocal(ct.TargetId, statusOf)}
+		}
+		next, changed := statemachine.UpdateChain(in)
+		if !changed {
+			continue
+		}
+		nc := &pb.MgmtdChain{ChainId: c.ChainId, Version: c.Version + 1}
+		for _, t := range next {
+			nc.Targets = append(nc.Targets, &pb.MgmtdChainTarget{TargetId: t.ID, PublicState: t.Public})
+		}
+		s.log.Info("chain changed", "chain", c.ChainId, "version", nc.Version, "targets", chainString(nc))
+		ch.chains = append(ch.chains, nc)
+	}
+	if ch.empty() {
+		s.updateGaugesLocked(st)
+		return
+	}
+	ch.bumpRouting = true
+	ctx, cancel := context.WithTimeout(context.Background(), s.opts.PrimaryLease)
+	defer cancel()
+	if err := s.commitLocked(ctx, st, ch); err != nil {
+		s.log.Warn("committing scan result failed", "err", err)
+		return
+	}
+	s.updateGaugesLocked(st)
+}
+
+func chainString(c *pb.MgmtdChain) string {
+	out := ""
+	for i, t := range c.Targets {
+		if i > 0 {
+			out += ","
+		}
+		out += formatUint(t.TargetId) + ":" + PublicStateName(t.PublicState)
+	}
+	return out
+}
