@@ -265,6 +265,11 @@ func (o *oracle) commit(txn *badger.Txn) (uint64, error) {
 		err = <-done
 	}
 	o.finish(ts)
+	if err == nil {
+		// Acknowledge only once every earlier commit has landed too, so any
+		// transaction begun after Transact returns reads this write.
+		o.waitDone(ts)
+	}
 	switch {
 	case errors.Is(err, badger.ErrConflict):
 		return ts, kv.ErrConflict

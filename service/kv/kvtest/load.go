@@ -291,3 +291,52 @@ func testRetryBound(t *testing.T, e kv.Engine) {
 	wantValue(t, e, "hot", strconv.Itoa(attempts))
 	t.Logf("gave up after %d attempts: %v", attempts, err)
 }
+
+// testCommittedWritesVisibleAtOnce: once Transact returns, every transaction
+// begun afterwards reads the write, even while other goroutines commit
+// concurrently (an engine that acknowledges before earlier commits land
+// would hand out an older read version).
+func testCommittedWritesVisibleAtOnce(t *testing.T, e kv.Engine) {
+	const writers, rounds = 16, 40
+	var wg sync.WaitGroup
+	var missing atomic.Int64
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for r := range rounds {
+				key := []byte(fmt.Sprintf("vis/%02d/%03d", w, r))
+				if err := e.Transact(t.Context(), func(tx kv.Tx) error { return tx.Set(key, []byte("v")) }); err != nil {
+					t.Error(err)
+					return
+				}
+				err := e.ReadTransact(t.Context(), func(tx kv.ReadTx) error {
+					if _, found, err := tx.Get(key); err != nil || !found {
+						missing.Add(1)
+						return err
+					}
+					return nil
+				})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				err = e.Transact(t.Context(), func(tx kv.Tx) error {
+					if _, found, err := tx.Get(key); err != nil || !found {
+						missing.Add(1)
+						return err
+					}
+					return nil
+				})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if n := missing.Load(); n > 0 {
+		t.Fatalf("%d reads after an acknowledged commit did not see it", n)
+	}
+}

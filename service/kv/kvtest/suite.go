@@ -64,6 +64,7 @@ func RunConformance(t *testing.T, open func(t *testing.T) kv.Engine) {
 		{"PhantomGuardWithConflictKeys", testPhantomGuardWithConflictKeys},
 		{"TransfersPreserveTotal", testTransfersPreserveTotal},
 		{"ConcurrentCounter", testConcurrentCounter},
+		{"CommittedWritesVisibleAtOnce", testCommittedWritesVisibleAtOnce},
 		{"RetryBound", testRetryBound},
 		{"SizeLimits", testSizeLimits},
 		{"TransactionSizeLimit", testTransactionSizeLimit},
