@@ -1,0 +1,73 @@
+package meta
+
+import (
+	"time"
+
+	pb "github.com/emberfs/emberfs/service/proto"
+)
+
+func userToPB(u User) *pb.MetaUser { return &pb.MetaUser{Uid: u.UID, Gid: u.GID, Groups: u.Groups} }
+
+func userFromPB(u *pb.MetaUser) User {
+	if u == nil {
+		// A call without credentials acts as "nobody", never as root.
+		return User{UID: 65534, GID: 65534}
+	}
+	return User{UID: u.Uid, GID: u.Gid, Groups: u.Groups}
+}
+
+func pathToPB(p PathAt) *pb.MetaPathAt {
+	return &pb.MetaPathAt{Parent: p.Parent, Path: p.Path, NoFollow: p.NoFollow}
+}
+
+func pathFromPB(p *pb.MetaPathAt) PathAt {
+	if p == nil {
+		return PathAt{}
+	}
+	return PathAt{Parent: p.Parent, Path: p.Path, NoFollow: p.NoFollow}
+}
+
+func layoutToPB(l Layout) *pb.MetaLayout {
+	return &pb.MetaLayout{ChainTable: l.ChainTable, ChunkSize: l.ChunkSize, StripeSize: l.StripeSize, ChainBegin: l.ChainBegin, Seed: l.Seed}
+}
+
+func layoutFromPB(l *pb.MetaLayout) Layout {
+	if l == nil {
+		return Layout{}
+	}
+	return Layout{ChainTable: l.ChainTable, ChunkSize: l.ChunkSize, StripeSize: l.StripeSize, ChainBegin: l.ChainBegin, Seed: l.Seed}
+}
+
+func inodeToPB(n *Inode) *pb.MetaInode {
+	if n == nil {
+		return nil
+	}
+	return &pb.MetaInode{Id: n.ID, Type: uint32(n.Type), Mode: n.Mode, Uid: n.UID, Gid: n.GID, Nlink: n.Nlink,
+		Size: n.Size, AtimeNs: n.Atime.UnixNano(), MtimeNs: n.Mtime.UnixNano(), CtimeNs: n.Ctime.UnixNano(),
+		Parent: n.Parent, Layout: layoutToPB(n.Layout), Target: n.Target, Detached: n.Detached}
+}
+
+func inodeFromPB(p *pb.MetaInode) Inode {
+	if p == nil {
+		return Inode{}
+	}
+	return Inode{ID: p.Id, Type: FileType(p.Type), Mode: p.Mode, UID: p.Uid, GID: p.Gid, Nlink: p.Nlink,
+		Size: p.Size, Atime: time.Unix(0, p.AtimeNs), Mtime: time.Unix(0, p.MtimeNs), Ctime: time.Unix(0, p.CtimeNs),
+		Parent: p.Parent, Layout: layoutFromPB(p.Layout), Target: p.Target, Detached: p.Detached}
+}
+
+func optTime(ns *int64) *time.Time {
+	if ns == nil {
+		return nil
+	}
+	t := time.Unix(0, *ns)
+	return &t
+}
+
+func timeNs(t *time.Time) *int64 {
+	if t == nil {
+		return nil
+	}
+	v := t.UnixNano()
+	return &v
+}

@@ -1,0 +1,98 @@
+package meta
+
+import (
+	"net"
+	"syscall"
+	"testing"
+
+	"google.golang.org/grpc"
+
+	"github.com/emberfs/emberfs/internal/errcode"
+	"github.com/emberfs/emberfs/internal/rpcauth"
+	pb "github.com/emberfs/emberfs/service/proto"
+)
+
+const testToken = "meta-test-token"
+
+// serveGRPC serves s on a kernel-chosen 127.0.0.1 port with the token check.
+func serveGRPC(t testing.TB, s *Server) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer(rpcauth.ServerOptions(testToken)...)
+	pb.RegisterMetaServer(gs, NewGRPCService(s))
+	go gs.Serve(lis)
+	t.Cleanup(gs.Stop)
+	return lis.Addr().String()
+}
+
+func dialT(t testing.TB, addr, token string) *Client {
+	t.Helper()
+	c, err := Dial(addr, token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.CloseConn() })
+	return c
+}
+
+// The whole errno table again, through a real gRPC server: codes and
+// errnos must survive the wire unchanged.
+func TestErrnoTableOverGRPC(t *testing.T) {
+	runErrnoTable(t, func(t *testing.T) (FS, *Server) {
+		e := newEnv(t)
+		return dialT(t, serveGRPC(t, e.s), testToken), e.s
+	})
+}
+
+func TestGRPCRoundTripAndTokenRefusal(t *testing.T) {
+	e := newEnv(t)
+	addr := serveGRPC(t, e.s)
+	c := dialT(t, addr, testToken)
+	buildFixture(t, c)
+	n, err := c.Stat(ctx, Root, P("/d/link"))
+	noErr(t, err)
+	want, _ := e.s.Stat(ctx, Root, P("/d/f"))
+	if n.ID != want.ID || n.UID != alice.UID || n.Type != TypeFile || !n.Mtime.Equal(want.Mtime) || n.Layout != want.Layout {
+		t.Fatalf("stat over gRPC %+v, in-process %+v", n, want)
+	}
+	page, err := c.ReadDir(ctx, Root, P("/d"), ReadDirOptions{WithStat: true})
+	noErr(t, err)
+	if len(page.Entries) != 6 || page.Entries[0].Name != "abs" || page.Entries[0].Inode == nil {
+		t.Fatalf("readdir over gRPC: %+v", page)
+	}
+	ids := []uint64{want.ID, 424242}
+	got, err := c.BatchStat(ctx, ids)
+	noErr(t, err)
+	if got[0] == nil || got[0].ID != want.ID || got[1] != nil {
+		t.Fatalf("batch stat: %+v", got)
+	}
+	ns, errs, err := c.BatchStatPaths(ctx, Root, []PathAt{P("/d/f"), P("/nope")})
+	noErr(t, err)
+	if ns[0].ID != want.ID || errs[0] != nil || errcode.ErrnoOf(errs[1]) != syscall.ENOENT {
+		t.Fatalf("batch stat paths: %+v %v", ns, errs)
+	}
+	noErr(t, c.SetXattr(ctx, Root, P("/d/f"), "user.k", []byte("v"), 0))
+	v, err := c.GetXattr(ctx, Root, P("/d/f"), "user.k")
+	noErr(t, err)
+	names, err := c.ListXattr(ctx, Root, P("/d/f"))
+	noErr(t, err)
+	if string(v) != "v" || len(names) != 1 || names[0] != "user.k" {
+		t.Fatalf("xattr over gRPC: %q %v", v, names)
+	}
+	st, err := c.StatFS(ctx)
+	noErr(t, err)
+	if st.Capacity != 1<<40 || st.InodesAllocated == 0 {
+		t.Fatalf("statfs: %+v", st)
+	}
+
+	for _, tok := range []string{"", "wrong"} {
+		bad := dialT(t, addr, tok)
+		_, err := bad.Stat(ctx, Root, P("/"))
+		if !errcode.Is(err, errcode.Unauthenticated) {
+			t.Fatalf("token %q: got %v, want unauthenticated", tok, err)
+		}
+	}
+}

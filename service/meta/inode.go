@@ -1,0 +1,203 @@
+package meta
+
+import (
+	"encoding/binary"
+	"fmt"
+	"time"
+)
+
+// FileType is the kind of an inode.
+type FileType uint8
+
+const (
+	TypeFile    FileType = 1
+	TypeDir     FileType = 2
+	TypeSymlink FileType = 3
+)
+
+func (t FileType) String() string {
+	switch t {
+	case TypeFile:
+		return "file"
+	case TypeDir:
+		return "directory"
+	case TypeSymlink:
+		return "symlink"
+	}
+	return fmt.Sprintf("type(%d)", uint8(t))
+}
+
+// Permission and special mode bits (the low 12 bits of st_mode).
+const (
+	ModeSetuid = 0o4000
+	ModeSetgid = 0o2000
+	ModeSticky = 0o1000
+	ModePerm   = 0o7777
+)
+
+// RootID is the inode id of "/".
+const RootID uint64 = 1
+
+// Layout says where a file's chunks live. Directories carry the defaults
+// (ChainTable, ChunkSize, StripeSize) that new files inherit; a file adds the
+// first chain of its range (ChainBegin) and the seed that shuffles the order
+// in which chunks visit the StripeSize chains of that range.
+type Layout struct {
+	ChainTable uint32
+	ChunkSize  uint32
+	StripeSize uint32
+	ChainBegin uint32
+	Seed       uint64
+}
+
+// Inode is the metadata of one file, directory or symlink.
+type Inode struct {
+	ID     uint64
+	Type   FileType
+	Mode   uint32 // permission and special bits only (ModePerm)
+	UID    uint32
+	GID    uint32
+	Nlink  uint32
+	Size   uint64 // files: length; symlinks: target length
+	Atime  time.Time
+	Mtime  time.Time
+	Ctime  time.Time
+	Parent uint64 // directories: the directory holding the entry (root: itself)
+	Layout Layout
+	Target string // symlinks
+	// Detached marks a directory removed by RemoveAll whose contents the
+	// background collector is still deleting.
+	Detached bool
+}
+
+const inodeEncodingVersion = 1
+
+const flagDetached = 1
+
+func (n *Inode) encode() []byte {
+	b := make([]byte, 0, 96+len(n.Target))
+	b = append(b, inodeEncodingVersion, byte(n.Type))
+	b = binary.BigEndian.AppendUint32(b, n.Mode)
+	b = binary.BigEndian.AppendUint32(b, n.UID)
+	b = binary.BigEndian.AppendUint32(b, n.GID)
+	b = binary.BigEndian.AppendUint32(b, n.Nlink)
+	b = binary.BigEndian.AppendUint64(b, n.Size)
+	b = binary.BigEndian.AppendUint64(b, uint64(n.Atime.UnixNano()))
+	b = binary.BigEndian.AppendUint64(b, uint64(n.Mtime.UnixNano()))
+	b = binary.BigEndian.AppendUint64(b, uint64(n.Ctime.UnixNano()))
+	b = binary.BigEndian.AppendUint64(b, n.Parent)
+	var flags uint32
+	if n.Detached {
+		flags |= flagDetached
+	}
+	b = binary.BigEndian.AppendUint32(b, flags)
+	b = appendLayout(b, n.Layout)
+	b = binary.AppendUvarint(b, uint64(len(n.Target)))
+	return append(b, n.Target...)
+}
+
+func appendLayout(b []byte, l Layout) []byte {
+	b = binary.BigEndian.AppendUint32(b, l.ChainTable)
+	b = binary.BigEndian.AppendUint32(b, l.ChunkSize)
+	b = binary.BigEndian.AppendUint32(b, l.StripeSize)
+	b = binary.BigEndian.AppendUint32(b, l.ChainBegin)
+	return binary.BigEndian.AppendUint64(b, l.Seed)
+}
+
+const layoutLen = 24
+
+func decodeLayout(b []byte) Layout {
+	return Layout{
+		ChainTable: binary.BigEndian.Uint32(b[0:]),
+		ChunkSize:  binary.BigEndian.Uint32(b[4:]),
+		StripeSize: binary.BigEndian.Uint32(b[8:]),
+		ChainBegin: binary.BigEndian.Uint32(b[12:]),
+		Seed:       binary.BigEndian.Uint64(b[16:]),
+	}
+}
+
+const inodeFixedLen = 2 + 4*4 + 8*5 + 4 + layoutLen
+
+func decodeInode(id uint64, b []byte) (*Inode, error) {
+	if len(b) < inodeFixedLen+1 || b[0] != inodeEncodingVersion {
+		return nil, fmt.Errorf("inode %d: corrupt record (%d bytes)", id, len(b))
+	}
+	n := &Inode{ID: id, Type: FileType(b[1])}
+	p := b[2:]
+	u32 := func() uint32 { v := binary.BigEndian.Uint32(p); p = p[4:]; return v }
+	u64 := func() uint64 { v := binary.BigEndian.Uint64(p); p = p[8:]; return v }
+	n.Mode, n.UID, n.GID, n.Nlink = u32(), u32(), u32(), u32()
+	n.Size = u64()
+	n.Atime = time.Unix(0, int64(u64()))
+	n.Mtime = time.Unix(0, int64(u64()))
+	n.Ctime = time.Unix(0, int64(u64()))
+	n.Parent = u64()
+	n.Detached = u32()&flagDetached != 0
+	n.Layout = decodeLayout(p)
+	p = p[layoutLen:]
+	l, k := binary.Uvarint(p)
+	if k <= 0 || uint64(len(p)-k) < l {
+		return nil, fmt.Errorf("inode %d: corrupt symlink target", id)
+	}
+	n.Target = string(p[k : k+int(l)])
+	return n, nil
+}
+
+// dentry is the value of a DENT key.
+type dentry struct {
+	ID   uint64
+	Type FileType
+}
+
+func (d dentry) encode() []byte {
+	b := make([]byte, 0, 10)
+	b = append(b, 1, byte(d.Type))
+	return binary.BigEndian.AppendUint64(b, d.ID)
+}
+
+func decodeDentry(b []byte) (dentry, error) {
+	if len(b) != 10 || b[0] != 1 {
+		return dentry{}, fmt.Errorf("corrupt directory entry (%d bytes)", len(b))
+	}
+	return dentry{Type: FileType(b[1]), ID: binary.BigEndian.Uint64(b[2:])}, nil
+}
+
+// session is the value of a SESS key: one open-for-write handle.
+type session struct {
+	Client  string
+	Created time.Time
+}
+
+func (s session) encode() []byte {
+	b := binary.BigEndian.AppendUint64(nil, uint64(s.Created.UnixNano()))
+	return append(b, s.Client...)
+}
+
+func decodeSession(b []byte) (session, error) {
+	if len(b) < 8 {
+		return session{}, fmt.Errorf("corrupt session record (%d bytes)", len(b))
+	}
+	return session{Created: time.Unix(0, int64(binary.BigEndian.Uint64(b))), Client: string(b[8:])}, nil
+}
+
+// gcEntry is the value of a GCQU key: what is left to clean up of a removed
+// inode. Files keep their layout and size so storage can drop their chunks;
+// detached directories have their remaining entries removed in batches.
+type gcEntry struct {
+	Type   FileType
+	Size   uint64
+	Layout Layout
+}
+
+func (g gcEntry) encode() []byte {
+	b := []byte{1, byte(g.Type)}
+	b = binary.BigEndian.AppendUint64(b, g.Size)
+	return appendLayout(b, g.Layout)
+}
+
+func decodeGCEntry(b []byte) (gcEntry, error) {
+	if len(b) != 10+layoutLen || b[0] != 1 {
+		return gcEntry{}, fmt.Errorf("corrupt gc record (%d bytes)", len(b))
+	}
+	return gcEntry{Type: FileType(b[1]), Size: binary.BigEndian.Uint64(b[2:]), Layout: decodeLayout(b[10:])}, nil
+}
