@@ -6,7 +6,12 @@ BIN := bin/emberfs
 GOTEST_FLAGS ?=
 GO_TEST_TIMEOUT ?= 15m
 
-.PHONY: all build test test-go lint proto clean
+# The Python venv lives outside the checkout so every clone (and CI) on a
+# machine reuses it; `make venv` installs only what is missing.
+VENV ?= $(HOME)/.cache/emberfs/venv
+PY := $(VENV)/bin/python
+
+.PHONY: all build test test-go test-python lint proto venv python clean
 
 all: build
 
@@ -25,6 +30,22 @@ lint:
 
 proto:
 	scripts/genproto.sh
+
+venv: $(VENV)/.emberfs-requirements
+
+$(VENV)/.emberfs-requirements: python/requirements-dev.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q -r python/requirements-dev.txt
+	cp python/requirements-dev.txt $@
+
+# Generates the gopy bindings, builds dist/emberfs-*.whl and installs it
+# into the venv.
+python: venv
+	scripts/build-python.sh $(PY)
+	$(PY) -m pip install -q --force-reinstall --no-deps dist/emberfs-*.whl
+
+test-python: python
+	cd python/tests && $(PY) -m pytest -q -p no:cacheprovider .
 
 clean:
 	rm -rf bin .tools

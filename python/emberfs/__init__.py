@@ -1,0 +1,65 @@
+"""EmberFS for Python: files, torch.save/torch.load and a local cluster helper.
+
+    import emberfs
+    fs = emberfs.connect("127.0.0.1:9000", token="...")
+    with fs.open("/data/x.bin", "wb") as f:
+        f.write(b"hello")
+    emberfs.save(model.state_dict(), "/ckpt/step100.pt")
+    state = emberfs.load("/ckpt/step100.pt", map_location="cpu")
+"""
+
+from __future__ import annotations
+
+from ._errors import EmberFSError
+from .client import Client, DirEntry, StatResult
+from .cluster import LocalCluster
+
+__all__ = ["Client", "DirEntry", "EmberFSError", "LocalCluster", "StatResult", "connect", "load", "save", "__version__"]
+
+_default: Client | None = None
+
+
+def connect(address: str, token: str) -> Client:
+    """Connect to the cluster whose mgmtd is at address ("host:port[,host:port]").
+
+    The first client connected becomes the default for save() and load().
+    """
+    global _default
+    c = Client(address, token)
+    if _default is None:
+        _default = c
+    return c
+
+
+def _client(client: Client | None) -> Client:
+    if client is not None:
+        return client
+    if _default is None:
+        raise EmberFSError("not connected: call emberfs.connect() first or pass client=")
+    return _default
+
+
+def save(obj, path, client: Client | None = None) -> None:
+    """torch.save obj to path on EmberFS, atomically (see torch_io.save)."""
+    from . import torch_io
+
+    torch_io.save(obj, path, _client(client))
+
+
+def load(path, map_location=None, weights_only: bool = True, client: Client | None = None, **kwargs):
+    """torch.load from path on EmberFS."""
+    from . import torch_io
+
+    return torch_io.load(path, _client(client), map_location=map_location, weights_only=weights_only, **kwargs)
+
+
+def _version() -> str:
+    from ._native import pybind
+
+    return pybind.Version()
+
+
+def __getattr__(name):
+    if name == "__version__":
+        return _version()
+    raise AttributeError(name)
