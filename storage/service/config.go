@@ -1,0 +1,132 @@
+package service
+
+import (
+	"bytes"
+	"fmt"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Duration is a time.Duration written in TOML as a string ("500ms", "2s").
+type Duration struct{ time.Duration }
+
+// UnmarshalText parses a Go duration string.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("bad duration %q: %w", b, err)
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalText writes the duration as a Go duration string.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// Config is the storage service configuration (`emberfs storage --config`).
+type Config struct {
+	// NodeID identifies this service in the cluster (required, > 0). Target
+	// ids are NodeID*100 + index of the target directory, fixed at the
+	// first start (each directory remembers its id in a "target-id" file).
+	NodeID uint32 `toml:"node_id"`
+	// Targets are the target directories, one chunk engine each.
+	Targets []string `toml:"targets"`
+	// Mgmtd lists the mgmtd addresses (any instance; redirects are followed).
+	Mgmtd []string `toml:"mgmtd"`
+	// Token is the cluster token (gRPC and data port).
+	Token string `toml:"token"`
+	// Listen is the gRPC control address; DataListen the data transport's.
+	Listen     string `toml:"listen"`
+	DataListen string `toml:"data_listen"`
+	// AdvertiseAddress / DataAdvertiseAddress are what other nodes dial
+	// (default: the bound listen addresses).
+	AdvertiseAddress     string `toml:"advertise_address"`
+	DataAdvertiseAddress string `toml:"data_advertise_address"`
+	// MetricsListen serves Prometheus /metrics over HTTP ("" disables).
+	MetricsListen string `toml:"metrics_listen"`
+	// ForwardTimeout bounds one forward attempt to a successor; a failed
+	// attempt is retried (along the current routing) until it succeeds or
+	// this target leaves the write path.
+	ForwardTimeout Duration `toml:"forward_timeout"`
+	// RepairInterval is how often corrupt chunks are looked for and
+	// repaired from another replica (detections also trigger a pass).
+	RepairInterval Duration `toml:"repair_interval"`
+	// VerifyInterval: see chunkengine.Options.VerifyInterval.
+	VerifyInterval Duration `toml:"verify_interval"`
+	// NoSync skips fsync in the chunk engines (tests and benchmarks only).
+	NoSync bool `toml:"no_sync"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `toml:"log_level"`
+}
+
+// DefaultConfig returns the defaults `emberfs storage --print-config` prints.
+func DefaultConfig() Config {
+	return Config{
+		Targets:        []string{"/var/lib/emberfs/storage/target0"},
+		Mgmtd:          []string{"127.0.0.1:7100"},
+		Listen:         "127.0.0.1:7300",
+		DataListen:     "127.0.0.1:7310",
+		MetricsListen:  "127.0.0.1:7390",
+		ForwardTimeout: Duration{30 * time.Second},
+		RepairInterval: Duration{time.Second},
+		VerifyInterval: Duration{time.Minute},
+		LogLevel:       "info",
+	}
+}
+
+// LoadConfig reads a TOML file over the defaults and rejects unknown keys.
+func LoadConfig(path string) (Config, error) {
+	cfg := DefaultConfig()
+	md, err := toml.DecodeFile(path, &cfg)
+	if err != nil {
+		return cfg, fmt.Errorf("storage config %s: %w", path, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		return cfg, fmt.Errorf("storage config %s: unknown setting %q", path, und[0].String())
+	}
+	return cfg, nil
+}
+
+// Validate checks settings the service cannot run without.
+func (c *Config) Validate() error {
+	switch {
+	case c.NodeID == 0:
+		return fmt.Errorf("storage config: node_id must be set (> 0)")
+	case uint64(c.NodeID)*100+99 < uint64(c.NodeID):
+		return fmt.Errorf("storage config: node_id %d too large", c.NodeID)
+	case len(c.Targets) == 0:
+		return fmt.Errorf("storage config: no target directories")
+	case len(c.Targets) > 100:
+		return fmt.Errorf("storage config: %d targets; at most 100 per node", len(c.Targets))
+	case len(c.Mgmtd) == 0:
+		return fmt.Errorf("storage config: no mgmtd address")
+	case c.Token == "":
+		return fmt.Errorf("storage config: no cluster token")
+	case c.Listen == "" || c.DataListen == "":
+		return fmt.Errorf("storage config: listen and data_listen must be set")
+	}
+	seen := map[string]bool{}
+	for _, t := range c.Targets {
+		if t == "" || seen[t] {
+			return fmt.Errorf("storage config: target directory %q empty or listed twice", t)
+		}
+		seen[t] = true
+	}
+	if c.ForwardTimeout.Duration <= 0 {
+		c.ForwardTimeout.Duration = 30 * time.Second
+	}
+	if c.RepairInterval.Duration <= 0 {
+		c.RepairInterval.Duration = time.Second
+	}
+	return nil
+}
+
+// TOML renders the config as a TOML document.
+func (c Config) TOML() string {
+	var b bytes.Buffer
+	if err := toml.NewEncoder(&b).Encode(c); err != nil {
+		return "# encode error: " + err.Error()
+	}
+	return b.String()
+}

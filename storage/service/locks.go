@@ -1,0 +1,157 @@
+package service
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/emberfs/emberfs/internal/errcode"
+	"github.com/emberfs/emberfs/storage/chunkengine"
+	"github.com/emberfs/emberfs/storage/wire"
+)
+
+// chunkLocks serializes everything that changes one chunk on one target:
+// a head's writes, a replica's forward (held until the update committed
+// or was handed over), sync and repair replaces. Holding it while an
+// update is forwarded is what makes "a pending version with nobody
+// driving it" detectable: under the lock no driver runs.
+type chunkLocks struct {
+	mu sync.Mutex
+	m  map[lockKey]*lockEntry
+}
+
+type lockKey struct {
+	target uint64
+	id     chunkengine.ChunkID
+}
+
+type lockEntry struct {
+	ch   chan struct{} // holds one token while locked
+	refs int
+}
+
+func (l *chunkLocks) init() { l.m = map[lockKey]*lockEntry{} }
+
+// lock takes the chunk's lock, giving up when ctx ends.
+func (l *chunkLocks) lock(ctx context.Context, target uint64, id chunkengine.ChunkID) (func(), error) {
+	k := lockKey{target, id}
+	l.mu.Lock()
+	e := l.m[k]
+	if e == nil {
+		e = &lockEntry{ch: make(chan struct{}, 1)}
+		l.m[k] = e
+	}
+	e.refs++
+	l.mu.Unlock()
+	release := func() {
+		l.mu.Lock()
+		if e.refs--; e.refs == 0 {
+			delete(l.m, k)
+		}
+		l.mu.Unlock()
+	}
+	select {
+	case e.ch <- struct{}{}:
+		return func() { <-e.ch; release() }, nil
+	case <-ctx.Done():
+		release()
+		return nil, errcode.New(errcode.CodeOf(ctx.Err()), "waiting for chunk %s on target %d: %v", id, target, ctx.Err())
+	}
+}
+
+// dedupeTable remembers, per (client, channel), the last write sequence
+// number seen and its outcome, so a retried write is applied once. Heads
+// consult it; every replica records forwarded writes too, so a retry
+// that reaches a new head after a failover is still recognised.
+type dedupeTable struct {
+	mu sync.Mutex
+	m  map[dedupeKey]*dedupeEntry
+}
+
+type dedupeKey struct {
+	client  uint64
+	channel uint32
+}
+
+type dedupeEntry struct {
+	seq   uint64
+	chunk chunkengine.ChunkID
+	done  chan struct{}
+	rsp   wire.UpdateRsp
+	err   error
+	at    time.Time
+}
+
+func newDedupeTable() *dedupeTable { return &dedupeTable{m: map[dedupeKey]*dedupeEntry{}} }
+
+// begin looks up a write. It returns (entry, true) when the caller must
+// run the write and then call finish; (entry, false) when the same write
+// ran or runs already (wait on entry.done, then use rsp/err).
+func (d *dedupeTable) begin(u *wire.UpdateReq) (*dedupeEntry, bool, error) {
+	k := dedupeKey{u.ClientID, u.Channel}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	e := d.m[k]
+	if e != nil {
+		switch {
+		case e.seq > u.Seq:
+			return nil, false, errcode.New(errcode.InvalidArgument, "write seq %d on client %x channel %d is older than seq %d already seen", u.Seq, u.ClientID, u.Channel, e.seq)
+		case e.seq == u.Seq && e.chunk != u.Chunk:
+			return nil, false, errcode.New(errcode.InvalidArgument, "write seq %d on client %x channel %d reused for chunk %s (was %s)", u.Seq, u.ClientID, u.Channel, u.Chunk, e.chunk)
+		case e.seq == u.Seq:
+			select {
+			case <-e.done:
+				if e.err == nil {
+					return e, false, nil
+				}
+				// The earlier attempt failed: this retry runs it again.
+			default:
+				return e, false, nil
+			}
+		}
+	}
+	e = &dedupeEntry{seq: u.Seq, chunk: u.Chunk, done: make(chan struct{}), at: time.Now()}
+	d.m[k] = e
+	return e, true, nil
+}
+
+func (d *dedupeTable) finish(e *dedupeEntry, rsp wire.UpdateRsp, err error) {
+	d.mu.Lock()
+	e.rsp, e.err, e.at = rsp, err, time.Now()
+	d.mu.Unlock()
+	close(e.done)
+}
+
+// gc drops outcomes older than maxAge (clients retry for far less).
+func (d *dedupeTable) gc(maxAge time.Duration) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for k, e := range d.m {
+		select {
+		case <-e.done:
+			if time.Since(e.at) > maxAge {
+				delete(d.m, k)
+			}
+		default:
+		}
+	}
+}
+
+func (d *dedupeTable) size() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.m)
+}
+
+func (s *Service) dedupeGCLoop() {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+			s.dedupe.gc(10 * time.Minute)
+		}
+	}
+}

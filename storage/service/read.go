@@ -1,0 +1,129 @@
+package service
+
+import (
+	"context"
+
+	"github.com/emberfs/emberfs/internal/errcode"
+	pb "github.com/emberfs/emberfs/service/proto"
+	"github.com/emberfs/emberfs/storage/chunkengine"
+	"github.com/emberfs/emberfs/storage/wire"
+	"github.com/emberfs/emberfs/transport"
+)
+
+// checkRead validates a read against routing: only a serving replica at
+// the reader's chain version answers.
+func (s *Service) checkRead(ctx context.Context, q *wire.ReadReq) (*target, error) {
+	t, err := s.target(q.Target)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.leaseOK(); err != nil {
+		return nil, err
+	}
+	r, err := s.checkChain(ctx, q.Chain, q.ChainVer)
+	if err != nil {
+		return nil, err
+	}
+	if tt, ok := r.Target(t.id); !ok || tt.ChainId != q.Chain {
+		return nil, errcode.New(errcode.StaleVersion, "target %d is not in chain %d", t.id, q.Chain)
+	}
+	if st := r.TargetState(t.id); st != pb.MgmtdPublicState_MGMTD_PUBLIC_SERVING {
+		return nil, errcode.New(errcode.StaleVersion, "target %d of chain %d is %s, not serving reads", t.id, q.Chain, st)
+	}
+	return t, nil
+}
+
+// readRegion opens the committed bytes for a read; a checksum mismatch
+// (the engine marks the chunk corrupt) starts a repair.
+func (s *Service) readRegion(t *target, q *wire.ReadReq) (*chunkengine.Region, error) {
+	reg, err := t.eng.OpenRegion(q.Chunk, q.Offset, q.Length, q.Relaxed)
+	if err != nil {
+		if errcode.Is(err, errcode.ChecksumMismatch) {
+			s.metrics.corruptReads.Inc()
+			s.kickRepair()
+		}
+		return nil, err
+	}
+	return reg, nil
+}
+
+func regionReply(reg *chunkengine.Region) (ext []byte, seg transport.Segment) {
+	m := wire.ReadRsp{Version: reg.Version, Checksum: reg.Checksum}
+	ext = m.Encode(nil)
+	if reg.File != nil {
+		seg = transport.FileRegion(reg.File, reg.Offset, reg.Length)
+	}
+	return ext, seg
+}
+
+// handleRead serves OpRead: committed bytes sent from the data file by
+// sendfile.
+func (s *Service) handleRead(ctx context.Context, req *transport.ServerRequest) (*transport.ServerResponse, error) {
+	q, err := wire.DecodeReadReq(req.Ext)
+	if err != nil {
+		return nil, err
+	}
+	t, err := s.checkRead(ctx, &q)
+	if err != nil {
+		return nil, err
+	}
+	reg, err := s.readRegion(t, &q)
+	if err != nil {
+		return nil, err
+	}
+	s.metrics.readBytes.Add(float64(reg.Length))
+	ext, seg := regionReply(reg)
+	resp := &transport.ServerResponse{Ext: ext, Done: func() { reg.Close() }}
+	if reg.File != nil {
+		resp.Payload = []transport.Segment{seg}
+	}
+	return resp, nil
+}
+
+// handleReadBatch serves OpReadBatch: many reads, one status each.
+func (s *Service) handleReadBatch(ctx context.Context, _ *transport.ServerRequest, subs []transport.SubRequest) ([]transport.SubReply, func(), error) {
+	replies := make([]transport.SubReply, len(subs))
+	var regions []*chunkengine.Region
+	for i, sub := range subs {
+		q, err := wire.DecodeReadReq(sub.Ext)
+		if err == nil && len(sub.Payload) != 0 {
+			err = errcode.New(errcode.InvalidArgument, "read entry %d carries a %d-byte payload", i, len(sub.Payload))
+		}
+		var t *target
+		if err == nil {
+			t, err = s.checkRead(ctx, &q)
+		}
+		var reg *chunkengine.Region
+		if err == nil {
+			reg, err = s.readRegion(t, &q)
+		}
+		if err != nil {
+			replies[i].Err = err
+			continue
+		}
+		regions = append(regions, reg)
+		s.metrics.readBytes.Add(float64(reg.Length))
+		replies[i].Ext, replies[i].Data = regionReply(reg)
+	}
+	return replies, func() {
+		for _, r := range regions {
+			r.Close()
+		}
+	}, nil
+}
+
+// handleQueryLast serves OpQueryLast: the highest committed chunk of an
+// inode on this replica (ask the chain's tail, which commits first).
+func (s *Service) handleQueryLast(ctx context.Context, req *transport.ServerRequest) (*transport.ServerResponse, error) {
+	q, err := wire.DecodeInodeReq(req.Ext)
+	if err != nil {
+		return nil, err
+	}
+	rq := wire.ReadReq{Target: q.Target, Chain: q.Chain, ChainVer: q.ChainVer}
+	t, err := s.checkRead(ctx, &rq)
+	if err != nil {
+		return nil, err
+	}
+	id, n, ok := t.eng.QueryLastChunk(q.Inode)
+	return &transport.ServerResponse{Ext: wire.LastChunkRsp{Found: ok, Index: id.Index, Length: n}.Encode(nil)}, nil
+}

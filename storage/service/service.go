@@ -1,0 +1,460 @@
+// Package service is the EmberFS storage service: it owns a node's
+// targets (one chunk engine each), registers and heartbeats with mgmtd,
+// follows routing, and replicates chunk updates along chains with CRAQ
+// over the data transport. Control calls (dump chunk metadata for
+// recovery, sync-done, repair, list targets) are gRPC. docs/storage.md
+// describes the protocol, recovery and repair.
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/emberfs/emberfs/client/routing"
+	"github.com/emberfs/emberfs/internal/errcode"
+	"github.com/emberfs/emberfs/internal/rpcauth"
+	"github.com/emberfs/emberfs/service/mgmtd/mgmtdclient"
+	pb "github.com/emberfs/emberfs/service/proto"
+	"github.com/emberfs/emberfs/storage/chunkengine"
+	"github.com/emberfs/emberfs/storage/wire"
+	"github.com/emberfs/emberfs/transport"
+)
+
+const targetIDFile = "target-id"
+
+// target is one chunk engine and what the service knows about its role.
+type target struct {
+	id   uint64
+	path string
+	eng  *chunkengine.Engine
+
+	mu sync.Mutex
+	// recovered: the target holds all committed data of its chain (got
+	// sync-done, or routing showed it serving after this process
+	// registered). Reported to mgmtd as up-to-date, else online.
+	recovered bool
+}
+
+func (t *target) isRecovered() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.recovered
+}
+
+func (t *target) setRecovered(v bool) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	changed := t.recovered != v
+	t.recovered = v
+	return changed
+}
+
+// Service is a running storage service.
+type Service struct {
+	cfg Config
+	log *slog.Logger
+
+	targets map[uint64]*target
+	order   []*target
+
+	data    *transport.Server
+	grpc    *grpc.Server
+	grpcLis net.Listener
+	addr    string
+	dataAdr string
+	metrics *metrics
+	httpSrv *http.Server
+
+	tc    *transport.Client
+	conn  *routing.Conn
+	cache *routing.Cache
+	agent *mgmtdclient.Agent
+
+	locks  chunkLocks
+	dedupe *dedupeTable
+
+	// regVersion is the routing version mgmtd reported when this process
+	// registered; routing older than it may still show targets serving
+	// from before a restart, so it never marks a target recovered.
+	regMu      sync.Mutex
+	regVersion uint64
+	registered bool
+
+	syncMu  sync.Mutex
+	syncing map[uint64]bool // own target id -> a sync of its successor runs
+
+	ctlMu    sync.Mutex
+	ctlConns map[string]*grpc.ClientConn
+
+	repairKick chan struct{}
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// Start opens the targets, starts the data and control servers and joins
+// the cluster (registration completes in the background; WaitRegistered
+// waits for it).
+func Start(cfg Config, logger *slog.Logger) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = slog.Default()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Service{
+		cfg: cfg, log: logger.With("component", "storage", "node", cfg.NodeID),
+		targets: map[uint64]*target{}, dedupe: newDedupeTable(), syncing: map[uint64]bool{},
+		ctlConns: map[string]*grpc.ClientConn{}, repairKick: make(chan struct{}, 1),
+		ctx: ctx, cancel: cancel,
+	}
+	s.locks.init()
+	ok := false
+	defer func() {
+		if !ok {
+			s.Close()
+		}
+	}()
+	for i, dir := range cfg.Targets {
+		t, err := s.openTarget(dir, uint64(cfg.NodeID)*100+uint64(i))
+		if err != nil {
+			return nil, err
+		}
+		if _, dup := s.targets[t.id]; dup {
+			t.eng.Close()
+			return nil, fmt.Errorf("storage: target id %d of %s used twice", t.id, dir)
+		}
+		s.targets[t.id] = t
+		s.order = append(s.order, t)
+	}
+	s.metrics = newMetrics(s)
+
+	var err error
+	s.data, err = transport.NewServer(transport.ServerConfig{Addr: cfg.DataListen, Token: cfg.Token, Logger: logger})
+	if err != nil {
+		return nil, fmt.Errorf("storage: data listen on %s: %w", cfg.DataListen, err)
+	}
+	s.registerHandlers(s.data)
+	s.grpcLis, err = net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("storage: listen on %s: %w", cfg.Listen, err)
+	}
+	s.grpc = grpc.NewServer(rpcauth.ServerOptions(cfg.Token)...)
+	pb.RegisterStorageServer(s.grpc, &controlServer{s: s})
+	go func() { _ = s.grpc.Serve(s.grpcLis) }()
+	s.addr = orDefault(cfg.AdvertiseAddress, s.grpcLis.Addr().String())
+	s.dataAdr = orDefault(cfg.DataAdvertiseAddress, s.data.Addr())
+
+	if cfg.MetricsListen != "" {
+		mlis, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			return nil, fmt.Errorf("storage: metrics listen on %s: %w", cfg.MetricsListen, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", s.metrics.handler())
+		s.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = s.httpSrv.Serve(mlis) }()
+		s.log.Info("metrics", "url", "http://"+mlis.Addr().String()+"/metrics")
+	}
+
+	s.tc = transport.NewClient(transport.ClientConfig{Token: cfg.Token, Logger: logger})
+	s.conn, err = routing.Dial(cfg.Mgmtd, cfg.Token)
+	if err != nil {
+		return nil, fmt.Errorf("storage: %w", err)
+	}
+	s.cache = routing.NewCache(s.conn)
+	s.cache.Start()
+	host, _ := os.Hostname()
+	s.agent, err = mgmtdclient.Start(mgmtdclient.Options{
+		Conn: s.conn, Role: pb.MgmtdNodeRole_MGMTD_ROLE_STORAGE, NodeID: cfg.NodeID,
+		Address: s.addr, DataAddress: s.dataAdr, Hostname: host, Targets: s.reports, Logger: logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("storage: %w", err)
+	}
+	s.goLoop(s.registrationLoop)
+	s.goLoop(s.routingLoop)
+	s.goLoop(s.repairLoop)
+	s.goLoop(s.dedupeGCLoop)
+	ok = true
+	s.log.Info("storage service started", "control", s.addr, "data", s.dataAdr, "targets", len(s.order))
+	return s, nil
+}
+
+func orDefault(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+func (s *Service) goLoop(f func()) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		f()
+	}()
+}
+
+// openTarget opens a target directory; its id is fixed at the first open.
+func (s *Service) openTarget(dir string, defaultID uint64) (*target, error) {
+	eng, err := chunkengine.Open(dir, chunkengine.Options{
+		NoSync: s.cfg.NoSync, VerifyInterval: s.cfg.VerifyInterval.Duration,
+		Logger: s.log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("storage: open target %s: %w", dir, err)
+	}
+	idPath := filepath.Join(dir, targetIDFile)
+	id := defaultID
+	if b, err := os.ReadFile(idPath); err == nil {
+		id, err = strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+		if err != nil {
+			eng.Close()
+			return nil, fmt.Errorf("storage: target %s: bad %s file: %v", dir, targetIDFile, err)
+		}
+	} else if errors.Is(err, os.ErrNotExist) {
+		if err := os.WriteFile(idPath, []byte(strconv.FormatUint(id, 10)+"\n"), 0o644); err != nil {
+			eng.Close()
+			return nil, fmt.Errorf("storage: target %s: write %s: %v", dir, targetIDFile, err)
+		}
+	} else {
+		eng.Close()
+		return nil, fmt.Errorf("storage: target %s: read %s: %v", dir, targetIDFile, err)
+	}
+	return &target{id: id, path: dir, eng: eng}, nil
+}
+
+// Close stops the service. Nothing is handed over: to the cluster this is
+// the same as a crash (mgmtd notices the missing heartbeats).
+func (s *Service) Close() {
+	s.cancel()
+	if s.agent != nil {
+		s.agent.Stop()
+	}
+	if s.data != nil {
+		s.data.Close()
+	}
+	if s.grpc != nil {
+		s.grpc.Stop()
+	}
+	if s.httpSrv != nil {
+		s.httpSrv.Close()
+	}
+	if s.cache != nil {
+		s.cache.Close()
+	}
+	s.wg.Wait()
+	if s.tc != nil {
+		s.tc.Close()
+	}
+	if s.conn != nil {
+		s.conn.Close()
+	}
+	s.ctlMu.Lock()
+	for _, c := range s.ctlConns {
+		c.Close()
+	}
+	s.ctlConns = map[string]*grpc.ClientConn{}
+	s.ctlMu.Unlock()
+	for _, t := range s.order {
+		t.eng.Close()
+	}
+}
+
+// Addr is the gRPC control address; DataAddr the data transport address.
+func (s *Service) Addr() string     { return s.addr }
+func (s *Service) DataAddr() string { return s.dataAdr }
+
+// TargetIDs lists the service's target ids in configuration order.
+func (s *Service) TargetIDs() []uint64 {
+	out := make([]uint64, len(s.order))
+	for i, t := range s.order {
+		out[i] = t.id
+	}
+	return out
+}
+
+// Engine returns a target's chunk engine (tests and tools).
+func (s *Service) Engine(targetID uint64) *chunkengine.Engine {
+	if t := s.targets[targetID]; t != nil {
+		return t.eng
+	}
+	return nil
+}
+
+// WaitRegistered blocks until mgmtd accepted the registration.
+func (s *Service) WaitRegistered(ctx context.Context) error { return s.agent.WaitRegistered(ctx) }
+
+// Routing is the service's current routing view (nil before the first).
+func (s *Service) Routing() *routing.Routing { return s.cache.Current() }
+
+func (s *Service) target(id uint64) (*target, error) {
+	t := s.targets[id]
+	if t == nil {
+		return nil, errcode.New(errcode.NotFound, "target %d is not on storage node %d", id, s.cfg.NodeID)
+	}
+	return t, nil
+}
+
+func (s *Service) registrationLoop() {
+	if err := s.agent.WaitRegistered(s.ctx); err != nil {
+		return
+	}
+	s.regMu.Lock()
+	s.regVersion, s.registered = s.agent.RoutingVersion(), true
+	s.regMu.Unlock()
+	s.followRouting(s.cache.Current())
+}
+
+// reports is the heartbeat's view of the targets.
+func (s *Service) reports() []*pb.MgmtdTargetReport {
+	r := s.cache.Current()
+	out := make([]*pb.MgmtdTargetReport, 0, len(s.order))
+	for _, t := range s.order {
+		rep := &pb.MgmtdTargetReport{TargetId: t.id, LocalState: pb.MgmtdLocalState_MGMTD_LOCAL_ONLINE}
+		if t.isRecovered() {
+			rep.LocalState = pb.MgmtdLocalState_MGMTD_LOCAL_UPTODATE
+		}
+		if si, err := t.eng.SpaceInfo(); err == nil {
+			rep.FreeBytes, rep.CapacityBytes = si.Free, si.Capacity
+		}
+		if r != nil {
+			if tt, ok := r.Target(t.id); ok && tt.ChainId != 0 {
+				rep.ChainId = tt.ChainId
+				rep.ChainVersion = r.ChainVersion(tt.ChainId)
+			}
+		}
+		out = append(out, rep)
+	}
+	return out
+}
+
+// routingLoop reacts to every routing version: recovered flags, syncs to
+// start. It also re-checks periodically (a failed sync is retried).
+func (s *Service) routingLoop() {
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		ch := s.cache.Changed()
+		s.followRouting(s.cache.Current())
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-ch:
+		case <-tick.C:
+		}
+	}
+}
+
+func (s *Service) followRouting(r *routing.Routing) {
+	if r == nil {
+		return
+	}
+	s.regMu.Lock()
+	regVer, registered := s.regVersion, s.registered
+	s.regMu.Unlock()
+	for _, t := range s.order {
+		tt, ok := r.Target(t.id)
+		if !ok || tt.ChainId == 0 {
+			continue
+		}
+		switch st := r.TargetState(t.id); st {
+		case pb.MgmtdPublicState_MGMTD_PUBLIC_SERVING:
+			if registered && r.Version() >= regVer && t.setRecovered(true) {
+				s.log.Info("target serving", "target", t.id, "chain", tt.ChainId, "routing", r.Version())
+			}
+			if succ, sst, ok := r.Successor(tt.ChainId, t.id); ok && sst == pb.MgmtdPublicState_MGMTD_PUBLIC_SYNCING {
+				s.startSync(t, tt.ChainId, succ)
+			}
+		case pb.MgmtdPublicState_MGMTD_PUBLIC_SYNCING:
+		default:
+			// Waiting, offline or lastsrv while we run: we were cut off
+			// (or are returning); our copy needs recovery before serving.
+			if t.setRecovered(false) {
+				s.log.Warn("target left the chain; it must be recovered before serving again",
+					"target", t.id, "chain", tt.ChainId, "state", st, "routing", r.Version())
+			}
+		}
+	}
+}
+
+// checkChain validates a request's chain version against our routing. A
+// request with a newer version than ours waits briefly for our routing to
+// catch up; an older one is refused with StaleVersion.
+func (s *Service) checkChain(ctx context.Context, chain uint32, ver uint64) (*routing.Routing, error) {
+	r := s.cache.Current()
+	if r == nil || r.ChainVersion(chain) < ver {
+		wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		go func() {
+			if err := s.cache.Refresh(wctx); err != nil && wctx.Err() == nil {
+				s.log.Debug("routing refresh failed", "err", err)
+			}
+		}()
+		r, _ = s.cache.WaitFor(wctx, func(r *routing.Routing) bool { return r.ChainVersion(chain) >= ver })
+		cancel()
+	}
+	if r == nil {
+		return nil, errcode.New(errcode.Unavailable, "storage node %d has no routing info yet", s.cfg.NodeID)
+	}
+	c, ok := r.Chain(chain)
+	if !ok {
+		return nil, errcode.New(errcode.StaleVersion, "chain %d unknown at routing version %d", chain, r.Version())
+	}
+	switch {
+	case c.Version > ver:
+		return nil, errcode.New(errcode.StaleVersion, "chain %d: request has chain version %d, current is %d", chain, ver, c.Version)
+	case c.Version < ver:
+		return nil, errcode.New(errcode.Unavailable, "chain %d: request has chain version %d, storage node %d only knows %d", chain, ver, s.cfg.NodeID, c.Version)
+	}
+	return r, nil
+}
+
+// leaseOK refuses service while our mgmtd lease is not valid: mgmtd may
+// already have moved our targets out of their chains.
+func (s *Service) leaseOK() error {
+	if !s.agent.LeaseValid() {
+		return errcode.New(errcode.Unavailable, "storage node %d has no valid lease with mgmtd", s.cfg.NodeID)
+	}
+	return nil
+}
+
+func (s *Service) registerHandlers(r transport.Registrar) {
+	r.Handle(wire.OpWrite, s.instrument(wire.OpWrite, s.handleWrite))
+	r.Handle(wire.OpForward, s.instrument(wire.OpForward, s.handleForward))
+	r.Handle(wire.OpRead, s.instrument(wire.OpRead, s.handleRead))
+	r.Handle(wire.OpReadBatch, s.instrument(wire.OpReadBatch, transport.HandleBatch(s.handleReadBatch)))
+	r.Handle(wire.OpQueryLast, s.instrument(wire.OpQueryLast, s.handleQueryLast))
+	r.Handle(wire.OpRemoveInode, s.instrument(wire.OpRemoveInode, s.handleRemoveInode))
+	r.Handle(wire.OpSync, s.instrument(wire.OpSync, s.handleSync))
+}
+
+// control returns a gRPC client to another storage service.
+func (s *Service) control(addr string) (pb.StorageClient, error) {
+	s.ctlMu.Lock()
+	defer s.ctlMu.Unlock()
+	if c, ok := s.ctlConns[addr]; ok {
+		return pb.NewStorageClient(c), nil
+	}
+	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), rpcauth.DialOption(s.cfg.Token))
+	if err != nil {
+		return nil, err
+	}
+	s.ctlConns[addr] = c
+	return pb.NewStorageClient(c), nil
+}
