@@ -1,0 +1,349 @@
+package fuse
+
+import (
+	"context"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	gofuse "github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/emberfs/emberfs/internal/errcode"
+	"github.com/emberfs/emberfs/service/meta"
+)
+
+// node is one inode in the kernel's view; its go-fuse Ino is the EmberFS
+// inode id, so hard links share one node.
+type node struct {
+	fs.Inode
+	fsys *fileSystem
+}
+
+var (
+	_ fs.NodeLookuper       = (*node)(nil)
+	_ fs.NodeGetattrer      = (*node)(nil)
+	_ fs.NodeSetattrer      = (*node)(nil)
+	_ fs.NodeMkdirer        = (*node)(nil)
+	_ fs.NodeMknoder        = (*node)(nil)
+	_ fs.NodeCreater        = (*node)(nil)
+	_ fs.NodeOpener         = (*node)(nil)
+	_ fs.NodeUnlinker       = (*node)(nil)
+	_ fs.NodeRmdirer        = (*node)(nil)
+	_ fs.NodeRenamer        = (*node)(nil)
+	_ fs.NodeLinker         = (*node)(nil)
+	_ fs.NodeSymlinker      = (*node)(nil)
+	_ fs.NodeReadlinker     = (*node)(nil)
+	_ fs.NodeOpendirHandler = (*node)(nil)
+	_ fs.NodeStatfser       = (*node)(nil)
+	_ fs.NodeGetxattrer     = (*node)(nil)
+	_ fs.NodeSetxattrer     = (*node)(nil)
+	_ fs.NodeListxattrer    = (*node)(nil)
+	_ fs.NodeRemovexattrer  = (*node)(nil)
+	_ fs.NodeFsyncer        = (*node)(nil)
+)
+
+func (n *node) id() uint64 { return n.StableAttr().Ino }
+
+func (n *node) self() meta.PathAt { return meta.PathAt{Parent: n.id()} }
+
+func (n *node) child(name string) meta.PathAt { return meta.PathAt{Parent: n.id(), Path: name} }
+
+// newChild returns the node for inode in (an existing one for a known id)
+// and fills the entry the kernel caches.
+func (n *node) newChild(ctx context.Context, in *meta.Inode, since uint64, out *gofuse.EntryOut) *fs.Inode {
+	n.fsys.fillAttr(opCtx(ctx), in, since, &out.Attr)
+	return n.NewInode(ctx, &node{fsys: n.fsys}, fs.StableAttr{Mode: typeMode(in.Type), Ino: in.ID})
+}
+
+func (n *node) Lookup(ctx context.Context, name string, out *gofuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	since := n.fsys.releases.Load()
+	in, err := n.fsys.meta.Lookup(opCtx(ctx), n.fsys.creds.user(ctx), n.id(), name)
+	if err != nil {
+		return nil, n.fsys.errno("lookup", err)
+	}
+	return n.newChild(ctx, &in, since, out), 0
+}
+
+func (n *node) Getattr(ctx context.Context, fh fs.FileHandle, out *gofuse.AttrOut) syscall.Errno {
+	since := n.fsys.releases.Load()
+	in, err := n.fsys.meta.Stat(opCtx(ctx), root, n.self())
+	if err != nil {
+		// An open file whose inode is gone (removed by another client):
+		// answer from the handle rather than fail fstat.
+		if h, ok := fh.(*fileHandle); ok && (errcode.Is(err, errcode.NotFound) || errcode.Is(err, errcode.Stale)) {
+			in = h.f.Inode()
+			in.Nlink = 0
+		} else {
+			return n.fsys.errno("getattr", err)
+		}
+	}
+	n.fsys.fillAttr(opCtx(ctx), &in, since, &out.Attr)
+	return 0
+}
+
+func (n *node) Setattr(ctx context.Context, fh fs.FileHandle, in *gofuse.SetAttrIn, out *gofuse.AttrOut) syscall.Errno {
+	since := n.fsys.releases.Load()
+	c := opCtx(ctx)
+	u := n.fsys.creds.user(ctx)
+	if size, ok := in.GetSize(); ok {
+		if errno := n.truncate(c, u, fh, size); errno != 0 {
+			return errno
+		}
+	}
+	var sa meta.SetAttr
+	changed := false
+	if m, ok := in.GetMode(); ok {
+		sa.Mode, changed = &m, true
+	}
+	if uid, ok := in.GetUID(); ok {
+		sa.UID, changed = &uid, true
+	}
+	if gid, ok := in.GetGID(); ok {
+		sa.GID, changed = &gid, true
+	}
+	if in.Valid&gofuse.FATTR_ATIME != 0 {
+		changed = true
+		if in.Valid&gofuse.FATTR_ATIME_NOW != 0 {
+			sa.AtimeNow = true
+		} else {
+			sa.Atime = setTime(time.Unix(int64(in.Atime), int64(in.Atimensec)))
+		}
+	}
+	if in.Valid&gofuse.FATTR_MTIME != 0 {
+		changed = true
+		if in.Valid&gofuse.FATTR_MTIME_NOW != 0 {
+			sa.MtimeNow = true
+		} else {
+			sa.Mtime = setTime(time.Unix(int64(in.Mtime), int64(in.Mtimensec)))
+		}
+	}
+	var ino meta.Inode
+	var err error
+	if changed {
+		ino, err = n.fsys.meta.SetAttr(c, u, n.self(), sa)
+	} else {
+		ino, err = n.fsys.meta.Stat(c, root, n.self())
+	}
+	if err != nil {
+		return n.fsys.errno("setattr", err)
+	}
+	n.fsys.fillAttr(c, &ino, since, &out.Attr)
+	return 0
+}
+
+// truncate changes a file's size: through the handle for ftruncate (the
+// kernel has checked it is open for writing), else as the caller through
+// the metadata service, then through any handle this mount has open for
+// writing so that its view of the size (and buffered data) follows.
+func (n *node) truncate(ctx context.Context, u meta.User, fh fs.FileHandle, size uint64) syscall.Errno {
+	if h, ok := fh.(*fileHandle); ok && h.writable {
+		return n.fsys.errno("truncate", h.f.Truncate(int64(size)))
+	}
+	h := n.fsys.writableHandle(n.id())
+	if h != nil {
+		if err := h.f.Flush(); err != nil {
+			return n.fsys.errno("truncate", err)
+		}
+	}
+	if _, err := n.fsys.meta.Truncate(ctx, u, n.self(), size); err != nil {
+		return n.fsys.errno("truncate", err)
+	}
+	if h != nil {
+		return n.fsys.errno("truncate", h.f.Truncate(int64(size)))
+	}
+	return 0
+}
+
+func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *gofuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	since := n.fsys.releases.Load()
+	in, err := n.fsys.meta.Mkdir(opCtx(ctx), n.fsys.creds.user(ctx), n.child(name), mode&meta.ModePerm, false)
+	if err != nil {
+		return nil, n.fsys.errno("mkdir", err)
+	}
+	return n.newChild(ctx, &in, since, out), 0
+}
+
+// Mknod creates regular files; EmberFS has no FIFOs, sockets or device
+// nodes, and answers EPERM for them as Linux does for a file system that
+// cannot hold them.
+func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *gofuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	since := n.fsys.releases.Load()
+	if t := mode & syscall.S_IFMT; t != 0 && t != syscall.S_IFREG {
+		return nil, syscall.EPERM
+	}
+	res, err := n.fsys.meta.Create(opCtx(ctx), n.fsys.creds.user(ctx), n.child(name),
+		meta.CreateOptions{Mode: mode & meta.ModePerm, Exclusive: true})
+	if err != nil {
+		return nil, n.fsys.errno("mknod", err)
+	}
+	return n.newChild(ctx, &res.Inode, since, out), 0
+}
+
+func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *gofuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+	since := n.fsys.releases.Load()
+	h, errno := n.fsys.openFile(opCtx(ctx), n.fsys.creds.user(ctx), n.child(name), flags|syscall.O_CREAT, mode&meta.ModePerm)
+	if errno != 0 {
+		return nil, nil, 0, errno
+	}
+	in := h.f.Inode()
+	return n.newChild(ctx, &in, since, out), h, n.fsys.fuseOpenFlags(), 0
+}
+
+func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	h, errno := n.fsys.openFile(opCtx(ctx), n.fsys.creds.user(ctx), n.self(), flags&^(syscall.O_CREAT|syscall.O_EXCL), 0)
+	if errno != 0 {
+		return nil, 0, errno
+	}
+	return h, n.fsys.fuseOpenFlags(), 0
+}
+
+// Fsync on a node without a file handle (fsync of a directory): every
+// namespace change is already durable when its call returns.
+func (n *node) Fsync(ctx context.Context, fh fs.FileHandle, flags uint32) syscall.Errno {
+	if h, ok := fh.(*fileHandle); ok {
+		return h.Fsync(ctx, flags)
+	}
+	return 0
+}
+
+// childIno is the inode id the kernel knows under name, 0 if none.
+func (n *node) childIno(name string) uint64 {
+	if c := n.GetChild(name); c != nil {
+		return c.StableAttr().Ino
+	}
+	return 0
+}
+
+func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
+	c := opCtx(ctx)
+	if id := n.childIno(name); id != 0 {
+		n.fsys.pinIfOpen(c, id)
+	}
+	return n.fsys.errno("unlink", n.fsys.meta.Unlink(c, n.fsys.creds.user(ctx), n.child(name)))
+}
+
+func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
+	return n.fsys.errno("rmdir", n.fsys.meta.Rmdir(opCtx(ctx), n.fsys.creds.user(ctx), n.child(name)))
+}
+
+const (
+	renameNoReplace = 1 // RENAME_NOREPLACE
+	renameExchange  = 2 // RENAME_EXCHANGE
+)
+
+func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	if flags&^(renameNoReplace|renameExchange) != 0 {
+		return syscall.EINVAL // RENAME_WHITEOUT: overlayfs only
+	}
+	var mf meta.RenameFlags
+	if flags&renameNoReplace != 0 {
+		mf |= meta.RenameNoReplace
+	}
+	if flags&renameExchange != 0 {
+		mf |= meta.RenameExchange
+	}
+	np := newParent.EmbeddedInode()
+	c := opCtx(ctx)
+	if flags&renameExchange == 0 {
+		if dn, ok := newParent.(*node); ok {
+			if id := dn.childIno(newName); id != 0 {
+				n.fsys.pinIfOpen(c, id) // rename over an open file removes a name of it
+			}
+		}
+	}
+	dst := meta.PathAt{Parent: np.StableAttr().Ino, Path: newName}
+	return n.fsys.errno("rename", n.fsys.meta.Rename(c, n.fsys.creds.user(ctx), n.child(name), dst, mf))
+}
+
+func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *gofuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	since := n.fsys.releases.Load()
+	src := meta.PathAt{Parent: target.EmbeddedInode().StableAttr().Ino, NoFollow: true}
+	in, err := n.fsys.meta.Link(opCtx(ctx), n.fsys.creds.user(ctx), src, n.child(name))
+	if err != nil {
+		return nil, n.fsys.errno("link", err)
+	}
+	return n.newChild(ctx, &in, since, out), 0
+}
+
+func (n *node) Symlink(ctx context.Context, target, name string, out *gofuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	since := n.fsys.releases.Load()
+	in, err := n.fsys.meta.Symlink(opCtx(ctx), n.fsys.creds.user(ctx), n.child(name), target)
+	if err != nil {
+		return nil, n.fsys.errno("symlink", err)
+	}
+	return n.newChild(ctx, &in, since, out), 0
+}
+
+func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	t, err := n.fsys.meta.Readlink(opCtx(ctx), n.fsys.creds.user(ctx), n.self())
+	if err != nil {
+		return nil, n.fsys.errno("readlink", err)
+	}
+	return []byte(t), 0
+}
+
+// Statfs reports capacity in 4 KiB blocks. Inodes have no fixed limit, so
+// the free count is reported as a large constant (df shows usage, not a cap).
+func (n *node) Statfs(ctx context.Context, out *gofuse.StatfsOut) syscall.Errno {
+	st, err := n.fsys.meta.StatFS(opCtx(ctx))
+	if err != nil {
+		return n.fsys.errno("statfs", err)
+	}
+	const bsize = 4096
+	const freeInodes = 1 << 32
+	*out = gofuse.StatfsOut{
+		Blocks:  st.Capacity / bsize,
+		Bfree:   st.Free / bsize,
+		Bavail:  st.Free / bsize,
+		Files:   st.InodesAllocated + freeInodes,
+		Ffree:   freeInodes,
+		Bsize:   bsize,
+		NameLen: meta.MaxNameLen,
+		Frsize:  bsize,
+	}
+	return 0
+}
+
+// Xattrs follow the getxattr(2) size protocol: an empty buffer asks for the
+// size, a short one is ERANGE.
+func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	v, err := n.fsys.meta.GetXattr(opCtx(ctx), n.fsys.creds.user(ctx), n.self(), attr)
+	if err != nil {
+		return 0, n.fsys.errno("getxattr", err)
+	}
+	return copyOut(dest, v)
+}
+
+func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	names, err := n.fsys.meta.ListXattr(opCtx(ctx), n.fsys.creds.user(ctx), n.self())
+	if err != nil {
+		return 0, n.fsys.errno("listxattr", err)
+	}
+	var b strings.Builder
+	for _, name := range names {
+		b.WriteString(name)
+		b.WriteByte(0)
+	}
+	return copyOut(dest, []byte(b.String()))
+}
+
+func copyOut(dest, v []byte) (uint32, syscall.Errno) {
+	if len(dest) == 0 {
+		return uint32(len(v)), 0
+	}
+	if len(dest) < len(v) {
+		return uint32(len(v)), syscall.ERANGE
+	}
+	return uint32(copy(dest, v)), 0
+}
+
+func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	// XATTR_CREATE and XATTR_REPLACE have the values of meta.XattrCreate/Replace.
+	err := n.fsys.meta.SetXattr(opCtx(ctx), n.fsys.creds.user(ctx), n.self(), attr, data, int(flags&(meta.XattrCreate|meta.XattrReplace)))
+	return n.fsys.errno("setxattr", err)
+}
+
+func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	return n.fsys.errno("removexattr", n.fsys.meta.RemoveXattr(opCtx(ctx), n.fsys.creds.user(ctx), n.self(), attr))
+}

@@ -1,0 +1,169 @@
+// Package fusetest runs ordinary tools and a POSIX errno suite (modelled on
+// pjdfstest's areas) on a real FUSE mount of EmberFS. Tests need root and
+// /dev/fuse; every mount is unmounted even when a test fails.
+package fusetest
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/emberfs/emberfs/fuse"
+)
+
+const mountPrefix = "emberfs-fusetest-"
+
+// helperBin is a world-executable copy of this test binary: the POSIX suite
+// runs single system calls in it as unprivileged users (see helper.go).
+var helperBin string
+
+func TestMain(m *testing.M) {
+	if os.Getenv(helperEnv) != "" {
+		os.Exit(runHelper(os.Args[1:]))
+	}
+	detachStaleMounts()
+	dir, err := os.MkdirTemp("", "emberfs-fusehelper-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	helperBin = filepath.Join(dir, "helper")
+	if err := copyFile(os.Args[0], helperBin, 0o755); err == nil {
+		err = os.Chmod(dir, 0o755)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "copying the helper binary:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// detachStaleMounts lazily unmounts test mounts a killed earlier run left.
+func detachStaleMounts() {
+	f, err := os.Open("/proc/self/mounts")
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) > 1 && strings.Contains(fields[1], mountPrefix) {
+			_ = syscall.Unmount(fields[1], syscall.MNT_DETACH)
+		}
+	}
+}
+
+func copyFile(src, dst string, mode os.FileMode) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+// mounted is one mount for one test.
+type mounted struct {
+	dir string
+	srv *fuse.Server
+	be  *memBackend
+}
+
+// mount mounts a fresh file system (world-usable root, allow_other) and
+// unmounts it when the test ends, pass or fail.
+func mount(t *testing.T, opts fuse.Options) *mounted {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatal("the FUSE tests need root (mount, allow_other, other uids)")
+	}
+	be := newMemBackend(t)
+	dir, err := os.MkdirTemp("", mountPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	opts.AllowOther = true
+	opts.Logger = quietLog
+	srv, err := fuse.Mount(context.Background(), be, dir, opts)
+	if err != nil {
+		os.Remove(dir)
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := srv.Unmount(); err != nil {
+			t.Errorf("unmount: %v", err)
+		}
+		os.Remove(dir)
+	})
+	// A world-writable sticky root, like /tmp, so unprivileged users can work.
+	if err := os.Chmod(dir, 0o1777); err != nil {
+		t.Fatal(err)
+	}
+	return &mounted{dir: dir, srv: srv, be: be}
+}
+
+func (m *mounted) path(parts ...string) string {
+	return filepath.Join(append([]string{m.dir}, parts...)...)
+}
+
+// sh runs a shell command line (cd-ing in the child, not through Dir, so no
+// FUSE request happens between fork and exec in this process).
+func sh(t *testing.T, script string) string {
+	t.Helper()
+	out, err := exec.Command("sh", "-c", "set -e\n"+script).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s\n%v\n%s", script, err, out)
+	}
+	return string(out)
+}
+
+// user is an unprivileged identity for the POSIX suite.
+type user struct {
+	uid, gid uint32
+	groups   []uint32
+}
+
+var (
+	nobody = user{uid: 65534, gid: 65534}
+	alice  = user{uid: 2001, gid: 2001, groups: []uint32{3001}}
+	bob    = user{uid: 2002, gid: 2002}
+)
+
+// as runs one operation (see helper.go) as u and returns its errno.
+func as(t *testing.T, u user, op string, args ...string) syscall.Errno {
+	t.Helper()
+	cmd := exec.Command(helperBin, append([]string{op}, args...)...)
+	// No 1 s race-detector exit delay in helpers of a -race test binary.
+	cmd.Env = append(os.Environ(), helperEnv+"=1", "GORACE=atexit_sleep_ms=0")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: u.uid, Gid: u.gid, Groups: u.groups}}
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("helper %s %v as uid %d: %v (%s)", op, args, u.uid, err, out)
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(out)))
+	if err != nil {
+		t.Fatalf("helper %s %v: bad output %q", op, args, out)
+	}
+	return syscall.Errno(n)
+}
