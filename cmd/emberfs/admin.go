@@ -225,7 +225,7 @@ for another service (an empty value deletes a namespaced key).`, mgmtd.ConfigHea
 	cmd.AddCommand(create, listNodes, listTargets, listChains, listTables,
 		nodeCmd("disable-node", "Disable a node: its targets go offline", true),
 		nodeCmd("enable-node", "Enable a disabled node: its targets recover", false),
-		offline, getConfig, setConfig)
+		offline, getConfig, setConfig, newAdminFsckCmd())
 	return cmd
 }
 

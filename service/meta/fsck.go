@@ -259,3 +259,14 @@ func checkChain(inodes map[uint64]*Inode, n *Inode) string {
 	}
 	return ""
 }
+
+// FsckEngine runs Fsck directly on an engine, without starting a server:
+// unlike New it writes nothing (not even the root directory of an empty
+// engine, which it reports as missing), so it is safe on a namespace that
+// may be damaged.
+func FsckEngine(ctx context.Context, engine kv.Engine, opts FsckOptions) (*FsckReport, error) {
+	cfg := Config{}
+	cfg.setDefaults()
+	s := &Server{kv: engine, cfg: cfg, log: cfg.Logger.With("component", "meta")}
+	return s.Fsck(ctx, opts)
+}
