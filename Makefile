@@ -11,12 +11,17 @@ GO_TEST_TIMEOUT ?= 15m
 VENV ?= $(HOME)/.cache/emberfs/venv
 PY := $(VENV)/bin/python
 
-.PHONY: all build test test-go test-python lint proto venv python clean
+.PHONY: all build up test test-go test-python lint proto venv python clean
 
 all: build
 
 build:
 	$(GO) build -o $(BIN) ./cmd/emberfs
+
+# Starts a local cluster (mgmtd, meta, 3 storage services, 3 replicas) with
+# its data in ./data, mounted at ./mnt; Ctrl-C unmounts and stops it.
+up: build
+	$(BIN) up --data ./data --mount ./mnt
 
 test: lint test-go
 

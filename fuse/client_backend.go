@@ -1,5 +1,3 @@
-//go:build emberfs_client
-
 package fuse
 
 import (

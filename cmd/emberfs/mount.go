@@ -1,9 +1,6 @@
-//go:build emberfs_client
-
 package main
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"os/signal"

@@ -1,0 +1,158 @@
+package client
+
+import (
+	"context"
+	"sync"
+
+	"github.com/emberfs/emberfs/client/routing"
+	"github.com/emberfs/emberfs/internal/errcode"
+	"github.com/emberfs/emberfs/service/meta"
+	"github.com/emberfs/emberfs/storage/storageclient"
+)
+
+// layoutChains resolves a layout's stripe chains from the routing cache,
+// refreshing once when the table is not known yet (a table created a
+// moment ago may not have reached the watch stream).
+func layoutChains(ctx context.Context, cache *routing.Cache, l meta.Layout) ([]uint32, error) {
+	r := cache.Current()
+	if r == nil {
+		if err := cache.Refresh(ctx); err != nil {
+			return nil, errcode.New(errcode.Unavailable, "no routing info from mgmtd: %v", err)
+		}
+		r = cache.Current()
+	}
+	t, ok := r.Table(l.ChainTable)
+	if !ok {
+		if err := cache.Refresh(ctx); err == nil {
+			r = cache.Current()
+			t, ok = r.Table(l.ChainTable)
+		}
+	}
+	if !ok {
+		return nil, errcode.New(errcode.Unavailable, "chain table %d is not in routing v%d (create it with `emberfs admin create-chain-table`)", l.ChainTable, r.Version())
+	}
+	return StripeChains(t.ChainIds, l)
+}
+
+// ChunkStore is the storage-backed meta.ChunkStore: meta servers use it to
+// finalize file lengths (fsync, close), to cut chunks on truncate and to
+// delete the chunks of removed files.
+type ChunkStore struct {
+	cache *routing.Cache
+	sc    *storageclient.Client
+	// parallel bounds concurrent chunk updates of one call.
+	parallel int
+}
+
+var _ meta.ChunkStore = (*ChunkStore)(nil)
+
+// NewChunkStore returns a ChunkStore over a routing cache and a storage
+// client (both owned by the caller).
+func NewChunkStore(cache *routing.Cache, sc *storageclient.Client) *ChunkStore {
+	return &ChunkStore{cache: cache, sc: sc, parallel: 16}
+}
+
+// QueryLength is the file length storage holds: the end of the
+// highest-index chunk over the file's chains.
+func (s *ChunkStore) QueryLength(ctx context.Context, inode uint64, l meta.Layout) (uint64, error) {
+	chains, err := layoutChains(ctx, s.cache, l)
+	if err != nil {
+		return 0, err
+	}
+	last, found, err := s.sc.QueryLastChunk(ctx, inode, uniqueChains(chains))
+	if err != nil || !found {
+		return 0, err
+	}
+	return uint64(last.Index)*uint64(l.ChunkSize) + uint64(last.Length), nil
+}
+
+// TruncateChunks makes storage hold no byte at or past length: chunks
+// wholly past it are removed and the chunk it falls in is truncated.
+// Idempotent; a chunk missing (a sparse hole) is fine.
+func (s *ChunkStore) TruncateChunks(ctx context.Context, inode uint64, l meta.Layout, length uint64) error {
+	chains, err := layoutChains(ctx, s.cache, l)
+	if err != nil {
+		return err
+	}
+	if length == 0 {
+		_, err := s.sc.RemoveInode(ctx, inode, uniqueChains(chains))
+		return err
+	}
+	last, found, err := s.sc.QueryLastChunk(ctx, inode, uniqueChains(chains))
+	if err != nil || !found {
+		return err
+	}
+	cs := uint64(l.ChunkSize)
+	keep := uint32(length / cs) // first chunk index that may lose bytes
+	rem := uint32(length % cs)
+	if last.Index < keep || (last.Index == keep && last.Length <= rem) {
+		return nil // nothing stored past length
+	}
+	first := keep + 1 // first index removed whole
+	if rem == 0 {
+		first = keep
+	}
+	return s.forEach(ctx, first, last.Index, rem != 0, func(ctx context.Context, idx uint32) error {
+		id := storageclient.ChunkID{Inode: inode, Index: idx}
+		chain := ChunkChain(chains, idx)
+		if idx == keep && rem != 0 {
+			_, err := s.sc.Truncate(ctx, chain, id, l.ChunkSize, rem)
+			return err
+		}
+		return s.sc.RemoveChunk(ctx, chain, id)
+	}, keep)
+}
+
+// forEach runs fn on indexes first..last (and on extra when withExtra),
+// s.parallel at a time, returning the first error.
+func (s *ChunkStore) forEach(ctx context.Context, first, last uint32, withExtra bool, fn func(context.Context, uint32) error, extra uint32) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sem := make(chan struct{}, s.parallel)
+	var wg sync.WaitGroup
+	var once sync.Once
+	var firstErr error
+	run := func(idx uint32) {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if err := fn(ctx, idx); err != nil {
+				once.Do(func() { firstErr = err; cancel() })
+			}
+		}()
+	}
+	if withExtra {
+		run(extra)
+	}
+	for idx := first; idx <= last && ctx.Err() == nil; idx++ {
+		run(idx)
+		if idx == ^uint32(0) {
+			break
+		}
+	}
+	wg.Wait()
+	return firstErr
+}
+
+// RemoveChunks deletes every chunk of a removed file.
+func (s *ChunkStore) RemoveChunks(ctx context.Context, inode uint64, l meta.Layout) error {
+	chains, err := layoutChains(ctx, s.cache, l)
+	if err != nil {
+		return err
+	}
+	_, err = s.sc.RemoveInode(ctx, inode, uniqueChains(chains))
+	return err
+}
+
+func uniqueChains(chains []uint32) []uint32 {
+	seen := make(map[uint32]bool, len(chains))
+	out := make([]uint32, 0, len(chains))
+	for _, c := range chains {
+		if !seen[c] {
+			seen[c] = true
+			out = append(out, c)
+		}
+	}
+	return out
+}

@@ -1,0 +1,383 @@
+// Package cluster runs a whole EmberFS cluster in one process: mgmtd and
+// meta over Badger directories, and N storage services with their targets,
+// all on loopback. `emberfs up` runs one for a person to use; tests run
+// one and stop or restart storage services in it. Everything lives under
+// one directory, so starting again on the same directory brings back every
+// file.
+package cluster
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emberfs/emberfs/client"
+	"github.com/emberfs/emberfs/client/routing"
+	"github.com/emberfs/emberfs/service/kv"
+	"github.com/emberfs/emberfs/service/kv/kvopen"
+	"github.com/emberfs/emberfs/service/meta"
+	"github.com/emberfs/emberfs/service/meta/metad"
+	"github.com/emberfs/emberfs/service/mgmtd"
+	pb "github.com/emberfs/emberfs/service/proto"
+	"github.com/emberfs/emberfs/storage/service"
+	"github.com/emberfs/emberfs/storage/storageclient"
+)
+
+// MetaNodeID is the meta server's node id in mgmtd (storage nodes are 1..N).
+const MetaNodeID = 1000
+
+// ChainTable is the chain table files go to (meta's default root layout).
+const ChainTable = 1
+
+// Options describe the cluster. Zero fields take the defaults noted.
+type Options struct {
+	// Dir holds everything: mgmtd/ and meta/ (Badger), storage<N>/target<I>/
+	// (chunk engines) and the token file. Required.
+	Dir string
+	// Storage is the number of storage services (default 3); Replicas the
+	// replication factor of the chain table made on first start (default
+	// min(3, Storage)); TargetsPerNode the targets of each service (default
+	// 4), so the table has Storage*TargetsPerNode/Replicas chains.
+	Storage        int
+	Replicas       int
+	TargetsPerNode int
+	// Token is the cluster token. Default: the one saved in Dir/token, or
+	// a new random one (saved there).
+	Token string
+	// MgmtdListen is mgmtd's gRPC address (default 127.0.0.1:0); MetaListen
+	// the meta server's (default 127.0.0.1:0). Storage ports are picked by
+	// the kernel.
+	MgmtdListen string
+	MetaListen  string
+	// ChunkSize and StripeSize are the root layout on first start
+	// (defaults 4 MiB and every chain of the table).
+	ChunkSize  uint32
+	StripeSize uint32
+	// HeartbeatInterval and FailureTimeout seed mgmtd's config on first
+	// start (defaults 200 ms and 1 s: quick recovery on one machine).
+	HeartbeatInterval time.Duration
+	FailureTimeout    time.Duration
+	// NoSync skips fsync in the chunk engines (tests).
+	NoSync bool
+	// Logger gets every service's logs (default: discarded).
+	Logger *slog.Logger
+	// Progress, when set, gets one line per start-up step.
+	Progress io.Writer
+}
+
+// Cluster is a running cluster.
+type Cluster struct {
+	opts     Options
+	mgmtdEng kv.Engine
+	Mgmtd    *mgmtd.Server
+	conn     *routing.Conn
+	cache    *routing.Cache
+	Meta     *metad.Daemon
+	metaSC   *storageclient.Client
+
+	mu       sync.Mutex
+	storage  []*service.Service // index node-1; nil while stopped
+	storCfgs []service.Config
+}
+
+func (o *Options) setDefaults() error {
+	if o.Dir == "" {
+		return errors.New("cluster: a data directory is required")
+	}
+	if o.Storage <= 0 {
+		o.Storage = 3
+	}
+	if o.Replicas <= 0 {
+		o.Replicas = min(3, o.Storage)
+	}
+	if o.Replicas > o.Storage {
+		return fmt.Errorf("cluster: %d replicas need at least %d storage services, have %d", o.Replicas, o.Replicas, o.Storage)
+	}
+	if o.TargetsPerNode <= 0 {
+		o.TargetsPerNode = 4
+	}
+	if (o.Storage*o.TargetsPerNode)%o.Replicas != 0 {
+		return fmt.Errorf("cluster: %d storage services x %d targets is not a multiple of %d replicas", o.Storage, o.TargetsPerNode, o.Replicas)
+	}
+	if o.MgmtdListen == "" {
+		o.MgmtdListen = "127.0.0.1:0"
+	}
+	if o.MetaListen == "" {
+		o.MetaListen = "127.0.0.1:0"
+	}
+	if o.ChunkSize == 0 {
+		o.ChunkSize = 4 << 20
+	}
+	if o.StripeSize == 0 {
+		o.StripeSize = uint32(o.Storage * o.TargetsPerNode / o.Replicas)
+	}
+	if o.HeartbeatInterval <= 0 {
+		o.HeartbeatInterval = 200 * time.Millisecond
+	}
+	if o.FailureTimeout <= 0 {
+		o.FailureTimeout = time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if o.Progress == nil {
+		o.Progress = io.Discard
+	}
+	return nil
+}
+
+// loadToken returns the token to use and saves it in Dir/token.
+func loadToken(dir, given string) (string, error) {
+	path := filepath.Join(dir, "token")
+	if given != "" {
+		return given, os.WriteFile(path, []byte(given+"\n"), 0o600)
+	}
+	if b, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(b)) != "" {
+		return strings.TrimSpace(string(b)), nil
+	}
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	tok := hex.EncodeToString(b[:])
+	return tok, os.WriteFile(path, []byte(tok+"\n"), 0o600)
+}
+
+// Start starts (or restarts, on the same Dir) the cluster and returns
+// once every chain has a serving replica and meta is registered.
+func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
+	if err := opts.setDefaults(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("cluster: data directory: %w", err)
+	}
+	if opts.Token, err = loadToken(opts.Dir, opts.Token); err != nil {
+		return nil, fmt.Errorf("cluster: token file: %w", err)
+	}
+	c := &Cluster{opts: opts}
+	defer func() {
+		if err != nil {
+			c.Close(context.Background())
+		}
+	}()
+	log := opts.Logger
+	step := func(format string, args ...any) { fmt.Fprintf(opts.Progress, format+"\n", args...) }
+
+	// mgmtd
+	if c.mgmtdEng, err = kvopen.OpenWith("badger:"+filepath.Join(opts.Dir, "mgmtd"), kvopen.Options{Logger: log}); err != nil {
+		return nil, fmt.Errorf("cluster: mgmtd KV: %w", err)
+	}
+	c.Mgmtd, err = mgmtd.New(mgmtd.Options{Engine: c.mgmtdEng, Token: opts.Token, InstanceID: "emberfs-up",
+		PrimaryLease: 2 * time.Second, HeartbeatInterval: opts.HeartbeatInterval, NodeFailureTimeout: opts.FailureTimeout,
+		Logger: log.With("role", "mgmtd")})
+	if err != nil {
+		return nil, err
+	}
+	lis, err := net.Listen("tcp", opts.MgmtdListen)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: mgmtd listen on %s: %w", opts.MgmtdListen, err)
+	}
+	c.Mgmtd.Start(lis)
+	step("mgmtd listening on %s", c.Mgmtd.Addr())
+	if c.conn, err = routing.Dial([]string{c.Mgmtd.Addr()}, opts.Token); err != nil {
+		return nil, err
+	}
+	c.cache = routing.NewCache(c.conn)
+	c.cache.Start()
+
+	// storage
+	for n := 1; n <= opts.Storage; n++ {
+		cfg := service.DefaultConfig()
+		cfg.NodeID = uint32(n)
+		cfg.Targets = nil
+		for i := range opts.TargetsPerNode {
+			cfg.Targets = append(cfg.Targets, filepath.Join(opts.Dir, fmt.Sprintf("storage%d", n), fmt.Sprintf("target%d", i)))
+		}
+		cfg.Mgmtd = []string{c.Mgmtd.Addr()}
+		cfg.Token = opts.Token
+		cfg.Listen, cfg.DataListen, cfg.MetricsListen = "127.0.0.1:0", "127.0.0.1:0", ""
+		cfg.NoSync = opts.NoSync
+		cfg.RepairInterval.Duration = 200 * time.Millisecond
+		c.storCfgs = append(c.storCfgs, cfg)
+		c.storage = append(c.storage, nil)
+		if err := c.StartStorage(n); err != nil {
+			return nil, err
+		}
+	}
+	step("waiting for %d storage services to register (after a restart this takes about one failure timeout)", opts.Storage)
+	for n := 1; n <= opts.Storage; n++ {
+		if err := c.StorageService(n).WaitRegistered(ctx); err != nil {
+			return nil, fmt.Errorf("cluster: storage %d did not register: %w", n, err)
+		}
+	}
+	if err := c.ensureChainTable(ctx); err != nil {
+		return nil, err
+	}
+	step("waiting for every chain to serve")
+	if err := c.WaitHealthy(ctx, 1); err != nil {
+		return nil, err
+	}
+
+	// meta
+	mcfg := metad.DefaultConfig()
+	mcfg.Listen, mcfg.MetricsListen = opts.MetaListen, ""
+	mcfg.KV = "badger:" + filepath.Join(opts.Dir, "meta")
+	mcfg.Token = opts.Token
+	mcfg.Mgmtd = []string{c.Mgmtd.Addr()}
+	mcfg.NodeID = MetaNodeID // the same node across restarts, not a new one each time
+	mcfg.RootChainTable, mcfg.RootChunkSize, mcfg.RootStripeSize = ChainTable, opts.ChunkSize, opts.StripeSize
+	mcfg.GCInterval.Duration = time.Second
+	c.Meta, err = metad.Start(ctx, metad.Options{Config: mcfg, Logger: log.With("role", "meta"),
+		NewChunks: func(cache *routing.Cache) (meta.ChunkStore, error) {
+			c.metaSC = storageclient.New(cache, storageclient.Config{Token: opts.Token})
+			return client.NewChunkStore(cache, c.metaSC), nil
+		}})
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Meta.WaitRegistered(ctx); err != nil {
+		return nil, fmt.Errorf("cluster: meta did not register: %w", err)
+	}
+	if _, err := c.cache.WaitFor(ctx, func(r *routing.Routing) bool {
+		return len(r.ActiveNodes(pb.MgmtdNodeRole_MGMTD_ROLE_META)) > 0
+	}); err != nil {
+		return nil, fmt.Errorf("cluster: meta not in routing: %w", err)
+	}
+	step("meta listening on %s", c.Meta.Addr())
+	return c, nil
+}
+
+// ensureChainTable creates the chain table over every target on first start.
+func (c *Cluster) ensureChainTable(ctx context.Context) error {
+	if err := c.cache.Refresh(ctx); err != nil {
+		return err
+	}
+	if _, ok := c.cache.Current().Table(ChainTable); ok {
+		return nil
+	}
+	err := c.conn.Call(ctx, func(ctx context.Context, cl pb.MgmtdClient) error {
+		_, err := cl.CreateChainTable(ctx, &pb.MgmtdCreateChainTableReq{TableId: ChainTable, ReplicationFactor: uint32(c.opts.Replicas)})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("cluster: create chain table %d: %w", ChainTable, err)
+	}
+	_, err = c.cache.WaitFor(ctx, func(r *routing.Routing) bool { _, ok := r.Table(ChainTable); return ok })
+	return err
+}
+
+// WaitHealthy waits until every chain of the table has at least min
+// serving targets (0: all of its targets).
+func (c *Cluster) WaitHealthy(ctx context.Context, minServing int) error {
+	_ = c.cache.Refresh(ctx)
+	_, err := c.cache.WaitFor(ctx, func(r *routing.Routing) bool {
+		t, ok := r.Table(ChainTable)
+		if !ok {
+			return false
+		}
+		for _, id := range t.ChainIds {
+			ch, _ := r.Chain(id)
+			want := minServing
+			if want <= 0 {
+				want = len(ch.GetTargets())
+			}
+			if len(r.ServingTargets(id)) < want {
+				return false
+			}
+		}
+		return true
+	})
+	if err != nil {
+		return fmt.Errorf("cluster: chains not serving: %w", err)
+	}
+	return nil
+}
+
+// Token is the cluster token.
+func (c *Cluster) Token() string { return c.opts.Token }
+
+// MgmtdAddr is the address clients connect to.
+func (c *Cluster) MgmtdAddr() string { return c.Mgmtd.Addr() }
+
+// Routing is the cluster's routing cache.
+func (c *Cluster) Routing() *routing.Cache { return c.cache }
+
+// Options returns the options in effect (defaults filled in).
+func (c *Cluster) Options() Options { return c.opts }
+
+// StorageService is storage node n (1-based; nil while stopped).
+func (c *Cluster) StorageService(n int) *service.Service {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.storage[n-1]
+}
+
+// StartStorage starts (or restarts) storage node n on its directories.
+func (c *Cluster) StartStorage(n int) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.storage[n-1] != nil {
+		return fmt.Errorf("cluster: storage %d is running", n)
+	}
+	s, err := service.Start(c.storCfgs[n-1], c.opts.Logger.With("role", "storage", "node", n))
+	if err != nil {
+		return fmt.Errorf("cluster: storage %d: %w", n, err)
+	}
+	c.storage[n-1] = s
+	return nil
+}
+
+// StopStorage stops storage node n abruptly (a crash, to the others).
+func (c *Cluster) StopStorage(n int) {
+	c.mu.Lock()
+	s := c.storage[n-1]
+	c.storage[n-1] = nil
+	c.mu.Unlock()
+	if s != nil {
+		s.Close()
+	}
+}
+
+// NewClient connects a native client to the cluster.
+func (c *Cluster) NewClient(ctx context.Context, cfg client.Config) (*client.Client, error) {
+	cfg.MgmtdAddrs = []string{c.MgmtdAddr()}
+	cfg.Token = c.opts.Token
+	if cfg.Logger == nil {
+		cfg.Logger = c.opts.Logger
+	}
+	return client.New(ctx, cfg)
+}
+
+// Close stops meta, storage and mgmtd, in that order, and closes the KVs.
+func (c *Cluster) Close(ctx context.Context) {
+	if c.Meta != nil {
+		c.Meta.Stop(ctx)
+	}
+	if c.metaSC != nil {
+		_ = c.metaSC.Close()
+	}
+	for n := 1; n <= len(c.storage); n++ {
+		c.StopStorage(n)
+	}
+	if c.cache != nil {
+		c.cache.Close()
+	}
+	if c.conn != nil {
+		_ = c.conn.Close()
+	}
+	if c.Mgmtd != nil {
+		c.Mgmtd.Shutdown(ctx)
+	}
+	if c.mgmtdEng != nil {
+		_ = c.mgmtdEng.Close()
+	}
+}

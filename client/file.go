@@ -1,0 +1,502 @@
+package client
+
+import (
+	"context"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/emberfs/emberfs/internal/errcode"
+	"github.com/emberfs/emberfs/service/meta"
+)
+
+// metaTimeout bounds one meta call made on behalf of a File method (those
+// take no context: they implement io.ReaderAt and io.WriterAt).
+const metaTimeout = 60 * time.Second
+
+// File is an open EmberFS file. ReadAt and WriteAt may be called
+// concurrently; writes through one File are applied in call order.
+//
+// Writes that continue the previous write are collected in a write-back
+// buffer (Config.WriteBuffer) and sent when it fills, on Flush, Sync,
+// Close, Truncate, or before a read that overlaps them. An error sending
+// buffered data is reported by the next WriteAt, Flush, Sync or Close.
+// Reads that continue the previous read fetch a read-ahead window
+// (Config.ReadAhead) and prefetch the next one in the background.
+type File struct {
+	c       *Client
+	u       meta.User
+	ino     meta.Inode
+	session uint64
+	chains  []uint32
+	st      *inodeState
+	stamp   uint64 // (size, mtime) at open: keys the hot-data cache
+	read    bool
+	write   bool
+	append  bool
+
+	wmu    sync.Mutex // serializes writes, flushes, truncate, close
+	closed bool
+	wrote  bool  // data written through this handle: close finalizes the length
+	werr   error // a failed background flush, reported once
+
+	mu      sync.Mutex // guards the fields below
+	wbuf    []byte
+	wbufOff int64
+	lastEnd int64 // end of the previous read (sequential detection)
+	win     *window
+	pf      *prefetch
+}
+
+type window struct {
+	off  int64
+	data []byte
+	gen  uint64
+}
+
+type prefetch struct {
+	off  int64
+	n    int64
+	gen  uint64
+	done chan struct{}
+	data []byte
+	err  error
+}
+
+// Open opens (and with os.O_CREATE creates) the file p names, as user u.
+// flags are os.O_* flags: access mode O_RDONLY, O_WRONLY or O_RDWR, and
+// O_CREATE, O_EXCL, O_TRUNC, O_APPEND; mode holds the permission bits of a
+// new file (umask already applied). PathAt{Parent: id} opens inode id.
+// Opening for writing starts a meta write session, ended by Close.
+func (c *Client) Open(ctx context.Context, u meta.User, p meta.PathAt, flags int, mode uint32) (*File, error) {
+	acc := flags & (os.O_RDONLY | os.O_WRONLY | os.O_RDWR)
+	if acc == os.O_WRONLY|os.O_RDWR {
+		return nil, errcode.New(errcode.InvalidArgument, "open %s: access mode %#x is not O_RDONLY, O_WRONLY or O_RDWR", p, acc)
+	}
+	read, write := acc != os.O_WRONLY, acc != os.O_RDONLY
+	trunc := flags&os.O_TRUNC != 0
+	var res meta.OpenResult
+	var err error
+	if flags&os.O_CREATE != 0 {
+		res, err = c.mfs.Create(ctx, u, p, meta.CreateOptions{Mode: mode & 0o7777, Exclusive: flags&os.O_EXCL != 0,
+			Truncate: trunc, Read: read, Write: write, ClientID: c.cfg.ClientID})
+	} else {
+		res, err = c.mfs.Open(ctx, u, p, meta.OpenOptions{Read: read, Write: write, Truncate: trunc, ClientID: c.cfg.ClientID})
+	}
+	if err != nil {
+		return nil, err
+	}
+	f := &File{c: c, u: u, ino: res.Inode, session: res.Session, read: read, write: write, append: flags&os.O_APPEND != 0}
+	fail := func(err error) (*File, error) {
+		if f.session != 0 {
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), metaTimeout)
+			_, _ = c.mfs.Close(cctx, u, meta.CloseOptions{Inode: f.ino.ID, Session: f.session})
+			cancel()
+		}
+		return nil, err
+	}
+	switch res.Inode.Type {
+	case meta.TypeFile:
+	case meta.TypeDir:
+		return fail(errcode.New(errcode.IsDirectory, "open %s: is a directory", p))
+	default:
+		return fail(errcode.New(errcode.InvalidArgument, "open %s: not a regular file (%s)", p, res.Inode.Type))
+	}
+	if f.chains, err = layoutChains(ctx, c.cache, res.Inode.Layout); err != nil {
+		return fail(err)
+	}
+	f.stamp = res.Inode.Size*0x9e3779b97f4a7c15 ^ uint64(res.Inode.Mtime.UnixNano())
+	f.st = c.acquireInode(res.Inode)
+	if trunc && write {
+		f.st.setSize(int64(res.Inode.Size))
+		c.dropCached(res.Inode.ID)
+	}
+	f.st.addFile(f)
+	return f, nil
+}
+
+// Inode is the file's inode as opened, with Size as this client sees it.
+func (f *File) Inode() meta.Inode {
+	n := f.ino
+	n.Size = uint64(f.Size())
+	return n
+}
+
+// Size is the file length as this client sees it: the length at open,
+// grown by writes through this client (buffered ones included) and set by
+// truncates through it.
+func (f *File) Size() int64 { return f.st.getSize() }
+
+func (f *File) maxSize() int64 { return int64(f.ino.Layout.ChunkSize) << 32 }
+
+func (f *File) ctx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(f.c.ctx, metaTimeout)
+}
+
+func (f *File) isClosed() bool {
+	f.wmu.Lock()
+	defer f.wmu.Unlock()
+	return f.closed
+}
+
+// ReadAt reads len(p) bytes at off, as os.File.ReadAt does: fewer bytes
+// only at the end of the file, with io.EOF. Holes read as zeros.
+func (f *File) ReadAt(p []byte, off int64) (int, error) {
+	if !f.read {
+		return 0, errcode.New(errcode.BadFile, "read inode %d: not open for reading", f.ino.ID)
+	}
+	if off < 0 {
+		return 0, errcode.New(errcode.InvalidArgument, "read inode %d: negative offset %d", f.ino.ID, off)
+	}
+	if f.isClosed() {
+		return 0, errcode.New(errcode.BadFile, "read inode %d: %v", f.ino.ID, errClosed)
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	// Unflushed writes of this client to the range go to storage first.
+	if err := f.st.flushOverlapping(off, int64(len(p))); err != nil {
+		return 0, err
+	}
+	size := f.Size()
+	if off >= size {
+		return 0, io.EOF
+	}
+	n := int(min(int64(len(p)), size-off))
+	if err := f.readRange(p[:n], off, size); err != nil {
+		return 0, err
+	}
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+func (f *File) readRange(p []byte, off, size int64) error {
+	if f.c.cfg.ReadAhead > 0 {
+		if done, err := f.readAhead(p, off, size); done {
+			return err
+		}
+	}
+	if f.c.data != nil && len(p) < cacheBlock {
+		return f.readCached(p, off, size)
+	}
+	return f.readDirect(p, off)
+}
+
+// readAhead serves sequential reads from a window and keeps the next one
+// coming. It reports done=false when the read is not sequential.
+func (f *File) readAhead(p []byte, off, size int64) (done bool, err error) {
+	ra := f.c.cfg.ReadAhead
+	n := int64(len(p))
+	gen := f.st.generation()
+	f.mu.Lock()
+	seq := off == f.lastEnd
+	f.lastEnd = off + n
+	if f.pf != nil && f.pf.gen != gen {
+		f.pf = nil // data changed meanwhile; its result is ignored
+	}
+	if w := f.win; w != nil && w.gen == gen && off >= w.off && off+n <= w.off+int64(len(w.data)) {
+		copy(p, w.data[off-w.off:])
+		if seq && off+n >= w.off+int64(len(w.data))/2 {
+			f.startPrefetchLocked(w.off+int64(len(w.data)), size, gen)
+		}
+		f.mu.Unlock()
+		return true, nil
+	}
+	if pf := f.pf; pf != nil && off >= pf.off && off < pf.off+pf.n {
+		f.mu.Unlock()
+		<-pf.done
+		f.mu.Lock()
+		if f.pf == pf {
+			f.pf = nil
+			if pf.err == nil {
+				f.win = &window{off: pf.off, data: pf.data, gen: pf.gen}
+			}
+		}
+		ok := pf.err == nil && off+n <= pf.off+int64(len(pf.data)) && f.st.generation() == pf.gen
+		if ok {
+			copy(p, pf.data[off-pf.off:])
+			f.startPrefetchLocked(pf.off+int64(len(pf.data)), size, gen)
+		}
+		f.mu.Unlock()
+		return ok, nil
+	}
+	if !seq || n >= ra {
+		f.mu.Unlock()
+		return false, nil
+	}
+	f.pf = nil
+	f.mu.Unlock()
+	buf := make([]byte, min(ra, size-off))
+	if err := f.readDirect(buf, off); err != nil {
+		return true, err
+	}
+	copy(p, buf)
+	f.mu.Lock()
+	if f.st.generation() == gen {
+		f.win = &window{off: off, data: buf, gen: gen}
+		f.startPrefetchLocked(off+int64(len(buf)), size, gen)
+	}
+	f.mu.Unlock()
+	return true, nil
+}
+
+func (f *File) startPrefetchLocked(from, size int64, gen uint64) {
+	if f.pf != nil || from >= size {
+		return
+	}
+	pf := &prefetch{off: from, n: min(f.c.cfg.ReadAhead, size-from), gen: gen, done: make(chan struct{})}
+	f.pf = pf
+	go func() {
+		defer close(pf.done)
+		buf := make([]byte, pf.n)
+		pf.err = f.readDirect(buf, from)
+		pf.data = buf
+	}()
+}
+
+// dropReadAhead forgets the windows (after this handle changed data).
+func (f *File) dropReadAhead() {
+	f.mu.Lock()
+	f.win, f.pf = nil, nil
+	f.mu.Unlock()
+}
+
+// readCached serves a small read from cached blocks, fetching missing ones.
+func (f *File) readCached(p []byte, off, size int64) error {
+	d := f.c.data
+	end := off + int64(len(p))
+	for b := off / cacheBlock; b*cacheBlock < end; b++ {
+		bOff := b * cacheBlock
+		bLen := min(int64(cacheBlock), size-bOff)
+		data, ok := d.get(f.ino.ID, f.stamp, b)
+		if !ok || int64(len(data)) < bLen {
+			epoch := d.epoch(f.ino.ID)
+			data = make([]byte, bLen)
+			if err := f.readDirect(data, bOff); err != nil {
+				return err
+			}
+			d.put(f.ino.ID, f.stamp, b, epoch, data)
+		}
+		lo, hi := max(off, bOff), min(end, bOff+bLen)
+		copy(p[lo-off:hi-off], data[lo-bOff:hi-bOff])
+	}
+	return nil
+}
+
+// WriteAt writes p at off (with O_APPEND: at the end of the file, as
+// pwrite does on Linux).
+func (f *File) WriteAt(p []byte, off int64) (int, error) {
+	if !f.write {
+		return 0, errcode.New(errcode.BadFile, "write inode %d: not open for writing", f.ino.ID)
+	}
+	if off < 0 {
+		return 0, errcode.New(errcode.InvalidArgument, "write inode %d: negative offset %d", f.ino.ID, off)
+	}
+	f.wmu.Lock()
+	defer f.wmu.Unlock()
+	if f.closed {
+		return 0, errcode.New(errcode.BadFile, "write inode %d: %v", f.ino.ID, errClosed)
+	}
+	if err := f.takeErr(); err != nil {
+		return 0, err
+	}
+	if f.append {
+		off = f.Size()
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	end := off + int64(len(p))
+	if end > f.maxSize() {
+		return 0, errcode.New(errcode.FileTooLarge, "write inode %d: end %d past the largest file of chunk size %d (%d)", f.ino.ID, end, f.ino.Layout.ChunkSize, f.maxSize())
+	}
+	f.wrote = true
+	wb := f.c.cfg.WriteBuffer
+	if wb > 0 && int64(len(p)) < wb {
+		f.mu.Lock()
+		contiguous := f.wbuf != nil && off == f.wbufOff+int64(len(f.wbuf)) && int64(len(f.wbuf)+len(p)) <= wb
+		f.mu.Unlock()
+		if !contiguous {
+			if err := f.flushLocked(); err != nil {
+				return 0, err
+			}
+		}
+		f.mu.Lock()
+		if f.wbuf == nil {
+			f.wbufOff = off
+		}
+		f.wbuf = append(f.wbuf, p...)
+		full := int64(len(f.wbuf)) >= wb
+		f.mu.Unlock()
+		f.changed(end)
+		if full {
+			if err := f.flushLocked(); err != nil {
+				return 0, err
+			}
+		}
+		return len(p), nil
+	}
+	if err := f.flushLocked(); err != nil {
+		return 0, err
+	}
+	n, err := f.writeDirect(p, off)
+	if n > 0 {
+		f.changed(off + int64(n))
+	}
+	return n, err
+}
+
+// changed records data changed through this handle up to end.
+func (f *File) changed(end int64) {
+	f.st.grew(end)
+	f.c.dropCached(f.ino.ID)
+	f.dropReadAhead()
+}
+
+func (f *File) takeErr() error {
+	err := f.werr
+	f.werr = nil
+	return err
+}
+
+func (f *File) dirtyOverlaps(off, n int64) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.wbuf != nil && off < f.wbufOff+int64(len(f.wbuf)) && off+n > f.wbufOff
+}
+
+// flushLocked sends the write-back buffer (f.wmu held).
+func (f *File) flushLocked() error {
+	f.mu.Lock()
+	buf, off := f.wbuf, f.wbufOff
+	f.mu.Unlock()
+	if buf == nil {
+		return nil
+	}
+	_, err := f.writeDirect(buf, off)
+	f.mu.Lock()
+	f.wbuf = nil
+	f.mu.Unlock()
+	// Readers that fetched the old bytes while the flush ran must not cache them.
+	f.changed(off + int64(len(buf)))
+	return err
+}
+
+// flushForRead flushes for a reader; a failure stays recorded for the
+// writer too.
+func (f *File) flushForRead() error {
+	f.wmu.Lock()
+	defer f.wmu.Unlock()
+	if f.closed {
+		return nil
+	}
+	err := f.flushLocked()
+	if err != nil {
+		f.werr = err
+	}
+	return err
+}
+
+// Flush sends buffered writes to storage. Once it returns, every other
+// client reading the range sees them (the length is finalized for others
+// by Sync or Close).
+func (f *File) Flush() error {
+	f.wmu.Lock()
+	defer f.wmu.Unlock()
+	if f.closed {
+		return errcode.New(errcode.BadFile, "flush inode %d: %v", f.ino.ID, errClosed)
+	}
+	if err := f.takeErr(); err != nil {
+		return err
+	}
+	return f.flushLocked()
+}
+
+// Sync flushes and makes the length durable in meta (fsync).
+func (f *File) Sync() error {
+	if err := f.Flush(); err != nil {
+		return err
+	}
+	if f.session == 0 {
+		return nil
+	}
+	ctx, cancel := f.ctx()
+	defer cancel()
+	_, err := f.c.mfs.Fsync(ctx, f.u, f.ino.ID)
+	return err
+}
+
+// Truncate sets the file length (through meta, which cuts the chunks).
+func (f *File) Truncate(size int64) error {
+	if !f.write {
+		return errcode.New(errcode.BadFile, "truncate inode %d: not open for writing", f.ino.ID)
+	}
+	if size < 0 {
+		return errcode.New(errcode.InvalidArgument, "truncate inode %d: negative size %d", f.ino.ID, size)
+	}
+	if size > f.maxSize() {
+		return errcode.New(errcode.FileTooLarge, "truncate inode %d: size %d past the largest file (%d)", f.ino.ID, size, f.maxSize())
+	}
+	f.wmu.Lock()
+	defer f.wmu.Unlock()
+	if f.closed {
+		return errcode.New(errcode.BadFile, "truncate inode %d: %v", f.ino.ID, errClosed)
+	}
+	if err := f.takeErr(); err != nil {
+		return err
+	}
+	if err := f.flushLocked(); err != nil {
+		return err
+	}
+	ctx, cancel := f.ctx()
+	defer cancel()
+	_, err := f.c.mfs.Truncate(ctx, f.u, meta.PathAt{Parent: f.ino.ID}, uint64(size))
+	f.st.setSize(size)
+	f.c.dropCached(f.ino.ID)
+	f.dropReadAhead()
+	return err
+}
+
+// Close flushes, ends the write session (finalizing the length from
+// storage) and releases the file. A second Close fails with EBADF.
+func (f *File) Close() error {
+	f.wmu.Lock()
+	defer f.wmu.Unlock()
+	if f.closed {
+		return errcode.New(errcode.BadFile, "close inode %d: %v", f.ino.ID, errClosed)
+	}
+	err := f.takeErr()
+	if ferr := f.flushLocked(); err == nil {
+		err = ferr
+	}
+	f.closed = true
+	f.mu.Lock()
+	pf := f.pf
+	f.pf, f.win = nil, nil
+	f.mu.Unlock()
+	if pf != nil {
+		<-pf.done
+	}
+	if f.session != 0 {
+		ctx, cancel := f.ctx()
+		n, cerr := f.c.mfs.Close(ctx, f.u, meta.CloseOptions{Inode: f.ino.ID, Session: f.session, UpdateLength: f.wrote})
+		if cerr == nil && f.wrote && n.Nlink > 0 && n.Mtime.Equal(f.ino.Mtime) {
+			// Meta moves mtime only when the length grows; an in-place
+			// overwrite must move it too, so that other clients' caches
+			// (keyed by size and mtime) see the change on reopen.
+			if _, terr := f.c.mfs.SetAttr(ctx, f.u, meta.PathAt{Parent: f.ino.ID}, meta.SetAttr{MtimeNow: true}); terr != nil {
+				f.c.log.Debug("touching mtime after an overwrite failed", "inode", f.ino.ID, "err", terr)
+			}
+		}
+		cancel()
+		if err == nil {
+			err = cerr
+		}
+	}
+	f.st.removeFile(f)
+	f.c.releaseInode(f.ino.ID, f.st)
+	return err
+}

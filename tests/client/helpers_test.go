@@ -1,0 +1,60 @@
+package client_test
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/emberfs/emberfs/client"
+	"github.com/emberfs/emberfs/client/cluster"
+)
+
+// testChunk is small so that modest writes cross many chunk boundaries.
+const testChunk = 64 << 10
+
+func testLogger(t *testing.T) *slog.Logger {
+	if os.Getenv("EMBERFS_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return nil
+}
+
+// startCluster runs mgmtd, meta and 3 storage services (3 targets each,
+// 3 chains of 3 replicas) in a temp dir.
+func startCluster(t *testing.T) *cluster.Cluster {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c, err := cluster.Start(ctx, cluster.Options{Dir: t.TempDir(), Storage: 3, Replicas: 3, TargetsPerNode: 3,
+		ChunkSize: testChunk, NoSync: true, Logger: testLogger(t),
+		HeartbeatInterval: 100 * time.Millisecond, FailureTimeout: 600 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		c.Close(ctx)
+	})
+	return c
+}
+
+func newClient(t *testing.T, c *cluster.Cluster, cfg client.Config) *client.Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cl, err := c.NewClient(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	return cl
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
