@@ -23,7 +23,7 @@ build:
 up: build
 	$(BIN) up --data ./data --mount ./mnt
 
-test: lint test-go
+test: lint test-go test-python
 
 test-go:
 	$(GO) test -race -count=1 -timeout $(GO_TEST_TIMEOUT) $(GOTEST_FLAGS) ./...
@@ -50,7 +50,7 @@ python: venv
 	$(PY) -m pip install -q --force-reinstall --no-deps dist/emberfs-*.whl
 
 test-python: python
-	cd python/tests && $(PY) -m pytest -q -p no:cacheprovider .
+	cd python/tests && EMBERFS_WHEEL=$$(ls $(CURDIR)/dist/emberfs-*.whl) $(PY) -m pytest -q -p no:cacheprovider .
 
 clean:
 	rm -rf bin .tools

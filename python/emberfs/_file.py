@@ -52,6 +52,7 @@ class RawFile(io.RawIOBase):
         self._writable = writable
         self._append = append
         self._pos = native.Size() if append else 0
+        self._released = False
 
     # -- capabilities --------------------------------------------------
     def readable(self) -> bool:
@@ -147,7 +148,8 @@ class RawFile(io.RawIOBase):
         return size
 
     def flush(self) -> None:
-        if self.closed:
+        # RawIOBase.close() flushes after our close() released the handle.
+        if self.closed or self._released:
             return
         if self._writable:
             self._call(self._f.Flush)
@@ -166,6 +168,7 @@ class RawFile(io.RawIOBase):
         try:
             self._call(self._f.Close)
         finally:
+            self._released = True
             super().close()
 
 

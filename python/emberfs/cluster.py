@@ -43,7 +43,8 @@ class LocalCluster:
         self._log = open(self.log_path, "ab")
         self._proc = subprocess.Popen(
             [find_binary(), "up", "--data", self.data_dir, "--storage", str(storage),
-             "--replicas", str(replicas), "--info-file", self.info_file],
+             "--replicas", str(replicas), "--info-file", self.info_file,
+             "--mgmtd-listen", "127.0.0.1:0", "--no-demo"],
             stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         deadline = time.monotonic() + timeout
