@@ -1,28 +1,14 @@
 package mgmtd
 
 import (
-	"bytes"
 	"fmt"
 	"time"
 
-	"github.com/BurntSushi/toml"
+	"github.com/emberfs/emberfs/internal/tomlconfig"
 )
 
 // Duration is a time.Duration written in TOML as a string ("500ms", "2s").
-type Duration struct{ time.Duration }
-
-// UnmarshalText parses a Go duration string.
-func (d *Duration) UnmarshalText(b []byte) error {
-	v, err := time.ParseDuration(string(b))
-	if err != nil {
-		return fmt.Errorf("bad duration %q: %w", b, err)
-	}
-	d.Duration = v
-	return nil
-}
-
-// MarshalText writes the duration as a Go duration string.
-func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+type Duration = tomlconfig.Duration
 
 // Config is the mgmtd process configuration (TOML). Cluster-wide settings
 // that every node follows (heartbeat interval, failure timeout) start from
@@ -61,10 +47,10 @@ func DefaultConfig() Config {
 		Listen:             "127.0.0.1:7100",
 		MetricsListen:      "127.0.0.1:7190",
 		KV:                 "badger:/var/lib/emberfs/mgmtd",
-		PrimaryLease:       Duration{2 * time.Second},
-		ScanInterval:       Duration{100 * time.Millisecond},
-		HeartbeatInterval:  Duration{500 * time.Millisecond},
-		NodeFailureTimeout: Duration{2 * time.Second},
+		PrimaryLease:       Duration{Duration: 2 * time.Second},
+		ScanInterval:       Duration{Duration: 100 * time.Millisecond},
+		HeartbeatInterval:  Duration{Duration: 500 * time.Millisecond},
+		NodeFailureTimeout: Duration{Duration: 2 * time.Second},
 		LogLevel:           "info",
 	}
 }
@@ -73,12 +59,8 @@ func DefaultConfig() Config {
 // so that a misspelt setting is an error rather than silently ignored.
 func LoadConfig(path string) (Config, error) {
 	cfg := DefaultConfig()
-	md, err := toml.DecodeFile(path, &cfg)
-	if err != nil {
-		return cfg, fmt.Errorf("mgmtd config %s: %w", path, err)
-	}
-	if und := md.Undecoded(); len(und) > 0 {
-		return cfg, fmt.Errorf("mgmtd config %s: unknown setting %q", path, und[0].String())
+	if err := tomlconfig.Load(path, "mgmtd", &cfg); err != nil {
+		return cfg, err
 	}
 	return cfg, cfg.Validate()
 }
@@ -110,9 +92,5 @@ func validateTimes(hb, fail time.Duration) error {
 
 // TOML renders the config as a TOML document.
 func (c Config) TOML() string {
-	var b bytes.Buffer
-	if err := toml.NewEncoder(&b).Encode(c); err != nil {
-		return "# encode error: " + err.Error()
-	}
-	return b.String()
+	return tomlconfig.Encode(c)
 }

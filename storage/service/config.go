@@ -1,28 +1,14 @@
 package service
 
 import (
-	"bytes"
 	"fmt"
 	"time"
 
-	"github.com/BurntSushi/toml"
+	"github.com/emberfs/emberfs/internal/tomlconfig"
 )
 
 // Duration is a time.Duration written in TOML as a string ("500ms", "2s").
-type Duration struct{ time.Duration }
-
-// UnmarshalText parses a Go duration string.
-func (d *Duration) UnmarshalText(b []byte) error {
-	v, err := time.ParseDuration(string(b))
-	if err != nil {
-		return fmt.Errorf("bad duration %q: %w", b, err)
-	}
-	d.Duration = v
-	return nil
-}
-
-// MarshalText writes the duration as a Go duration string.
-func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+type Duration = tomlconfig.Duration
 
 // Config is the storage service configuration (`emberfs storage --config`).
 type Config struct {
@@ -68,9 +54,9 @@ func DefaultConfig() Config {
 		Listen:         "127.0.0.1:7300",
 		DataListen:     "127.0.0.1:7310",
 		MetricsListen:  "127.0.0.1:7390",
-		ForwardTimeout: Duration{30 * time.Second},
-		RepairInterval: Duration{time.Second},
-		VerifyInterval: Duration{time.Minute},
+		ForwardTimeout: Duration{Duration: 30 * time.Second},
+		RepairInterval: Duration{Duration: time.Second},
+		VerifyInterval: Duration{Duration: time.Minute},
 		LogLevel:       "info",
 	}
 }
@@ -78,12 +64,8 @@ func DefaultConfig() Config {
 // LoadConfig reads a TOML file over the defaults and rejects unknown keys.
 func LoadConfig(path string) (Config, error) {
 	cfg := DefaultConfig()
-	md, err := toml.DecodeFile(path, &cfg)
-	if err != nil {
-		return cfg, fmt.Errorf("storage config %s: %w", path, err)
-	}
-	if und := md.Undecoded(); len(und) > 0 {
-		return cfg, fmt.Errorf("storage config %s: unknown setting %q", path, und[0].String())
+	if err := tomlconfig.Load(path, "storage", &cfg); err != nil {
+		return cfg, err
 	}
 	return cfg, nil
 }
@@ -124,9 +106,5 @@ func (c *Config) Validate() error {
 
 // TOML renders the config as a TOML document.
 func (c Config) TOML() string {
-	var b bytes.Buffer
-	if err := toml.NewEncoder(&b).Encode(c); err != nil {
-		return "# encode error: " + err.Error()
-	}
-	return b.String()
+	return tomlconfig.Encode(c)
 }

@@ -5,28 +5,14 @@
 package metad
 
 import (
-	"bytes"
 	"fmt"
 	"time"
 
-	"github.com/BurntSushi/toml"
+	"github.com/emberfs/emberfs/internal/tomlconfig"
 )
 
 // Duration is a time.Duration written in TOML as a string ("500ms", "2s").
-type Duration struct{ time.Duration }
-
-// UnmarshalText parses a Go duration string.
-func (d *Duration) UnmarshalText(b []byte) error {
-	v, err := time.ParseDuration(string(b))
-	if err != nil {
-		return fmt.Errorf("bad duration %q: %w", b, err)
-	}
-	d.Duration = v
-	return nil
-}
-
-// MarshalText writes the duration as a Go duration string.
-func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+type Duration = tomlconfig.Duration
 
 // Config is the meta process configuration (TOML).
 type Config struct {
@@ -83,9 +69,9 @@ func DefaultConfig() Config {
 		RootChunkSize:  4 << 20,
 		RootStripeSize: 1,
 		IDBatch:        4096,
-		ClientTTL:      Duration{60 * time.Second},
-		GCInterval:     Duration{5 * time.Second},
-		PruneInterval:  Duration{30 * time.Second},
+		ClientTTL:      Duration{Duration: 60 * time.Second},
+		GCInterval:     Duration{Duration: 5 * time.Second},
+		PruneInterval:  Duration{Duration: 30 * time.Second},
 		GCBatch:        128,
 	}
 }
@@ -94,12 +80,8 @@ func DefaultConfig() Config {
 // so that a misspelt setting is an error rather than silently ignored.
 func LoadConfig(path string) (Config, error) {
 	cfg := DefaultConfig()
-	md, err := toml.DecodeFile(path, &cfg)
-	if err != nil {
-		return cfg, fmt.Errorf("meta config %s: %w", path, err)
-	}
-	if und := md.Undecoded(); len(und) > 0 {
-		return cfg, fmt.Errorf("meta config %s: unknown setting %q", path, und[0].String())
+	if err := tomlconfig.Load(path, "meta", &cfg); err != nil {
+		return cfg, err
 	}
 	return cfg, nil
 }
@@ -138,9 +120,5 @@ func (c Config) Validate() error {
 
 // TOML renders the config as a TOML document.
 func (c Config) TOML() string {
-	var b bytes.Buffer
-	if err := toml.NewEncoder(&b).Encode(c); err != nil {
-		return "# encode error: " + err.Error()
-	}
-	return b.String()
+	return tomlconfig.Encode(c)
 }
