@@ -20,6 +20,7 @@ import (
 	pb "github.com/emberfs/emberfs/service/proto"
 	"github.com/emberfs/emberfs/storage/chunkengine"
 	"github.com/emberfs/emberfs/storage/storageclient"
+	"github.com/emberfs/emberfs/tests/testproc"
 )
 
 const (
@@ -46,7 +47,7 @@ func blockOf(w, i int) []byte {
 // metadata (versions, lengths, CRC32C).
 func TestSIGKILLMiddleThenHeadDuringWrites(t *testing.T) {
 	dir := t.TempDir()
-	mgmtdAddr := startMgmtd(t, dir)
+	mgmtdAddr := testproc.StartMgmtd(t, emberfsBin, dir, token)
 	nodes := map[int]*storageNode{}
 	for id := 1; id <= 3; id++ {
 		nodes[id] = newStorageNode(t, dir, id, mgmtdAddr)
@@ -60,7 +61,7 @@ func TestSIGKILLMiddleThenHeadDuringWrites(t *testing.T) {
 	cache := routing.NewCache(conn)
 	cache.Start()
 	defer cache.Close()
-	ctx := ctxT(t)
+	ctx := testproc.Ctx(t)
 	if _, err := cache.WaitFor(ctx, func(r *routing.Routing) bool { return len(r.Info.Targets) == 3 }); err != nil {
 		t.Fatalf("storage targets never registered: %v", err)
 	}
@@ -106,17 +107,17 @@ func TestSIGKILLMiddleThenHeadDuringWrites(t *testing.T) {
 	}
 	progress := func(what string) {
 		before := total.Load()
-		deadline := time.Now().Add(eventually)
+		deadline := time.Now().Add(testproc.Eventually)
 		for total.Load() < before+50 && time.Now().Before(deadline) && !t.Failed() {
 			time.Sleep(10 * time.Millisecond)
 		}
 		t.Logf("%s: %d writes acknowledged", what, total.Load())
 	}
 	progress("before kills")
-	nodes[middle].p.kill()
+	nodes[middle].p.Kill()
 	waitServing(t, cache, chain, 2)
 	progress("middle killed")
-	nodes[head].p.kill()
+	nodes[head].p.Kill()
 	waitServing(t, cache, chain, 1)
 	progress("head killed")
 	nodes[middle].start(t)
@@ -184,7 +185,7 @@ func TestSIGKILLMiddleThenHeadDuringWrites(t *testing.T) {
 
 func waitServing(t *testing.T, cache *routing.Cache, chain uint32, n int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), eventually)
+	ctx, cancel := context.WithTimeout(context.Background(), testproc.Eventually)
 	defer cancel()
 	if _, err := cache.WaitFor(ctx, func(r *routing.Routing) bool { return len(r.ServingTargets(chain)) == n }); err != nil {
 		t.Fatalf("chain %d never had %d serving targets: %v", chain, n, err)
@@ -198,7 +199,7 @@ func dump(t *testing.T, addr string, target uint64) map[chunkengine.ChunkID]*pb.
 		t.Fatal(err)
 	}
 	defer cc.Close()
-	stream, err := pb.NewStorageClient(cc).DumpChunkMeta(ctxT(t), &pb.StorageDumpChunkMetaReq{TargetId: target})
+	stream, err := pb.NewStorageClient(cc).DumpChunkMeta(testproc.Ctx(t), &pb.StorageDumpChunkMetaReq{TargetId: target})
 	if err != nil {
 		t.Fatal(err)
 	}

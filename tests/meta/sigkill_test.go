@@ -19,6 +19,7 @@ import (
 	"github.com/emberfs/emberfs/internal/errcode"
 	"github.com/emberfs/emberfs/service/meta"
 	pb "github.com/emberfs/emberfs/service/proto"
+	"github.com/emberfs/emberfs/tests/testproc"
 )
 
 // entry is what a path holds in the model: a file or an (always empty)
@@ -168,9 +169,9 @@ func listAll(t *testing.T, ctx context.Context, fs meta.FS, workers int) []model
 // restarted server serves; SIGTERM stops it cleanly and fsck is clean.
 func TestSIGKILLMetaDuringStorm(t *testing.T) {
 	dir := t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*eventually)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*testproc.Eventually)
 	defer cancel()
-	mgmtdAddr := startMgmtd(t, dir)
+	mgmtdAddr := testproc.StartMgmtd(t, emberfsBin, dir, token)
 	startStorage(t, dir, mgmtdAddr)
 	conn, err := routing.Dial([]string{mgmtdAddr}, token)
 	if err != nil {
@@ -192,7 +193,7 @@ func TestSIGKILLMetaDuringStorm(t *testing.T) {
 	}
 
 	kvSpec := "badger:" + filepath.Join(dir, "meta-kv")
-	metaCfg := writeFile(t, filepath.Join(dir, "meta.toml"), fmt.Sprintf(`listen = "127.0.0.1:0"
+	metaCfg := testproc.WriteFile(t, filepath.Join(dir, "meta.toml"), fmt.Sprintf(`listen = "127.0.0.1:0"
 metrics_listen = "127.0.0.1:0"
 kv = %q
 mgmtd = [%q]
@@ -200,10 +201,10 @@ token = %q
 gc_interval = "200ms"
 `, kvSpec, mgmtdAddr, token))
 	starts := 0
-	startMeta := func() (*proc, string) {
+	startMeta := func() (*testproc.Proc, string) {
 		starts++
-		p := startProc(t, filepath.Join(dir, fmt.Sprintf("meta.%d.log", starts)), "meta", "--config", metaCfg)
-		addr := p.wait(t, listeningRE)
+		p := testproc.Start(t, emberfsBin, filepath.Join(dir, fmt.Sprintf("meta.%d.log", starts)), "meta", "--config", metaCfg)
+		addr := p.Wait(t, testproc.ListeningRE)
 		if _, err := cache.WaitFor(ctx, func(r *routing.Routing) bool {
 			for _, n := range r.ActiveNodes(pb.MgmtdNodeRole_MGMTD_ROLE_META) {
 				if n.Address == addr {
@@ -245,7 +246,7 @@ gc_interval = "200ms"
 		for acked.Load() < killAfter && ctx.Err() == nil && !workersDone.Load() {
 			time.Sleep(time.Millisecond)
 		}
-		metaProc.signal(syscall.SIGKILL)
+		metaProc.Signal(syscall.SIGKILL)
 	}()
 	for w := range workers {
 		models[w] = model{}
@@ -330,9 +331,9 @@ gc_interval = "200ms"
 	if fc.Current() != newAddr {
 		t.Fatalf("client uses %q, want the restarted server %q", fc.Current(), newAddr)
 	}
-	metaProc.signal(syscall.SIGTERM)
-	if code := metaProc.cmd.ProcessState.ExitCode(); code != 0 || !strings.Contains(metaProc.output(), "meta stopped") {
-		t.Fatalf("meta after SIGTERM: exit %d\n%s", code, metaProc.output())
+	metaProc.Signal(syscall.SIGTERM)
+	if code := metaProc.Cmd.ProcessState.ExitCode(); code != 0 || !strings.Contains(metaProc.Output(), "meta stopped") {
+		t.Fatalf("meta after SIGTERM: exit %d\n%s", code, metaProc.Output())
 	}
 	fsck("after restart and SIGTERM")
 }

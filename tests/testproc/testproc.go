@@ -1,0 +1,179 @@
+// Package testproc runs the emberfs binary as real processes for the
+// multi-process tests under tests/: it builds the binary once per test
+// binary, starts roles from config files, waits for lines they print, and
+// kills them with real signals.
+package testproc
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Eventually bounds every wait; nothing asserts on how fast things happen.
+const Eventually = 60 * time.Second
+
+// ListeningRE matches the address a role prints when it is ready
+// ("mgmtd ... listening on ADDR", "meta listening on ADDR").
+var ListeningRE = regexp.MustCompile(`listening on (\S+)`)
+
+// MetricsRE matches the /metrics URL a storage service logs at start.
+var MetricsRE = regexp.MustCompile(`url=(http://\S+/metrics)`)
+
+// Main builds the emberfs binary into a temporary directory, stores its
+// path in *bin, runs the tests and removes the directory; use it as the
+// body of TestMain.
+func Main(m *testing.M, bin *string) {
+	dir, err := os.MkdirTemp("", "emberfs-proc-tests-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	*bin = filepath.Join(dir, "emberfs")
+	build := exec.Command("go", "build", "-o", *bin, "github.com/emberfs/emberfs/cmd/emberfs")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building emberfs:", err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// Proc is a running emberfs process whose output is kept (and copied to a
+// log file) so that tests can wait for lines.
+type Proc struct {
+	Cmd  *exec.Cmd
+	mu   sync.Mutex
+	out  strings.Builder
+	done chan struct{}
+}
+
+// Start runs bin with args, logging its output to logPath; the process is
+// SIGKILLed when the test ends if it is still running.
+func Start(t *testing.T, bin, logPath string, args ...string) *Proc {
+	t.Helper()
+	p := &Proc{Cmd: exec.Command(bin, args...), done: make(chan struct{})}
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr, pw := io.Pipe()
+	p.Cmd.Stdout, p.Cmd.Stderr = pw, pw
+	if err := p.Cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			p.mu.Lock()
+			p.out.WriteString(sc.Text() + "\n")
+			p.mu.Unlock()
+			fmt.Fprintln(logf, sc.Text())
+		}
+		logf.Close()
+	}()
+	go func() {
+		p.Cmd.Wait()
+		pw.Close()
+		close(p.done)
+	}()
+	t.Cleanup(p.Kill)
+	return p
+}
+
+// Output is everything the process printed so far.
+func (p *Proc) Output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.String()
+}
+
+// Wait returns the first submatch of re in the output, waiting for it; it
+// fails the test if the process exits first or Eventually passes.
+func (p *Proc) Wait(t *testing.T, re *regexp.Regexp) string {
+	t.Helper()
+	deadline := time.Now().Add(Eventually)
+	for time.Now().Before(deadline) {
+		if m := re.FindStringSubmatch(p.Output()); m != nil {
+			return m[1]
+		}
+		select {
+		case <-p.done:
+			t.Fatalf("process %v exited before printing %v:\n%s", p.Cmd.Args, re, p.Output())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	t.Fatalf("process %v never printed %v", p.Cmd.Args, re)
+	return ""
+}
+
+// Signal sends sig and waits for the process to be gone.
+func (p *Proc) Signal(sig syscall.Signal) {
+	if p.Cmd.Process != nil {
+		_ = p.Cmd.Process.Signal(sig)
+		<-p.done
+	}
+}
+
+// Kill sends SIGKILL and waits for the process to be gone.
+func (p *Proc) Kill() { p.Signal(syscall.SIGKILL) }
+
+// WriteFile writes content to path or fails the test, returning path.
+func WriteFile(t *testing.T, path, content string) string {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// StartMgmtd runs mgmtd on an in-memory KV with short leases (heartbeat
+// 100 ms, failure timeout 600 ms) and returns its address.
+func StartMgmtd(t *testing.T, bin, dir, token string) string {
+	t.Helper()
+	cfg := WriteFile(t, filepath.Join(dir, "mgmtd.toml"), `listen = "127.0.0.1:0"
+metrics_listen = ""
+kv = "memory"
+scan_interval = "20ms"
+heartbeat_interval = "100ms"
+node_failure_timeout = "600ms"
+`)
+	return Start(t, bin, filepath.Join(dir, "mgmtd.log"), "mgmtd", "--config", cfg, "--token", token).Wait(t, ListeningRE)
+}
+
+// StorageConfig is the config of a storage process with one target in
+// dir/node<id>. Data survives SIGKILL without fsync (it is in the page
+// cache), so no_sync keeps the tests fast on a shared disk.
+func StorageConfig(dir string, id int, mgmtd, token string) string {
+	return fmt.Sprintf(`node_id = %d
+targets = [%q]
+mgmtd = [%q]
+token = %q
+listen = "127.0.0.1:0"
+data_listen = "127.0.0.1:0"
+metrics_listen = "127.0.0.1:0"
+repair_interval = "100ms"
+no_sync = true
+`, id, filepath.Join(dir, fmt.Sprintf("node%d", id)), mgmtd, token)
+}
+
+// Ctx is a context that ends after Eventually or with the test.
+func Ctx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), Eventually)
+	t.Cleanup(cancel)
+	return ctx
+}
