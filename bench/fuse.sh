@@ -1,61 +1,104 @@
 #!/usr/bin/env bash
-# FUSE benchmark: starts its own cluster with `emberfs up` (3 storage
-# services, replication 3) mounted in a temp dir, then runs, on the mount
-# and on local disk in the same run:
+# FUSE benchmark. Starts its own cluster as separate processes on loopback
+# (mgmtd, meta, 3 storage services with 2 targets each, replication 3; the
+# storage services keep default durability: fsync on every chunk write),
+# mounts it with `emberfs mount` in a temp dir, then runs, on the mount and
+# on local disk (the temp dir's file system, which also holds the storage
+# targets) in the same run:
 #   - fio 1 MiB sequential write and read, 4 KiB random read (direct I/O);
 #   - mdtest-like create/stat/unlink ops/s (bench/mdtest);
 #   - the read stall when a storage replica is SIGKILLed (bench/readstall).
-# Prints a Markdown table. Needs root (FUSE), fio and Go.
-#   bench/fuse.sh [--size 1G] [--runtime 10] [--threads 4] [--files 2000]
+# Prints a Markdown table on stdout (progress on stderr). Needs root (FUSE),
+# fio and Go. Settings come from the environment [defaults]:
+#   SIZE [256M]      fio file size
+#   RUNTIME [20]     seconds per fio read test
+#   THREADS [4], FILES [1000]   mdtest workers and files per worker
+#   STALL_MB [64], STALL_SECS [12]   readstall file size and duration (the
+#                    replica is killed 3 s in)
+#   HEARTBEAT [100ms], FAILURE [1s]  mgmtd heartbeat interval and node
+#                    failure timeout (the stall depends on them)
+#   KEEP [unset]     set to keep the work directory (logs) afterwards
 set -euo pipefail
 
-SIZE=1G RUNTIME=10 THREADS=4 FILES=2000
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --size) SIZE=$2; shift 2 ;;
-    --runtime) RUNTIME=$2; shift 2 ;;
-    --threads) THREADS=$2; shift 2 ;;
-    --files) FILES=$2; shift 2 ;;
-    *) echo "unknown option $1 (see the header of $0)" >&2; exit 2 ;;
-  esac
-done
+SIZE=${SIZE:-256M} RUNTIME=${RUNTIME:-20} THREADS=${THREADS:-4} FILES=${FILES:-1000}
+STALL_MB=${STALL_MB:-64} STALL_SECS=${STALL_SECS:-12} HEARTBEAT=${HEARTBEAT:-100ms} FAILURE=${FAILURE:-1s}
+[ $# -eq 0 ] || { echo "bench/fuse.sh takes no arguments; set SIZE, RUNTIME, THREADS, FILES, ... (see its header)" >&2; exit 2; }
 command -v fio >/dev/null || { echo "fio is not installed (apt-get install fio)" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || { echo "bench/fuse.sh needs root (FUSE mount)" >&2; exit 1; }
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d /tmp/emberfs-fusebench-XXXXXX)
 MNT=$WORK/mnt LOCAL=$WORK/local BIN=$WORK/bin
 mkdir -p "$MNT" "$LOCAL" "$BIN"
-UP_PID=
+export EMBERFS_TOKEN=fusebench-$RANDOM$RANDOM$RANDOM
+PIDS=() MOUNT_PID=
+declare -A STORAGE_PID
 cleanup() {
   set +e
-  if [ -n "$UP_PID" ]; then kill -INT "$UP_PID" 2>/dev/null; wait "$UP_PID" 2>/dev/null; fi
-  mountpoint -q "$MNT" && { "$BIN/emberfs" umount "$MNT" || umount -l "$MNT"; }
-  rm -rf "$WORK"
+  if [ -n "$MOUNT_PID" ]; then kill -TERM "$MOUNT_PID" 2>/dev/null; wait "$MOUNT_PID" 2>/dev/null; fi
+  mountpoint -q "$MNT" && umount -l "$MNT"
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+  if [ -n "${KEEP:-}" ]; then echo "work directory kept: $WORK" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 
 echo "building..." >&2
 (cd "$ROOT" && go build -o "$BIN/emberfs" ./cmd/emberfs && go build -o "$BIN/mdtest" ./bench/mdtest \
   && go build -o "$BIN/readstall" ./bench/readstall)
+E=$BIN/emberfs
 
-echo "starting the cluster (emberfs up) ..." >&2
-"$BIN/emberfs" up --data "$WORK/data" --storage 3 --replicas 3 --mount "$MNT" >"$WORK/up.log" 2>&1 &
-UP_PID=$!
-for _ in $(seq 120); do mountpoint -q "$MNT" && break; sleep 0.5; done
-mountpoint -q "$MNT" || { echo "the mount did not come up; emberfs up said:" >&2; cat "$WORK/up.log" >&2; exit 1; }
+# waitlog FILE REGEX: prints the regex's first group once FILE has a match.
+waitlog() {
+  local v
+  for _ in $(seq 600); do
+    v=$(sed -nE "s/.*$2.*/\1/p" "$1" | head -n1)
+    if [ -n "$v" ]; then echo "$v"; return; fi
+    sleep 0.1
+  done
+  echo "no match for '$2' in $1:" >&2; cat "$1" >&2; exit 1
+}
 
-# fio on one directory: prints "write_MBps read_MBps randread_IOPS".
+start_storage() {
+  "$E" storage --config "$WORK/storage$1.toml" >>"$WORK/storage$1.log" 2>&1 &
+  STORAGE_PID[$1]=$!; PIDS+=($!)
+}
+
+echo "starting mgmtd, 3 storage services and meta as separate processes..." >&2
+printf '%s\n' 'listen = "127.0.0.1:0"' 'metrics_listen = ""' "kv = \"badger:$WORK/mgmtd\"" \
+  "heartbeat_interval = \"$HEARTBEAT\"" "node_failure_timeout = \"$FAILURE\"" >"$WORK/mgmtd.toml"
+"$E" mgmtd --config "$WORK/mgmtd.toml" >"$WORK/mgmtd.log" 2>&1 & PIDS+=($!)
+MGMTD=$(waitlog "$WORK/mgmtd.log" 'listening on ([^ ]+)')
+export EMBERFS_MGMTD=$MGMTD
+for n in 1 2 3; do
+  printf '%s\n' "node_id = $n" "targets = [\"$WORK/store$n/disk0\", \"$WORK/store$n/disk1\"]" \
+    "mgmtd = [\"$MGMTD\"]" 'listen = "127.0.0.1:0"' 'data_listen = "127.0.0.1:0"' 'metrics_listen = ""' \
+    'no_sync = false' >"$WORK/storage$n.toml"
+  start_storage $n
+done
+for _ in $(seq 600); do [ "$("$E" admin list-targets 2>/dev/null | grep -c online)" = 6 ] && break; sleep 0.1; done
+"$E" admin create-chain-table --table 1 --replicas 3 >&2
+printf '%s\n' 'listen = "127.0.0.1:0"' 'metrics_listen = ""' "kv = \"badger:$WORK/meta\"" "mgmtd = [\"$MGMTD\"]" \
+  'root_chain_table = 1' 'root_stripe_size = 2' >"$WORK/meta.toml"
+"$E" meta --config "$WORK/meta.toml" >"$WORK/meta.log" 2>&1 & PIDS+=($!)
+waitlog "$WORK/meta.log" 'meta listening on ([^ ]+)' >/dev/null
+"$E" mount "$MNT" >"$WORK/mount.log" 2>&1 & MOUNT_PID=$!
+for _ in $(seq 600); do mountpoint -q "$MNT" && break; sleep 0.1; done
+mountpoint -q "$MNT" || { echo "the mount did not come up:" >&2; cat "$WORK/mount.log" >&2; exit 1; }
+
+# fio on one directory: prints "write_MiBps read_MiBps randread_IOPS"
+# (terse v3 fields: 7 read KiB/s, 8 read IOPS, 48 write KiB/s).
 run_fio() {
-  local dir=$1 out
-  local common=(--directory="$dir" --size="$SIZE" --direct=1 --ioengine=psync --numjobs=1
+  local dir=$1 out w r iops
+  local common=(--directory="$dir" --filename=fio.data --size="$SIZE" --direct=1 --ioengine=psync --numjobs=1
                 --group_reporting --output-format=terse --terse-version=3)
   out=$(fio --name=seqwrite --rw=write --bs=1M "${common[@]}")
-  local w; w=$(echo "$out" | awk -F';' '{printf "%.0f", $48/1024}')
-  out=$(fio --name=seqwrite --rw=read --bs=1M --time_based --runtime="$RUNTIME" "${common[@]}")
-  local r; r=$(echo "$out" | awk -F';' '{printf "%.0f", $7/1024}')
-  out=$(fio --name=seqwrite --rw=randread --bs=4k --time_based --runtime="$RUNTIME" "${common[@]}")
-  local iops; iops=$(echo "$out" | awk -F';' '{print $8}')
-  rm -f "$dir"/seqwrite*
+  w=$(echo "$out" | awk -F';' '{printf "%.0f", $48/1024}')
+  out=$(fio --name=seqread --rw=read --bs=1M --time_based --runtime="$RUNTIME" "${common[@]}")
+  r=$(echo "$out" | awk -F';' '{printf "%.0f", $7/1024}')
+  out=$(fio --name=randread --rw=randread --bs=4k --time_based --runtime="$RUNTIME" "${common[@]}")
+  iops=$(echo "$out" | awk -F';' '{print $8}')
+  rm -f "$dir/fio.data"
   echo "$w $r $iops"
 }
 
@@ -67,26 +110,23 @@ echo "mdtest ($THREADS threads x $FILES files) ..." >&2
 MD_M=$("$BIN/mdtest" --dir "$MNT/mdtest" --threads "$THREADS" --files "$FILES" --label "EmberFS mount")
 MD_L=$("$BIN/mdtest" --dir "$LOCAL/mdtest" --threads "$THREADS" --files "$FILES" --label "local disk")
 
-echo "read stall while a storage replica is killed ..." >&2
-STALL="not measured"
-dd if=/dev/urandom of="$MNT/stall" bs=1M count=64 status=none
-VICTIM=$(pgrep -P "$UP_PID" -f 'storage' | head -n1 || true)
-if [ -n "$VICTIM" ]; then
-  "$BIN/readstall" --file "$MNT/stall" --duration 12s --mark 3s >"$WORK/stall.txt" &
-  RS=$!
-  sleep 3; kill -KILL "$VICTIM"
-  if wait "$RS"; then STALL="$(grep STALL_MS "$WORK/stall.txt" | cut -d= -f2) ms"; else STALL="reads failed: $(head -n1 "$WORK/stall.txt")"; fi
-  cat "$WORK/stall.txt" >&2
-else
-  echo "emberfs up runs storage in-process (no child process to kill): stall not measured" >&2
-fi
+echo "read stall while a storage replica is SIGKILLed ..." >&2
+dd if=/dev/urandom of="$MNT/stall" bs=1M count="$STALL_MB" status=none
+"$BIN/readstall" --file "$MNT/stall" --duration "${STALL_SECS}s" --mark 3s >"$WORK/stall.txt" &
+RS=$!
+sleep 3
+kill -KILL "${STORAGE_PID[2]}"
+if wait "$RS"; then STALL="$(grep STALL_MS "$WORK/stall.txt" | cut -d= -f2) ms"
+else STALL="reads failed: $(head -n1 "$WORK/stall.txt")"; fi
+cat "$WORK/stall.txt" >&2
+start_storage 2 # so the cluster shuts down whole
 
 cat <<TABLE
 
 | test | EmberFS mount | local disk |
 |---|---|---|
-| fio 1 MiB sequential write (MB/s) | $MW | $LW |
-| fio 1 MiB sequential read (MB/s) | $MR | $LR |
+| fio 1 MiB sequential write (MiB/s) | $MW | $LW |
+| fio 1 MiB sequential read (MiB/s) | $MR | $LR |
 | fio 4 KiB random read (IOPS) | $MI | $LI |
 
 | mdtest | threads | create/s | stat/s | unlink/s |
@@ -94,5 +134,7 @@ cat <<TABLE
 $MD_M
 $MD_L
 
-Read stall after SIGKILL of one storage replica (worst 1 MiB O_DIRECT read): $STALL
+Read stall after SIGKILL of one of 3 storage replicas (worst 1 MiB O_DIRECT read; mgmtd heartbeat $HEARTBEAT, failure timeout $FAILURE): $STALL
+
+Settings: fio $SIZE file, ${RUNTIME} s per read test, direct=1, psync, 1 job; mdtest $THREADS threads x $FILES files; storage with fsync on every chunk write (default durability).
 TABLE

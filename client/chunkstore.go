@@ -156,3 +156,31 @@ func uniqueChains(chains []uint32) []uint32 {
 	}
 	return out
 }
+
+// Capacity is the usable space of the cluster for statfs: every target's
+// capacity and free bytes (as its storage service last reported them to
+// mgmtd), divided by the length of its chain, since each byte of a file
+// is stored once per replica. Targets that share one local file system
+// (as in `emberfs up`) each report that file system whole, so such a
+// setup overstates the total.
+func (s *ChunkStore) Capacity(ctx context.Context) (total, free uint64, err error) {
+	r := s.cache.Current()
+	if r == nil {
+		if err := s.cache.Refresh(ctx); err != nil {
+			return 0, 0, err
+		}
+		r = s.cache.Current()
+	}
+	for _, t := range r.Info.GetTargets() {
+		c, ok := r.Chain(t.GetChainId())
+		if !ok || len(c.GetTargets()) == 0 {
+			continue
+		}
+		n := uint64(len(c.GetTargets()))
+		total += t.GetCapacityBytes() / n
+		free += t.GetFreeBytes() / n
+	}
+	return total, free, nil
+}
+
+var _ meta.CapacityReporter = (*ChunkStore)(nil)

@@ -140,7 +140,7 @@ func (fsys *fileSystem) writableHandle(id uint64) *fileHandle {
 	defer fsys.mu.Unlock()
 	if oi := fsys.open[id]; oi != nil {
 		for h := range oi.handles {
-			if h.writable {
+			if h.writable && !h.releasing {
 				return h
 			}
 		}
@@ -209,6 +209,10 @@ type fileHandle struct {
 	id       uint64
 	f        File
 	writable bool
+	// releasing (guarded by fsys.mu) is set once Release starts closing f:
+	// the kernel sends RELEASE after close(2) has returned, so a truncate(2)
+	// may arrive meanwhile and must not use the closing handle.
+	releasing bool
 }
 
 func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (gofuse.ReadResult, syscall.Errno) {
@@ -245,6 +249,9 @@ func (h *fileHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 
 // Release runs when the kernel drops the last reference to the open file.
 func (h *fileHandle) Release(ctx context.Context) syscall.Errno {
+	h.fsys.mu.Lock()
+	h.releasing = true
+	h.fsys.mu.Unlock()
 	err := h.f.Close()
 	if pin := h.fsys.unregister(h); pin != nil {
 		if perr := pin.Close(); perr != nil {

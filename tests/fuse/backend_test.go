@@ -2,172 +2,86 @@ package fusetest
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"sync"
-	"syscall"
-	"testing"
+	"time"
 
+	"github.com/emberfs/emberfs/client"
+	"github.com/emberfs/emberfs/client/cluster"
 	"github.com/emberfs/emberfs/fuse"
-	"github.com/emberfs/emberfs/internal/errcode"
-	"github.com/emberfs/emberfs/service/kv/badgerkv"
 	"github.com/emberfs/emberfs/service/meta"
 )
 
-// memBackend is a real metadata server (in-memory Badger) with file
-// contents kept in memory in place of the storage cluster. It stands in for
-// the native client until client/ and storage/ run in-process here.
-type memBackend struct {
-	srv  *meta.Server
-	data *memData
-}
-
-// memData holds file contents and is the metadata server's ChunkStore.
-type memData struct {
-	mu       sync.Mutex
-	files    map[uint64][]byte
-	maxWrite int // largest single WriteAt seen (FUSE request size)
-}
-
-func (d *memData) QueryLength(_ context.Context, id uint64, _ meta.Layout) (uint64, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return uint64(len(d.files[id])), nil
-}
-
-func (d *memData) TruncateChunks(_ context.Context, id uint64, _ meta.Layout, length uint64) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.resize(id, int64(length))
-	return nil
-}
-
-func (d *memData) RemoveChunks(_ context.Context, id uint64, _ meta.Layout) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	delete(d.files, id)
-	return nil
-}
-
-func (d *memData) Capacity(context.Context) (uint64, uint64, error) { return 1 << 40, 1 << 39, nil }
-
-func (d *memData) resize(id uint64, size int64) {
-	b := d.files[id]
-	if int64(len(b)) >= size {
-		d.files[id] = b[:size]
-		return
-	}
-	d.files[id] = append(b, make([]byte, size-int64(len(b)))...)
-}
-
-func newMemBackend(t *testing.T) *memBackend {
-	t.Helper()
-	eng, err := badgerkv.OpenMemory(badgerkv.Options{Logger: quietLog})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { eng.Close() })
-	data := &memData{files: map[uint64][]byte{}}
-	srv, err := meta.New(context.Background(), eng, meta.Config{Chunks: data, Logger: quietLog})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); srv.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return &memBackend{srv: srv, data: data}
-}
+// The mounts run over the real native client and a real in-process cluster
+// (mgmtd, meta over Badger, 3 storage services, replication 3), shared by
+// every test of the package: each test mounts it afresh with its own client
+// and works in its own directory, so tests cannot see each other's files.
 
 var quietLog = slog.New(slog.NewTextHandler(io.Discard, nil))
 
-const clientID = "fuse-test-client"
+// testCluster is the package's cluster, started by TestMain.
+var testCluster *cluster.Cluster
 
-func (b *memBackend) Meta() meta.FS { return b.srv }
-
-func (b *memBackend) Open(ctx context.Context, u meta.User, p meta.PathAt, flags int, mode uint32) (fuse.File, error) {
-	acc := flags & syscall.O_ACCMODE
-	read, write := acc != os.O_WRONLY, acc != os.O_RDONLY
-	var res meta.OpenResult
-	var err error
-	if flags&os.O_CREATE != 0 {
-		res, err = b.srv.Create(ctx, u, p, meta.CreateOptions{Mode: mode, Exclusive: flags&os.O_EXCL != 0,
-			Truncate: flags&os.O_TRUNC != 0, Read: read, Write: write, ClientID: clientID})
-	} else {
-		res, err = b.srv.Open(ctx, u, p, meta.OpenOptions{Read: read, Write: write,
-			Truncate: flags&os.O_TRUNC != 0, ClientID: clientID})
-	}
+func startCluster() (stop func(), err error) {
+	dir, err := os.MkdirTemp("", "emberfs-fusecluster-")
 	if err != nil {
 		return nil, err
 	}
-	return &memFile{b: b, res: res, write: write}, nil
-}
-
-// memFile writes straight into memData: nothing is buffered.
-type memFile struct {
-	b     *memBackend
-	res   meta.OpenResult
-	write bool
-}
-
-func (f *memFile) id() uint64 { return f.res.Inode.ID }
-
-func (f *memFile) ReadAt(p []byte, off int64) (int, error) {
-	d := f.b.data
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	b := d.files[f.id()]
-	if off >= int64(len(b)) {
-		return 0, io.EOF
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	// NoSync: fsync of the chunk engines only slows the tests down; nothing
+	// here crashes the machine.
+	c, err := cluster.Start(ctx, cluster.Options{Dir: dir, Storage: 3, Replicas: 3, NoSync: true, Logger: quietLog})
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("starting the test cluster: %w", err)
 	}
-	n := copy(p, b[off:])
-	if n < len(p) {
-		return n, io.EOF
+	testCluster = c
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		c.Close(ctx)
+		os.RemoveAll(dir)
+	}, nil
+}
+
+// recordingBackend is the native client's backend with the largest single
+// write request it passed on recorded (to check the 1 MiB FUSE requests).
+type recordingBackend struct {
+	fuse.Backend
+	mu       sync.Mutex
+	maxWrite int
+}
+
+func (b *recordingBackend) Open(ctx context.Context, u meta.User, p meta.PathAt, flags int, mode uint32) (fuse.File, error) {
+	f, err := b.Backend.Open(ctx, u, p, flags, mode)
+	if err != nil {
+		return nil, err
 	}
-	return n, nil
+	return recordingFile{File: f, b: b}, nil
 }
 
-func (f *memFile) WriteAt(p []byte, off int64) (int, error) {
-	if !f.write {
-		return 0, errcode.New(errcode.BadFile, "file not open for writing")
-	}
-	d := f.b.data
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.maxWrite = max(d.maxWrite, len(p))
-	if end := off + int64(len(p)); end > int64(len(d.files[f.id()])) {
-		d.resize(f.id(), end)
-	}
-	copy(d.files[f.id()][off:], p)
-	return len(p), nil
+func (b *recordingBackend) largestWrite() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.maxWrite
 }
 
-func (f *memFile) Truncate(size int64) error {
-	_, err := f.b.srv.Truncate(context.Background(), meta.User{}, meta.PathAt{Parent: f.id()}, uint64(size))
-	return err
+type recordingFile struct {
+	fuse.File
+	b *recordingBackend
 }
 
-func (f *memFile) Flush() error { return nil }
-
-func (f *memFile) Sync() error {
-	_, err := f.b.srv.Fsync(context.Background(), meta.User{}, f.id())
-	return err
+func (f recordingFile) WriteAt(p []byte, off int64) (int, error) {
+	f.b.mu.Lock()
+	f.b.maxWrite = max(f.b.maxWrite, len(p))
+	f.b.mu.Unlock()
+	return f.File.WriteAt(p, off)
 }
 
-func (f *memFile) Close() error {
-	if f.res.Session == 0 {
-		return nil
-	}
-	_, err := f.b.srv.Close(context.Background(), meta.User{}, meta.CloseOptions{Inode: f.id(), Session: f.res.Session, UpdateLength: true})
-	return err
-}
-
-func (f *memFile) Inode() meta.Inode { return f.res.Inode }
-
-func (f *memFile) Size() int64 {
-	d := f.b.data
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return int64(len(d.files[f.id()]))
+func newClient(ctx context.Context, id string) (*client.Client, error) {
+	return testCluster.NewClient(ctx, client.Config{ClientID: id, Logger: quietLog})
 }

@@ -1,6 +1,7 @@
 // Package fusetest runs ordinary tools and a POSIX errno suite (modelled on
-// pjdfstest's areas) on a real FUSE mount of EmberFS. Tests need root and
-// /dev/fuse; every mount is unmounted even when a test fails.
+// pjdfstest's areas) on a real FUSE mount of EmberFS over the native client
+// and a real in-process cluster (3 storage services, replication 3). Tests
+// need root and /dev/fuse; every mount is unmounted even when a test fails.
 package fusetest
 
 import (
@@ -13,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 
@@ -43,7 +45,14 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "copying the helper binary:", err)
 		os.Exit(1)
 	}
+	stop, err := startCluster()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
 	code := m.Run()
+	stop()
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -83,44 +92,61 @@ func copyFile(src, dst string, mode os.FileMode) error {
 
 // mounted is one mount for one test.
 type mounted struct {
-	dir string
-	srv *fuse.Server
-	be  *memBackend
+	root string // the mount point
+	dir  string // this test's own directory in the mount
+	srv  *fuse.Server
+	be   *recordingBackend
 }
 
-// mount mounts a fresh file system (world-usable root, allow_other) and
-// unmounts it when the test ends, pass or fail.
+// mountSeq names the tests' directories in the shared file system.
+var mountSeq atomic.Int64
+
+// mount mounts the test cluster (world-usable root, allow_other) through a
+// new native client and unmounts it when the test ends, pass or fail. The
+// test works in a fresh world-writable sticky directory (like /tmp) there,
+// so unprivileged users can work in it too.
 func mount(t *testing.T, opts fuse.Options) *mounted {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Fatal("the FUSE tests need root (mount, allow_other, other uids)")
 	}
-	be := newMemBackend(t)
-	dir, err := os.MkdirTemp("", mountPrefix)
+	cl, err := newClient(t.Context(), fmt.Sprintf("fusetest-%s-%d", t.Name(), os.Getpid()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Chmod(dir, 0o755); err != nil {
+	t.Cleanup(func() { cl.Close() }) // after the unmount (cleanups run last-in first-out)
+	be := &recordingBackend{Backend: fuse.ClientBackend(cl)}
+	root, err := os.MkdirTemp("", mountPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(root, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	opts.AllowOther = true
 	opts.Logger = quietLog
-	srv, err := fuse.Mount(context.Background(), be, dir, opts)
+	srv, err := fuse.Mount(context.Background(), be, root, opts)
 	if err != nil {
-		os.Remove(dir)
+		os.Remove(root)
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		if err := srv.Unmount(); err != nil {
 			t.Errorf("unmount: %v", err)
 		}
-		os.Remove(dir)
+		os.Remove(root)
 	})
-	// A world-writable sticky root, like /tmp, so unprivileged users can work.
+	if err := os.Chmod(root, 0o1777); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(root, fmt.Sprintf("t%d", mountSeq.Add(1)))
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.Chmod(dir, 0o1777); err != nil {
 		t.Fatal(err)
 	}
-	return &mounted{dir: dir, srv: srv, be: be}
+	return &mounted{root: root, dir: dir, srv: srv, be: be}
 }
 
 func (m *mounted) path(parts ...string) string {

@@ -139,10 +139,7 @@ func TestDataModes(t *testing.T) {
 			if err != nil || st.Size() != int64(len(data)) {
 				t.Fatalf("stat size %v err %v, want %d", st.Size(), err, len(data))
 			}
-			m.be.data.mu.Lock()
-			maxWrite := m.be.data.maxWrite
-			m.be.data.mu.Unlock()
-			if maxWrite != fuse.MaxWrite {
+			if maxWrite := m.be.largestWrite(); maxWrite != fuse.MaxWrite {
 				t.Fatalf("largest write request %d bytes, want %d", maxWrite, fuse.MaxWrite)
 			}
 		})

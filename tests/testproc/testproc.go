@@ -59,13 +59,23 @@ type Proc struct {
 	mu   sync.Mutex
 	out  strings.Builder
 	done chan struct{}
+	err  error // exit status, once done is closed
 }
 
 // Start runs bin with args, logging its output to logPath; the process is
 // SIGKILLed when the test ends if it is still running.
 func Start(t *testing.T, bin, logPath string, args ...string) *Proc {
 	t.Helper()
+	return StartEnv(t, bin, logPath, nil, args...)
+}
+
+// StartEnv is Start with extra environment variables ("KEY=value").
+func StartEnv(t *testing.T, bin, logPath string, env []string, args ...string) *Proc {
+	t.Helper()
 	p := &Proc{Cmd: exec.Command(bin, args...), done: make(chan struct{})}
+	if env != nil {
+		p.Cmd.Env = append(os.Environ(), env...)
+	}
 	logf, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
@@ -87,7 +97,7 @@ func Start(t *testing.T, bin, logPath string, args ...string) *Proc {
 		logf.Close()
 	}()
 	go func() {
-		p.Cmd.Wait()
+		p.err = p.Cmd.Wait()
 		pw.Close()
 		close(p.done)
 	}()
@@ -121,9 +131,20 @@ func (p *Proc) Wait(t *testing.T, re *regexp.Regexp) string {
 	return ""
 }
 
+// Done is closed when the process has exited.
+func (p *Proc) Done() <-chan struct{} { return p.done }
+
+// Err is the exit status (nil for exit 0); valid once Done is closed.
+func (p *Proc) Err() error {
+	<-p.done
+	return p.err
+}
+
 // Signal sends sig and waits for the process to be gone.
 func (p *Proc) Signal(sig syscall.Signal) {
-	if p.Cmd.Process != nil {
+	select {
+	case <-p.done:
+	default:
 		_ = p.Cmd.Process.Signal(sig)
 		<-p.done
 	}
