@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/emberfs/emberfs/client/routing"
+	"github.com/emberfs/emberfs/internal/logging"
 	"github.com/emberfs/emberfs/service/meta"
 	"github.com/emberfs/emberfs/service/meta/metad"
 )
@@ -107,7 +108,7 @@ EMBERFS_TOKEN.`,
 
 // runMeta serves until ctx ends (SIGINT, SIGTERM), then stops cleanly.
 func runMeta(ctx context.Context, cfg metad.Config, cmd *cobra.Command) error {
-	logger, err := metad.NewLogger(cmd.ErrOrStderr(), cfg.LogLevel)
+	logger, err := logging.New(cmd.ErrOrStderr(), cfg.LogLevel, "meta")
 	if err != nil {
 		return err
 	}

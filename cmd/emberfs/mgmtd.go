@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/emberfs/emberfs/internal/logging"
 	"github.com/emberfs/emberfs/service/kv/kvopen"
 	"github.com/emberfs/emberfs/service/mgmtd"
 )
@@ -94,17 +94,9 @@ EMBERFS_TOKEN.`,
 	return cmd
 }
 
-func mgmtdLogger(level string) (*slog.Logger, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("mgmtd: log_level %q: want debug, info, warn or error", level)
-	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
-}
-
 // runMgmtd serves until ctx ends, then releases the primary lease.
 func runMgmtd(ctx context.Context, cfg mgmtd.Config, cmd *cobra.Command) error {
-	logger, err := mgmtdLogger(cfg.LogLevel)
+	logger, err := logging.New(os.Stderr, cfg.LogLevel, "mgmtd")
 	if err != nil {
 		return err
 	}

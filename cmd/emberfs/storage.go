@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/emberfs/emberfs/internal/logging"
 	"github.com/emberfs/emberfs/storage/service"
 )
 
@@ -62,11 +62,10 @@ EMBERFS_TOKEN.`,
 			if err := cfg.Validate(); err != nil {
 				return err
 			}
-			var level slog.Level
-			if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
-				return fmt.Errorf("storage: log_level %q: want debug, info, warn or error", cfg.LogLevel)
+			logger, err := logging.New(os.Stderr, cfg.LogLevel, "storage")
+			if err != nil {
+				return err
 			}
-			logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			svc, err := service.Start(cfg, logger)

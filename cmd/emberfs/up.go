@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -21,6 +20,7 @@ import (
 	"github.com/emberfs/emberfs/client/routing"
 	"github.com/emberfs/emberfs/fuse"
 	"github.com/emberfs/emberfs/internal/errcode"
+	"github.com/emberfs/emberfs/internal/logging"
 	"github.com/emberfs/emberfs/service/meta"
 	"github.com/emberfs/emberfs/storage/storageclient"
 )
@@ -57,10 +57,6 @@ SIGTERM unmounts and stops everything cleanly; starting again on the same
 DIR/token (or given with --token).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var level slog.Level
-			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
-				return fmt.Errorf("--log-level %q: want debug, info, warn or error", logLevel)
-			}
 			cs, err := parseSize(chunkSize)
 			if err != nil {
 				return fmt.Errorf("--chunk-size: %w", err)
@@ -78,7 +74,9 @@ DIR/token (or given with --token).`,
 				return fmt.Errorf("log file: %w", err)
 			}
 			defer logFile.Close()
-			opts.Logger = slog.New(slog.NewTextHandler(logFile, &slog.HandlerOptions{Level: level}))
+			if opts.Logger, err = logging.New(logFile, logLevel, "up"); err != nil {
+				return err
+			}
 			out := cmd.OutOrStdout()
 			opts.Progress = out
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -15,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/emberfs/emberfs/client/routing"
+	"github.com/emberfs/emberfs/internal/logging"
 	"github.com/emberfs/emberfs/internal/rpcauth"
 	"github.com/emberfs/emberfs/service/kv"
 	"github.com/emberfs/emberfs/service/kv/kvopen"
@@ -53,16 +53,6 @@ type Daemon struct {
 	stop    sync.Once
 }
 
-// NewLogger returns a text logger writing to w at level (debug, info,
-// warn, error).
-func NewLogger(w io.Writer, level string) (*slog.Logger, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("meta: log_level %q: want debug, info, warn or error", level)
-	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
-}
-
 // Start opens everything and serves in the background until Stop.
 func Start(ctx context.Context, opts Options) (_ *Daemon, err error) {
 	cfg := opts.Config
@@ -71,7 +61,7 @@ func Start(ctx context.Context, opts Options) (_ *Daemon, err error) {
 	}
 	log := opts.Logger
 	if log == nil {
-		if log, err = NewLogger(os.Stderr, cfg.LogLevel); err != nil {
+		if log, err = logging.New(os.Stderr, cfg.LogLevel, "meta"); err != nil {
 			return nil, err
 		}
 	}
