@@ -55,6 +55,11 @@ func (c *controlServer) SyncDone(ctx context.Context, req *pb.StorageSyncDoneReq
 	if st := r.TargetState(t.id); st != pb.MgmtdPublicState_MGMTD_PUBLIC_SYNCING {
 		return nil, errcode.ToGRPC(errcode.New(errcode.StaleVersion, "sync-done for target %d, which is %s at chain %d version %d", t.id, st, req.ChainId, req.ChainVersion))
 	}
+	// Only the predecessor the routing names syncs us.
+	wt := r.WriteTargets(req.ChainId)
+	if i := indexOf(wt, t.id); i <= 0 || wt[i-1] != req.FromTargetId {
+		return nil, errcode.ToGRPC(errcode.New(errcode.StaleVersion, "sync-done for target %d from target %d, which is not its predecessor in chain %d version %d", t.id, req.FromTargetId, req.ChainId, req.ChainVersion))
+	}
 	t.setRecovered(true)
 	s.log.Info("sync done; target up to date", "target", t.id, "chain", req.ChainId, "from", req.FromTargetId,
 		"replaced", req.ChunksReplaced, "removed", req.ChunksRemoved)
@@ -71,8 +76,8 @@ func (c *controlServer) RepairChunk(ctx context.Context, req *pb.StorageRepairCh
 		return nil, errcode.ToGRPC(err)
 	}
 	r := s.cache.Current()
-	if r == nil || r.TargetState(t.id) != pb.MgmtdPublicState_MGMTD_PUBLIC_SERVING {
-		return nil, errcode.ToGRPC(errcode.New(errcode.Unavailable, "target %d is not serving; cannot be a repair source", t.id))
+	if r == nil || r.TargetState(t.id) != pb.MgmtdPublicState_MGMTD_PUBLIC_SERVING || !t.isRecovered() {
+		return nil, errcode.ToGRPC(errcode.New(errcode.Unavailable, "target %d is not serving and recovered; cannot be a repair source", t.id))
 	}
 	ver, err := s.repairFrom(ctx, t, req.DestTargetId, req.ChainId, chunkengine.ChunkID{Inode: req.Inode, Index: req.Index})
 	if err != nil {

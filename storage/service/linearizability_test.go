@@ -1,12 +1,17 @@
 package service_test
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"flag"
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -22,6 +27,7 @@ import (
 var (
 	porcupineSeeds    = flag.Int("porcupine.seeds", 2, "randomized histories checked by TestLinearizableUnderRestarts")
 	porcupineDuration = flag.Duration("porcupine.duration", 2500*time.Millisecond, "length of each randomized history")
+	porcupineDump     = flag.String("porcupine.dump", "", "on a failure, write the history as text (PREFIX-seedN.txt) and porcupine's visualization (PREFIX-seedN.html)")
 )
 
 // regInput is one operation on a chunk used as a register (its first
@@ -30,6 +36,10 @@ type regInput struct {
 	key   int
 	write bool
 	value uint64
+	// Diagnostics only (the model ignores them): the chunk version the
+	// write committed or the read returned, and the replica that answered.
+	version uint64
+	target  uint64
 }
 
 var registerModel = porcupine.Model{
@@ -56,9 +66,9 @@ var registerModel = porcupine.Model{
 	DescribeOperation: func(input, output any) string {
 		in := input.(regInput)
 		if in.write {
-			return fmt.Sprintf("write(%d, %x)", in.key, in.value)
+			return fmt.Sprintf("write(%d, %x) v%d", in.key, in.value, in.version)
 		}
-		return fmt.Sprintf("read(%d) -> %x", in.key, output)
+		return fmt.Sprintf("read(%d) -> %x v%d from %d", in.key, output, in.version, in.target)
 	},
 }
 
@@ -99,8 +109,9 @@ func linearizabilityRun(t *testing.T, seed uint64) {
 				op := porcupine.Operation{ClientId: w, Input: in, Call: now()}
 				if in.write {
 					binary.LittleEndian.PutUint64(buf, in.value)
-					_, err := cl.Write(context.Background(), chain, id, chunkSize, 0, buf)
+					st, err := cl.Write(context.Background(), chain, id, chunkSize, 0, buf)
 					op.Return = now()
+					in.version = st.Version
 					if err != nil {
 						op.Return = math.MaxInt64 // outcome unknown
 						failed.Add(1)
@@ -121,9 +132,11 @@ func linearizabilityRun(t *testing.T, seed uint64) {
 						return
 					default:
 						op.Output = binary.LittleEndian.Uint64(buf)
+						in.version, in.target = res.Version, res.Target
 					}
 					okReads.Add(1)
 				}
+				op.Input = in
 				mu.Lock()
 				history = append(history, op)
 				mu.Unlock()
@@ -150,8 +163,9 @@ func linearizabilityRun(t *testing.T, seed uint64) {
 	if okWrites.Load() == 0 || okReads.Load() == 0 {
 		t.Fatal("history has no successful writes or reads")
 	}
-	res := porcupine.CheckOperationsTimeout(registerModel, history, 60*time.Second)
+	res, info := porcupine.CheckOperationsVerbose(registerModel, history, 60*time.Second)
 	if res == porcupine.Illegal {
+		dumpHistory(t, seed, history, info)
 		t.Fatalf("history of %d operations is not linearizable", len(history))
 	}
 	if res == porcupine.Unknown {
@@ -170,4 +184,36 @@ func TestRegisterModelRejectsStaleRead(t *testing.T) {
 	if porcupine.CheckOperations(registerModel, h) {
 		t.Fatal("stale read accepted")
 	}
+}
+
+// dumpHistory writes a failed history for diagnosis when -porcupine.dump
+// is set: one line per operation, by key and call time, and porcupine's
+// HTML visualization.
+func dumpHistory(t *testing.T, seed uint64, history []porcupine.Operation, info porcupine.LinearizationInfo) {
+	if *porcupineDump == "" {
+		return
+	}
+	h := slices.Clone(history)
+	slices.SortFunc(h, func(a, b porcupine.Operation) int {
+		if ka, kb := a.Input.(regInput).key, b.Input.(regInput).key; ka != kb {
+			return ka - kb
+		}
+		return cmp.Compare(a.Call, b.Call)
+	})
+	var sb strings.Builder
+	for _, op := range h {
+		ret := "?"
+		if op.Return != math.MaxInt64 {
+			ret = strconv.FormatInt(op.Return/1000, 10)
+		}
+		fmt.Fprintf(&sb, "c%d [%d, %s]us %s\n", op.ClientId, op.Call/1000, ret, registerModel.DescribeOperation(op.Input, op.Output))
+	}
+	base := fmt.Sprintf("%s-seed%d", *porcupineDump, seed)
+	if err := os.WriteFile(base+".txt", []byte(sb.String()), 0o644); err != nil {
+		t.Log(err)
+	}
+	if err := porcupine.VisualizePath(registerModel, info, base+".html"); err != nil {
+		t.Log(err)
+	}
+	t.Logf("history written to %s.txt and %s.html", base, base)
 }

@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"encoding/binary"
 	"sync"
 	"time"
 
@@ -154,4 +155,103 @@ func (s *Service) dedupeGCLoop() {
 			s.dedupe.gc(10 * time.Minute)
 		}
 	}
+}
+
+// dedupeRecord is a finished, successful write outcome as a sync carries
+// it to a successor.
+type dedupeRecord struct {
+	client  uint64
+	channel uint32
+	seq     uint64
+	chunk   chunkengine.ChunkID
+	rsp     wire.UpdateRsp
+}
+
+// succeeded lists the finished, successful outcomes whose chunk keep
+// accepts.
+func (d *dedupeTable) succeeded(keep func(chunkengine.ChunkID) bool) []dedupeRecord {
+	d.mu.Lock()
+	var out []dedupeRecord
+	for k, e := range d.m {
+		select {
+		case <-e.done:
+			if e.err == nil {
+				out = append(out, dedupeRecord{client: k.client, channel: k.channel, seq: e.seq, chunk: e.chunk, rsp: e.rsp})
+			}
+		default:
+		}
+	}
+	d.mu.Unlock()
+	// keep may take engine locks; call it outside ours.
+	n := 0
+	for _, r := range out {
+		if keep(r.chunk) {
+			out[n] = r
+			n++
+		}
+	}
+	return out[:n]
+}
+
+// merge installs outcomes learned from a sync source: a newer seq than
+// ours (or our failed attempt of the same seq) is replaced by the
+// source's success, so a retry of a write this target got through the
+// sync is answered instead of applied again.
+func (d *dedupeTable) merge(recs []dedupeRecord) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, r := range recs {
+		k := dedupeKey{r.client, r.channel}
+		if e := d.m[k]; e != nil {
+			if e.seq > r.seq {
+				continue
+			}
+			if e.seq == r.seq {
+				select {
+				case <-e.done:
+					if e.err == nil {
+						continue
+					}
+				default:
+					continue // running here; it will finish on its own
+				}
+			}
+		}
+		done := make(chan struct{})
+		close(done)
+		d.m[k] = &dedupeEntry{seq: r.seq, chunk: r.chunk, done: done, rsp: r.rsp, at: time.Now()}
+	}
+}
+
+const dedupeRecordSize = 8 + 4 + 8 + 8 + 4 + 8 + 4 + 4
+
+func encodeDedupeRecords(recs []dedupeRecord) []byte {
+	b := make([]byte, 0, len(recs)*dedupeRecordSize)
+	for _, r := range recs {
+		b = binary.LittleEndian.AppendUint64(b, r.client)
+		b = binary.LittleEndian.AppendUint32(b, r.channel)
+		b = binary.LittleEndian.AppendUint64(b, r.seq)
+		b = binary.LittleEndian.AppendUint64(b, r.chunk.Inode)
+		b = binary.LittleEndian.AppendUint32(b, r.chunk.Index)
+		b = binary.LittleEndian.AppendUint64(b, r.rsp.Version)
+		b = binary.LittleEndian.AppendUint32(b, r.rsp.Length)
+		b = binary.LittleEndian.AppendUint32(b, r.rsp.Checksum)
+	}
+	return b
+}
+
+func decodeDedupeRecords(b []byte) ([]dedupeRecord, error) {
+	if len(b)%dedupeRecordSize != 0 {
+		return nil, errcode.New(errcode.InvalidArgument, "dedupe sync payload of %d bytes is not a multiple of %d", len(b), dedupeRecordSize)
+	}
+	out := make([]dedupeRecord, 0, len(b)/dedupeRecordSize)
+	for ; len(b) > 0; b = b[dedupeRecordSize:] {
+		le := binary.LittleEndian
+		out = append(out, dedupeRecord{
+			client: le.Uint64(b), channel: le.Uint32(b[8:]), seq: le.Uint64(b[12:]),
+			chunk: chunkengine.ChunkID{Inode: le.Uint64(b[20:]), Index: le.Uint32(b[28:])},
+			rsp:   wire.UpdateRsp{Version: le.Uint64(b[32:]), Length: le.Uint32(b[40:]), Checksum: le.Uint32(b[44:])},
+		})
+	}
+	return out, nil
 }

@@ -33,6 +33,7 @@ type metrics struct {
 var opNames = map[transport.Op]string{
 	wire.OpWrite: "write", wire.OpForward: "forward", wire.OpRead: "read", wire.OpReadBatch: "read_batch",
 	wire.OpQueryLast: "query_last", wire.OpRemoveInode: "remove_inode", wire.OpSync: "sync",
+	wire.OpSyncDedupe: "sync_dedupe",
 }
 
 func newMetrics(s *Service) *metrics {

@@ -30,6 +30,12 @@ func (s *Service) checkRead(ctx context.Context, q *wire.ReadReq) (*target, erro
 	if st := r.TargetState(t.id); st != pb.MgmtdPublicState_MGMTD_PUBLIC_SERVING {
 		return nil, errcode.New(errcode.StaleVersion, "target %d of chain %d is %s, not serving reads", t.id, q.Chain, st)
 	}
+	// Routing from before a restart can still show the target serving at
+	// the chain version the reader holds; only a copy this process knows
+	// to be complete answers.
+	if !t.isRecovered() {
+		return nil, errcode.New(errcode.Unavailable, "target %d of chain %d is not recovered on storage node %d yet", t.id, q.Chain, s.cfg.NodeID)
+	}
 	return t, nil
 }
 

@@ -379,7 +379,14 @@ func (s *Service) followRouting(r *routing.Routing) {
 			if registered && r.Version() >= regVer && t.setRecovered(true) {
 				s.log.Info("target serving", "target", t.id, "chain", tt.ChainId, "routing", r.Version())
 			}
-			if succ, sst, ok := r.Successor(tt.ChainId, t.id); ok && sst == pb.MgmtdPublicState_MGMTD_PUBLIC_SYNCING {
+			// Only a recovered target may be a sync source. Routing older
+			// than our registration (a restart inside mgmtd's failure
+			// timeout) still shows our target serving, but this process's
+			// copy may lack what the chain acknowledged (a version that
+			// was pending here and committed downstream): syncing from it
+			// would roll the successor back, and its sync-done would make
+			// that stale copy serve.
+			if succ, sst, ok := r.Successor(tt.ChainId, t.id); ok && sst == pb.MgmtdPublicState_MGMTD_PUBLIC_SYNCING && t.isRecovered() {
 				s.startSync(t, tt.ChainId, succ)
 			}
 		case pb.MgmtdPublicState_MGMTD_PUBLIC_SYNCING:
@@ -442,6 +449,7 @@ func (s *Service) registerHandlers(r transport.Registrar) {
 	r.Handle(wire.OpQueryLast, s.instrument(wire.OpQueryLast, s.handleQueryLast))
 	r.Handle(wire.OpRemoveInode, s.instrument(wire.OpRemoveInode, s.handleRemoveInode))
 	r.Handle(wire.OpSync, s.instrument(wire.OpSync, s.handleSync))
+	r.Handle(wire.OpSyncDedupe, s.instrument(wire.OpSyncDedupe, s.handleSyncDedupe))
 }
 
 // control returns a gRPC client to another storage service.

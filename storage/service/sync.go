@@ -60,6 +60,9 @@ type syncStats struct{ replaced, removed, same int }
 func (s *Service) syncSuccessor(t *target, chain uint32, succ uint64) (syncStats, error) {
 	var st syncStats
 	ctx := s.ctx
+	if err := s.syncSourceOK(t); err != nil {
+		return st, err
+	}
 	r := s.cache.Current()
 	chainVer := r.ChainVersion(chain)
 	ctrl, _, err := r.TargetAddress(succ)
@@ -102,9 +105,28 @@ func (s *Service) syncSuccessor(t *target, chain uint32, succ uint64) (syncStats
 	if cur := s.cache.Current(); cur.ChainVersion(chain) != chainVer {
 		return st, errcode.New(errcode.StaleVersion, "chain %d changed from version %d during sync", chain, chainVer)
 	}
+	if err := s.syncSourceOK(t); err != nil {
+		return st, err
+	}
+	if err := s.sendDedupe(t, chain, chainVer, succ); err != nil {
+		return st, err
+	}
 	_, err = cl.SyncDone(ctx, &pb.StorageSyncDoneReq{TargetId: succ, ChainId: chain, ChainVersion: chainVer,
 		FromTargetId: t.id, ChunksReplaced: uint64(st.replaced), ChunksRemoved: uint64(st.removed)})
 	return st, errcode.FromGRPC(err)
+}
+
+// syncSourceOK refuses to sync from a target this process does not know
+// to hold the chain's committed data (not recovered since it started, or
+// cut off from mgmtd): its copy could roll the successor back.
+func (s *Service) syncSourceOK(t *target) error {
+	if err := s.leaseOK(); err != nil {
+		return err
+	}
+	if !t.isRecovered() {
+		return errcode.New(errcode.Unavailable, "target %d is not recovered; it cannot be a sync source", t.id)
+	}
+	return nil
 }
 
 func dumpRemote(ctx context.Context, cl pb.StorageClient, target uint64) (map[chunkengine.ChunkID]*pb.StorageChunkMeta, error) {
@@ -326,4 +348,53 @@ func (s *Service) repairFrom(ctx context.Context, src *target, dest uint64, chai
 		return 0, err
 	}
 	return u.Version, nil
+}
+
+func (s *Service) sendDedupe(t *target, chain uint32, chainVer uint64, succ uint64) error {
+	recs := s.dedupe.succeeded(func(id chunkengine.ChunkID) bool {
+		_, ok := t.eng.Stat(id)
+		return ok
+	})
+	r := s.cache.Current()
+	_, addr, err := r.TargetAddress(succ)
+	if err != nil {
+		return err
+	}
+	q := wire.InodeReq{Target: succ, Chain: chain, ChainVer: chainVer}
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.ForwardTimeout.Duration)
+	defer cancel()
+	resp, err := s.tc.Call(ctx, addr, &transport.Request{Op: wire.OpSyncDedupe, Ext: q.Encode(nil), Payload: [][]byte{encodeDedupeRecords(recs)}}, nil)
+	if err != nil {
+		return err
+	}
+	resp.Release()
+	return nil
+}
+
+// handleSyncDedupe merges a sync source's dedupe outcomes (wire.OpSyncDedupe).
+func (s *Service) handleSyncDedupe(ctx context.Context, req *transport.ServerRequest) (*transport.ServerResponse, error) {
+	q, err := wire.DecodeInodeReq(req.Ext)
+	if err != nil {
+		return nil, err
+	}
+	recs, err := decodeDedupeRecords(req.Payload)
+	if err != nil {
+		return nil, err
+	}
+	t, err := s.target(q.Target)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.leaseOK(); err != nil {
+		return nil, err
+	}
+	r, err := s.checkChain(ctx, q.Chain, q.ChainVer)
+	if err != nil {
+		return nil, err
+	}
+	if st := r.TargetState(t.id); st != pb.MgmtdPublicState_MGMTD_PUBLIC_SYNCING {
+		return nil, errcode.New(errcode.StaleVersion, "dedupe sync for target %d, which is %s at chain %d version %d", t.id, st, q.Chain, q.ChainVer)
+	}
+	s.dedupe.merge(recs)
+	return &transport.ServerResponse{}, nil
 }

@@ -22,6 +22,13 @@ const (
 	OpQueryLast   transport.Op = 5 // client -> serving tail: last chunk of an inode
 	OpRemoveInode transport.Op = 6 // client -> head: remove every chunk of an inode (replicated)
 	OpSync        transport.Op = 7 // predecessor -> syncing successor / repairer -> corrupt replica
+	// OpSyncDedupe (predecessor -> syncing successor, before SyncDone)
+	// hands over the retry records of the chunks synced, so a write still
+	// being retried by its client is not applied a second time once the
+	// successor becomes head. Ext: InodeReq (target, chain, chain version;
+	// inode 0); payload: 48-byte little-endian records (client, channel,
+	// seq, chunk, version, length, checksum).
+	OpSyncDedupe transport.Op = 8
 )
 
 // Update kinds as sent on the wire (same values as chunkengine.UpdateKind).
