@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
@@ -66,12 +65,7 @@ EMBERFS_TOKEN.`,
 				cfg.Token = token
 			}
 			if f.Changed("mgmtd") {
-				cfg.Mgmtd = nil
-				for _, a := range strings.Split(mgmtdAddrs, ",") {
-					if a = strings.TrimSpace(a); a != "" {
-						cfg.Mgmtd = append(cfg.Mgmtd, a)
-					}
-				}
+				cfg.Mgmtd = splitAddrs(mgmtdAddrs)
 			}
 			if f.Changed("metrics-listen") {
 				cfg.MetricsListen = metrics

@@ -87,6 +87,7 @@ func newUmountCmd() *cobra.Command {
 	}
 }
 
+// splitAddrs reads a comma-separated address list, ignoring blanks.
 func splitAddrs(s string) []string {
 	var out []string
 	for _, a := range strings.Split(s, ",") {

@@ -47,7 +47,7 @@ EMBERFS_TOKEN.`,
 				cfg.Token = token
 			}
 			if f.Changed("mgmtd") {
-				cfg.Mgmtd = strings.Split(mgmtdAddrs, ",")
+				cfg.Mgmtd = splitAddrs(mgmtdAddrs)
 			}
 			if f.Changed("node-id") {
 				cfg.NodeID = nodeID
