@@ -16,9 +16,12 @@ import (
 	"sync"
 	"time"
 
-	"github.com/emberfs/emberfs/client/routing"
 	"github.com/emberfs/emberfs/internal/errcode"
 	"github.com/emberfs/emberfs/service/meta"
+	"github.com/emberfs/emberfs/service/meta/chunkstore"
+	"github.com/emberfs/emberfs/service/meta/metaclient"
+	"github.com/emberfs/emberfs/service/mgmtd/mgmtdclient"
+	"github.com/emberfs/emberfs/service/routing"
 	"github.com/emberfs/emberfs/storage/storageclient"
 )
 
@@ -71,10 +74,10 @@ type Config struct {
 type Client struct {
 	cfg     Config
 	log     *slog.Logger
-	conn    *routing.Conn
-	cache   *routing.Cache
+	conn    *mgmtdclient.Conn
+	cache   *mgmtdclient.Cache
 	sc      *storageclient.Client
-	mfs     *meta.FailoverClient
+	mfs     *metaclient.FailoverClient
 	data    *dataCache
 	sem     chan struct{}
 	ctx     context.Context
@@ -126,10 +129,10 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		}
 	}()
 	var err error
-	if c.conn, err = routing.Dial(cfg.MgmtdAddrs, cfg.Token); err != nil {
+	if c.conn, err = mgmtdclient.Dial(cfg.MgmtdAddrs, cfg.Token); err != nil {
 		return nil, errcode.New(errcode.Unavailable, "client: mgmtd %v: %v", cfg.MgmtdAddrs, err)
 	}
-	c.cache = routing.NewCache(c.conn)
+	c.cache = mgmtdclient.NewCache(c.conn)
 	c.cache.Start()
 	// Without a deadline from the caller, an unreachable mgmtd must not
 	// hang New forever.
@@ -143,7 +146,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	scfg := cfg.Storage
 	scfg.Token = cfg.Token
 	c.sc = storageclient.New(c.cache, scfg)
-	if c.mfs, err = meta.NewFailoverClient(meta.FailoverConfig{Addrs: meta.RoutingMetaAddrs(c.cache), Token: cfg.Token,
+	if c.mfs, err = metaclient.NewFailoverClient(metaclient.FailoverConfig{Addrs: metaclient.RoutingMetaAddrs(c.cache), Token: cfg.Token,
 		RetryWindow: cfg.MetaRetryWindow}); err != nil {
 		return nil, err
 	}
@@ -221,13 +224,13 @@ func (c *Client) ID() string { return c.cfg.ClientID }
 func (c *Client) Meta() meta.FS { return c.mfs }
 
 // Routing is the client's routing cache (mgmtd's view of the cluster).
-func (c *Client) Routing() *routing.Cache { return c.cache }
+func (c *Client) Routing() *mgmtdclient.Cache { return c.cache }
 
 // Storage is the client's storage client.
 func (c *Client) Storage() *storageclient.Client { return c.sc }
 
 // ChunkStore returns a meta.ChunkStore over this client's connections.
-func (c *Client) ChunkStore() *ChunkStore { return NewChunkStore(c.cache, c.sc) }
+func (c *Client) ChunkStore() *chunkstore.Store { return chunkstore.New(c.cache, c.sc) }
 
 // inodeState is what every open File of one inode in this client shares:
 // the length as this client sees it, and a generation bumped by every

@@ -103,7 +103,7 @@ func (c *Client) Open(ctx context.Context, u meta.User, p meta.PathAt, flags int
 	default:
 		return fail(errcode.New(errcode.InvalidArgument, "open %s: not a regular file (%s)", p, res.Inode.Type))
 	}
-	if f.chains, err = layoutChains(ctx, c.cache, res.Inode.Layout); err != nil {
+	if f.chains, err = meta.LayoutChains(ctx, c.cache, res.Inode.Layout); err != nil {
 		return fail(err)
 	}
 	f.stamp = res.Inode.Size*0x9e3779b97f4a7c15 ^ uint64(res.Inode.Mtime.UnixNano())

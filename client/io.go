@@ -5,6 +5,7 @@ import (
 	"sync"
 
 	"github.com/emberfs/emberfs/internal/errcode"
+	"github.com/emberfs/emberfs/service/meta"
 	"github.com/emberfs/emberfs/storage/storageclient"
 )
 
@@ -65,7 +66,7 @@ func (f *File) readDirect(p []byte, off int64) error {
 	ps := splitRange(off, len(p), f.ino.Layout.ChunkSize)
 	errs := f.c.fanOut(f.c.ctx, ps, func(ctx context.Context, pc piece) error {
 		buf := p[pc.pos : pc.pos+pc.n]
-		res, err := f.c.sc.Read(ctx, ChunkChain(f.chains, pc.index), storageclient.ChunkID{Inode: f.ino.ID, Index: pc.index}, pc.inOff, buf, storageclient.ReadOptions{})
+		res, err := f.c.sc.Read(ctx, meta.ChunkChain(f.chains, pc.index), storageclient.ChunkID{Inode: f.ino.ID, Index: pc.index}, pc.inOff, buf, storageclient.ReadOptions{})
 		if errcode.Is(err, errcode.NotFound) {
 			clear(buf)
 			return nil
@@ -89,7 +90,7 @@ func (f *File) readDirect(p []byte, off int64) error {
 func (f *File) writeDirect(p []byte, off int64) (int, error) {
 	ps := splitRange(off, len(p), f.ino.Layout.ChunkSize)
 	errs := f.c.fanOut(f.c.ctx, ps, func(ctx context.Context, pc piece) error {
-		_, err := f.c.sc.Write(ctx, ChunkChain(f.chains, pc.index), storageclient.ChunkID{Inode: f.ino.ID, Index: pc.index},
+		_, err := f.c.sc.Write(ctx, meta.ChunkChain(f.chains, pc.index), storageclient.ChunkID{Inode: f.ino.ID, Index: pc.index},
 			f.ino.Layout.ChunkSize, pc.inOff, p[pc.pos:pc.pos+pc.n])
 		return err
 	})

@@ -15,9 +15,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/emberfs/emberfs/client/routing"
 	"github.com/emberfs/emberfs/internal/rpcauth"
+	"github.com/emberfs/emberfs/service/mgmtd/mgmtdclient"
 	pb "github.com/emberfs/emberfs/service/proto"
+	"github.com/emberfs/emberfs/service/routing"
 	"github.com/emberfs/emberfs/storage/chunkengine"
 	"github.com/emberfs/emberfs/storage/storageclient"
 	"github.com/emberfs/emberfs/tests/testproc"
@@ -53,12 +54,12 @@ func TestSIGKILLMiddleThenHeadDuringWrites(t *testing.T) {
 		nodes[id] = newStorageNode(t, dir, id, mgmtdAddr)
 		nodes[id].start(t)
 	}
-	conn, err := routing.Dial([]string{mgmtdAddr}, token)
+	conn, err := mgmtdclient.Dial([]string{mgmtdAddr}, token)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	cache := routing.NewCache(conn)
+	cache := mgmtdclient.NewCache(conn)
 	cache.Start()
 	defer cache.Close()
 	ctx := testproc.Ctx(t)
@@ -183,7 +184,7 @@ func TestSIGKILLMiddleThenHeadDuringWrites(t *testing.T) {
 	}
 }
 
-func waitServing(t *testing.T, cache *routing.Cache, chain uint32, n int) {
+func waitServing(t *testing.T, cache *mgmtdclient.Cache, chain uint32, n int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), testproc.Eventually)
 	defer cancel()

@@ -12,8 +12,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/emberfs/emberfs/client/routing"
 	"github.com/emberfs/emberfs/service/mgmtd"
+	"github.com/emberfs/emberfs/service/mgmtd/mgmtdclient"
 	pb "github.com/emberfs/emberfs/service/proto"
 )
 
@@ -41,7 +41,7 @@ func (a *adminTarget) call(cmd *cobra.Command, fn func(ctx context.Context, cl p
 	if a.token == "" {
 		return errors.New("no cluster token: pass --token or set EMBERFS_TOKEN")
 	}
-	conn, err := routing.Dial([]string{a.addrs}, a.token)
+	conn, err := mgmtdclient.Dial([]string{a.addrs}, a.token)
 	if err != nil {
 		return err
 	}

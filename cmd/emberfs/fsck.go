@@ -13,10 +13,10 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/emberfs/emberfs/client/routing"
 	"github.com/emberfs/emberfs/service/kv"
 	"github.com/emberfs/emberfs/service/kv/kvopen"
 	"github.com/emberfs/emberfs/service/meta"
+	"github.com/emberfs/emberfs/service/mgmtd/mgmtdclient"
 	"github.com/emberfs/emberfs/storage/inventory"
 )
 
@@ -101,15 +101,15 @@ is reported as a problem: its chunks were not checked.`,
 
 // fsckRouting fetches the routing info from mgmtd once (fsck needs one
 // view of the storage targets, not a watch).
-func fsckRouting(ctx context.Context, addrs, token string, timeout time.Duration) (*routing.Cache, func(), error) {
+func fsckRouting(ctx context.Context, addrs, token string, timeout time.Duration) (*mgmtdclient.Cache, func(), error) {
 	if token == "" {
 		return nil, nil, errors.New("fsck: --mgmtd needs the cluster token: pass --token or set EMBERFS_TOKEN")
 	}
-	conn, err := routing.Dial([]string{addrs}, token)
+	conn, err := mgmtdclient.Dial([]string{addrs}, token)
 	if err != nil {
 		return nil, nil, fmt.Errorf("fsck: %w", err)
 	}
-	cache := routing.NewCache(conn)
+	cache := mgmtdclient.NewCache(conn)
 	rctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	if err := cache.Refresh(rctx); err != nil {

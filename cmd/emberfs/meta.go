@@ -10,10 +10,10 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/emberfs/emberfs/client/routing"
 	"github.com/emberfs/emberfs/internal/logging"
 	"github.com/emberfs/emberfs/service/meta"
 	"github.com/emberfs/emberfs/service/meta/metad"
+	"github.com/emberfs/emberfs/service/mgmtd/mgmtdclient"
 )
 
 func init() { subcommands = append(subcommands, newMetaCmd) }
@@ -21,7 +21,7 @@ func init() { subcommands = append(subcommands, newMetaCmd) }
 // newMetaChunkStore, when set (by the file that wires storage into the
 // binary), gives `emberfs meta` its storage-backed ChunkStore. While it is
 // nil the meta server runs without storage (see metad.Options.NewChunks).
-var newMetaChunkStore func(cache *routing.Cache, token string) (meta.ChunkStore, error)
+var newMetaChunkStore func(cache *mgmtdclient.Cache, token string) (meta.ChunkStore, error)
 
 func newMetaCmd() *cobra.Command {
 	var (
@@ -108,7 +108,7 @@ func runMeta(ctx context.Context, cfg metad.Config, cmd *cobra.Command) error {
 	}
 	opts := metad.Options{Config: cfg, Logger: logger}
 	if newMetaChunkStore != nil {
-		opts.NewChunks = func(cache *routing.Cache) (meta.ChunkStore, error) { return newMetaChunkStore(cache, cfg.Token) }
+		opts.NewChunks = func(cache *mgmtdclient.Cache) (meta.ChunkStore, error) { return newMetaChunkStore(cache, cfg.Token) }
 	}
 	d, err := metad.Start(ctx, opts)
 	if err != nil {

@@ -15,12 +15,13 @@ import (
 
 	"github.com/BurntSushi/toml"
 
-	"github.com/emberfs/emberfs/client/routing"
 	"github.com/emberfs/emberfs/internal/errcode"
 	"github.com/emberfs/emberfs/service/meta"
+	"github.com/emberfs/emberfs/service/meta/metaclient"
 	"github.com/emberfs/emberfs/service/meta/metad"
 	"github.com/emberfs/emberfs/service/mgmtd/mgmtdclient"
 	pb "github.com/emberfs/emberfs/service/proto"
+	"github.com/emberfs/emberfs/service/routing"
 )
 
 func TestMetaPrintConfig(t *testing.T) {
@@ -95,12 +96,12 @@ func TestMetaCommandServesThroughRouting(t *testing.T) {
 		}
 	}
 
-	conn, err := routing.Dial([]string{mgmtdAddr}, cliToken)
+	conn, err := mgmtdclient.Dial([]string{mgmtdAddr}, cliToken)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	cache := routing.NewCache(conn)
+	cache := mgmtdclient.NewCache(conn)
 	cache.Start()
 	defer cache.Close()
 	wctx, wcancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -108,7 +109,7 @@ func TestMetaCommandServesThroughRouting(t *testing.T) {
 	if _, err := cache.WaitFor(wctx, func(r *routing.Routing) bool { return len(r.ActiveNodes(pb.MgmtdNodeRole_MGMTD_ROLE_META)) == 1 }); err != nil {
 		t.Fatalf("meta node never active in routing: %v", err)
 	}
-	fc, err := meta.NewFailoverClient(meta.FailoverConfig{Addrs: meta.RoutingMetaAddrs(cache), Token: cliToken})
+	fc, err := metaclient.NewFailoverClient(metaclient.FailoverConfig{Addrs: metaclient.RoutingMetaAddrs(cache), Token: cliToken})
 	if err != nil {
 		t.Fatal(err)
 	}

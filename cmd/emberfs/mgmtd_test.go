@@ -16,7 +16,6 @@ import (
 
 	"github.com/BurntSushi/toml"
 
-	"github.com/emberfs/emberfs/client/routing"
 	"github.com/emberfs/emberfs/service/mgmtd"
 	"github.com/emberfs/emberfs/service/mgmtd/mgmtdclient"
 	pb "github.com/emberfs/emberfs/service/proto"
@@ -134,7 +133,7 @@ func startMgmtdCmd(t *testing.T) (addr, metricsURL string) {
 
 func TestStatusAndAdminAgainstLiveMgmtd(t *testing.T) {
 	addr, metricsURL := startMgmtdCmd(t)
-	conn, err := routing.Dial([]string{addr}, cliToken)
+	conn, err := mgmtdclient.Dial([]string{addr}, cliToken)
 	if err != nil {
 		t.Fatal(err)
 	}

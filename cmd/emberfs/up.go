@@ -16,12 +16,13 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/emberfs/emberfs/client"
-	"github.com/emberfs/emberfs/client/cluster"
-	"github.com/emberfs/emberfs/client/routing"
 	"github.com/emberfs/emberfs/fuse"
 	"github.com/emberfs/emberfs/internal/errcode"
+	"github.com/emberfs/emberfs/internal/localcluster"
 	"github.com/emberfs/emberfs/internal/logging"
 	"github.com/emberfs/emberfs/service/meta"
+	"github.com/emberfs/emberfs/service/meta/chunkstore"
+	"github.com/emberfs/emberfs/service/mgmtd/mgmtdclient"
 	"github.com/emberfs/emberfs/storage/storageclient"
 )
 
@@ -29,8 +30,8 @@ func init() {
 	subcommands = append(subcommands, newUpCmd)
 	// `emberfs meta` gets the storage-backed chunk store (file lengths,
 	// truncation, chunk removal) from the native client.
-	newMetaChunkStore = func(cache *routing.Cache, token string) (meta.ChunkStore, error) {
-		return client.NewChunkStore(cache, storageclient.New(cache, storageclient.Config{Token: token})), nil
+	newMetaChunkStore = func(cache *mgmtdclient.Cache, token string) (meta.ChunkStore, error) {
+		return chunkstore.New(cache, storageclient.New(cache, storageclient.Config{Token: token})), nil
 	}
 }
 
@@ -39,7 +40,7 @@ const demoPath = "/hello-emberfs.txt"
 
 func newUpCmd() *cobra.Command {
 	var (
-		opts      cluster.Options
+		opts      localcluster.Options
 		mountDir  string
 		logLevel  string
 		chunkSize string
@@ -101,14 +102,14 @@ DIR/token (or given with --token).`,
 	return cmd
 }
 
-func runUp(ctx context.Context, cmd *cobra.Command, opts cluster.Options, mountDir string, demo bool, logPath, infoFile string) error {
+func runUp(ctx context.Context, cmd *cobra.Command, opts localcluster.Options, mountDir string, demo bool, logPath, infoFile string) error {
 	out := cmd.OutOrStdout()
 	fresh := false
 	if _, err := os.Stat(filepath.Join(opts.Dir, "meta")); errors.Is(err, os.ErrNotExist) {
 		fresh = true
 	}
 	startCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	c, err := cluster.Start(startCtx, opts)
+	c, err := localcluster.Start(startCtx, opts)
 	cancel()
 	if err != nil {
 		return fmt.Errorf("starting the cluster (logs in %s): %w", logPath, err)

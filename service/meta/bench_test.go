@@ -21,7 +21,8 @@ type benchTarget struct {
 
 var benchTargets = []benchTarget{
 	{"inproc", func(_ *testing.B, s *Server) FS { return s }},
-	{"grpc", func(b *testing.B, s *Server) FS { return dialT(b, serveGRPC(b, s), testToken) }},
+	// "grpc" (over loopback) is added by grpc_test.go, an external test
+	// package, since the gRPC client (metaclient) imports this package.
 }
 
 // runClients splits b.N operations over n goroutines and reports ops/s.

@@ -6,7 +6,8 @@ import (
 	pb "github.com/emberfs/emberfs/service/proto"
 )
 
-func userToPB(u User) *pb.MetaUser { return &pb.MetaUser{Uid: u.UID, Gid: u.GID, Groups: u.Groups} }
+// UserToPB is a User on the wire (used by the gRPC client in metaclient).
+func UserToPB(u User) *pb.MetaUser { return &pb.MetaUser{Uid: u.UID, Gid: u.GID, Groups: u.Groups} }
 
 func userFromPB(u *pb.MetaUser) User {
 	if u == nil {
@@ -16,7 +17,8 @@ func userFromPB(u *pb.MetaUser) User {
 	return User{UID: u.Uid, GID: u.Gid, Groups: u.Groups}
 }
 
-func pathToPB(p PathAt) *pb.MetaPathAt {
+// PathToPB is a PathAt on the wire.
+func PathToPB(p PathAt) *pb.MetaPathAt {
 	return &pb.MetaPathAt{Parent: p.Parent, Path: p.Path, NoFollow: p.NoFollow}
 }
 
@@ -27,7 +29,8 @@ func pathFromPB(p *pb.MetaPathAt) PathAt {
 	return PathAt{Parent: p.Parent, Path: p.Path, NoFollow: p.NoFollow}
 }
 
-func layoutToPB(l Layout) *pb.MetaLayout {
+// LayoutToPB is a Layout on the wire.
+func LayoutToPB(l Layout) *pb.MetaLayout {
 	return &pb.MetaLayout{ChainTable: l.ChainTable, ChunkSize: l.ChunkSize, StripeSize: l.StripeSize, ChainBegin: l.ChainBegin, Seed: l.Seed}
 }
 
@@ -44,10 +47,11 @@ func inodeToPB(n *Inode) *pb.MetaInode {
 	}
 	return &pb.MetaInode{Id: n.ID, Type: uint32(n.Type), Mode: n.Mode, Uid: n.UID, Gid: n.GID, Nlink: n.Nlink,
 		Size: n.Size, AtimeNs: n.Atime.UnixNano(), MtimeNs: n.Mtime.UnixNano(), CtimeNs: n.Ctime.UnixNano(),
-		Parent: n.Parent, Layout: layoutToPB(n.Layout), Target: n.Target, Detached: n.Detached}
+		Parent: n.Parent, Layout: LayoutToPB(n.Layout), Target: n.Target, Detached: n.Detached}
 }
 
-func inodeFromPB(p *pb.MetaInode) Inode {
+// InodeFromPB is an Inode read off the wire.
+func InodeFromPB(p *pb.MetaInode) Inode {
 	if p == nil {
 		return Inode{}
 	}

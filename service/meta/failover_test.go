@@ -1,4 +1,4 @@
-package meta
+package meta_test
 
 import (
 	"fmt"
@@ -8,6 +8,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/emberfs/emberfs/service/meta"
+	"github.com/emberfs/emberfs/service/meta/metaclient"
 
 	"google.golang.org/grpc"
 
@@ -19,12 +22,12 @@ import (
 // serveStoppable serves s on a fresh port and returns a function that
 // stops the gRPC server abruptly (connections closed, as when the process
 // dies).
-func serveStoppable(t testing.TB, s *Server) (string, func()) {
+func serveStoppable(t testing.TB, s *meta.Server) (string, func()) {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	noErr(t, err)
 	gs := grpc.NewServer(rpcauth.ServerOptions(testToken)...)
-	pb.RegisterMetaServer(gs, NewGRPCService(s))
+	pb.RegisterMetaServer(gs, meta.NewGRPCService(s))
 	go gs.Serve(lis)
 	t.Cleanup(gs.Stop)
 	return lis.Addr().String(), gs.Stop
@@ -41,12 +44,22 @@ func TestFailoverClientSurvivesServerLoss(t *testing.T) {
 	s1, s2 := newEnvOn(t, eng, chunks).s, newEnvOn(t, eng, chunks).s
 	a1, stop1 := serveStoppable(t, s1)
 	a2, _ := serveStoppable(t, s2)
-	fc, err := DialMany([]string{a1, a2}, testToken)
+	// Only a1 is known for the first call, which makes a1 the server in
+	// use, so that the kill hits it.
+	var both atomic.Bool
+	fc, err := metaclient.NewFailoverClient(metaclient.FailoverConfig{Token: testToken, Addrs: func() []string {
+		if both.Load() {
+			return []string{a1, a2}
+		}
+		return []string{a1}
+	}})
 	noErr(t, err)
 	defer fc.CloseConn()
-	noErr(t, ignore(fc.Mkdir(ctx, Root, P("/d"), 0o777, false)))
-	// Make a1 the server in use, so that the kill hits it.
-	fc.setPreferred(a1)
+	noErr(t, ignore(fc.Mkdir(ctx, meta.Root, meta.P("/d"), 0o777, false)))
+	both.Store(true)
+	if fc.Current() != a1 {
+		t.Fatalf("server in use %q, want %q", fc.Current(), a1)
+	}
 
 	const workers, perWorker = 8, 60
 	var (
@@ -67,7 +80,7 @@ func TestFailoverClientSurvivesServerLoss(t *testing.T) {
 					killOnce.Do(stop1)
 				}
 				name := fmt.Sprintf("/d/w%d-%d", w, i)
-				r, err := fc.Create(ctx, Root, P(name), CreateOptions{Mode: 0o644, Exclusive: true})
+				r, err := fc.Create(ctx, meta.Root, meta.P(name), meta.CreateOptions{Mode: 0o644, Exclusive: true})
 				mu.Lock()
 				switch {
 				case err == nil:
@@ -93,26 +106,26 @@ func TestFailoverClientSurvivesServerLoss(t *testing.T) {
 		t.Fatalf("client still prefers %q after %q died, want %q", fc.Current(), a1, a2)
 	}
 	for name, id := range acked {
-		n, err := fc.Stat(ctx, Root, P(name))
+		n, err := fc.Stat(ctx, meta.Root, meta.P(name))
 		if err != nil || n.ID != id {
 			t.Fatalf("acknowledged create %s (inode %d): stat %+v, %v", name, id, n, err)
 		}
 	}
 	for name := range uncertain {
-		if _, err := fc.Stat(ctx, Root, P(name)); err != nil && errcode.ErrnoOf(err) != syscall.ENOENT {
+		if _, err := fc.Stat(ctx, meta.Root, meta.P(name)); err != nil && errcode.ErrnoOf(err) != syscall.ENOENT {
 			t.Fatalf("in-flight create %s: stat: %v", name, err)
 		}
 	}
 	// Every kind of call still works, through the survivor only.
-	noErr(t, ignore(fc.Mkdir(ctx, Root, P("/d/sub"), 0o755, false)))
-	noErr(t, fc.Rename(ctx, Root, P("/d/w0-0"), P("/d/sub/moved"), 0))
-	noErr(t, fc.SetXattr(ctx, Root, P("/d/sub/moved"), "user.k", []byte("v"), 0))
-	page, err := fc.ReadDir(ctx, Root, P("/d/sub"), ReadDirOptions{})
+	noErr(t, ignore(fc.Mkdir(ctx, meta.Root, meta.P("/d/sub"), 0o755, false)))
+	noErr(t, fc.Rename(ctx, meta.Root, meta.P("/d/w0-0"), meta.P("/d/sub/moved"), 0))
+	noErr(t, fc.SetXattr(ctx, meta.Root, meta.P("/d/sub/moved"), "user.k", []byte("v"), 0))
+	page, err := fc.ReadDir(ctx, meta.Root, meta.P("/d/sub"), meta.ReadDirOptions{})
 	noErr(t, err)
 	if len(page.Entries) != 1 || page.Entries[0].Name != "moved" {
 		t.Fatalf("readdir after failover: %+v", page.Entries)
 	}
-	noErr(t, fc.RemoveAll(ctx, Root, P("/d/sub")))
+	noErr(t, fc.RemoveAll(ctx, meta.Root, meta.P("/d/sub")))
 	drainGC(t, s2)
 	fsckClean(t, s2, chunks)
 }
@@ -123,32 +136,32 @@ func TestFailoverClientSurvivesServerLoss(t *testing.T) {
 func TestFailoverClientErrors(t *testing.T) {
 	e := newEnv(t)
 	a1, stop1 := serveStoppable(t, e.s)
-	fc, err := DialMany([]string{a1}, testToken)
+	fc, err := metaclient.DialMany([]string{a1}, testToken)
 	noErr(t, err)
 	defer fc.CloseConn()
-	noErr(t, ignore(fc.Mkdir(ctx, Root, P("/x"), 0o755, false)))
-	_, err = fc.Mkdir(ctx, Root, P("/x"), 0o755, false)
+	noErr(t, ignore(fc.Mkdir(ctx, meta.Root, meta.P("/x"), 0o755, false)))
+	_, err = fc.Mkdir(ctx, meta.Root, meta.P("/x"), 0o755, false)
 	wantErrno(t, err, syscall.EEXIST, "mkdir of an existing directory")
 	stop1()
 	for _, op := range []struct {
 		name string
 		call func() error
 	}{
-		{"stat", func() error { return ignore(fc.Stat(ctx, Root, P("/x"))) }},
-		{"unlink", func() error { return fc.Unlink(ctx, Root, P("/x/f")) }},
+		{"stat", func() error { return ignore(fc.Stat(ctx, meta.Root, meta.P("/x"))) }},
+		{"unlink", func() error { return fc.Unlink(ctx, meta.Root, meta.P("/x/f")) }},
 	} {
 		err := op.call()
 		if !errcode.Is(err, errcode.Unavailable) {
 			t.Fatalf("%s with the only server down: %v, want Unavailable", op.name, err)
 		}
 	}
-	if _, err := DialMany(nil, testToken); err == nil {
+	if _, err := metaclient.DialMany(nil, testToken); err == nil {
 		t.Fatal("DialMany with no address succeeded")
 	}
-	if _, err := NewFailoverClient(FailoverConfig{Addrs: func() []string { return nil }, Token: testToken}); err != nil {
+	if _, err := metaclient.NewFailoverClient(metaclient.FailoverConfig{Addrs: func() []string { return nil }, Token: testToken}); err != nil {
 		t.Fatal(err)
 	}
-	empty, _ := NewFailoverClient(FailoverConfig{Addrs: func() []string { return nil }, Token: testToken})
+	empty, _ := metaclient.NewFailoverClient(metaclient.FailoverConfig{Addrs: func() []string { return nil }, Token: testToken})
 	if _, err := empty.StatFS(ctx); !errcode.Is(err, errcode.Unavailable) {
 		t.Fatalf("statfs with no server known: %v, want Unavailable", err)
 	}
@@ -160,7 +173,7 @@ func TestFailoverClientRetryWindow(t *testing.T) {
 	e := newEnv(t)
 	addr, _ := serveStoppable(t, e.s)
 	var known atomic.Bool
-	fc, err := NewFailoverClient(FailoverConfig{Token: testToken, RetryWindow: 30 * time.Second, Addrs: func() []string {
+	fc, err := metaclient.NewFailoverClient(metaclient.FailoverConfig{Token: testToken, RetryWindow: 30 * time.Second, Addrs: func() []string {
 		if known.Load() {
 			return []string{"127.0.0.1:1", addr} // a dead one first
 		}
@@ -172,7 +185,7 @@ func TestFailoverClientRetryWindow(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 		known.Store(true)
 	}()
-	if _, err := fc.Mkdir(ctx, Root, P("/late"), 0o755, false); err != nil {
+	if _, err := fc.Mkdir(ctx, meta.Root, meta.P("/late"), 0o755, false); err != nil {
 		t.Fatalf("mkdir while the server appears: %v", err)
 	}
 	if !known.Load() || fc.Current() != addr {

@@ -1,9 +1,14 @@
-package meta
+package meta_test
 
 import (
+	"context"
 	"net"
 	"syscall"
 	"testing"
+
+	"github.com/emberfs/emberfs/service/kv"
+	"github.com/emberfs/emberfs/service/meta"
+	"github.com/emberfs/emberfs/service/meta/metaclient"
 
 	"google.golang.org/grpc"
 
@@ -14,23 +19,52 @@ import (
 
 const testToken = "meta-test-token"
 
+// The package's test helpers, through export_test.go.
+var (
+	ctx          = context.Background()
+	alice        = meta.Alice
+	newMemChunks = meta.NewMemChunks
+	openEngine   = meta.OpenEngine
+	noErr        = meta.NoErr
+	wantErrno    = meta.WantErrno
+	drainGC      = meta.DrainGC
+	fsckClean    = meta.FsckClean
+	buildFixture = meta.BuildFixture
+)
+
+func ignore[T any](_ T, err error) error { return err }
+
+type testEnv struct{ s *meta.Server }
+
+func newEnv(t testing.TB) testEnv { return testEnv{s: meta.NewTestServer(t)} }
+
+func newEnvOn(t testing.TB, eng kv.Engine, chunks *meta.MemChunks) testEnv {
+	return testEnv{s: meta.NewTestServerOn(t, eng, chunks)}
+}
+
+func init() {
+	meta.AddBenchTarget("grpc", func(b *testing.B, s *meta.Server) meta.FS {
+		return dialT(b, serveGRPC(b, s), testToken)
+	})
+}
+
 // serveGRPC serves s on a kernel-chosen 127.0.0.1 port with the token check.
-func serveGRPC(t testing.TB, s *Server) string {
+func serveGRPC(t testing.TB, s *meta.Server) string {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	gs := grpc.NewServer(rpcauth.ServerOptions(testToken)...)
-	pb.RegisterMetaServer(gs, NewGRPCService(s))
+	pb.RegisterMetaServer(gs, meta.NewGRPCService(s))
 	go gs.Serve(lis)
 	t.Cleanup(gs.Stop)
 	return lis.Addr().String()
 }
 
-func dialT(t testing.TB, addr, token string) *Client {
+func dialT(t testing.TB, addr, token string) *metaclient.Client {
 	t.Helper()
-	c, err := Dial(addr, token)
+	c, err := metaclient.Dial(addr, token)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +75,7 @@ func dialT(t testing.TB, addr, token string) *Client {
 // The whole errno table again, through a real gRPC server: codes and
 // errnos must survive the wire unchanged.
 func TestErrnoTableOverGRPC(t *testing.T) {
-	runErrnoTable(t, func(t *testing.T) (FS, *Server) {
+	meta.RunErrnoTable(t, func(t *testing.T) (meta.FS, *meta.Server) {
 		e := newEnv(t)
 		return dialT(t, serveGRPC(t, e.s), testToken), e.s
 	})
@@ -52,13 +86,13 @@ func TestGRPCRoundTripAndTokenRefusal(t *testing.T) {
 	addr := serveGRPC(t, e.s)
 	c := dialT(t, addr, testToken)
 	buildFixture(t, c)
-	n, err := c.Stat(ctx, Root, P("/d/link"))
+	n, err := c.Stat(ctx, meta.Root, meta.P("/d/link"))
 	noErr(t, err)
-	want, _ := e.s.Stat(ctx, Root, P("/d/f"))
-	if n.ID != want.ID || n.UID != alice.UID || n.Type != TypeFile || !n.Mtime.Equal(want.Mtime) || n.Layout != want.Layout {
+	want, _ := e.s.Stat(ctx, meta.Root, meta.P("/d/f"))
+	if n.ID != want.ID || n.UID != alice.UID || n.Type != meta.TypeFile || !n.Mtime.Equal(want.Mtime) || n.Layout != want.Layout {
 		t.Fatalf("stat over gRPC %+v, in-process %+v", n, want)
 	}
-	page, err := c.ReadDir(ctx, Root, P("/d"), ReadDirOptions{WithStat: true})
+	page, err := c.ReadDir(ctx, meta.Root, meta.P("/d"), meta.ReadDirOptions{WithStat: true})
 	noErr(t, err)
 	if len(page.Entries) != 6 || page.Entries[0].Name != "abs" || page.Entries[0].Inode == nil {
 		t.Fatalf("readdir over gRPC: %+v", page)
@@ -69,15 +103,15 @@ func TestGRPCRoundTripAndTokenRefusal(t *testing.T) {
 	if got[0] == nil || got[0].ID != want.ID || got[1] != nil {
 		t.Fatalf("batch stat: %+v", got)
 	}
-	ns, errs, err := c.BatchStatPaths(ctx, Root, []PathAt{P("/d/f"), P("/nope")})
+	ns, errs, err := c.BatchStatPaths(ctx, meta.Root, []meta.PathAt{meta.P("/d/f"), meta.P("/nope")})
 	noErr(t, err)
 	if ns[0].ID != want.ID || errs[0] != nil || errcode.ErrnoOf(errs[1]) != syscall.ENOENT {
 		t.Fatalf("batch stat paths: %+v %v", ns, errs)
 	}
-	noErr(t, c.SetXattr(ctx, Root, P("/d/f"), "user.k", []byte("v"), 0))
-	v, err := c.GetXattr(ctx, Root, P("/d/f"), "user.k")
+	noErr(t, c.SetXattr(ctx, meta.Root, meta.P("/d/f"), "user.k", []byte("v"), 0))
+	v, err := c.GetXattr(ctx, meta.Root, meta.P("/d/f"), "user.k")
 	noErr(t, err)
-	names, err := c.ListXattr(ctx, Root, P("/d/f"))
+	names, err := c.ListXattr(ctx, meta.Root, meta.P("/d/f"))
 	noErr(t, err)
 	if string(v) != "v" || len(names) != 1 || names[0] != "user.k" {
 		t.Fatalf("xattr over gRPC: %q %v", v, names)
@@ -90,7 +124,7 @@ func TestGRPCRoundTripAndTokenRefusal(t *testing.T) {
 
 	for _, tok := range []string{"", "wrong"} {
 		bad := dialT(t, addr, tok)
-		_, err := bad.Stat(ctx, Root, P("/"))
+		_, err := bad.Stat(ctx, meta.Root, meta.P("/"))
 		if !errcode.Is(err, errcode.Unauthenticated) {
 			t.Fatalf("token %q: got %v, want unauthenticated", tok, err)
 		}

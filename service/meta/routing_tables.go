@@ -4,14 +4,15 @@ import (
 	"context"
 	"time"
 
-	"github.com/emberfs/emberfs/client/routing"
 	"github.com/emberfs/emberfs/internal/errcode"
+	"github.com/emberfs/emberfs/service/mgmtd/mgmtdclient"
+	"github.com/emberfs/emberfs/service/routing"
 )
 
 // RoutingChainTables answers ChainCount from mgmtd's routing info, which a
-// routing.Cache keeps current (the watch stream pushes every new version).
+// mgmtdclient.Cache keeps current (the watch stream pushes every new version).
 type RoutingChainTables struct {
-	Cache *routing.Cache
+	Cache *mgmtdclient.Cache
 	// FirstRoutingWait bounds how long an operation waits for the first
 	// routing info after the server started (default 10 s); past it the
 	// operation fails with Unavailable rather than hanging.

@@ -8,13 +8,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/emberfs/emberfs/client/routing"
 	"github.com/emberfs/emberfs/service/kv"
 	"github.com/emberfs/emberfs/service/kv/badgerkv"
 	"github.com/emberfs/emberfs/service/mgmtd"
 	"github.com/emberfs/emberfs/service/mgmtd/mgmtdclient"
 	"github.com/emberfs/emberfs/service/mgmtd/statemachine"
 	pb "github.com/emberfs/emberfs/service/proto"
+	"github.com/emberfs/emberfs/service/routing"
 )
 
 const token = "test-cluster-token"
@@ -78,9 +78,9 @@ func startPrimary(t *testing.T, opts mgmtd.Options) *mgmtd.Server {
 	return s
 }
 
-func dial(t *testing.T, addrs ...string) *routing.Conn {
+func dial(t *testing.T, addrs ...string) *mgmtdclient.Conn {
 	t.Helper()
-	c, err := routing.Dial(addrs, token)
+	c, err := mgmtdclient.Dial(addrs, token)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +105,7 @@ type fakeStorage struct {
 	locals map[uint64]pb.MgmtdLocalState
 }
 
-func newFakeStorage(t *testing.T, conn *routing.Conn, nodeID uint32, targets []uint64, local pb.MgmtdLocalState) *fakeStorage {
+func newFakeStorage(t *testing.T, conn *mgmtdclient.Conn, nodeID uint32, targets []uint64, local pb.MgmtdLocalState) *fakeStorage {
 	t.Helper()
 	f := &fakeStorage{nodeID: nodeID, targets: targets, locals: map[uint64]pb.MgmtdLocalState{}}
 	for _, id := range targets {
@@ -146,7 +146,7 @@ func (f *fakeStorage) setLocal(id uint64, l pb.MgmtdLocalState) {
 
 // startCluster starts nodes storage nodes (ids 1..nodes) with perNode
 // targets each (target id = node*100 + i) and waits until all registered.
-func startCluster(t *testing.T, conn *routing.Conn, nodes, perNode int) []*fakeStorage {
+func startCluster(t *testing.T, conn *mgmtdclient.Conn, nodes, perNode int) []*fakeStorage {
 	t.Helper()
 	var out []*fakeStorage
 	for n := 1; n <= nodes; n++ {
@@ -164,7 +164,7 @@ func startCluster(t *testing.T, conn *routing.Conn, nodes, perNode int) []*fakeS
 	return out
 }
 
-func createTable(t *testing.T, conn *routing.Conn, replicas uint32) *pb.MgmtdCreateChainTableRsp {
+func createTable(t *testing.T, conn *mgmtdclient.Conn, replicas uint32) *pb.MgmtdCreateChainTableRsp {
 	t.Helper()
 	var rsp *pb.MgmtdCreateChainTableRsp
 	err := conn.Call(ctxT(t), func(ctx context.Context, cl pb.MgmtdClient) error {
@@ -178,9 +178,9 @@ func createTable(t *testing.T, conn *routing.Conn, replicas uint32) *pb.MgmtdCre
 	return rsp
 }
 
-func startCache(t *testing.T, conn *routing.Conn) *routing.Cache {
+func startCache(t *testing.T, conn *mgmtdclient.Conn) *mgmtdclient.Cache {
 	t.Helper()
-	c := routing.NewCache(conn)
+	c := mgmtdclient.NewCache(conn)
 	c.Start()
 	t.Cleanup(c.Close)
 	return c

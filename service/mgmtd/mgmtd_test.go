@@ -13,7 +13,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/emberfs/emberfs/client/routing"
 	"github.com/emberfs/emberfs/internal/errcode"
 	"github.com/emberfs/emberfs/internal/rpcauth"
 	"github.com/emberfs/emberfs/service/kv/badgerkv"
@@ -21,6 +20,7 @@ import (
 	"github.com/emberfs/emberfs/service/mgmtd/mgmtdclient"
 	"github.com/emberfs/emberfs/service/mgmtd/statemachine"
 	pb "github.com/emberfs/emberfs/service/proto"
+	"github.com/emberfs/emberfs/service/routing"
 )
 
 func TestTokenRefused(t *testing.T) {
@@ -261,7 +261,7 @@ func TestManyTargetsHeartbeat(t *testing.T) {
 	opts.HeartbeatInterval = 100 * time.Millisecond
 	opts.NodeFailureTimeout = 1500 * time.Millisecond
 	s := startPrimary(t, opts)
-	var conns []*routing.Conn
+	var conns []*mgmtdclient.Conn
 	for range 5 {
 		conns = append(conns, dial(t, s.Addr()))
 	}

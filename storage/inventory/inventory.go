@@ -15,9 +15,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/emberfs/emberfs/client/routing"
 	"github.com/emberfs/emberfs/internal/errcode"
 	"github.com/emberfs/emberfs/internal/rpcauth"
+	"github.com/emberfs/emberfs/service/mgmtd/mgmtdclient"
 	pb "github.com/emberfs/emberfs/service/proto"
 )
 
@@ -46,7 +46,7 @@ const parallelNodes = 8
 // target that cannot be listed is recorded in Failed, not returned as an
 // error: the caller decides whether a partial listing is good enough. The
 // error is for a missing routing view or a cancelled ctx.
-func List(ctx context.Context, cache *routing.Cache, token string, targets []uint64) (*Listing, error) {
+func List(ctx context.Context, cache *mgmtdclient.Cache, token string, targets []uint64) (*Listing, error) {
 	r := cache.Current()
 	if r == nil {
 		if err := cache.Refresh(ctx); err != nil {

@@ -6,7 +6,7 @@ import (
 	"sort"
 	"sync"
 
-	"github.com/emberfs/emberfs/client/routing"
+	"github.com/emberfs/emberfs/service/mgmtd/mgmtdclient"
 )
 
 // Checker finds inodes that have chunks in storage but no file in the
@@ -34,7 +34,7 @@ import (
 // chunks until it resyncs (the sync removes them); fsck reports them
 // meanwhile, which is true but transient.
 type Checker struct {
-	Cache *routing.Cache
+	Cache *mgmtdclient.Cache
 	Token string
 	// Exists returns which of ids exist in the namespace now, as a file or
 	// as a removal still queued for chunk cleanup. nil: no re-check.

@@ -14,11 +14,12 @@ import (
 	"sync"
 	"time"
 
-	"github.com/emberfs/emberfs/client/routing"
 	"github.com/emberfs/emberfs/service/kv"
 	"github.com/emberfs/emberfs/service/kv/badgerkv"
 	"github.com/emberfs/emberfs/service/mgmtd"
+	"github.com/emberfs/emberfs/service/mgmtd/mgmtdclient"
 	pb "github.com/emberfs/emberfs/service/proto"
+	"github.com/emberfs/emberfs/service/routing"
 	"github.com/emberfs/emberfs/storage/service"
 	"github.com/emberfs/emberfs/storage/storageclient"
 )
@@ -44,8 +45,8 @@ type Cluster struct {
 	opts  Options
 	eng   kv.Engine
 	Mgmtd *mgmtd.Server
-	Conn  *routing.Conn
-	Cache *routing.Cache
+	Conn  *mgmtdclient.Conn
+	Cache *mgmtdclient.Cache
 
 	mu       sync.Mutex
 	services []*service.Service // index = node id - 1; nil while stopped
@@ -93,10 +94,10 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		return nil, err
 	}
 	c.Mgmtd.Start(lis)
-	if c.Conn, err = routing.Dial([]string{c.Mgmtd.Addr()}, opts.Token); err != nil {
+	if c.Conn, err = mgmtdclient.Dial([]string{c.Mgmtd.Addr()}, opts.Token); err != nil {
 		return nil, err
 	}
-	c.Cache = routing.NewCache(c.Conn)
+	c.Cache = mgmtdclient.NewCache(c.Conn)
 	c.Cache.Start()
 	for n := 1; n <= opts.Nodes; n++ {
 		cfg := service.DefaultConfig()

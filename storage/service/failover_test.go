@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/emberfs/emberfs/client/routing"
+	"github.com/emberfs/emberfs/service/routing"
 	"github.com/emberfs/emberfs/storage/chunkengine"
 	"github.com/emberfs/emberfs/storage/localcluster"
 	"github.com/emberfs/emberfs/storage/storageclient"

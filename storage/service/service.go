@@ -23,11 +23,11 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/emberfs/emberfs/client/routing"
 	"github.com/emberfs/emberfs/internal/errcode"
 	"github.com/emberfs/emberfs/internal/rpcauth"
 	"github.com/emberfs/emberfs/service/mgmtd/mgmtdclient"
 	pb "github.com/emberfs/emberfs/service/proto"
+	"github.com/emberfs/emberfs/service/routing"
 	"github.com/emberfs/emberfs/storage/chunkengine"
 	"github.com/emberfs/emberfs/storage/wire"
 	"github.com/emberfs/emberfs/transport"
@@ -79,8 +79,8 @@ type Service struct {
 	httpSrv *http.Server
 
 	tc    *transport.Client
-	conn  *routing.Conn
-	cache *routing.Cache
+	conn  *mgmtdclient.Conn
+	cache *mgmtdclient.Cache
 	agent *mgmtdclient.Agent
 
 	locks  chunkLocks
@@ -173,11 +173,11 @@ func Start(cfg Config, logger *slog.Logger) (*Service, error) {
 	}
 
 	s.tc = transport.NewClient(transport.ClientConfig{Token: cfg.Token, Logger: logger})
-	s.conn, err = routing.Dial(cfg.Mgmtd, cfg.Token)
+	s.conn, err = mgmtdclient.Dial(cfg.Mgmtd, cfg.Token)
 	if err != nil {
 		return nil, fmt.Errorf("storage: %w", err)
 	}
-	s.cache = routing.NewCache(s.conn)
+	s.cache = mgmtdclient.NewCache(s.conn)
 	s.cache.Start()
 	host, _ := os.Hostname()
 	s.agent, err = mgmtdclient.Start(mgmtdclient.Options{

@@ -5,9 +5,9 @@ import (
 	"hash/crc32"
 	"time"
 
-	"github.com/emberfs/emberfs/client/routing"
 	"github.com/emberfs/emberfs/internal/errcode"
 	pb "github.com/emberfs/emberfs/service/proto"
+	"github.com/emberfs/emberfs/service/routing"
 	"github.com/emberfs/emberfs/storage/chunkengine"
 	"github.com/emberfs/emberfs/storage/wire"
 	"github.com/emberfs/emberfs/transport"

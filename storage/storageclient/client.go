@@ -16,8 +16,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/emberfs/emberfs/client/routing"
 	"github.com/emberfs/emberfs/internal/errcode"
+	"github.com/emberfs/emberfs/service/mgmtd/mgmtdclient"
+	"github.com/emberfs/emberfs/service/routing"
 	"github.com/emberfs/emberfs/storage/chunkengine"
 	"github.com/emberfs/emberfs/storage/wire"
 	"github.com/emberfs/emberfs/transport"
@@ -54,7 +55,7 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // Client talks to storage services; safe for concurrent use.
 type Client struct {
 	cfg      Config
-	cache    *routing.Cache
+	cache    *mgmtdclient.Cache
 	tc       transport.Caller
 	id       uint64
 	channels chan *channel
@@ -74,7 +75,7 @@ type ChunkState struct {
 }
 
 // New makes a client over a routing cache (which the caller starts and closes).
-func New(cache *routing.Cache, cfg Config) *Client {
+func New(cache *mgmtdclient.Cache, cfg Config) *Client {
 	if cfg.RetryTimeout <= 0 {
 		cfg.RetryTimeout = 30 * time.Second
 	}

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/emberfs/emberfs/client"
-	"github.com/emberfs/emberfs/client/cluster"
+	"github.com/emberfs/emberfs/internal/localcluster"
 )
 
 // testChunk is small so that modest writes cross many chunk boundaries.
@@ -23,11 +23,11 @@ func testLogger(t *testing.T) *slog.Logger {
 
 // startCluster runs mgmtd, meta and 3 storage services (3 targets each,
 // 3 chains of 3 replicas) in a temp dir.
-func startCluster(t *testing.T) *cluster.Cluster {
+func startCluster(t *testing.T) *localcluster.Cluster {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	c, err := cluster.Start(ctx, cluster.Options{Dir: t.TempDir(), Storage: 3, Replicas: 3, TargetsPerNode: 3,
+	c, err := localcluster.Start(ctx, localcluster.Options{Dir: t.TempDir(), Storage: 3, Replicas: 3, TargetsPerNode: 3,
 		ChunkSize: testChunk, NoSync: true, Logger: testLogger(t),
 		HeartbeatInterval: 100 * time.Millisecond, FailureTimeout: 600 * time.Millisecond})
 	if err != nil {
@@ -41,7 +41,7 @@ func startCluster(t *testing.T) *cluster.Cluster {
 	return c
 }
 
-func newClient(t *testing.T, c *cluster.Cluster, cfg client.Config) *client.Client {
+func newClient(t *testing.T, c *localcluster.Cluster, cfg client.Config) *client.Client {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/emberfs/emberfs/client"
-	"github.com/emberfs/emberfs/client/cluster"
 	"github.com/emberfs/emberfs/fuse"
+	"github.com/emberfs/emberfs/internal/localcluster"
 	"github.com/emberfs/emberfs/service/meta"
 )
 
@@ -23,7 +23,7 @@ import (
 var quietLog = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // testCluster is the package's cluster, started by TestMain.
-var testCluster *cluster.Cluster
+var testCluster *localcluster.Cluster
 
 func startCluster() (stop func(), err error) {
 	dir, err := os.MkdirTemp("", "emberfs-fusecluster-")
@@ -34,7 +34,7 @@ func startCluster() (stop func(), err error) {
 	defer cancel()
 	// NoSync: fsync of the chunk engines only slows the tests down; nothing
 	// here crashes the machine.
-	c, err := cluster.Start(ctx, cluster.Options{Dir: dir, Storage: 3, Replicas: 3, NoSync: true, Logger: quietLog})
+	c, err := localcluster.Start(ctx, localcluster.Options{Dir: dir, Storage: 3, Replicas: 3, NoSync: true, Logger: quietLog})
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("starting the test cluster: %w", err)

@@ -15,10 +15,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/emberfs/emberfs/client/routing"
 	"github.com/emberfs/emberfs/internal/errcode"
 	"github.com/emberfs/emberfs/service/meta"
+	"github.com/emberfs/emberfs/service/meta/metaclient"
+	"github.com/emberfs/emberfs/service/mgmtd/mgmtdclient"
 	pb "github.com/emberfs/emberfs/service/proto"
+	"github.com/emberfs/emberfs/service/routing"
 	"github.com/emberfs/emberfs/tests/testproc"
 )
 
@@ -173,12 +175,12 @@ func TestSIGKILLMetaDuringStorm(t *testing.T) {
 	defer cancel()
 	mgmtdAddr := testproc.StartMgmtd(t, emberfsBin, dir, token)
 	startStorage(t, dir, mgmtdAddr)
-	conn, err := routing.Dial([]string{mgmtdAddr}, token)
+	conn, err := mgmtdclient.Dial([]string{mgmtdAddr}, token)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	cache := routing.NewCache(conn)
+	cache := mgmtdclient.NewCache(conn)
 	cache.Start()
 	defer cache.Close()
 	if _, err := cache.WaitFor(ctx, func(r *routing.Routing) bool { return len(r.Info.Targets) == 1 }); err != nil {
@@ -218,7 +220,7 @@ gc_interval = "200ms"
 		return p, addr
 	}
 	metaProc, _ := startMeta()
-	fc, err := meta.NewFailoverClient(meta.FailoverConfig{Addrs: meta.RoutingMetaAddrs(cache), Token: token})
+	fc, err := metaclient.NewFailoverClient(metaclient.FailoverConfig{Addrs: metaclient.RoutingMetaAddrs(cache), Token: token})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/emberfs/emberfs/internal/rpcauth"
 	"github.com/emberfs/emberfs/service/kv/kvopen"
 	"github.com/emberfs/emberfs/service/meta"
+	"github.com/emberfs/emberfs/service/meta/metaclient"
 	pb "github.com/emberfs/emberfs/service/proto"
 )
 
@@ -140,7 +141,7 @@ func connect(mode string, srv *meta.Server, counts []int) ([]meta.FS, func(), er
 	gs := grpc.NewServer(rpcauth.ServerOptions(token)...)
 	pb.RegisterMetaServer(gs, meta.NewGRPCService(srv))
 	go gs.Serve(lis)
-	var conns []*meta.Client
+	var conns []*metaclient.Client
 	closeAll := func() {
 		for _, c := range conns {
 			c.CloseConn()
@@ -148,7 +149,7 @@ func connect(mode string, srv *meta.Server, counts []int) ([]meta.FS, func(), er
 		gs.Stop()
 	}
 	for range min(most, 8) {
-		c, err := meta.Dial(lis.Addr().String(), token)
+		c, err := metaclient.Dial(lis.Addr().String(), token)
 		if err != nil {
 			closeAll()
 			return nil, nil, err

@@ -13,7 +13,6 @@ import (
 
 	"google.golang.org/grpc"
 
-	"github.com/emberfs/emberfs/client/routing"
 	"github.com/emberfs/emberfs/internal/logging"
 	"github.com/emberfs/emberfs/internal/rpcauth"
 	"github.com/emberfs/emberfs/service/kv"
@@ -33,7 +32,7 @@ type Options struct {
 	// is nil the server runs without storage: lengths are what clients
 	// set, and removed files leave the queue without their chunks being
 	// deleted. `emberfs up` wires the storage client here.
-	NewChunks func(cache *routing.Cache) (meta.ChunkStore, error)
+	NewChunks func(cache *mgmtdclient.Cache) (meta.ChunkStore, error)
 }
 
 // Daemon is a running meta server process.
@@ -43,8 +42,8 @@ type Daemon struct {
 	srv     *meta.Server
 	grpc    *grpc.Server
 	addr    string
-	conn    *routing.Conn
-	cache   *routing.Cache
+	conn    *mgmtdclient.Conn
+	cache   *mgmtdclient.Cache
 	agent   *mgmtdclient.Agent
 	metrics *http.Server
 	maddr   string
@@ -84,10 +83,10 @@ func Start(ctx context.Context, opts Options) (_ *Daemon, err error) {
 		Logger:        log,
 	}
 	if len(cfg.Mgmtd) > 0 {
-		if d.conn, err = routing.Dial(cfg.Mgmtd, cfg.Token); err != nil {
+		if d.conn, err = mgmtdclient.Dial(cfg.Mgmtd, cfg.Token); err != nil {
 			return nil, fmt.Errorf("meta: mgmtd: %w", err)
 		}
-		d.cache = routing.NewCache(d.conn)
+		d.cache = mgmtdclient.NewCache(d.conn)
 		d.cache.Start()
 		mcfg.Chains = meta.RoutingChainTables{Cache: d.cache}
 	} else {

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/emberfs/emberfs/service/meta"
+	"github.com/emberfs/emberfs/service/meta/metaclient"
 )
 
 // Standalone (no mgmtd): the daemon serves gRPC and /metrics, new files
@@ -28,7 +29,7 @@ func TestStandaloneDaemon(t *testing.T) {
 	if err := d.WaitRegistered(ctx); err != nil || d.NodeID() != 0 {
 		t.Fatalf("standalone registration: %v, node %d", err, d.NodeID())
 	}
-	c, err := meta.Dial(d.Addr(), "tok")
+	c, err := metaclient.Dial(d.Addr(), "tok")
 	if err != nil {
 		t.Fatal(err)
 	}

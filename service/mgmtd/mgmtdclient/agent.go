@@ -1,9 +1,13 @@
-// Package mgmtdclient is what a service (storage, meta) runs to take part
-// in the cluster: it registers with mgmtd, heartbeats in the background
-// and tells the service whether its lease is valid. A service must stop
-// accepting writes while LeaseValid is false (3FS: a service that cannot
-// reach mgmtd for half the lease stops serving, because mgmtd will declare
-// it failed after the full lease).
+// Package mgmtdclient is the client side of mgmtd. Conn talks to a set of
+// mgmtd instances, following redirects to the primary and failing over
+// when one is down; Cache keeps the latest routing info (pushed by mgmtd's
+// watch stream, fetched on demand after a stale-version error). Agent is
+// what a service (storage, meta) runs to take part in the cluster: it
+// registers with mgmtd, heartbeats in the background and tells the service
+// whether its lease is valid. A service must stop accepting writes while
+// LeaseValid is false (3FS: a service that cannot reach mgmtd for half the
+// lease stops serving, because mgmtd will declare it failed after the full
+// lease). interfaces.go names the parts each kind of caller uses.
 package mgmtdclient
 
 import (
@@ -15,14 +19,13 @@ import (
 	"sync"
 	"time"
 
-	"github.com/emberfs/emberfs/client/routing"
 	"github.com/emberfs/emberfs/internal/errcode"
 	pb "github.com/emberfs/emberfs/service/proto"
 )
 
 // Options describes the service that registers.
 type Options struct {
-	Conn *routing.Conn
+	Conn *Conn
 	Role pb.MgmtdNodeRole
 	// NodeID is the service's persisted id; 0 asks mgmtd for one (read it
 	// with NodeID after registration and persist it).

@@ -1,6 +1,6 @@
 // Package primaryhint builds and reads the errcode.NotPrimary errors that a
 // standby mgmtd returns, which carry the primary's address so that callers
-// can redirect. It is a leaf package shared by the server and client/routing.
+// can redirect. It is a leaf package shared by the server and mgmtdclient.Conn.
 package primaryhint
 
 import (

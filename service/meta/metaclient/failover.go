@@ -1,4 +1,4 @@
-package meta
+package metaclient
 
 import (
 	"context"
@@ -14,12 +14,13 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
-	"github.com/emberfs/emberfs/client/routing"
 	"github.com/emberfs/emberfs/internal/errcode"
+	"github.com/emberfs/emberfs/service/meta"
+	"github.com/emberfs/emberfs/service/mgmtd/mgmtdclient"
 	pb "github.com/emberfs/emberfs/service/proto"
 )
 
-// FailoverClient implements FS over several meta servers (all over one
+// FailoverClient implements meta.FS over several meta servers (all over one
 // shared engine, so any of them can serve any call). It sticks to one
 // server while it answers and moves to another when it is unreachable.
 //
@@ -66,7 +67,7 @@ type FailoverConfig struct {
 	DialOptions []grpc.DialOption
 }
 
-var _ FS = (*FailoverClient)(nil)
+var _ meta.FS = (*FailoverClient)(nil)
 
 // DialMany returns a FailoverClient over a fixed list of meta servers.
 func DialMany(addrs []string, token string) (*FailoverClient, error) {
@@ -90,7 +91,7 @@ func NewFailoverClient(cfg FailoverConfig) (*FailoverClient, error) {
 
 // RoutingMetaAddrs returns the addresses of the meta servers that routing
 // lists as active, for FailoverConfig.Addrs.
-func RoutingMetaAddrs(cache *routing.Cache) func() []string {
+func RoutingMetaAddrs(cache *mgmtdclient.Cache) func() []string {
 	return func() []string {
 		r := cache.Current()
 		if r == nil {
@@ -268,22 +269,22 @@ func (c *FailoverClient) do(ctx context.Context, name string, rule retryRule, op
 	return errcode.New(errcode.Unavailable, "meta %s: no meta server reachable (tried %v): %v", name, tried, lastErr)
 }
 
-func (c *FailoverClient) StatFS(ctx context.Context) (r FSStat, err error) {
+func (c *FailoverClient) StatFS(ctx context.Context) (r meta.FSStat, err error) {
 	err = c.do(ctx, "statfs", retryAlways, func(ctx context.Context, cl *Client) (e error) { r, e = cl.StatFS(ctx); return })
 	return
 }
 
-func (c *FailoverClient) Stat(ctx context.Context, u User, p PathAt) (r Inode, err error) {
+func (c *FailoverClient) Stat(ctx context.Context, u meta.User, p meta.PathAt) (r meta.Inode, err error) {
 	err = c.do(ctx, "stat", retryAlways, func(ctx context.Context, cl *Client) (e error) { r, e = cl.Stat(ctx, u, p); return })
 	return
 }
 
-func (c *FailoverClient) BatchStat(ctx context.Context, ids []uint64) (r []*Inode, err error) {
+func (c *FailoverClient) BatchStat(ctx context.Context, ids []uint64) (r []*meta.Inode, err error) {
 	err = c.do(ctx, "batch stat", retryAlways, func(ctx context.Context, cl *Client) (e error) { r, e = cl.BatchStat(ctx, ids); return })
 	return
 }
 
-func (c *FailoverClient) BatchStatPaths(ctx context.Context, u User, paths []PathAt) (r []Inode, errs []error, err error) {
+func (c *FailoverClient) BatchStatPaths(ctx context.Context, u meta.User, paths []meta.PathAt) (r []meta.Inode, errs []error, err error) {
 	err = c.do(ctx, "batch stat", retryAlways, func(ctx context.Context, cl *Client) (e error) {
 		r, errs, e = cl.BatchStatPaths(ctx, u, paths)
 		return
@@ -291,32 +292,32 @@ func (c *FailoverClient) BatchStatPaths(ctx context.Context, u User, paths []Pat
 	return
 }
 
-func (c *FailoverClient) Lookup(ctx context.Context, u User, parent uint64, name string) (r Inode, err error) {
+func (c *FailoverClient) Lookup(ctx context.Context, u meta.User, parent uint64, name string) (r meta.Inode, err error) {
 	err = c.do(ctx, "lookup", retryAlways, func(ctx context.Context, cl *Client) (e error) { r, e = cl.Lookup(ctx, u, parent, name); return })
 	return
 }
 
-func (c *FailoverClient) Create(ctx context.Context, u User, p PathAt, o CreateOptions) (r OpenResult, err error) {
+func (c *FailoverClient) Create(ctx context.Context, u meta.User, p meta.PathAt, o meta.CreateOptions) (r meta.OpenResult, err error) {
 	err = c.do(ctx, "create", retryNotSent, func(ctx context.Context, cl *Client) (e error) { r, e = cl.Create(ctx, u, p, o); return })
 	return
 }
 
-func (c *FailoverClient) Open(ctx context.Context, u User, p PathAt, o OpenOptions) (r OpenResult, err error) {
+func (c *FailoverClient) Open(ctx context.Context, u meta.User, p meta.PathAt, o meta.OpenOptions) (r meta.OpenResult, err error) {
 	err = c.do(ctx, "open", retryNotSent, func(ctx context.Context, cl *Client) (e error) { r, e = cl.Open(ctx, u, p, o); return })
 	return
 }
 
-func (c *FailoverClient) Close(ctx context.Context, u User, o CloseOptions) (r Inode, err error) {
+func (c *FailoverClient) Close(ctx context.Context, u meta.User, o meta.CloseOptions) (r meta.Inode, err error) {
 	err = c.do(ctx, "close", retryNotSent, func(ctx context.Context, cl *Client) (e error) { r, e = cl.Close(ctx, u, o); return })
 	return
 }
 
-func (c *FailoverClient) Fsync(ctx context.Context, u User, inode uint64) (r Inode, err error) {
+func (c *FailoverClient) Fsync(ctx context.Context, u meta.User, inode uint64) (r meta.Inode, err error) {
 	err = c.do(ctx, "fsync", retryAlways, func(ctx context.Context, cl *Client) (e error) { r, e = cl.Fsync(ctx, u, inode); return })
 	return
 }
 
-func (c *FailoverClient) Mkdir(ctx context.Context, u User, p PathAt, mode uint32, parents bool) (r Inode, err error) {
+func (c *FailoverClient) Mkdir(ctx context.Context, u meta.User, p meta.PathAt, mode uint32, parents bool) (r meta.Inode, err error) {
 	rule := retryNotSent
 	if parents {
 		rule = retryAlways // mkdir -p succeeds on an existing directory
@@ -325,63 +326,63 @@ func (c *FailoverClient) Mkdir(ctx context.Context, u User, p PathAt, mode uint3
 	return
 }
 
-func (c *FailoverClient) Symlink(ctx context.Context, u User, p PathAt, target string) (r Inode, err error) {
+func (c *FailoverClient) Symlink(ctx context.Context, u meta.User, p meta.PathAt, target string) (r meta.Inode, err error) {
 	err = c.do(ctx, "symlink", retryNotSent, func(ctx context.Context, cl *Client) (e error) { r, e = cl.Symlink(ctx, u, p, target); return })
 	return
 }
 
-func (c *FailoverClient) Readlink(ctx context.Context, u User, p PathAt) (r string, err error) {
+func (c *FailoverClient) Readlink(ctx context.Context, u meta.User, p meta.PathAt) (r string, err error) {
 	err = c.do(ctx, "readlink", retryAlways, func(ctx context.Context, cl *Client) (e error) { r, e = cl.Readlink(ctx, u, p); return })
 	return
 }
 
-func (c *FailoverClient) Link(ctx context.Context, u User, oldPath, newPath PathAt) (r Inode, err error) {
+func (c *FailoverClient) Link(ctx context.Context, u meta.User, oldPath, newPath meta.PathAt) (r meta.Inode, err error) {
 	err = c.do(ctx, "link", retryNotSent, func(ctx context.Context, cl *Client) (e error) { r, e = cl.Link(ctx, u, oldPath, newPath); return })
 	return
 }
 
-func (c *FailoverClient) Unlink(ctx context.Context, u User, p PathAt) error {
+func (c *FailoverClient) Unlink(ctx context.Context, u meta.User, p meta.PathAt) error {
 	return c.do(ctx, "unlink", retryNotSent, func(ctx context.Context, cl *Client) error { return cl.Unlink(ctx, u, p) })
 }
 
-func (c *FailoverClient) Rmdir(ctx context.Context, u User, p PathAt) error {
+func (c *FailoverClient) Rmdir(ctx context.Context, u meta.User, p meta.PathAt) error {
 	return c.do(ctx, "rmdir", retryNotSent, func(ctx context.Context, cl *Client) error { return cl.Rmdir(ctx, u, p) })
 }
 
-func (c *FailoverClient) RemoveAll(ctx context.Context, u User, p PathAt) error {
+func (c *FailoverClient) RemoveAll(ctx context.Context, u meta.User, p meta.PathAt) error {
 	return c.do(ctx, "remove all", retryNotSent, func(ctx context.Context, cl *Client) error { return cl.RemoveAll(ctx, u, p) })
 }
 
-func (c *FailoverClient) Rename(ctx context.Context, u User, src, dst PathAt, flags RenameFlags) error {
+func (c *FailoverClient) Rename(ctx context.Context, u meta.User, src, dst meta.PathAt, flags meta.RenameFlags) error {
 	return c.do(ctx, "rename", retryNotSent, func(ctx context.Context, cl *Client) error { return cl.Rename(ctx, u, src, dst, flags) })
 }
 
-func (c *FailoverClient) ReadDir(ctx context.Context, u User, p PathAt, o ReadDirOptions) (r DirPage, err error) {
+func (c *FailoverClient) ReadDir(ctx context.Context, u meta.User, p meta.PathAt, o meta.ReadDirOptions) (r meta.DirPage, err error) {
 	err = c.do(ctx, "readdir", retryAlways, func(ctx context.Context, cl *Client) (e error) { r, e = cl.ReadDir(ctx, u, p, o); return })
 	return
 }
 
-func (c *FailoverClient) SetAttr(ctx context.Context, u User, p PathAt, a SetAttr) (r Inode, err error) {
+func (c *FailoverClient) SetAttr(ctx context.Context, u meta.User, p meta.PathAt, a meta.SetAttr) (r meta.Inode, err error) {
 	err = c.do(ctx, "setattr", retryAlways, func(ctx context.Context, cl *Client) (e error) { r, e = cl.SetAttr(ctx, u, p, a); return })
 	return
 }
 
-func (c *FailoverClient) Truncate(ctx context.Context, u User, p PathAt, size uint64) (r Inode, err error) {
+func (c *FailoverClient) Truncate(ctx context.Context, u meta.User, p meta.PathAt, size uint64) (r meta.Inode, err error) {
 	err = c.do(ctx, "truncate", retryAlways, func(ctx context.Context, cl *Client) (e error) { r, e = cl.Truncate(ctx, u, p, size); return })
 	return
 }
 
-func (c *FailoverClient) SetDirLayout(ctx context.Context, u User, p PathAt, l Layout) (r Inode, err error) {
+func (c *FailoverClient) SetDirLayout(ctx context.Context, u meta.User, p meta.PathAt, l meta.Layout) (r meta.Inode, err error) {
 	err = c.do(ctx, "set layout", retryAlways, func(ctx context.Context, cl *Client) (e error) { r, e = cl.SetDirLayout(ctx, u, p, l); return })
 	return
 }
 
-func (c *FailoverClient) GetXattr(ctx context.Context, u User, p PathAt, name string) (r []byte, err error) {
+func (c *FailoverClient) GetXattr(ctx context.Context, u meta.User, p meta.PathAt, name string) (r []byte, err error) {
 	err = c.do(ctx, "getxattr", retryAlways, func(ctx context.Context, cl *Client) (e error) { r, e = cl.GetXattr(ctx, u, p, name); return })
 	return
 }
 
-func (c *FailoverClient) SetXattr(ctx context.Context, u User, p PathAt, name string, value []byte, flags int) error {
+func (c *FailoverClient) SetXattr(ctx context.Context, u meta.User, p meta.PathAt, name string, value []byte, flags int) error {
 	rule := retryAlways // a plain set is idempotent
 	if flags != 0 {
 		rule = retryNotSent // XATTR_CREATE / XATTR_REPLACE answer differently the second time
@@ -389,12 +390,12 @@ func (c *FailoverClient) SetXattr(ctx context.Context, u User, p PathAt, name st
 	return c.do(ctx, "setxattr", rule, func(ctx context.Context, cl *Client) error { return cl.SetXattr(ctx, u, p, name, value, flags) })
 }
 
-func (c *FailoverClient) ListXattr(ctx context.Context, u User, p PathAt) (r []string, err error) {
+func (c *FailoverClient) ListXattr(ctx context.Context, u meta.User, p meta.PathAt) (r []string, err error) {
 	err = c.do(ctx, "listxattr", retryAlways, func(ctx context.Context, cl *Client) (e error) { r, e = cl.ListXattr(ctx, u, p); return })
 	return
 }
 
-func (c *FailoverClient) RemoveXattr(ctx context.Context, u User, p PathAt, name string) error {
+func (c *FailoverClient) RemoveXattr(ctx context.Context, u meta.User, p meta.PathAt, name string) error {
 	return c.do(ctx, "removexattr", retryNotSent, func(ctx context.Context, cl *Client) error { return cl.RemoveXattr(ctx, u, p, name) })
 }
 

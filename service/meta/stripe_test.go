@@ -1,11 +1,10 @@
-package client
+package meta
 
 import (
 	"slices"
 	"testing"
 
 	"github.com/emberfs/emberfs/internal/errcode"
-	"github.com/emberfs/emberfs/service/meta"
 )
 
 func TestStripeChainsIsAPermutationOfTheRange(t *testing.T) {
@@ -21,7 +20,7 @@ func TestStripeChainsIsAPermutationOfTheRange(t *testing.T) {
 		{0, 10, []uint32{11, 12, 13, 14, 15, 16, 17}}, // stripe capped at the table
 	} {
 		for seed := range uint64(50) {
-			l := meta.Layout{ChainTable: 1, ChunkSize: 1 << 20, StripeSize: tc.stripe, ChainBegin: tc.begin, Seed: seed * 0x12345}
+			l := Layout{ChainTable: 1, ChunkSize: 1 << 20, StripeSize: tc.stripe, ChainBegin: tc.begin, Seed: seed * 0x12345}
 			got, err := StripeChains(table, l)
 			if err != nil {
 				t.Fatal(err)
@@ -46,7 +45,7 @@ func TestStripeChainsIsAPermutationOfTheRange(t *testing.T) {
 // written before the change become unreadable.
 func TestStripeChainsGolden(t *testing.T) {
 	table := []uint32{1, 2, 3, 4, 5, 6, 7, 8}
-	got, err := StripeChains(table, meta.Layout{ChainTable: 1, ChunkSize: 4 << 20, StripeSize: 8, ChainBegin: 3, Seed: 0xdeadbeefcafe})
+	got, err := StripeChains(table, Layout{ChainTable: 1, ChunkSize: 4 << 20, StripeSize: 8, ChainBegin: 3, Seed: 0xdeadbeefcafe})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +59,7 @@ func TestStripeChainsSeedsSpreadChunkZero(t *testing.T) {
 	table := []uint32{1, 2, 3, 4}
 	seen := map[uint32]int{}
 	for seed := range uint64(400) {
-		got, err := StripeChains(table, meta.Layout{ChainTable: 1, ChunkSize: 1 << 20, StripeSize: 4, Seed: seed})
+		got, err := StripeChains(table, Layout{ChainTable: 1, ChunkSize: 1 << 20, StripeSize: 4, Seed: seed})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -74,22 +73,11 @@ func TestStripeChainsSeedsSpreadChunkZero(t *testing.T) {
 }
 
 func TestStripeChainsErrors(t *testing.T) {
-	if _, err := StripeChains(nil, meta.Layout{ChainTable: 7, ChunkSize: 1}); !errcode.Is(err, errcode.Unavailable) {
+	if _, err := StripeChains(nil, Layout{ChainTable: 7, ChunkSize: 1}); !errcode.Is(err, errcode.Unavailable) {
 		t.Fatalf("empty table: %v", err)
 	}
-	if _, err := StripeChains([]uint32{1}, meta.Layout{ChainTable: 7}); !errcode.Is(err, errcode.InvalidArgument) {
+	if _, err := StripeChains([]uint32{1}, Layout{ChainTable: 7}); !errcode.Is(err, errcode.InvalidArgument) {
 		t.Fatalf("chunk size 0: %v", err)
-	}
-}
-
-func TestSplitRange(t *testing.T) {
-	ps := splitRange(10, 25, 8) // [10,35) over 8-byte chunks
-	want := []piece{{1, 2, 0, 6}, {2, 0, 6, 8}, {3, 0, 14, 8}, {4, 0, 22, 3}}
-	if !slices.Equal(ps, want) {
-		t.Fatalf("pieces %v, want %v", ps, want)
-	}
-	if ps := splitRange(16, 8, 8); !slices.Equal(ps, []piece{{2, 0, 0, 8}}) {
-		t.Fatalf("aligned: %v", ps)
 	}
 }
 

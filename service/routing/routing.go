@@ -1,3 +1,9 @@
+// Package routing is the routing vocabulary shared by every role and the
+// client: one immutable, indexed version of mgmtd's routing info (nodes,
+// targets, chains, chain tables) and the chain look-ups built on it
+// (serving and write targets, head, tail, successor). It only depends on
+// the protobuf types; fetching and following routing info from mgmtd is
+// service/mgmtd/mgmtdclient's job.
 package routing
 
 import (

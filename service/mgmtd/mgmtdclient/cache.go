@@ -1,4 +1,4 @@
-package routing
+package mgmtdclient
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 
 	"github.com/emberfs/emberfs/internal/errcode"
 	pb "github.com/emberfs/emberfs/service/proto"
+	"github.com/emberfs/emberfs/service/routing"
 )
 
 // Cache holds the latest routing info. After Start it follows mgmtd's
@@ -18,7 +19,7 @@ type Cache struct {
 	log  *slog.Logger
 
 	mu      sync.Mutex
-	cur     *Routing
+	cur     *routing.Routing
 	changed chan struct{} // closed and replaced on every new version
 
 	cancel context.CancelFunc
@@ -50,7 +51,7 @@ func (c *Cache) Close() {
 }
 
 // Current returns the latest routing (nil before the first one arrives).
-func (c *Cache) Current() *Routing {
+func (c *Cache) Current() *routing.Routing {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.cur
@@ -81,7 +82,7 @@ func (c *Cache) install(info *pb.MgmtdRoutingInfo) bool {
 	if c.cur != nil && info.Version <= c.cur.Version() {
 		return false
 	}
-	c.cur = NewRouting(info)
+	c.cur = routing.NewRouting(info)
 	close(c.changed)
 	c.changed = make(chan struct{})
 	return true
@@ -115,7 +116,7 @@ func (c *Cache) RefreshOnStale(ctx context.Context, err error) bool {
 
 // WaitFor blocks until the cached routing satisfies ok (checked on every
 // version), returning it, or until ctx ends.
-func (c *Cache) WaitFor(ctx context.Context, ok func(*Routing) bool) (*Routing, error) {
+func (c *Cache) WaitFor(ctx context.Context, ok func(*routing.Routing) bool) (*routing.Routing, error) {
 	for {
 		c.mu.Lock()
 		r, ch := c.cur, c.changed

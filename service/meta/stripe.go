@@ -1,8 +1,10 @@
-package client
+package meta
 
 import (
+	"context"
+
 	"github.com/emberfs/emberfs/internal/errcode"
-	"github.com/emberfs/emberfs/service/meta"
+	"github.com/emberfs/emberfs/service/routing"
 )
 
 // Striping (docs/client.md, "Where a chunk lives").
@@ -15,12 +17,13 @@ import (
 // perm[i % S], where perm is a permutation of 0..S-1 drawn from the seed,
 // so that files with the same range do not all put chunk 0 on the same
 // chain. The whole mapping is these two functions; everything else (the
-// data path, the storage-backed meta.ChunkStore) calls them.
+// client's data path, the storage-backed ChunkStore in
+// service/meta/chunkstore) calls them, through LayoutChains.
 
 // StripeChains returns the chains a file with layout l uses, indexed by
 // chunk index modulo len(result): chunk i lives on result[i % len(result)].
 // tableChains is the chain table's chain list from routing.
-func StripeChains(tableChains []uint32, l meta.Layout) ([]uint32, error) {
+func StripeChains(tableChains []uint32, l Layout) ([]uint32, error) {
 	n := len(tableChains)
 	if n == 0 {
 		return nil, errcode.New(errcode.Unavailable, "chain table %d has no chains in routing", l.ChainTable)
@@ -38,6 +41,37 @@ func StripeChains(tableChains []uint32, l meta.Layout) ([]uint32, error) {
 		out[slot] = tableChains[(int(l.ChainBegin%uint32(n))+perm[slot])%n]
 	}
 	return out, nil
+}
+
+// RoutingView is the part of a routing cache (mgmtdclient.Cache) that
+// LayoutChains uses.
+type RoutingView interface {
+	Current() *routing.Routing
+	Refresh(ctx context.Context) error
+}
+
+// LayoutChains resolves a layout's stripe chains from a routing cache,
+// refreshing once when the table is not known yet (a table created a
+// moment ago may not have reached the watch stream).
+func LayoutChains(ctx context.Context, cache RoutingView, l Layout) ([]uint32, error) {
+	r := cache.Current()
+	if r == nil {
+		if err := cache.Refresh(ctx); err != nil {
+			return nil, errcode.New(errcode.Unavailable, "no routing info from mgmtd: %v", err)
+		}
+		r = cache.Current()
+	}
+	t, ok := r.Table(l.ChainTable)
+	if !ok {
+		if err := cache.Refresh(ctx); err == nil {
+			r = cache.Current()
+			t, ok = r.Table(l.ChainTable)
+		}
+	}
+	if !ok {
+		return nil, errcode.New(errcode.Unavailable, "chain table %d is not in routing v%d (create it with `emberfs admin create-chain-table`)", l.ChainTable, r.Version())
+	}
+	return StripeChains(t.ChainIds, l)
 }
 
 // ChunkChain is the chain of chunk index of a file whose stripe chains are

@@ -1,61 +1,40 @@
-package client
+// Package chunkstore is the storage-backed meta.ChunkStore that meta
+// servers use: it finds a file's chunks through routing and the file's
+// layout, and queries, truncates and removes them through the storage
+// client.
+package chunkstore
 
 import (
 	"context"
 	"sync"
 
-	"github.com/emberfs/emberfs/client/routing"
-	"github.com/emberfs/emberfs/internal/errcode"
 	"github.com/emberfs/emberfs/service/meta"
+	"github.com/emberfs/emberfs/service/mgmtd/mgmtdclient"
 	"github.com/emberfs/emberfs/storage/storageclient"
 )
 
-// layoutChains resolves a layout's stripe chains from the routing cache,
-// refreshing once when the table is not known yet (a table created a
-// moment ago may not have reached the watch stream).
-func layoutChains(ctx context.Context, cache *routing.Cache, l meta.Layout) ([]uint32, error) {
-	r := cache.Current()
-	if r == nil {
-		if err := cache.Refresh(ctx); err != nil {
-			return nil, errcode.New(errcode.Unavailable, "no routing info from mgmtd: %v", err)
-		}
-		r = cache.Current()
-	}
-	t, ok := r.Table(l.ChainTable)
-	if !ok {
-		if err := cache.Refresh(ctx); err == nil {
-			r = cache.Current()
-			t, ok = r.Table(l.ChainTable)
-		}
-	}
-	if !ok {
-		return nil, errcode.New(errcode.Unavailable, "chain table %d is not in routing v%d (create it with `emberfs admin create-chain-table`)", l.ChainTable, r.Version())
-	}
-	return StripeChains(t.ChainIds, l)
-}
-
-// ChunkStore is the storage-backed meta.ChunkStore: meta servers use it to
+// Store is the storage-backed meta.ChunkStore: meta servers use it to
 // finalize file lengths (fsync, close), to cut chunks on truncate and to
 // delete the chunks of removed files.
-type ChunkStore struct {
-	cache *routing.Cache
+type Store struct {
+	cache *mgmtdclient.Cache
 	sc    *storageclient.Client
 	// parallel bounds concurrent chunk updates of one call.
 	parallel int
 }
 
-var _ meta.ChunkStore = (*ChunkStore)(nil)
+var _ meta.ChunkStore = (*Store)(nil)
 
-// NewChunkStore returns a ChunkStore over a routing cache and a storage
-// client (both owned by the caller).
-func NewChunkStore(cache *routing.Cache, sc *storageclient.Client) *ChunkStore {
-	return &ChunkStore{cache: cache, sc: sc, parallel: 16}
+// New returns a Store over a routing cache and a storage client (both
+// owned by the caller).
+func New(cache *mgmtdclient.Cache, sc *storageclient.Client) *Store {
+	return &Store{cache: cache, sc: sc, parallel: 16}
 }
 
 // QueryLength is the file length storage holds: the end of the
 // highest-index chunk over the file's chains.
-func (s *ChunkStore) QueryLength(ctx context.Context, inode uint64, l meta.Layout) (uint64, error) {
-	chains, err := layoutChains(ctx, s.cache, l)
+func (s *Store) QueryLength(ctx context.Context, inode uint64, l meta.Layout) (uint64, error) {
+	chains, err := meta.LayoutChains(ctx, s.cache, l)
 	if err != nil {
 		return 0, err
 	}
@@ -69,8 +48,8 @@ func (s *ChunkStore) QueryLength(ctx context.Context, inode uint64, l meta.Layou
 // TruncateChunks makes storage hold no byte at or past length: chunks
 // wholly past it are removed and the chunk it falls in is truncated.
 // Idempotent; a chunk missing (a sparse hole) is fine.
-func (s *ChunkStore) TruncateChunks(ctx context.Context, inode uint64, l meta.Layout, length uint64) error {
-	chains, err := layoutChains(ctx, s.cache, l)
+func (s *Store) TruncateChunks(ctx context.Context, inode uint64, l meta.Layout, length uint64) error {
+	chains, err := meta.LayoutChains(ctx, s.cache, l)
 	if err != nil {
 		return err
 	}
@@ -94,7 +73,7 @@ func (s *ChunkStore) TruncateChunks(ctx context.Context, inode uint64, l meta.La
 	}
 	return s.forEach(ctx, first, last.Index, rem != 0, func(ctx context.Context, idx uint32) error {
 		id := storageclient.ChunkID{Inode: inode, Index: idx}
-		chain := ChunkChain(chains, idx)
+		chain := meta.ChunkChain(chains, idx)
 		if idx == keep && rem != 0 {
 			_, err := s.sc.Truncate(ctx, chain, id, l.ChunkSize, rem)
 			return err
@@ -105,7 +84,7 @@ func (s *ChunkStore) TruncateChunks(ctx context.Context, inode uint64, l meta.La
 
 // forEach runs fn on indexes first..last (and on extra when withExtra),
 // s.parallel at a time, returning the first error.
-func (s *ChunkStore) forEach(ctx context.Context, first, last uint32, withExtra bool, fn func(context.Context, uint32) error, extra uint32) error {
+func (s *Store) forEach(ctx context.Context, first, last uint32, withExtra bool, fn func(context.Context, uint32) error, extra uint32) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	sem := make(chan struct{}, s.parallel)
@@ -136,8 +115,8 @@ func (s *ChunkStore) forEach(ctx context.Context, first, last uint32, withExtra 
 }
 
 // RemoveChunks deletes every chunk of a removed file.
-func (s *ChunkStore) RemoveChunks(ctx context.Context, inode uint64, l meta.Layout) error {
-	chains, err := layoutChains(ctx, s.cache, l)
+func (s *Store) RemoveChunks(ctx context.Context, inode uint64, l meta.Layout) error {
+	chains, err := meta.LayoutChains(ctx, s.cache, l)
 	if err != nil {
 		return err
 	}
@@ -163,7 +142,7 @@ func uniqueChains(chains []uint32) []uint32 {
 // is stored once per replica. Targets that share one local file system
 // (as in `emberfs up`) each report that file system whole, so such a
 // setup overstates the total.
-func (s *ChunkStore) Capacity(ctx context.Context) (total, free uint64, err error) {
+func (s *Store) Capacity(ctx context.Context) (total, free uint64, err error) {
 	r := s.cache.Current()
 	if r == nil {
 		if err := s.cache.Refresh(ctx); err != nil {
@@ -183,4 +162,4 @@ func (s *ChunkStore) Capacity(ctx context.Context) (total, free uint64, err erro
 	return total, free, nil
 }
 
-var _ meta.CapacityReporter = (*ChunkStore)(nil)
+var _ meta.CapacityReporter = (*Store)(nil)

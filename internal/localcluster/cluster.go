@@ -1,10 +1,10 @@
-// Package cluster runs a whole EmberFS cluster in one process: mgmtd and
+// Package localcluster runs a whole EmberFS cluster in one process: mgmtd and
 // meta over Badger directories, and N storage services with their targets,
 // all on loopback. `emberfs up` runs one for a person to use; tests run
 // one and stop or restart storage services in it. Everything lives under
 // one directory, so starting again on the same directory brings back every
 // file.
-package cluster
+package localcluster
 
 import (
 	"context"
@@ -22,13 +22,15 @@ import (
 	"time"
 
 	"github.com/emberfs/emberfs/client"
-	"github.com/emberfs/emberfs/client/routing"
 	"github.com/emberfs/emberfs/service/kv"
 	"github.com/emberfs/emberfs/service/kv/kvopen"
 	"github.com/emberfs/emberfs/service/meta"
+	"github.com/emberfs/emberfs/service/meta/chunkstore"
 	"github.com/emberfs/emberfs/service/meta/metad"
 	"github.com/emberfs/emberfs/service/mgmtd"
+	"github.com/emberfs/emberfs/service/mgmtd/mgmtdclient"
 	pb "github.com/emberfs/emberfs/service/proto"
+	"github.com/emberfs/emberfs/service/routing"
 	"github.com/emberfs/emberfs/storage/service"
 	"github.com/emberfs/emberfs/storage/storageclient"
 )
@@ -80,8 +82,8 @@ type Cluster struct {
 	opts     Options
 	mgmtdEng kv.Engine
 	Mgmtd    *mgmtd.Server
-	conn     *routing.Conn
-	cache    *routing.Cache
+	conn     *mgmtdclient.Conn
+	cache    *mgmtdclient.Cache
 	Meta     *metad.Daemon
 	metaSC   *storageclient.Client
 
@@ -188,10 +190,10 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	}
 	c.Mgmtd.Start(lis)
 	step("mgmtd listening on %s", c.Mgmtd.Addr())
-	if c.conn, err = routing.Dial([]string{c.Mgmtd.Addr()}, opts.Token); err != nil {
+	if c.conn, err = mgmtdclient.Dial([]string{c.Mgmtd.Addr()}, opts.Token); err != nil {
 		return nil, err
 	}
-	c.cache = routing.NewCache(c.conn)
+	c.cache = mgmtdclient.NewCache(c.conn)
 	c.cache.Start()
 
 	// storage
@@ -237,9 +239,9 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	mcfg.RootChainTable, mcfg.RootChunkSize, mcfg.RootStripeSize = ChainTable, opts.ChunkSize, opts.StripeSize
 	mcfg.GCInterval.Duration = time.Second
 	c.Meta, err = metad.Start(ctx, metad.Options{Config: mcfg, Logger: log.With("role", "meta"),
-		NewChunks: func(cache *routing.Cache) (meta.ChunkStore, error) {
+		NewChunks: func(cache *mgmtdclient.Cache) (meta.ChunkStore, error) {
 			c.metaSC = storageclient.New(cache, storageclient.Config{Token: opts.Token})
-			return client.NewChunkStore(cache, c.metaSC), nil
+			return chunkstore.New(cache, c.metaSC), nil
 		}})
 	if err != nil {
 		return nil, err
@@ -309,7 +311,7 @@ func (c *Cluster) Token() string { return c.opts.Token }
 func (c *Cluster) MgmtdAddr() string { return c.Mgmtd.Addr() }
 
 // Routing is the cluster's routing cache.
-func (c *Cluster) Routing() *routing.Cache { return c.cache }
+func (c *Cluster) Routing() *mgmtdclient.Cache { return c.cache }
 
 // Options returns the options in effect (defaults filled in).
 func (c *Cluster) Options() Options { return c.opts }

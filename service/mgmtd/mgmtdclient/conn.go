@@ -1,9 +1,4 @@
-// Package routing is the client side of mgmtd shared by services and
-// clients: Conn talks to a set of mgmtd instances, following redirects to
-// the primary and failing over when one is down; Cache keeps the latest
-// routing info (pushed by mgmtd's watch stream, fetched on demand after a
-// stale-version error) and answers chain and target look-ups.
-package routing
+package mgmtdclient
 
 import (
 	"context"

@@ -1,10 +1,8 @@
 package routing
 
 import (
-	"context"
 	"fmt"
 	"testing"
-	"time"
 
 	pb "github.com/emberfs/emberfs/service/proto"
 )
@@ -75,61 +73,5 @@ func TestRoutingHelpers(t *testing.T) {
 	}
 	if tb, ok := r.Table(1); !ok || len(tb.ChainIds) != 2 {
 		t.Fatal("table")
-	}
-}
-
-func TestCacheNeverGoesBack(t *testing.T) {
-	conn, err := Dial([]string{"127.0.0.1:1"}, "t")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := NewCache(conn)
-	ch := c.Changed()
-	if !c.install(sampleInfo(5)) {
-		t.Fatal("first version not installed")
-	}
-	select {
-	case <-ch:
-	default:
-		t.Fatal("Changed not signalled")
-	}
-	if c.install(sampleInfo(4)) || c.install(sampleInfo(5)) || c.Version() != 5 {
-		t.Fatalf("older or equal version installed; at %d", c.Version())
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-	defer cancel()
-	if _, err := c.WaitFor(ctx, func(r *Routing) bool { return r.Version() >= 6 }); err == nil {
-		t.Fatal("WaitFor returned for a version never installed")
-	}
-	go c.install(sampleInfo(6))
-	ctx2, cancel2 := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel2()
-	if r, err := c.WaitFor(ctx2, func(r *Routing) bool { return r.Version() >= 6 }); err != nil || r.Version() != 6 {
-		t.Fatalf("WaitFor: %v", err)
-	}
-}
-
-func TestDialErrors(t *testing.T) {
-	if _, err := Dial(nil, "t"); err == nil {
-		t.Fatal("no addresses accepted")
-	}
-	if _, err := Dial([]string{"a:1"}, ""); err == nil {
-		t.Fatal("empty token accepted")
-	}
-	c, err := Dial([]string{"a:1, b:2", "a:1"}, "t")
-	if err != nil || len(c.addrs) != 2 || c.Current() != "a:1" {
-		t.Fatalf("addresses %v %v", c.addrs, err)
-	}
-	// Nothing listens: Call gives up when ctx ends, naming the failure.
-	c2, _ := Dial([]string{"127.0.0.1:1"}, "t")
-	defer c2.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-	defer cancel()
-	err = c2.Call(ctx, func(ctx context.Context, cl pb.MgmtdClient) error {
-		_, err := cl.GetRoutingInfo(ctx, &pb.MgmtdGetRoutingInfoReq{})
-		return err
-	})
-	if err == nil {
-		t.Fatal("call to nothing succeeded")
 	}
 }
