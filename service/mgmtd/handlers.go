@@ -189,7 +189,7 @@ func (s *Server) registerNode(ctx context.Context, r *pb.MgmtdRegisterNodeReq) (
 	if err := s.commitLocked(ctx, st, ch); err != nil {
 		return nil, err
 	}
-	now := time.Now()
+	now := s.opts.Clock()
 	ln := st.liveNodes[id]
 	if ln == nil {
 		ln = &liveNode{}
@@ -254,7 +254,7 @@ func (s *Server) heartbeat(ctx context.Context, r *pb.MgmtdHeartbeatReq) (*pb.Mg
 		}
 		n = c
 	}
-	now := time.Now()
+	now := s.opts.Clock()
 	ln := st.liveNodes[n.NodeId]
 	ln.deadline, ln.lastHeartbeat = now.Add(st.failureTimeout()), now
 	if s.recordReportsLocked(st, r.Targets) || n.Status == pb.MgmtdNodeStatus_MGMTD_NODE_FAILED {
@@ -411,7 +411,7 @@ func (s *Server) setNodeDisabled(ctx context.Context, r *pb.MgmtdSetNodeDisabled
 	} else {
 		// Enabled: active or failed as its lease says.
 		c.Status = pb.MgmtdNodeStatus_MGMTD_NODE_FAILED
-		c.Status = nodeStatus(c, st.liveNodes[c.NodeId], time.Now())
+		c.Status = nodeStatus(c, st.liveNodes[c.NodeId], s.opts.Clock())
 	}
 	if c.Status != n.Status {
 		if err := s.commitLocked(ctx, st, &change{nodes: []*pb.MgmtdNode{c}, bumpRouting: true}); err != nil {

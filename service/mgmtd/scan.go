@@ -48,20 +48,12 @@ func (st *state) effectiveLocal(id uint64, statusOf func(uint32) pb.MgmtdNodeSta
 	return st.liveTarget(id).local
 }
 
-// scanOnce expires leases and moves chains through the state machine,
-// committing every resulting change in one transaction and one new
-// routing version.
-func (s *Server) scanOnce() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	st := s.primaryLocked()
-	if st == nil {
-		if s.st != nil {
-			s.stepDownLocked("lease not renewed in time")
-		}
-		return
-	}
-	now := time.Now()
+// planScan is the scan as a pure step: given the primary's state and the
+// time, it returns the durable changes due (node statuses from their
+// leases, chains moved by the state machine with their versions bumped).
+// It reads st and changes nothing, does no I/O and reads no clock, so
+// lease expiry and flapping are tested by calling it with chosen times.
+func planScan(st *state, now time.Time) *change {
 	ch := &change{}
 	status := map[uint32]pb.MgmtdNodeStatus{}
 	for id, n := range st.nodes {
@@ -71,9 +63,10 @@ func (s *Server) scanOnce() {
 			c := proto.Clone(n).(*pb.MgmtdNode)
 			c.Status = want
 			ch.nodes = append(ch.nodes, c)
-			s.log.Info("node status changed", "node", id, "from", n.Status, "to", want)
 		}
 	}
+	// Map order is random; a sorted change keeps logs and commits stable.
+	sort.Slice(ch.nodes, func(i, j int) bool { return ch.nodes[i].NodeId < ch.nodes[j].NodeId })
 	statusOf := func(id uint32) pb.MgmtdNodeStatus { return status[id] }
 
 	ids := make([]uint32, 0, len(st.chains))
@@ -95,14 +88,38 @@ func (s *Server) scanOnce() {
 		for _, t := range next {
 			nc.Targets = append(nc.Targets, &pb.MgmtdChainTarget{TargetId: t.ID, PublicState: t.Public})
 		}
-		s.log.Info("chain changed", "chain", c.ChainId, "version", nc.Version, "targets", chainString(nc))
 		ch.chains = append(ch.chains, nc)
 	}
+	ch.bumpRouting = !ch.empty()
+	return ch
+}
+
+// scanOnce expires leases and moves chains through the state machine,
+// committing every resulting change in one transaction and one new
+// routing version. The commit happens under s.mu like every other
+// durable change: the in-memory state is only ever the KV's state plus
+// live leases, and a commit is bounded by the primary lease.
+func (s *Server) scanOnce() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.primaryLocked()
+	if st == nil {
+		if s.st != nil {
+			s.stepDownLocked("lease not renewed in time")
+		}
+		return
+	}
+	ch := planScan(st, s.opts.Clock())
 	if ch.empty() {
 		s.updateGaugesLocked(st)
 		return
 	}
-	ch.bumpRouting = true
+	for _, n := range ch.nodes {
+		s.log.Info("node status changed", "node", n.NodeId, "from", st.nodes[n.NodeId].Status, "to", n.Status)
+	}
+	for _, c := range ch.chains {
+		s.log.Info("chain changed", "chain", c.ChainId, "version", c.Version, "targets", chainString(c))
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.opts.PrimaryLease)
 	defer cancel()
 	if err := s.commitLocked(ctx, st, ch); err != nil {

@@ -41,6 +41,10 @@ type Options struct {
 	HeartbeatInterval  time.Duration // seeds a new cluster's config
 	NodeFailureTimeout time.Duration // seeds a new cluster's config
 	Logger             *slog.Logger
+	// Clock is the time source of leases, heartbeats and scans (default
+	// time.Now). Tests inject a manual clock and drive electOnce/scanOnce
+	// themselves, so lease expiry and flapping are tested without sleeps.
+	Clock func() time.Time
 	// OnChainChange, if set, is called with every committed chain change
 	// (a new version of a chain), in version order. It runs under the
 	// server's lock, so it must be quick and must not call the server.
@@ -101,6 +105,9 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
+	}
+	if opts.Clock == nil {
+		opts.Clock = time.Now
 	}
 	s := &Server{
 		opts: opts,
@@ -205,7 +212,7 @@ func (s *Server) Shutdown(ctx context.Context) {
 // primaryLocked returns the primary state if this instance is primary and
 // its lease is still live by its own clock.
 func (s *Server) primaryLocked() *state {
-	if s.st == nil || time.Since(s.st.renewedAt) >= s.opts.PrimaryLease {
+	if s.st == nil || s.opts.Clock().Sub(s.st.renewedAt) >= s.opts.PrimaryLease {
 		return nil
 	}
 	return s.st
@@ -261,7 +268,7 @@ func (s *Server) electOnce() {
 	}
 	s.mu.Unlock()
 
-	now := time.Now()
+	now := s.opts.Clock()
 	var rec leaseRecord
 	var renewed, became bool
 	err := s.eng.Transact(ctx, func(tx kv.Tx) error {
@@ -295,7 +302,7 @@ func (s *Server) electOnce() {
 	}
 	if err != nil {
 		s.log.Warn("primary lease round failed", "err", err)
-		if s.st != nil && time.Since(s.st.renewedAt) >= s.opts.PrimaryLease {
+		if s.st != nil && s.opts.Clock().Sub(s.st.renewedAt) >= s.opts.PrimaryLease {
 			s.stepDownLocked("lease not renewed in time")
 		}
 		return
