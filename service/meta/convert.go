@@ -67,11 +67,3 @@ func optTime(ns *int64) *time.Time {
 	t := time.Unix(0, *ns)
 	return &t
 }
-
-func timeNs(t *time.Time) *int64 {
-	if t == nil {
-		return nil
-	}
-	v := t.UnixNano()
-	return &v
-}

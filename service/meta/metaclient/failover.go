@@ -72,7 +72,7 @@ var _ meta.FS = (*FailoverClient)(nil)
 // DialMany returns a FailoverClient over a fixed list of meta servers.
 func DialMany(addrs []string, token string) (*FailoverClient, error) {
 	if len(addrs) == 0 {
-		return nil, errInval("meta: DialMany needs at least one address")
+		return nil, errcode.New(errcode.InvalidArgument, "meta: DialMany needs at least one address")
 	}
 	fixed := append([]string(nil), addrs...)
 	return NewFailoverClient(FailoverConfig{Addrs: func() []string { return fixed }, Token: token})
@@ -81,10 +81,10 @@ func DialMany(addrs []string, token string) (*FailoverClient, error) {
 // NewFailoverClient returns a FailoverClient; connections are made lazily.
 func NewFailoverClient(cfg FailoverConfig) (*FailoverClient, error) {
 	if cfg.Addrs == nil {
-		return nil, errInval("meta: failover client needs an address source")
+		return nil, errcode.New(errcode.InvalidArgument, "meta: failover client needs an address source")
 	}
 	if cfg.Token == "" {
-		return nil, errInval("meta: failover client needs the cluster token")
+		return nil, errcode.New(errcode.InvalidArgument, "meta: failover client needs the cluster token")
 	}
 	return &FailoverClient{cfg: cfg, clients: map[string]*Client{}}, nil
 }

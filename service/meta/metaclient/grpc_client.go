@@ -228,10 +228,6 @@ func (c *Client) RenewClient(ctx context.Context, client string) (time.Time, err
 	return time.Unix(0, r.ExpiresUnixNs), nil
 }
 
-func errInval(format string, args ...any) error {
-	return errcode.New(errcode.InvalidArgument, format, args...)
-}
-
 func errnoOf(v uint32) syscall.Errno { return syscall.Errno(v) }
 
 func timeNs(t *time.Time) *int64 {
