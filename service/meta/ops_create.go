@@ -58,6 +58,30 @@ func checkInsert(u User, dir *Inode, what string) error {
 	return checkAccess(u, dir, permW|permX, what)
 }
 
+// freeName is the preamble of every operation that adds a new name (mkdir,
+// symlink, link): it resolves p's parent and checks that the name is free
+// and that the caller may insert into the directory. Create does its own,
+// since an existing name is not an error there.
+func (t *txn) freeName(p PathAt) (dir *Inode, name string, err error) {
+	dir, name, err = t.resolveParent(p)
+	if err != nil {
+		return nil, "", err
+	}
+	what := p.String()
+	if isDots(name) {
+		return nil, "", errExist(what)
+	}
+	if _, exists, err := t.lookup(dir.ID, name); err != nil {
+		return nil, "", err
+	} else if exists {
+		return nil, "", errExist(what)
+	}
+	if err := checkInsert(t.u, dir, what); err != nil {
+		return nil, "", err
+	}
+	return dir, name, nil
+}
+
 // Create creates (or, without Exclusive, opens) a regular file.
 func (s *Server) Create(ctx context.Context, u User, p PathAt, opts CreateOptions) (OpenResult, error) {
 	if opts.Write && opts.ClientID == "" {
@@ -222,20 +246,8 @@ func (s *Server) Mkdir(ctx context.Context, u User, p PathAt, mode uint32, paren
 	}
 	var out Inode
 	err = s.updateAs(ctx, u, func(t *txn) error {
-		dir, name, err := t.resolveParent(p)
+		dir, name, err := t.freeName(p)
 		if err != nil {
-			return err
-		}
-		what := p.String()
-		if isDots(name) {
-			return errExist(what)
-		}
-		if _, exists, err := t.lookup(dir.ID, name); err != nil {
-			return err
-		} else if exists {
-			return errExist(what)
-		}
-		if err := checkInsert(u, dir, what); err != nil {
 			return err
 		}
 		n := t.mkdirInode(ids[0], mode, dir)
@@ -338,20 +350,8 @@ func (s *Server) Symlink(ctx context.Context, u User, p PathAt, target string) (
 	}
 	var out Inode
 	err = s.updateAs(ctx, u, func(t *txn) error {
-		dir, name, err := t.resolveParent(p)
+		dir, name, err := t.freeName(p)
 		if err != nil {
-			return err
-		}
-		what := p.String()
-		if isDots(name) {
-			return errExist(what)
-		}
-		if _, exists, err := t.lookup(dir.ID, name); err != nil {
-			return err
-		} else if exists {
-			return errExist(what)
-		}
-		if err := checkInsert(u, dir, what); err != nil {
 			return err
 		}
 		n := t.newInode(ids[0], TypeSymlink, 0o777, dir)
@@ -378,20 +378,8 @@ func (s *Server) Link(ctx context.Context, u User, oldPath, newPath PathAt) (Ino
 		if src.Type == TypeDir {
 			return errPerm("link %s: hard links to directories are not allowed", oldPath)
 		}
-		dir, name, err := t.resolveParent(newPath)
+		dir, name, err := t.freeName(newPath)
 		if err != nil {
-			return err
-		}
-		what := newPath.String()
-		if isDots(name) {
-			return errExist(what)
-		}
-		if _, exists, err := t.lookup(dir.ID, name); err != nil {
-			return err
-		} else if exists {
-			return errExist(what)
-		}
-		if err := checkInsert(u, dir, what); err != nil {
 			return err
 		}
 		if src.Nlink == 0 {
