@@ -24,16 +24,6 @@ func init() { subcommands = append(subcommands, newMetaCmd) }
 var newMetaChunkStore func(cache *mgmtdclient.Cache, token string) (meta.ChunkStore, error)
 
 func newMetaCmd() *cobra.Command {
-	var (
-		configPath  string
-		printConfig bool
-		listen      string
-		kvSpec      string
-		token       string
-		mgmtdAddrs  string
-		metrics     string
-		advertise   string
-	)
 	cmd := &cobra.Command{
 		Use:   "meta",
 		Short: "Run a metadata server (the POSIX namespace over the shared KV)",
@@ -46,57 +36,28 @@ Settings come from --config (TOML; see --print-config for every setting and
 its default); flags override the file. The token may also come from
 EMBERFS_TOKEN.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg := metad.DefaultConfig()
-			if configPath != "" {
-				var err error
-				if cfg, err = metad.LoadConfig(configPath); err != nil {
-					return err
-				}
-			}
-			f := cmd.Flags()
-			if f.Changed("listen") {
-				cfg.Listen = listen
-			}
-			if f.Changed("kv") {
-				cfg.KV = kvSpec
-			}
-			if f.Changed("token") {
-				cfg.Token = token
-			}
-			if f.Changed("mgmtd") {
-				cfg.Mgmtd = splitAddrs(mgmtdAddrs)
-			}
-			if f.Changed("metrics-listen") {
-				cfg.MetricsListen = metrics
-			}
-			if f.Changed("advertise") {
-				cfg.AdvertiseAddress = advertise
-			}
-			if cfg.Token == "" {
-				cfg.Token = os.Getenv("EMBERFS_TOKEN")
-			}
-			if printConfig {
-				fmt.Fprint(cmd.OutOrStdout(), cfg.TOML())
-				return nil
-			}
-			if err := cfg.Validate(); err != nil {
-				return err
-			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			return runMeta(ctx, cfg, cmd)
-		},
 	}
+	rc := newRoleConfig(cmd, metad.DefaultConfig, metad.LoadConfig,
+		func(c *metad.Config) *string { return &c.Token }, func(c *metad.Config) string { return c.TOML() })
 	f := cmd.Flags()
-	f.StringVar(&configPath, "config", "", "TOML config file")
-	f.BoolVar(&printConfig, "print-config", false, "print the effective config (defaults, file, flags) and exit")
-	f.StringVar(&listen, "listen", "", "gRPC listen address (overrides the config)")
-	f.StringVar(&kvSpec, "kv", "", `KV store: "memory", "badger:/dir" or "fdb:/cluster-file" (overrides the config)`)
-	f.StringVar(&token, "token", "", "cluster token (overrides the config)")
-	f.StringVar(&mgmtdAddrs, "mgmtd", "", `mgmtd addresses, comma separated ("" runs standalone; overrides the config)`)
-	f.StringVar(&metrics, "metrics-listen", "", `HTTP address for /metrics ("" disables; overrides the config)`)
-	f.StringVar(&advertise, "advertise", "", "address registered in mgmtd for clients (overrides the config)")
+	f.StringVar(&rc.cfg.Listen, "listen", rc.cfg.Listen, "gRPC listen address (overrides the config)")
+	f.StringVar(&rc.cfg.KV, "kv", rc.cfg.KV, `KV store: "memory", "badger:/dir" or "fdb:/cluster-file" (overrides the config)`)
+	f.StringVar(&rc.cfg.Token, "token", "", "cluster token (overrides the config)")
+	f.Var(addrList{&rc.cfg.Mgmtd}, "mgmtd", `mgmtd addresses, comma separated ("" runs standalone; overrides the config)`)
+	f.StringVar(&rc.cfg.MetricsListen, "metrics-listen", rc.cfg.MetricsListen, `HTTP address for /metrics ("" disables; overrides the config)`)
+	f.StringVar(&rc.cfg.AdvertiseAddress, "advertise", rc.cfg.AdvertiseAddress, "address registered in mgmtd for clients (overrides the config)")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		cfg, done, err := rc.resolve(cmd)
+		if err != nil || done {
+			return err
+		}
+		if err := cfg.Validate(); err != nil {
+			return err
+		}
+		ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		return runMeta(ctx, *cfg, cmd)
+	}
 	return cmd
 }
 

@@ -22,15 +22,6 @@ import (
 func init() { subcommands = append(subcommands, newMgmtdCmd) }
 
 func newMgmtdCmd() *cobra.Command {
-	var (
-		configPath  string
-		printConfig bool
-		listen      string
-		kvSpec      string
-		token       string
-		metrics     string
-		advertise   string
-	)
 	cmd := &cobra.Command{
 		Use:   "mgmtd",
 		Short: "Run the cluster manager (membership, leases, chains, routing)",
@@ -41,56 +32,30 @@ Settings come from --config (TOML; see --print-config for every setting and
 its default); flags override the file. The token may also come from
 EMBERFS_TOKEN.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg := mgmtd.DefaultConfig()
-			if configPath != "" {
-				var err error
-				if cfg, err = mgmtd.LoadConfig(configPath); err != nil {
-					return err
-				}
-			}
-			flags := cmd.Flags()
-			if flags.Changed("listen") {
-				cfg.Listen = listen
-			}
-			if flags.Changed("kv") {
-				cfg.KV = kvSpec
-			}
-			if flags.Changed("token") {
-				cfg.Token = token
-			}
-			if flags.Changed("metrics-listen") {
-				cfg.MetricsListen = metrics
-			}
-			if flags.Changed("advertise") {
-				cfg.AdvertiseAddress = advertise
-			}
-			if cfg.Token == "" {
-				cfg.Token = os.Getenv("EMBERFS_TOKEN")
-			}
-			if printConfig {
-				fmt.Fprint(cmd.OutOrStdout(), cfg.TOML())
-				return nil
-			}
-			if err := cfg.Validate(); err != nil {
-				return err
-			}
-			if cfg.Token == "" {
-				return errors.New("mgmtd: no cluster token: set token in the config, pass --token, or set EMBERFS_TOKEN")
-			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			return runMgmtd(ctx, cfg, cmd)
-		},
 	}
+	rc := newRoleConfig(cmd, mgmtd.DefaultConfig, mgmtd.LoadConfig,
+		func(c *mgmtd.Config) *string { return &c.Token }, func(c *mgmtd.Config) string { return c.TOML() })
 	f := cmd.Flags()
-	f.StringVar(&configPath, "config", "", "TOML config file")
-	f.BoolVar(&printConfig, "print-config", false, "print the effective config (defaults, file, flags) and exit")
-	f.StringVar(&listen, "listen", "", "gRPC listen address (overrides the config)")
-	f.StringVar(&kvSpec, "kv", "", `KV store: "memory", "badger:/dir" or "fdb:/cluster-file" (overrides the config)`)
-	f.StringVar(&token, "token", "", "cluster token (overrides the config)")
-	f.StringVar(&metrics, "metrics-listen", "", `HTTP address for /metrics ("" disables; overrides the config)`)
-	f.StringVar(&advertise, "advertise", "", "address handed to callers in redirects (overrides the config)")
+	f.StringVar(&rc.cfg.Listen, "listen", rc.cfg.Listen, "gRPC listen address (overrides the config)")
+	f.StringVar(&rc.cfg.KV, "kv", rc.cfg.KV, `KV store: "memory", "badger:/dir" or "fdb:/cluster-file" (overrides the config)`)
+	f.StringVar(&rc.cfg.Token, "token", "", "cluster token (overrides the config)")
+	f.StringVar(&rc.cfg.MetricsListen, "metrics-listen", rc.cfg.MetricsListen, `HTTP address for /metrics ("" disables; overrides the config)`)
+	f.StringVar(&rc.cfg.AdvertiseAddress, "advertise", rc.cfg.AdvertiseAddress, "address handed to callers in redirects (overrides the config)")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		cfg, done, err := rc.resolve(cmd)
+		if err != nil || done {
+			return err
+		}
+		if err := cfg.Validate(); err != nil {
+			return err
+		}
+		if cfg.Token == "" {
+			return errors.New("mgmtd: no cluster token: set token in the config, pass --token, or set EMBERFS_TOKEN")
+		}
+		ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		return runMgmtd(ctx, *cfg, cmd)
+	}
 	return cmd
 }
 

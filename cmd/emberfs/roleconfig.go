@@ -1,0 +1,74 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+)
+
+// roleConfig is the config plumbing every server role (mgmtd, meta,
+// storage) shares: --config and --print-config, flags bound straight to
+// the config's fields that override the file only when given, and the
+// token from EMBERFS_TOKEN when neither names one.
+type roleConfig[C any] struct {
+	cfg         C
+	path        string
+	printConfig bool
+	defaults    func() C
+	load        func(path string) (C, error)
+	token       func(*C) *string
+	toml        func(*C) string
+}
+
+// newRoleConfig starts from the role's defaults (so --help shows them) and
+// registers --config and --print-config on cmd.
+func newRoleConfig[C any](cmd *cobra.Command, defaults func() C, load func(string) (C, error), token func(*C) *string, toml func(*C) string) *roleConfig[C] {
+	rc := &roleConfig[C]{cfg: defaults(), defaults: defaults, load: load, token: token, toml: toml}
+	f := cmd.Flags()
+	f.StringVar(&rc.path, "config", "", "TOML config file")
+	f.BoolVar(&rc.printConfig, "print-config", false, "print the effective config (defaults, file, flags) and exit")
+	return rc
+}
+
+// resolve builds the effective config: defaults, then the file, then the
+// flags the user gave. It reports done=true when --print-config printed it.
+func (rc *roleConfig[C]) resolve(cmd *cobra.Command) (cfg *C, done bool, err error) {
+	f := cmd.Flags()
+	given := map[string]string{}
+	f.Visit(func(fl *pflag.Flag) {
+		if fl.Name != "config" && fl.Name != "print-config" {
+			given[fl.Name] = fl.Value.String()
+		}
+	})
+	rc.cfg = rc.defaults()
+	if rc.path != "" {
+		if rc.cfg, err = rc.load(rc.path); err != nil {
+			return nil, false, err
+		}
+	}
+	// The flags write into rc.cfg's fields: setting them again puts the
+	// user's values over what the file said.
+	for name, v := range given {
+		if err := f.Set(name, v); err != nil {
+			return nil, false, fmt.Errorf("--%s: %w", name, err)
+		}
+	}
+	if t := rc.token(&rc.cfg); *t == "" {
+		*t = os.Getenv("EMBERFS_TOKEN")
+	}
+	if rc.printConfig {
+		fmt.Fprint(cmd.OutOrStdout(), rc.toml(&rc.cfg))
+		return nil, true, nil
+	}
+	return &rc.cfg, false, nil
+}
+
+// addrList is a comma-separated address list flag bound to a []string.
+type addrList struct{ p *[]string }
+
+func (a addrList) String() string     { return strings.Join(*a.p, ",") }
+func (a addrList) Type() string       { return "addrs" }
+func (a addrList) Set(s string) error { *a.p = splitAddrs(s); return nil }
