@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"sync"
 	"unsafe"
 
@@ -23,6 +22,7 @@ import (
 	"github.com/emberfs/emberfs/internal/buildinfo"
 	"github.com/emberfs/emberfs/internal/errcode"
 	"github.com/emberfs/emberfs/service/meta"
+	"github.com/emberfs/emberfs/service/mgmtd/mgmtdclient"
 )
 
 // Version is the EmberFS version the extension was built from.
@@ -46,12 +46,7 @@ type Client struct {
 // Connect dials the cluster whose mgmtd listens at mgmtdAddrs (comma
 // separated) using the cluster token.
 func Connect(mgmtdAddrs string, token string) (*Client, error) {
-	var addrs []string
-	for _, a := range strings.Split(mgmtdAddrs, ",") {
-		if a = strings.TrimSpace(a); a != "" {
-			addrs = append(addrs, a)
-		}
-	}
+	addrs := mgmtdclient.ParseAddrs(mgmtdAddrs)
 	if len(addrs) == 0 {
 		return nil, wrap(errcode.New(errcode.InvalidArgument, "no mgmtd address given"))
 	}

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
@@ -12,6 +11,7 @@ import (
 
 	"github.com/emberfs/emberfs/client"
 	"github.com/emberfs/emberfs/fuse"
+	"github.com/emberfs/emberfs/service/mgmtd/mgmtdclient"
 )
 
 func init() { subcommands = append(subcommands, newMountCmd, newUmountCmd) }
@@ -88,12 +88,4 @@ func newUmountCmd() *cobra.Command {
 }
 
 // splitAddrs reads a comma-separated address list, ignoring blanks.
-func splitAddrs(s string) []string {
-	var out []string
-	for _, a := range strings.Split(s, ",") {
-		if a = strings.TrimSpace(a); a != "" {
-			out = append(out, a)
-		}
-	}
-	return out
-}
+func splitAddrs(s string) []string { return mgmtdclient.ParseAddrs(s) }

@@ -30,12 +30,14 @@ type Conn struct {
 	cur   int
 }
 
-// Dial prepares connections to the given mgmtd addresses (connections are
-// made lazily, so an instance being down is not an error here).
-func Dial(addrs []string, token string) (*Conn, error) {
+// ParseAddrs reads mgmtd address lists: each entry may itself be a
+// comma-separated list (as flags, config files and EMBERFS_MGMTD give
+// them); blanks and repeats are dropped, order is kept. Every caller that
+// takes mgmtd addresses from a user parses them here.
+func ParseAddrs(lists ...string) []string {
 	var clean []string
 	seen := map[string]bool{}
-	for _, a := range addrs {
+	for _, a := range lists {
 		for _, p := range strings.Split(a, ",") {
 			if p = strings.TrimSpace(p); p != "" && !seen[p] {
 				seen[p] = true
@@ -43,6 +45,13 @@ func Dial(addrs []string, token string) (*Conn, error) {
 			}
 		}
 	}
+	return clean
+}
+
+// Dial prepares connections to the given mgmtd addresses (connections are
+// made lazily, so an instance being down is not an error here).
+func Dial(addrs []string, token string) (*Conn, error) {
+	clean := ParseAddrs(addrs...)
 	if len(clean) == 0 {
 		return nil, errors.New("routing: no mgmtd address given")
 	}
