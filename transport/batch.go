@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 
 	"github.com/emberfs/emberfs/internal/errcode"
 )
@@ -59,6 +60,32 @@ func (b *BatchResponse) Release() {
 
 // CallBatch implements Caller.
 func (c *Client) CallBatch(ctx context.Context, addr string, op Op, subs []SubRequest, respBuf []byte) (*BatchResponse, error) {
+	req, err := batchRequest(op, subs)
+	if err != nil {
+		return nil, err
+	}
+	if req.RespSize == 0 {
+		req.RespSize = cap(respBuf)
+	}
+	resp, err := c.Call(ctx, addr, req, respBuf)
+	if err != nil {
+		return nil, err
+	}
+	if !resp.batch {
+		resp.Release()
+		return nil, errcode.New(errcode.Internal, "opcode %d on %s answered a batch with a plain response", op, addr)
+	}
+	results, err := decodeBatchResults(resp.Ext, resp.Payload, len(subs))
+	if err != nil {
+		resp.Release()
+		return nil, errcode.New(errcode.Internal, "batch response from %s for opcode %d: %v", addr, op, err)
+	}
+	return &BatchResponse{Results: results, resp: resp}, nil
+}
+
+// batchRequest frames subs as one batch request (RespSize: the sum of the
+// entries' expected sizes).
+func batchRequest(op Op, subs []SubRequest) (*Request, error) {
 	if len(subs) == 0 || len(subs) > MaxBatch {
 		return nil, errcode.New(errcode.InvalidArgument, "batch of %d sub-requests (want 1 to %d)", len(subs), MaxBatch)
 	}
@@ -81,18 +108,38 @@ func (c *Client) CallBatch(ctx context.Context, addr string, op Op, subs []SubRe
 	for _, s := range subs {
 		ext = append(ext, s.Ext...)
 	}
-	if respSize == 0 {
-		respSize = cap(respBuf)
+	return &Request{Op: op, Ext: ext, Payload: payload, RespSize: respSize, flags: FlagBatch}, nil
+}
+
+// CallBatchInto implements Caller: like CallBatch, but the response's
+// entries are received one by one, entry i straight into dsts[i] when it
+// fits in cap(dsts[i]) (the table in the extension arrives before the
+// payload, so each entry's length is known before its bytes), else into
+// a pooled buffer that Release returns. Result i's Data then aliases
+// dsts[i] or that buffer.
+func (c *Client) CallBatchInto(ctx context.Context, addr string, op Op, subs []SubRequest, dsts [][]byte) (*BatchResponse, error) {
+	if len(dsts) != len(subs) {
+		return nil, errcode.New(errcode.InvalidArgument, "batch of %d sub-requests with %d destination buffers", len(subs), len(dsts))
 	}
-	resp, err := c.Call(ctx, addr, &Request{Op: op, Ext: ext, Payload: payload, RespSize: respSize, flags: FlagBatch}, respBuf)
+	req, err := batchRequest(op, subs)
 	if err != nil {
 		return nil, err
 	}
-	if !resp.batch {
+	if req.RespSize == 0 {
+		for _, d := range dsts {
+			req.RespSize += cap(d)
+		}
+	}
+	resp, err := c.call(ctx, addr, req, nil, dsts)
+	if err != nil {
+		return nil, err
+	}
+	if !resp.batch || resp.parts == nil {
 		resp.Release()
 		return nil, errcode.New(errcode.Internal, "opcode %d on %s answered a batch with a plain response", op, addr)
 	}
-	results, err := decodeBatchResults(resp.Ext, resp.Payload, len(subs))
+	// receiveInto checked the table against the frame already.
+	results, err := decodeBatchTable(resp.Ext, len(subs), func(i int, dl uint32) ([]byte, error) { return resp.parts[i], nil })
 	if err != nil {
 		resp.Release()
 		return nil, errcode.New(errcode.Internal, "batch response from %s for opcode %d: %v", addr, op, err)
@@ -100,7 +147,93 @@ func (c *Client) CallBatch(ctx context.Context, addr string, op Op, subs []SubRe
 	return &BatchResponse{Results: results, resp: resp}, nil
 }
 
+// receiveInto reads a batch response's payload entry by entry into the
+// call's destinations (see CallBatchInto).
+func (cc *clientConn) receiveInto(h Header, cl *call, ext []byte) error {
+	sizes, err := batchDataSizes(ext, len(cl.dsts), h.PayloadLen)
+	if err != nil {
+		// Keep the stream in step, then fail the call alone.
+		if _, derr := cc.br.Discard(int(h.PayloadLen)); derr != nil {
+			return derr
+		}
+		cl.err = errcode.New(errcode.Internal, "batch response from %s for opcode %d: %v", cc.addr, h.Op, err)
+		return nil
+	}
+	parts := make([][]byte, len(sizes))
+	var pooled [][]byte
+	var crc uint32
+	for i, dl := range sizes {
+		var p []byte
+		if int(dl) <= cap(cl.dsts[i]) {
+			p = cl.dsts[i][:dl:dl]
+		} else {
+			b := GetBuffer(int(dl))
+			pooled = append(pooled, b)
+			p = b[:dl:dl]
+		}
+		if _, err := io.ReadFull(cc.br, p); err != nil {
+			for _, b := range pooled {
+				PutBuffer(b)
+			}
+			return err
+		}
+		if h.Flags&FlagCRC != 0 {
+			crc = crcUpdate(crc, p)
+		}
+		parts[i] = p
+	}
+	if h.Flags&FlagCRC != 0 && crc != h.CRC {
+		for _, b := range pooled {
+			PutBuffer(b)
+		}
+		cl.err = errcode.New(errcode.ChecksumMismatch, "response from %s for opcode %d: payload CRC32C %#08x, header says %#08x", cc.addr, h.Op, crc, h.CRC)
+		return nil
+	}
+	cl.resp = Response{Ext: ext, batch: true, parts: parts, pooledParts: pooled}
+	return nil
+}
+
+// batchDataSizes reads each entry's data length from a batch response
+// table of want entries and checks that they add up to the payload.
+func batchDataSizes(ext []byte, want int, payloadLen uint32) ([]uint32, error) {
+	var sizes []uint32
+	var total uint64
+	_, err := decodeBatchTable(ext, want, func(i int, dl uint32) ([]byte, error) {
+		sizes = append(sizes, dl)
+		total += uint64(dl)
+		return nil, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if total != uint64(payloadLen) {
+		return nil, fmt.Errorf("entries claim %d data bytes, the payload has %d", total, payloadLen)
+	}
+	return sizes, nil
+}
+
 func decodeBatchResults(ext, payload []byte, want int) ([]SubResult, error) {
+	data := payload
+	results, err := decodeBatchTable(ext, want, func(i int, dl uint32) ([]byte, error) {
+		if uint64(dl) > uint64(len(data)) {
+			return nil, fmt.Errorf("entry %d overruns the frame (data %d of %d left)", i, dl, len(data))
+		}
+		d := data[:dl:dl]
+		data = data[dl:]
+		return d, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(data) != 0 {
+		return nil, fmt.Errorf("%d data bytes left after the last entry", len(data))
+	}
+	return results, nil
+}
+
+// decodeBatchTable parses a batch response table of want entries; data
+// supplies entry i's data given its length.
+func decodeBatchTable(ext []byte, want int, data func(i int, dl uint32) ([]byte, error)) ([]SubResult, error) {
 	if len(ext) < 4 {
 		return nil, errors.New("extension too short for a batch table")
 	}
@@ -112,23 +245,27 @@ func decodeBatchResults(ext, payload []byte, want int) ([]SubResult, error) {
 		return nil, fmt.Errorf("batch table of %d entries truncated (%d bytes)", n, len(ext))
 	}
 	results := make([]SubResult, n)
-	tail, data := ext[4+12*n:], payload
+	tail := ext[4+12*n:]
 	for i := range results {
 		e := ext[4+12*i:]
 		st := errcode.Code(binary.LittleEndian.Uint32(e))
 		el, dl := binary.LittleEndian.Uint32(e[4:]), binary.LittleEndian.Uint32(e[8:])
-		if uint64(el) > uint64(len(tail)) || uint64(dl) > uint64(len(data)) {
-			return nil, fmt.Errorf("entry %d overruns the frame (ext %d of %d left, data %d of %d left)", i, el, len(tail), dl, len(data))
+		if uint64(el) > uint64(len(tail)) {
+			return nil, fmt.Errorf("entry %d overruns the frame (ext %d of %d left)", i, el, len(tail))
 		}
 		r := &results[i]
 		r.Ext, tail = tail[:el:el], tail[el:]
-		r.Data, data = data[:dl:dl], data[dl:]
+		d, err := data(i, dl)
+		if err != nil {
+			return nil, err
+		}
+		r.Data = d
 		if st != errcode.OK {
 			r.Err = errorFromStatus(st, r.Ext)
 		}
 	}
-	if len(tail) != 0 || len(data) != 0 {
-		return nil, fmt.Errorf("%d extension and %d data bytes left after the last entry", len(tail), len(data))
+	if len(tail) != 0 {
+		return nil, fmt.Errorf("%d extension bytes left after the last entry", len(tail))
 	}
 	return results, nil
 }

@@ -26,6 +26,10 @@ type Caller interface {
 	// CallBatch sends many sub-requests in one frame; each result carries
 	// its own status.
 	CallBatch(ctx context.Context, addr string, op Op, subs []SubRequest, respBuf []byte) (*BatchResponse, error)
+	// CallBatchInto is CallBatch with one destination per sub-request:
+	// entry i's data is received straight into dsts[i] when it fits in
+	// cap(dsts[i]), else into a pooled buffer (released by Release).
+	CallBatchInto(ctx context.Context, addr string, op Op, subs []SubRequest, dsts [][]byte) (*BatchResponse, error)
 	Close() error
 }
 
@@ -103,15 +107,26 @@ type Response struct {
 	Payload []byte
 	pooled  []byte
 	batch   bool
+	// parts (CallBatchInto) are the entries' data, each in its caller
+	// destination or in one of pooledParts.
+	parts       [][]byte
+	pooledParts [][]byte
 }
 
-// Release returns a pooled payload buffer. Safe to call on any Response,
+// Release returns pooled payload buffers. Safe to call on any Response,
 // more than once; Payload must not be used afterwards.
 func (r *Response) Release() {
-	if r != nil && r.pooled != nil {
+	if r == nil {
+		return
+	}
+	if r.pooled != nil {
 		PutBuffer(r.pooled)
 		r.pooled, r.Payload = nil, nil
 	}
+	for _, b := range r.pooledParts {
+		PutBuffer(b)
+	}
+	r.pooledParts, r.parts = nil, nil
 }
 
 // ClientStats are the client's gauges and counters.
@@ -232,6 +247,12 @@ func ctxError(ctx context.Context, what string) error {
 
 // Call implements Caller.
 func (c *Client) Call(ctx context.Context, addr string, req *Request, respBuf []byte) (*Response, error) {
+	return c.call(ctx, addr, req, respBuf, nil)
+}
+
+// call sends req; a batch response is received into dsts (one per entry)
+// when dsts is not nil, else into respBuf.
+func (c *Client) call(ctx context.Context, addr string, req *Request, respBuf []byte, dsts [][]byte) (*Response, error) {
 	var payloadLen int
 	for _, p := range req.Payload {
 		payloadLen += len(p)
@@ -259,7 +280,7 @@ func (c *Client) Call(ctx context.Context, addr string, req *Request, respBuf []
 	if err := checkSizes(len(req.Ext), payloadLen, cc.lim); err != nil {
 		return nil, err
 	}
-	cl := &call{respBuf: respBuf, done: make(chan struct{})}
+	cl := &call{respBuf: respBuf, dsts: dsts, done: make(chan struct{})}
 	id, err := cc.register(cl)
 	if err != nil {
 		return nil, err
@@ -308,6 +329,7 @@ const (
 type call struct {
 	state   atomic.Int32
 	respBuf []byte
+	dsts    [][]byte // non-nil: a batch received entry by entry (CallBatchInto)
 	done    chan struct{}
 	resp    Response
 	err     error
@@ -522,6 +544,9 @@ func (cc *clientConn) receive(h Header, cl *call) error {
 		if _, err := io.ReadFull(cc.br, ext); err != nil {
 			return err
 		}
+	}
+	if cl.dsts != nil && h.Status == errcode.OK && h.Flags&FlagBatch != 0 {
+		return cc.receiveInto(h, cl, ext)
 	}
 	n := int(h.PayloadLen)
 	var payload, pooled []byte

@@ -116,3 +116,12 @@ func TestDescriptor(t *testing.T) {
 		t.Fatal("id 0 accepted")
 	}
 }
+
+func TestStatsAdd(t *testing.T) {
+	a := Stats{Hits: 1, Misses: 2, BytesRead: 3, BytesStored: 4, Values: 5, Evictions: 6, Expirations: 7, CorruptMisses: 8}
+	b := a
+	b.Add(a)
+	if b != (Stats{2, 4, 6, 8, 10, 12, 14, 16}) {
+		t.Fatalf("sum %+v", b)
+	}
+}

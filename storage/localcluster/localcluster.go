@@ -37,7 +37,11 @@ type Options struct {
 	FailureTimeout    time.Duration
 	// VerifyInterval is passed to the chunk engines (0: engine default).
 	VerifyInterval time.Duration
-	Logger         *slog.Logger
+	// KVNow is the storage services' KV clock (expiry, access times);
+	// nil: time.Now. KVReclaimInterval: see service.Config (0: default).
+	KVNow             func() time.Time
+	KVReclaimInterval time.Duration
+	Logger            *slog.Logger
 }
 
 // Cluster is a running local cluster.
@@ -111,6 +115,10 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		cfg.Listen, cfg.DataListen, cfg.MetricsListen = "127.0.0.1:0", "127.0.0.1:0", ""
 		cfg.NoSync = opts.NoSync
 		cfg.RepairInterval.Duration = 100 * time.Millisecond
+		cfg.KVNow = opts.KVNow
+		if opts.KVReclaimInterval != 0 {
+			cfg.KVReclaimInterval.Duration = opts.KVReclaimInterval
+		}
 		if opts.VerifyInterval != 0 {
 			cfg.VerifyInterval.Duration = opts.VerifyInterval
 		}

@@ -40,6 +40,13 @@ type Config struct {
 	RepairInterval Duration `toml:"repair_interval"`
 	// VerifyInterval: see chunkengine.Options.VerifyInterval.
 	VerifyInterval Duration `toml:"verify_interval"`
+	// KVReclaimInterval is how often a chain head's KVCache reclaimer
+	// removes expired values and evicts least recently read ones from
+	// namespaces over their share (default 1 s).
+	KVReclaimInterval Duration `toml:"kv_reclaim_interval"`
+	// KVNow is the clock that decides KV expiry and access times (tests
+	// inject one); default time.Now.
+	KVNow func() time.Time `toml:"-"`
 	// NoSync skips fsync in the chunk engines (tests and benchmarks only).
 	NoSync bool `toml:"no_sync"`
 	// LogLevel is debug, info, warn or error.
@@ -49,15 +56,16 @@ type Config struct {
 // DefaultConfig returns the defaults `emberfs storage --print-config` prints.
 func DefaultConfig() Config {
 	return Config{
-		Targets:        []string{"/var/lib/emberfs/storage/target0"},
-		Mgmtd:          []string{"127.0.0.1:7100"},
-		Listen:         "127.0.0.1:7300",
-		DataListen:     "127.0.0.1:7310",
-		MetricsListen:  "127.0.0.1:7390",
-		ForwardTimeout: Duration{Duration: 30 * time.Second},
-		RepairInterval: Duration{Duration: time.Second},
-		VerifyInterval: Duration{Duration: time.Minute},
-		LogLevel:       "info",
+		Targets:           []string{"/var/lib/emberfs/storage/target0"},
+		Mgmtd:             []string{"127.0.0.1:7100"},
+		Listen:            "127.0.0.1:7300",
+		DataListen:        "127.0.0.1:7310",
+		MetricsListen:     "127.0.0.1:7390",
+		ForwardTimeout:    Duration{Duration: 30 * time.Second},
+		RepairInterval:    Duration{Duration: time.Second},
+		VerifyInterval:    Duration{Duration: time.Minute},
+		KVReclaimInterval: Duration{Duration: time.Second},
+		LogLevel:          "info",
 	}
 }
 
@@ -97,6 +105,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ForwardTimeout.Duration <= 0 {
 		c.ForwardTimeout.Duration = 30 * time.Second
+	}
+	if c.KVReclaimInterval.Duration <= 0 {
+		c.KVReclaimInterval.Duration = time.Second
 	}
 	if c.RepairInterval.Duration <= 0 {
 		c.RepairInterval.Duration = time.Second

@@ -34,6 +34,8 @@ var opNames = map[transport.Op]string{
 	wire.OpWrite: "write", wire.OpForward: "forward", wire.OpRead: "read", wire.OpReadBatch: "read_batch",
 	wire.OpQueryLast: "query_last", wire.OpRemoveInode: "remove_inode", wire.OpSync: "sync",
 	wire.OpSyncDedupe: "sync_dedupe",
+	wire.OpKVGet:      "kv_get", wire.OpKVGetBatch: "kv_get_batch", wire.OpKVExists: "kv_exists",
+	wire.OpKVStats: "kv_stats", wire.OpKVDrop: "kv_drop",
 }
 
 func newMetrics(s *Service) *metrics {

@@ -29,6 +29,7 @@ import (
 	pb "github.com/emberfs/emberfs/service/proto"
 	"github.com/emberfs/emberfs/service/routing"
 	"github.com/emberfs/emberfs/storage/chunkengine"
+	"github.com/emberfs/emberfs/storage/kvstore"
 	"github.com/emberfs/emberfs/storage/wire"
 	"github.com/emberfs/emberfs/transport"
 )
@@ -40,6 +41,7 @@ type target struct {
 	id   uint64
 	path string
 	eng  *chunkengine.Engine
+	kv   *kvstore.Store // the KVCache side of the target
 
 	mu sync.Mutex
 	// recovered: the target holds all committed data of its chain (got
@@ -191,6 +193,7 @@ func Start(cfg Config, logger *slog.Logger) (*Service, error) {
 	s.goLoop(s.routingLoop)
 	s.goLoop(s.repairLoop)
 	s.goLoop(s.dedupeGCLoop)
+	s.goLoop(s.kvReclaimLoop)
 	ok = true
 	s.log.Info("storage service started", "control", s.addr, "data", s.dataAdr, "targets", len(s.order))
 	return s, nil
@@ -237,7 +240,8 @@ func (s *Service) openTarget(dir string, defaultID uint64) (*target, error) {
 		eng.Close()
 		return nil, fmt.Errorf("storage: target %s: read %s: %v", dir, targetIDFile, err)
 	}
-	return &target{id: id, path: dir, eng: eng}, nil
+	kv := kvstore.Open(eng, kvstore.Options{Now: s.cfg.KVNow, Logger: s.log.With("target", id)})
+	return &target{id: id, path: dir, eng: eng, kv: kv}, nil
 }
 
 // Close stops the service. Nothing is handed over: to the cluster this is
@@ -450,6 +454,11 @@ func (s *Service) registerHandlers(r transport.Registrar) {
 	r.Handle(wire.OpRemoveInode, s.instrument(wire.OpRemoveInode, s.handleRemoveInode))
 	r.Handle(wire.OpSync, s.instrument(wire.OpSync, s.handleSync))
 	r.Handle(wire.OpSyncDedupe, s.instrument(wire.OpSyncDedupe, s.handleSyncDedupe))
+	r.Handle(wire.OpKVGet, s.instrument(wire.OpKVGet, s.handleKVGet))
+	r.Handle(wire.OpKVGetBatch, s.instrument(wire.OpKVGetBatch, transport.HandleBatch(s.handleKVGetBatch)))
+	r.Handle(wire.OpKVExists, s.instrument(wire.OpKVExists, transport.HandleBatch(s.handleKVExists)))
+	r.Handle(wire.OpKVStats, s.instrument(wire.OpKVStats, s.handleKVStats))
+	r.Handle(wire.OpKVDrop, s.instrument(wire.OpKVDrop, s.handleKVDrop))
 }
 
 // control returns a gRPC client to another storage service.

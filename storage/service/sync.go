@@ -240,6 +240,7 @@ func (s *Service) handleSync(ctx context.Context, req *transport.ServerRequest) 
 	if err := s.applyFull(t, u, true); err != nil {
 		return nil, err
 	}
+	t.kvObserve(u.Chunk)
 	if u.Flags&wire.FlagRepair != 0 {
 		s.metrics.repairs.Inc()
 		s.log.Info("corrupt chunk repaired", "target", t.id, "chunk", u.Chunk, "version", u.Version)

@@ -9,6 +9,7 @@ import (
 	pb "github.com/emberfs/emberfs/service/proto"
 	"github.com/emberfs/emberfs/service/routing"
 	"github.com/emberfs/emberfs/storage/chunkengine"
+	"github.com/emberfs/emberfs/storage/kvformat"
 	"github.com/emberfs/emberfs/storage/wire"
 	"github.com/emberfs/emberfs/transport"
 )
@@ -19,6 +20,10 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 type update struct {
 	wire.UpdateReq
 	data []byte
+	// ifVersion (local updates only, not on the wire): the head applies
+	// the update only while the chunk's committed version is this one (the
+	// KV reclaimer removing exactly the value it chose).
+	ifVersion uint64
 }
 
 func decodeUpdate(req *transport.ServerRequest) (*update, error) {
@@ -78,9 +83,6 @@ func (s *Service) handleWrite(ctx context.Context, req *transport.ServerRequest)
 	if u.Version != 0 || u.Flags&(wire.FlagFull|wire.FlagRepair) != 0 {
 		return nil, errcode.New(errcode.InvalidArgument, "write to chunk %s: clients may not set a version or the full/repair flags", u.Chunk)
 	}
-	if u.Kind == wire.KindReplace {
-		return nil, errcode.New(errcode.InvalidArgument, "write to chunk %s: replace is for recovery only", u.Chunk)
-	}
 	t, err := s.target(u.Target)
 	if err != nil {
 		return nil, err
@@ -94,6 +96,13 @@ func (s *Service) handleWrite(ctx context.Context, req *transport.ServerRequest)
 	}
 	if head, ok := r.Head(u.Chain); !ok || head != t.id {
 		return nil, errcode.New(errcode.StaleVersion, "target %d is not the head of chain %d at version %d", t.id, u.Chain, u.ChainVer)
+	}
+	if kvformat.IsKVChunk(u.Chunk) && u.Kind == wire.KindReplace {
+		// A KVCache put: a well-formed record, within the namespace's
+		// share when it does not evict.
+		if err := t.kv.Admit(u.Chunk, u.data); err != nil {
+			return nil, err
+		}
 	}
 	var entry *dedupeEntry
 	if u.ClientID != 0 {
@@ -194,6 +203,7 @@ func (s *Service) runUpdate(ctx context.Context, t *target, u *update, head bool
 	if r.ChainVersion(u.Chain) != u.ChainVer {
 		return wire.UpdateRsp{}, errcode.New(errcode.StaleVersion, "chain %d moved to version %d while the update of chunk %s waited", u.Chain, r.ChainVersion(u.Chain), u.Chunk)
 	}
+	defer t.kvObserve(u.Chunk) // under the lock: the index sees this change next
 	if head {
 		return s.headUpdate(t, r, u)
 	}
@@ -216,10 +226,31 @@ func (s *Service) headUpdate(t *target, r *routing.Routing, u *update) (wire.Upd
 			"target", t.id, "chunk", id, "pending", m.PendingVersion, "committed", m.Version)
 		return s.headFullUpdate(t, r, u, m)
 	}
+	if u.ifVersion != 0 {
+		if m, ok := t.eng.Stat(id); !ok || m.Version != u.ifVersion {
+			return rspOf(t.eng, id), nil // changed since the caller looked: leave it
+		}
+	}
 	if u.Kind == wire.KindRemove {
 		if m, ok := t.eng.Stat(id); !ok || m.Version == 0 {
 			return wire.UpdateRsp{}, nil // nothing to remove on a consistent chain
 		}
+	}
+	if u.Kind == wire.KindReplace {
+		// A client's replace sets the whole content: the head gives it the
+		// next version and every replica applies it as a full-state update,
+		// whatever version it holds.
+		m, _ := t.eng.Stat(id)
+		u.Version = m.Version + 1
+		u.Flags |= wire.FlagFull
+		tail := isTail(r, u.Chain, t.id)
+		if err := s.applyFull(t, u, tail); err != nil {
+			return wire.UpdateRsp{}, s.updateErr(t, id, err)
+		}
+		if tail {
+			return rspOf(t.eng, id), nil
+		}
+		return s.forwardAndCommit(t, u, true)
 	}
 	eu := u.engineUpdate(u.ChainVer)
 	if isTail(r, u.Chain, t.id) {

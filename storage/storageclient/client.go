@@ -164,7 +164,7 @@ func (c *Client) retry(ctx context.Context, what string, attempt func(ctx contex
 
 // update sends one update to the chain head, retrying with the same
 // (client, channel, seq) so that the head applies it once.
-func (c *Client) update(ctx context.Context, u wire.UpdateReq, data []byte) (ChunkState, error) {
+func (c *Client) update(ctx context.Context, u wire.UpdateReq, data ...[]byte) (ChunkState, error) {
 	var ch *channel
 	select {
 	case ch = <-c.channels:
@@ -174,9 +174,15 @@ func (c *Client) update(ctx context.Context, u wire.UpdateReq, data []byte) (Chu
 	defer func() { c.channels <- ch }()
 	ch.seq++
 	u.ClientID, u.Channel, u.Seq = c.id, ch.id, ch.seq
-	if len(data) > 0 && !c.cfg.NoWriteChecksum {
+	n := 0
+	for _, d := range data {
+		n += len(d)
+	}
+	if n > 0 && !c.cfg.NoWriteChecksum {
 		u.Flags |= wire.FlagCheckCRC
-		u.DataCRC = crc32.Checksum(data, castagnoli)
+		for _, d := range data {
+			u.DataCRC = crc32.Update(u.DataCRC, castagnoli, d)
+		}
 	}
 	var st ChunkState
 	what := fmt.Sprintf("%s of chunk %s on chain %d", chunkengine.UpdateKind(u.Kind), u.Chunk, u.Chain)
@@ -194,8 +200,8 @@ func (c *Client) update(ctx context.Context, u wire.UpdateReq, data []byte) (Chu
 		}
 		u.Target, u.ChainVer = head, r.ChainVersion(u.Chain)
 		req := &transport.Request{Op: wire.OpWrite, Ext: u.Encode(nil)}
-		if len(data) > 0 {
-			req.Payload = [][]byte{data}
+		if n > 0 {
+			req.Payload = data // a scatter list, sent with writev
 		}
 		resp, err := c.tc.Call(ctx, addr, req, nil)
 		if err != nil {

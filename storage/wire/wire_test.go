@@ -47,3 +47,39 @@ func TestDecodeRejectsBadHeaders(t *testing.T) {
 		t.Fatalf("short read header: %v", err)
 	}
 }
+
+func TestKVRoundTrips(t *testing.T) {
+	g := KVGetReq{Target: 1, Chain: 2, ChainVer: 3, Chunk: chunkengine.ChunkID{Inode: 0xFE << 56, Index: 5}, MaxLen: 1 << 20, Key: []byte("prefix-hash")}
+	b := g.Encode(nil)
+	if len(b) != KVGetReqFixedSize+len(g.Key) {
+		t.Fatalf("kv get encoded %d bytes", len(b))
+	}
+	got, err := DecodeKVGetReq(b)
+	if err != nil || got.Target != 1 || got.Chain != 2 || got.ChainVer != 3 || got.Chunk != g.Chunk || got.MaxLen != g.MaxLen || string(got.Key) != "prefix-hash" {
+		t.Fatalf("kv get: %+v %v", got, err)
+	}
+	for _, bad := range [][]byte{b[:KVGetReqFixedSize-1], b[:len(b)-1], append(append([]byte(nil), b...), 0)} {
+		if _, err := DecodeKVGetReq(bad); !errcode.Is(err, errcode.InvalidArgument) {
+			t.Fatalf("bad kv get of %d bytes: %v", len(bad), err)
+		}
+	}
+	empty := KVGetReq{Chunk: g.Chunk}
+	if _, err := DecodeKVGetReq(empty.Encode(nil)); !errcode.Is(err, errcode.InvalidArgument) {
+		t.Fatalf("empty key accepted: %v", err)
+	}
+	long := KVGetReq{Key: make([]byte, MaxKVKeyLen+1)}
+	if _, err := DecodeKVGetReq(long.Encode(nil)); !errcode.Is(err, errcode.InvalidArgument) {
+		t.Fatalf("long key accepted: %v", err)
+	}
+	n := KVNamespaceReq{Target: 9, Namespace: 1<<24 - 1}
+	if got, err := DecodeKVNamespaceReq(n.Encode(nil)); err != nil || got != n {
+		t.Fatalf("namespace req: %+v %v", got, err)
+	}
+	s := KVStatsRsp{1, 2, 3, 4, 5, 6, 7, 8}
+	if got, err := DecodeKVStatsRsp(s.Encode(nil)); err != nil || got != s {
+		t.Fatalf("stats: %+v %v", got, err)
+	}
+	if got, err := DecodeKVDropRsp(EncodeKVDropRsp(77)); err != nil || got != 77 {
+		t.Fatalf("drop: %d %v", got, err)
+	}
+}

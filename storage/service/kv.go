@@ -1,0 +1,159 @@
+package service
+
+import (
+	"context"
+
+	"github.com/emberfs/emberfs/internal/errcode"
+	"github.com/emberfs/emberfs/storage/chunkengine"
+	"github.com/emberfs/emberfs/storage/kvformat"
+	"github.com/emberfs/emberfs/storage/kvstore"
+	"github.com/emberfs/emberfs/storage/wire"
+	"github.com/emberfs/emberfs/transport"
+)
+
+// The KVCache opcodes (docs/kvcache.md). Routing checks (lease, chain
+// version, serving and recovered replica) are the same as for chunk
+// reads; what a record means is storage/kvstore's business.
+
+// kvGet checks a get against routing and opens the value.
+func (s *Service) kvGet(ctx context.Context, q *wire.KVGetReq) (*kvstore.Value, error) {
+	if !kvformat.IsKVChunk(q.Chunk) {
+		return nil, errcode.New(errcode.InvalidArgument, "kv get of chunk %s: not a KV chunk", q.Chunk)
+	}
+	t, err := s.checkRead(ctx, &wire.ReadReq{Target: q.Target, Chain: q.Chain, ChainVer: q.ChainVer, Chunk: q.Chunk})
+	if err != nil {
+		return nil, err
+	}
+	v, err := t.kv.Get(q.Chunk, q.Key, q.MaxLen)
+	if errcode.Is(err, errcode.ChecksumMismatch) {
+		s.metrics.corruptReads.Inc()
+		s.kickRepair()
+	}
+	if err == nil {
+		s.metrics.readBytes.Add(float64(v.ValueLen))
+	}
+	return v, err
+}
+
+func valueSegment(v *kvstore.Value) transport.Segment {
+	if v.ValueLen == 0 {
+		return transport.Segment{}
+	}
+	return transport.FileRegion(v.Region.File, v.ValueOff, v.ValueLen)
+}
+
+// handleKVGet serves OpKVGet: the header as ext, the value by sendfile.
+func (s *Service) handleKVGet(ctx context.Context, req *transport.ServerRequest) (*transport.ServerResponse, error) {
+	q, err := wire.DecodeKVGetReq(req.Ext)
+	if err != nil {
+		return nil, err
+	}
+	v, err := s.kvGet(ctx, &q)
+	if err != nil {
+		return nil, err
+	}
+	resp := &transport.ServerResponse{Ext: v.Header, Done: v.Close}
+	if v.ValueLen > 0 {
+		resp.Payload = []transport.Segment{valueSegment(v)}
+	}
+	return resp, nil
+}
+
+// handleKVGetBatch serves OpKVGetBatch: many gets, one status each.
+func (s *Service) handleKVGetBatch(ctx context.Context, _ *transport.ServerRequest, subs []transport.SubRequest) ([]transport.SubReply, func(), error) {
+	replies := make([]transport.SubReply, len(subs))
+	var open []*kvstore.Value
+	for i, sub := range subs {
+		q, err := wire.DecodeKVGetReq(sub.Ext)
+		if err == nil && len(sub.Payload) != 0 {
+			err = errcode.New(errcode.InvalidArgument, "kv get entry %d carries a %d-byte payload", i, len(sub.Payload))
+		}
+		var v *kvstore.Value
+		if err == nil {
+			v, err = s.kvGet(ctx, &q)
+		}
+		if err != nil {
+			replies[i].Err = err
+			continue
+		}
+		open = append(open, v)
+		replies[i].Ext, replies[i].Data = v.Header, valueSegment(v)
+	}
+	return replies, func() {
+		for _, v := range open {
+			v.Close()
+		}
+	}, nil
+}
+
+// handleKVExists serves OpKVExists: per entry the header of a live record
+// of the key, or NotFound.
+func (s *Service) handleKVExists(ctx context.Context, _ *transport.ServerRequest, subs []transport.SubRequest) ([]transport.SubReply, func(), error) {
+	replies := make([]transport.SubReply, len(subs))
+	for i, sub := range subs {
+		q, err := wire.DecodeKVGetReq(sub.Ext)
+		if err == nil && len(sub.Payload) != 0 {
+			err = errcode.New(errcode.InvalidArgument, "kv exists entry %d carries a %d-byte payload", i, len(sub.Payload))
+		}
+		if err == nil && !kvformat.IsKVChunk(q.Chunk) {
+			err = errcode.New(errcode.InvalidArgument, "kv exists of chunk %s: not a KV chunk", q.Chunk)
+		}
+		var t *target
+		if err == nil {
+			t, err = s.checkRead(ctx, &wire.ReadReq{Target: q.Target, Chain: q.Chain, ChainVer: q.ChainVer, Chunk: q.Chunk})
+		}
+		if err == nil {
+			replies[i].Ext, err = t.kv.Exists(q.Chunk, q.Key)
+		}
+		replies[i].Err = err
+	}
+	return replies, nil, nil
+}
+
+func (s *Service) kvNamespaceTarget(req *transport.ServerRequest) (*target, wire.KVNamespaceReq, error) {
+	q, err := wire.DecodeKVNamespaceReq(req.Ext)
+	if err != nil {
+		return nil, q, err
+	}
+	if q.Namespace == 0 || q.Namespace > kvformat.MaxNamespaceID {
+		return nil, q, errcode.New(errcode.InvalidArgument, "kv namespace id %d out of range (1 to %d)", q.Namespace, kvformat.MaxNamespaceID)
+	}
+	t, err := s.target(q.Target)
+	return t, q, err
+}
+
+// handleKVStats serves OpKVStats: this target's counters for a namespace.
+func (s *Service) handleKVStats(_ context.Context, req *transport.ServerRequest) (*transport.ServerResponse, error) {
+	t, q, err := s.kvNamespaceTarget(req)
+	if err != nil {
+		return nil, err
+	}
+	st := wire.KVStatsRsp(t.kv.Stats(q.Namespace))
+	return &transport.ServerResponse{Ext: st.Encode(nil)}, nil
+}
+
+// handleKVDrop serves OpKVDrop: every local chunk of the namespace on the
+// target is removed (the client sends it to every target of the
+// namespace's chains, so replicas end up alike).
+func (s *Service) handleKVDrop(_ context.Context, req *transport.ServerRequest) (*transport.ServerResponse, error) {
+	t, q, err := s.kvNamespaceTarget(req)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.leaseOK(); err != nil {
+		return nil, err
+	}
+	n, err := t.kv.Drop(q.Namespace)
+	if err != nil {
+		return nil, err
+	}
+	s.log.Info("kv namespace dropped on target", "target", t.id, "namespace", q.Namespace, "chunks", n)
+	return &transport.ServerResponse{Ext: wire.EncodeKVDropRsp(uint64(n))}, nil
+}
+
+// kvObserve updates the KV index after a change of chunk id on t.
+func (t *target) kvObserve(id chunkengine.ChunkID) {
+	if kvformat.IsKVChunk(id) {
+		t.kv.Observe(id)
+	}
+}
