@@ -27,11 +27,12 @@ import (
 
 // Defaults for Config fields left 0.
 const (
-	DefaultReadAhead   = 4 << 20
-	DefaultWriteBuffer = 4 << 20
-	DefaultCacheBytes  = 64 << 20
-	DefaultParallel    = 32
-	DefaultCacheTTL    = 3 * time.Second
+	DefaultReadAhead     = 4 << 20
+	DefaultWriteBuffer   = 4 << 20
+	DefaultCacheBytes    = 64 << 20
+	DefaultParallel      = 32
+	DefaultWriteInFlight = 8
+	DefaultCacheTTL      = 3 * time.Second
 	// cacheBlock is the unit of the hot-data cache: small reads fetch and
 	// cache the aligned block(s) around them.
 	cacheBlock = 128 << 10
@@ -62,6 +63,12 @@ type Config struct {
 	// Parallel bounds the chunk requests one client has in flight
 	// (default 32).
 	Parallel int
+	// WriteInFlight bounds the writes one open file has sent to storage
+	// and not yet seen acknowledged (write-back buffers, each up to
+	// WriteBuffer bytes, usually one chunk): WriteAt returns while they
+	// are in flight, and their errors come back from the next WriteAt,
+	// Flush, Sync or Close. Default 8; negative: 1 (one at a time).
+	WriteInFlight int
 	// MetaRetryWindow is how long a meta call keeps looking for a
 	// reachable meta server (default 10 s).
 	MetaRetryWindow time.Duration
@@ -72,18 +79,22 @@ type Config struct {
 
 // Client is a connection to one EmberFS cluster; safe for concurrent use.
 type Client struct {
-	cfg     Config
-	log     *slog.Logger
-	conn    *mgmtdclient.Conn
-	cache   *mgmtdclient.Cache
-	sc      *storageclient.Client
-	mfs     *metaclient.FailoverClient
-	data    *dataCache
-	sem     chan struct{}
-	ctx     context.Context
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
-	closeMu sync.Once
+	cfg   Config
+	log   *slog.Logger
+	conn  *mgmtdclient.Conn
+	cache *mgmtdclient.Cache
+	sc    *storageclient.Client
+	mfs   *metaclient.FailoverClient
+	data  *dataCache
+	sem   chan struct{}
+	// writeInFlight is Config.WriteInFlight resolved; bufPool holds
+	// write-back buffers of capacity WriteBuffer.
+	writeInFlight int
+	bufPool       sync.Pool
+	ctx           context.Context
+	cancel        context.CancelFunc
+	wg            sync.WaitGroup
+	closeMu       sync.Once
 
 	mu     sync.Mutex
 	inodes map[uint64]*inodeState
@@ -114,6 +125,9 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	if cfg.Parallel <= 0 {
 		cfg.Parallel = DefaultParallel
 	}
+	if cfg.WriteInFlight == 0 {
+		cfg.WriteInFlight = DefaultWriteInFlight
+	}
 	if cfg.MetaRetryWindow <= 0 {
 		cfg.MetaRetryWindow = 10 * time.Second
 	}
@@ -121,7 +135,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		cfg.Logger = slog.Default()
 	}
 	c := &Client{cfg: cfg, log: cfg.Logger.With("component", "client"), sem: make(chan struct{}, cfg.Parallel),
-		inodes: map[uint64]*inodeState{}}
+		inodes: map[uint64]*inodeState{}, writeInFlight: max(cfg.WriteInFlight, 1)}
 	ok := false
 	defer func() {
 		if !ok {
@@ -271,7 +285,7 @@ func (s *inodeState) flushOverlapping(off, n int64) error {
 	}
 	s.mu.Unlock()
 	for _, f := range dirty {
-		if err := f.flushForRead(); err != nil {
+		if err := f.flushForRead(off, n); err != nil {
 			return err
 		}
 	}

@@ -42,11 +42,18 @@ type File struct {
 	werr   error // a failed background flush, reported once
 
 	mu      sync.Mutex // guards the fields below
-	wbuf    []byte
+	wbuf    []byte     // write-back buffer (from the client's pool)
 	wbufOff int64
 	lastEnd int64 // end of the previous read (sequential detection)
 	win     *window
 	pf      *prefetch
+
+	// The write pipeline (pipeline.go): writes sent to storage and not yet
+	// acknowledged, and the first failure none of them has reported yet.
+	pmu      sync.Mutex
+	pcond    *sync.Cond
+	inflight []*pendingWrite
+	perr     error
 }
 
 type window struct {
@@ -88,6 +95,7 @@ func (c *Client) Open(ctx context.Context, u meta.User, p meta.PathAt, flags int
 		return nil, err
 	}
 	f := &File{c: c, u: u, ino: res.Inode, session: res.Session, read: read, write: write, append: flags&os.O_APPEND != 0}
+	f.pcond = sync.NewCond(&f.pmu)
 	fail := func(err error) (*File, error) {
 		if f.session != 0 {
 			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), metaTimeout)
@@ -315,38 +323,56 @@ func (f *File) WriteAt(p []byte, off int64) (int, error) {
 	}
 	f.wrote = true
 	wb := f.c.cfg.WriteBuffer
-	if wb > 0 && int64(len(p)) < wb {
-		f.mu.Lock()
-		contiguous := f.wbuf != nil && off == f.wbufOff+int64(len(f.wbuf)) && int64(len(f.wbuf)+len(p)) <= wb
-		f.mu.Unlock()
-		if !contiguous {
-			if err := f.flushLocked(); err != nil {
-				return 0, err
-			}
+	// A write that fills the pipeline by itself goes out straight from the
+	// caller's memory (no copy) and is waited for; smaller ones are copied
+	// into write-back buffers, which are sent in the background as they
+	// fill, so a stream of writes keeps many chunk writes in flight.
+	if wb <= 0 || int64(len(p)) >= int64(f.c.writeInFlight)*int64(f.ino.Layout.ChunkSize) && int64(len(p)) >= wb {
+		f.flushLocked()
+		pw := f.submit(p, off, nil)
+		<-pw.done
+		if pw.err != nil {
+			f.forgetErr(pw.err) // reported here, not again
+			return 0, pw.err
 		}
-		f.mu.Lock()
-		if f.wbuf == nil {
-			f.wbufOff = off
-		}
-		f.wbuf = append(f.wbuf, p...)
-		full := int64(len(f.wbuf)) >= wb
-		f.mu.Unlock()
 		f.changed(end)
-		if full {
-			if err := f.flushLocked(); err != nil {
-				return 0, err
-			}
-		}
 		return len(p), nil
 	}
-	if err := f.flushLocked(); err != nil {
-		return 0, err
+	for rest, at := p, off; len(rest) > 0; {
+		f.mu.Lock()
+		contiguous := f.wbuf != nil && at == f.wbufOff+int64(len(f.wbuf))
+		f.mu.Unlock()
+		if !contiguous {
+			f.flushLocked()
+			f.mu.Lock()
+			f.wbuf, f.wbufOff = f.c.getBuf(), at
+			f.mu.Unlock()
+		}
+		f.mu.Lock()
+		limit := f.bufferEnd(f.wbufOff)
+		k := int(min(int64(len(rest)), limit-at))
+		f.wbuf = append(f.wbuf, rest[:k]...)
+		full := f.wbufOff+int64(len(f.wbuf)) >= limit
+		f.mu.Unlock()
+		rest, at = rest[k:], at+int64(k)
+		if full {
+			f.flushLocked()
+		}
 	}
-	n, err := f.writeDirect(p, off)
-	if n > 0 {
-		f.changed(off + int64(n))
+	f.changed(end)
+	return len(p), nil
+}
+
+// bufferEnd is where a write-back buffer starting at off is sent: after
+// WriteBuffer bytes, cut back to a chunk boundary when one falls inside, so
+// that a sequential stream sends whole chunks and two buffers in flight
+// never write the same chunk.
+func (f *File) bufferEnd(off int64) int64 {
+	end := off + f.c.cfg.WriteBuffer
+	if aligned := end - end%int64(f.ino.Layout.ChunkSize); aligned > off {
+		return aligned
 	}
-	return n, err
+	return end
 }
 
 // changed records data changed through this handle up to end.
@@ -356,48 +382,59 @@ func (f *File) changed(end int64) {
 	f.dropReadAhead()
 }
 
+// takeErr returns (once) a failure not reported yet: a flush a reader
+// triggered, or a background write of the pipeline.
 func (f *File) takeErr() error {
 	err := f.werr
 	f.werr = nil
+	if err == nil {
+		f.pmu.Lock()
+		err, f.perr = f.perr, nil
+		f.pmu.Unlock()
+	}
 	return err
 }
 
+// dirtyOverlaps reports whether [off, off+n) has bytes of this handle
+// that storage may not have yet (buffered or in flight).
 func (f *File) dirtyOverlaps(off, n int64) bool {
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.wbuf != nil && off < f.wbufOff+int64(len(f.wbuf)) && off+n > f.wbufOff
+	buffered := f.wbuf != nil && off < f.wbufOff+int64(len(f.wbuf)) && off+n > f.wbufOff
+	f.mu.Unlock()
+	return buffered || f.inFlightOverlaps(off, n)
 }
 
-// flushLocked sends the write-back buffer (f.wmu held).
-func (f *File) flushLocked() error {
+// flushLocked hands the write-back buffer to the pipeline (f.wmu held);
+// it returns at once unless the pipeline is full. drainLocked waits.
+func (f *File) flushLocked() {
 	f.mu.Lock()
 	buf, off := f.wbuf, f.wbufOff
-	f.mu.Unlock()
-	if buf == nil {
-		return nil
-	}
-	_, err := f.writeDirect(buf, off)
-	f.mu.Lock()
 	f.wbuf = nil
 	f.mu.Unlock()
-	// Readers that fetched the old bytes while the flush ran must not cache them.
-	f.changed(off + int64(len(buf)))
-	return err
+	if buf == nil {
+		return
+	}
+	f.submit(buf, off, buf)
 }
 
-// flushForRead flushes for a reader; a failure stays recorded for the
-// writer too.
-func (f *File) flushForRead() error {
+// drainLocked sends the write-back buffer, waits for every write in flight
+// and returns the first failure not reported yet (f.wmu held).
+func (f *File) drainLocked() error {
+	f.flushLocked()
+	f.waitAll()
+	return f.takeErr()
+}
+
+// flushForRead makes this handle's writes to [off, off+n) readable from
+// storage for a reader; a failure is returned to the reader and stays
+// recorded for the writer too.
+func (f *File) flushForRead(off, n int64) error {
 	f.wmu.Lock()
-	defer f.wmu.Unlock()
-	if f.closed {
-		return nil
+	if !f.closed {
+		f.flushLocked()
 	}
-	err := f.flushLocked()
-	if err != nil {
-		f.werr = err
-	}
-	return err
+	f.wmu.Unlock()
+	return f.waitRange(off, n)
 }
 
 // Flush sends buffered writes to storage. Once it returns, every other
@@ -409,10 +446,7 @@ func (f *File) Flush() error {
 	if f.closed {
 		return errcode.New(errcode.BadFile, "flush inode %d: %v", f.ino.ID, errClosed)
 	}
-	if err := f.takeErr(); err != nil {
-		return err
-	}
-	return f.flushLocked()
+	return f.drainLocked()
 }
 
 // Sync flushes and makes the length durable in meta (fsync).
@@ -445,10 +479,7 @@ func (f *File) Truncate(size int64) error {
 	if f.closed {
 		return errcode.New(errcode.BadFile, "truncate inode %d: %v", f.ino.ID, errClosed)
 	}
-	if err := f.takeErr(); err != nil {
-		return err
-	}
-	if err := f.flushLocked(); err != nil {
+	if err := f.drainLocked(); err != nil {
 		return err
 	}
 	ctx, cancel := f.ctx()
@@ -468,10 +499,7 @@ func (f *File) Close() error {
 	if f.closed {
 		return errcode.New(errcode.BadFile, "close inode %d: %v", f.ino.ID, errClosed)
 	}
-	err := f.takeErr()
-	if ferr := f.flushLocked(); err == nil {
-		err = ferr
-	}
+	err := f.drainLocked()
 	f.closed = true
 	f.mu.Lock()
 	pf := f.pf
