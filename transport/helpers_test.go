@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"io"
-	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -14,6 +12,7 @@ import (
 	"time"
 
 	"github.com/emberfs/emberfs/internal/errcode"
+	"github.com/emberfs/emberfs/internal/testutil"
 )
 
 const testToken = "test-cluster-token"
@@ -28,8 +27,6 @@ const (
 	opBatchFile Op = 6 // batch: sub ext u64 off, u64 len of the file
 	opSink      Op = 7 // swallows the payload, answers empty
 )
-
-func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 // testServer is a real server on 127.0.0.1 with the handlers above.
 type testServer struct {
@@ -65,7 +62,7 @@ func startTestServer(t testing.TB, cfg ServerConfig) *testServer {
 		cfg.Token = testToken
 	}
 	if cfg.Logger == nil {
-		cfg.Logger = quietLogger()
+		cfg.Logger = testutil.Logger()
 	}
 	srv, err := NewServer(cfg)
 	if err != nil {
@@ -150,7 +147,7 @@ func newTestClient(t testing.TB, cfg ClientConfig) *Client {
 		cfg.Token = testToken
 	}
 	if cfg.Logger == nil {
-		cfg.Logger = quietLogger()
+		cfg.Logger = testutil.Logger()
 	}
 	c := NewClient(cfg)
 	t.Cleanup(func() { c.Close() })
@@ -173,18 +170,6 @@ func wantCode(t testing.TB, err error, code errcode.Code, substr string) {
 	}
 	if substr != "" && !bytes.Contains([]byte(err.Error()), []byte(substr)) {
 		t.Fatalf("error %q does not mention %q", err, substr)
-	}
-}
-
-// waitFor polls cond; the bound only catches a hang, it asserts no timing.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"unsafe"
 
 	"github.com/emberfs/emberfs/internal/errcode"
+	"github.com/emberfs/emberfs/internal/testutil"
 )
 
 func TestRoundTripManySizes(t *testing.T) {
@@ -308,7 +309,7 @@ func TestServerRestartClientReconnects(t *testing.T) {
 func TestWrongTokenRefused(t *testing.T) {
 	ts := startTestServer(t, ServerConfig{})
 	for _, tok := range []string{"not-the-token", ""} {
-		c := NewClient(ClientConfig{Token: tok, Logger: quietLogger()})
+		c := NewClient(ClientConfig{Token: tok, Logger: testutil.Logger()})
 		_, err := c.Call(testCtx(t), ts.Addr(), &Request{Op: opEcho}, nil)
 		want := "wrong cluster token"
 		if tok == "" {
@@ -374,7 +375,7 @@ func TestInFlightByteCapLimitsConcurrency(t *testing.T) {
 	for released := 0; released < calls; released++ {
 		// Two requests at the server, the rest queued for budget.
 		want := min(2, calls-released)
-		waitFor(t, "two requests at the server and the rest queued", func() bool {
+		testutil.WaitUntil(t, "two requests at the server and the rest queued", func() bool {
 			st := c.Stats()
 			return st.WaitingForBudget == calls-released-want && st.InFlightBytes == int64(want)*weight &&
 				ts.active.Load() == int64(want)
@@ -412,7 +413,7 @@ func TestGracefulShutdown(t *testing.T) {
 	shut := make(chan error)
 	go func() { shut <- ts.Shutdown(ctx) }()
 	// Shutdown waits for the running handler, whose response still goes out.
-	waitFor(t, "listener to close", func() bool {
+	testutil.WaitUntil(t, "listener to close", func() bool {
 		conn, err := net.Dial("tcp", ts.Addr())
 		if err == nil {
 			conn.Close()

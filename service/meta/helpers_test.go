@@ -2,19 +2,16 @@ package meta
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/emberfs/emberfs/internal/errcode"
+	"github.com/emberfs/emberfs/internal/testutil"
 	"github.com/emberfs/emberfs/service/kv"
 	"github.com/emberfs/emberfs/service/kv/badgerkv"
 )
-
-var quietLog = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // memChunks is an in-memory ChunkStore: file lengths as a storage service
 // would report them, plus a record of truncations and removals.
@@ -102,7 +99,7 @@ func (c *fakeClock) Advance(d time.Duration) {
 
 func openEngine(t testing.TB) kv.Engine {
 	t.Helper()
-	e, err := badgerkv.OpenMemory(badgerkv.Options{Logger: quietLog, MaxRetries: 1000})
+	e, err := badgerkv.OpenMemory(badgerkv.Options{Logger: testutil.Logger(), MaxRetries: 1000})
 	if err != nil {
 		t.Fatalf("open engine: %v", err)
 	}
@@ -127,7 +124,7 @@ func newEnvOn(t testing.TB, eng kv.Engine, chunks *memChunks) *testEnv {
 	t.Helper()
 	clock := &fakeClock{now: time.Unix(1_700_000_000, 0)}
 	s, err := New(context.Background(), eng, Config{
-		Chains: StaticChainTables{1: 8, 2: 3}, Chunks: chunks, Logger: quietLog, Now: clock.Now, IDBatch: 64,
+		Chains: StaticChainTables{1: 8, 2: 3}, Chunks: chunks, Logger: testutil.Logger(), Now: clock.Now, IDBatch: 64,
 	})
 	if err != nil {
 		t.Fatalf("new server: %v", err)

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/emberfs/emberfs/internal/errcode"
+	"github.com/emberfs/emberfs/internal/testutil"
 	"github.com/emberfs/emberfs/service/kv/badgerkv"
 )
 
@@ -17,7 +18,7 @@ import (
 // removes through different servers. Only POSIX errors are acceptable, and
 // afterwards fsck must find every invariant intact.
 func TestConcurrentStormKeepsInvariants(t *testing.T) {
-	eng, err := badgerkv.Open(t.TempDir(), badgerkv.Options{Logger: quietLog, MaxRetries: 10_000})
+	eng, err := badgerkv.Open(t.TempDir(), badgerkv.Options{Logger: testutil.Logger(), MaxRetries: 10_000})
 	noErr(t, err)
 	defer eng.Close()
 	chunks := newMemChunks()

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emberfs/emberfs/internal/testutil"
 	"github.com/emberfs/emberfs/service/kv"
 	"github.com/emberfs/emberfs/service/kv/badgerkv"
 	"github.com/emberfs/emberfs/service/mgmtd"
@@ -60,21 +61,10 @@ func startServer(t *testing.T, opts mgmtd.Options) *mgmtd.Server {
 	return s
 }
 
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(eventually)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func startPrimary(t *testing.T, opts mgmtd.Options) *mgmtd.Server {
 	t.Helper()
 	s := startServer(t, opts)
-	waitUntil(t, "primary", s.IsPrimary)
+	testutil.WaitUntil(t, "primary", s.IsPrimary)
 	return s
 }
 

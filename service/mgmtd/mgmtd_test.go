@@ -15,6 +15,7 @@ import (
 
 	"github.com/emberfs/emberfs/internal/errcode"
 	"github.com/emberfs/emberfs/internal/rpcauth"
+	"github.com/emberfs/emberfs/internal/testutil"
 	"github.com/emberfs/emberfs/service/kv/badgerkv"
 	"github.com/emberfs/emberfs/service/mgmtd"
 	"github.com/emberfs/emberfs/service/mgmtd/mgmtdclient"
@@ -224,7 +225,7 @@ func TestReturningServiceRecovers(t *testing.T) {
 	back := newFakeStorage(t, conn, 1, []uint64{101}, statemachine.Online)
 	// Until mgmtd has seen the old lease expire the new process may not
 	// join: mgmtd answers Busy and the agent retries.
-	waitUntil(t, "a Busy registration refusal", func() bool {
+	testutil.WaitUntil(t, "a Busy registration refusal", func() bool {
 		return errcode.Is(back.agent.LastError(), errcode.Busy) || back.agent.LeaseValid()
 	})
 	if err := back.agent.WaitRegistered(ctxT(t)); err != nil {
@@ -313,7 +314,7 @@ func TestManyTargetsHeartbeat(t *testing.T) {
 		}
 	}
 	for _, f := range nodes[5:] {
-		waitUntil(t, "live agents to hold valid leases", f.agent.LeaseValid)
+		testutil.WaitUntil(t, "live agents to hold valid leases", f.agent.LeaseValid)
 	}
 	for _, f := range nodes[:5] {
 		if f.agent.LeaseValid() {
@@ -414,7 +415,7 @@ func TestPrimaryFailover(t *testing.T) {
 		}
 		return nil
 	}
-	waitUntil(t, "a primary", func() bool { return primary() != nil })
+	testutil.WaitUntil(t, "a primary", func() bool { return primary() != nil })
 	p1 := primary()
 
 	// A standby redirects callers to the primary.
@@ -459,7 +460,7 @@ func TestPrimaryFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	p1.Stop()
-	waitUntil(t, "a new primary", func() bool { p := primary(); return p != nil && p != p1 })
+	testutil.WaitUntil(t, "a new primary", func() bool { p := primary(); return p != nil && p != p1 })
 	after, err := cache.WaitFor(ctxT(t), func(r *routing.Routing) bool { return r.Info.PrimaryAddress != p1.Addr() })
 	if err != nil {
 		t.Fatalf("cache never followed the new primary: %v", err)
@@ -485,7 +486,7 @@ func TestPrimaryFailover(t *testing.T) {
 		t.Fatalf("target 101 %s, want serving", mgmtd.PublicStateName(final.TargetState(101)))
 	}
 	if !nodes[0].agent.LeaseValid() {
-		waitUntil(t, "node 1 heartbeats to the new primary", nodes[0].agent.LeaseValid)
+		testutil.WaitUntil(t, "node 1 heartbeats to the new primary", nodes[0].agent.LeaseValid)
 	}
 	vmu.Lock()
 	defer vmu.Unlock()
@@ -608,9 +609,9 @@ func TestLeaseLostWhenMgmtdUnreachable(t *testing.T) {
 	if meta.NodeID() == 0 {
 		t.Fatal("no node id allocated")
 	}
-	waitUntil(t, "valid lease", meta.LeaseValid)
+	testutil.WaitUntil(t, "valid lease", meta.LeaseValid)
 	s.Stop()
-	waitUntil(t, "lease to lapse", func() bool { return !meta.LeaseValid() })
+	testutil.WaitUntil(t, "lease to lapse", func() bool { return !meta.LeaseValid() })
 }
 
 func TestMetricsEndpoint(t *testing.T) {
@@ -619,7 +620,7 @@ func TestMetricsEndpoint(t *testing.T) {
 	startCluster(t, conn, 1, 1)
 	srv := httptest.NewServer(s.MetricsHandler())
 	defer srv.Close()
-	waitUntil(t, "heartbeat metrics", func() bool {
+	testutil.WaitUntil(t, "heartbeat metrics", func() bool {
 		rsp, err := http.Get(srv.URL)
 		if err != nil {
 			return false
@@ -641,7 +642,7 @@ func TestStandbyAnswersNotPrimary(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cc.Close()
-	waitUntil(t, "standby to learn the primary", func() bool {
+	testutil.WaitUntil(t, "standby to learn the primary", func() bool {
 		_, err := pb.NewMgmtdClient(cc).ListNodes(context.Background(), &pb.MgmtdListNodesReq{})
 		err = errcode.FromGRPC(err)
 		return errcode.Is(err, errcode.NotPrimary) && strings.Contains(err.Error(), "primary="+p.Addr())
@@ -674,7 +675,7 @@ func TestRestartedNodeMustWait(t *testing.T) {
 		t.Fatalf("early registration: %v, want Busy naming target 101", err)
 	}
 	nodes[0].agent.Stop()
-	waitUntil(t, "registration after the old lease ran out", func() bool { return register() == nil })
+	testutil.WaitUntil(t, "registration after the old lease ran out", func() bool { return register() == nil })
 	r, err := cache.WaitFor(ctxT(t), func(r *routing.Routing) bool {
 		n, _ := r.Node(1)
 		return n.BootId == 12345

@@ -2,24 +2,16 @@ package client_test
 
 import (
 	"context"
-	"log/slog"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/emberfs/emberfs/client"
 	"github.com/emberfs/emberfs/internal/localcluster"
+	"github.com/emberfs/emberfs/internal/testutil"
 )
 
 // testChunk is small so that modest writes cross many chunk boundaries.
 const testChunk = 64 << 10
-
-func testLogger(t *testing.T) *slog.Logger {
-	if os.Getenv("EMBERFS_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return nil
-}
 
 // startCluster runs mgmtd, meta and 3 storage services (3 targets each,
 // 3 chains of 3 replicas) in a temp dir.
@@ -28,7 +20,7 @@ func startCluster(t *testing.T) *localcluster.Cluster {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	c, err := localcluster.Start(ctx, localcluster.Options{Dir: t.TempDir(), Storage: 3, Replicas: 3, TargetsPerNode: 3,
-		ChunkSize: testChunk, NoSync: true, Logger: testLogger(t),
+		ChunkSize: testChunk, NoSync: true, Logger: testutil.Logger(),
 		HeartbeatInterval: 100 * time.Millisecond, FailureTimeout: 600 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)

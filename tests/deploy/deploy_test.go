@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/emberfs/emberfs/internal/testutil"
 	"github.com/emberfs/emberfs/tests/testproc"
 )
 
@@ -95,21 +96,6 @@ func emberfs(t *testing.T, args ...string) (string, error) {
 	return string(out), err
 }
 
-// waitFor polls cond until it holds.
-func waitFor(t *testing.T, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(testproc.Eventually)
-	var last string
-	for time.Now().Before(deadline) {
-		var ok bool
-		if ok, last = cond(); ok {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("gave up waiting for %s; last saw:\n%s", what, last)
-}
-
 // servingTargets counts the targets `emberfs status` lists as serving.
 var targetRow = regexp.MustCompile(`(?m)^(\d+)\s+(\d+)\s+(\S+)\s+(\S+)\s+`)
 
@@ -159,7 +145,7 @@ func mountAt(t *testing.T, dir, name, mgmtd string) (*testproc.Proc, string) {
 			_ = syscall.Unmount(mnt, syscall.MNT_DETACH)
 		}
 	})
-	waitFor(t, name+" to be mounted", func() (bool, string) {
+	testutil.WaitFor(t, name+" to be mounted", func() (bool, string) {
 		select {
 		case <-p.Done():
 			t.Fatalf("%s exited: %v\n%s", name, p.Err(), p.Output())
@@ -209,14 +195,14 @@ func TestDeployKillStorageDuringWrite(t *testing.T) {
 		})
 		storage[n] = start(t, dir, fmt.Sprintf("storage%d", n), "storage", "--config", storageCfg(n))
 	}
-	waitFor(t, "6 storage targets to register", func() (bool, string) {
+	testutil.WaitFor(t, "6 storage targets to register", func() (bool, string) {
 		out, err := emberfs(t, "admin", "--mgmtd", mgmtd, "list-targets")
 		return err == nil && strings.Count(out, "online") == 6, out
 	})
 	if out, err := emberfs(t, "admin", "--mgmtd", mgmtd, "create-chain-table", "--table", "1", "--replicas", "3"); err != nil {
 		t.Fatalf("create-chain-table: %v\n%s", err, out)
 	}
-	waitFor(t, "every target to serve", func() (bool, string) { n, out := servingTargets(t, mgmtd); return n == 6, out })
+	testutil.WaitFor(t, "every target to serve", func() (bool, string) { n, out := servingTargets(t, mgmtd); return n == 6, out })
 
 	writeConfig(t, filepath.Join(dir, "meta.toml"), docs["meta"], map[string]any{
 		"listen": "127.0.0.1:0", "metrics_listen": "", "kv": "badger:" + filepath.Join(dir, "meta"), "mgmtd": []string{mgmtd},
@@ -282,7 +268,7 @@ func TestDeployKillStorageDuringWrite(t *testing.T) {
 	// Restart storage 2 on the same config and directories: it catches up
 	// and serves again; the file reads back the same.
 	storage[2] = start(t, dir, "storage2.restarted", "storage", "--config", storageCfg(2))
-	waitFor(t, "storage 2 to serve again", func() (bool, string) { n, out := servingTargets(t, mgmtd); return n == 6, out })
+	testutil.WaitFor(t, "storage 2 to serve again", func() (bool, string) { n, out := servingTargets(t, mgmtd); return n == 6, out })
 	if got := directSHA256(t, filepath.Join(mnt2, "big")); got != want {
 		t.Fatalf("sha256 after the restart: %s, want %s", got, want)
 	}

@@ -3,8 +3,6 @@ package fusetest
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
 	"sync"
 	"time"
@@ -12,6 +10,7 @@ import (
 	"github.com/emberfs/emberfs/client"
 	"github.com/emberfs/emberfs/fuse"
 	"github.com/emberfs/emberfs/internal/localcluster"
+	"github.com/emberfs/emberfs/internal/testutil"
 	"github.com/emberfs/emberfs/service/meta"
 )
 
@@ -19,8 +18,6 @@ import (
 // (mgmtd, meta over Badger, 3 storage services, replication 3), shared by
 // every test of the package: each test mounts it afresh with its own client
 // and works in its own directory, so tests cannot see each other's files.
-
-var quietLog = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // testCluster is the package's cluster, started by TestMain.
 var testCluster *localcluster.Cluster
@@ -34,7 +31,7 @@ func startCluster() (stop func(), err error) {
 	defer cancel()
 	// NoSync: fsync of the chunk engines only slows the tests down; nothing
 	// here crashes the machine.
-	c, err := localcluster.Start(ctx, localcluster.Options{Dir: dir, Storage: 3, Replicas: 3, NoSync: true, Logger: quietLog})
+	c, err := localcluster.Start(ctx, localcluster.Options{Dir: dir, Storage: 3, Replicas: 3, NoSync: true, Logger: testutil.Logger()})
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("starting the test cluster: %w", err)
@@ -83,5 +80,5 @@ func (f recordingFile) WriteAt(p []byte, off int64) (int, error) {
 }
 
 func newClient(ctx context.Context, id string) (*client.Client, error) {
-	return testCluster.NewClient(ctx, client.Config{ClientID: id, Logger: quietLog})
+	return testCluster.NewClient(ctx, client.Config{ClientID: id, Logger: testutil.Logger()})
 }

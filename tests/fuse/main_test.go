@@ -19,6 +19,7 @@ import (
 	"testing"
 
 	"github.com/emberfs/emberfs/fuse"
+	"github.com/emberfs/emberfs/internal/testutil"
 )
 
 const mountPrefix = "emberfs-fusetest-"
@@ -124,7 +125,7 @@ func mount(t *testing.T, opts fuse.Options) *mounted {
 		t.Fatal(err)
 	}
 	opts.AllowOther = true
-	opts.Logger = quietLog
+	opts.Logger = testutil.Logger()
 	srv, err := fuse.Mount(context.Background(), be, root, opts)
 	if err != nil {
 		os.Remove(root)
