@@ -2,11 +2,12 @@ package meta
 
 import (
 	"context"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emberfs/emberfs/internal/errcode"
 	"github.com/emberfs/emberfs/service/kv"
+	"golang.org/x/sync/errgroup"
 )
 
 // CollectGarbage handles up to limit entries of the removal queue: it
@@ -28,13 +29,13 @@ func (s *Server) CollectGarbage(ctx context.Context, limit int) (int, error) {
 	if err != nil || len(kvs) == 0 {
 		return 0, err
 	}
+	// One failed entry does not stop the others: the group collects the
+	// first error while every entry is tried.
 	var (
-		mu       sync.Mutex
-		done     int
-		firstErr error
-		wg       sync.WaitGroup
-		sem      = make(chan struct{}, 16)
+		done  atomic.Int64
+		group errgroup.Group
 	)
+	group.SetLimit(16)
 	for _, e := range kvs {
 		id := be64(e.Key[len(tagGC):])
 		g, err := decodeGCEntry(e.Value)
@@ -42,29 +43,21 @@ func (s *Server) CollectGarbage(ctx context.Context, limit int) (int, error) {
 			s.log.Error("corrupt removal queue entry", "inode", id, "err", err)
 			continue
 		}
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
+		group.Go(func() error {
 			var err error
 			if g.Type == TypeDir {
 				err = s.drainDetached(ctx, id)
 			} else {
 				err = s.collectFile(ctx, id, g)
 			}
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				if firstErr == nil {
-					firstErr = err
-				}
-				return
+			if err == nil {
+				done.Add(1)
 			}
-			done++
-		}()
+			return err
+		})
 	}
-	wg.Wait()
-	return done, firstErr
+	err = group.Wait()
+	return int(done.Load()), err
 }
 
 func (s *Server) collectFile(ctx context.Context, id uint64, g gcEntry) error {

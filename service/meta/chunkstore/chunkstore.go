@@ -6,11 +6,11 @@ package chunkstore
 
 import (
 	"context"
-	"sync"
 
 	"github.com/emberfs/emberfs/service/meta"
 	"github.com/emberfs/emberfs/service/mgmtd/mgmtdclient"
 	"github.com/emberfs/emberfs/storage/storageclient"
+	"golang.org/x/sync/errgroup"
 )
 
 // Store is the storage-backed meta.ChunkStore: meta servers use it to
@@ -85,22 +85,9 @@ func (s *Store) TruncateChunks(ctx context.Context, inode uint64, l meta.Layout,
 // forEach runs fn on indexes first..last (and on extra when withExtra),
 // s.parallel at a time, returning the first error.
 func (s *Store) forEach(ctx context.Context, first, last uint32, withExtra bool, fn func(context.Context, uint32) error, extra uint32) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	sem := make(chan struct{}, s.parallel)
-	var wg sync.WaitGroup
-	var once sync.Once
-	var firstErr error
-	run := func(idx uint32) {
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			if err := fn(ctx, idx); err != nil {
-				once.Do(func() { firstErr = err; cancel() })
-			}
-		}()
-	}
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(s.parallel)
+	run := func(idx uint32) { g.Go(func() error { return fn(ctx, idx) }) }
 	if withExtra {
 		run(extra)
 	}
@@ -110,8 +97,7 @@ func (s *Store) forEach(ctx context.Context, first, last uint32, withExtra bool,
 			break
 		}
 	}
-	wg.Wait()
-	return firstErr
+	return g.Wait()
 }
 
 // RemoveChunks deletes every chunk of a removed file.
