@@ -143,7 +143,8 @@ func (k *Cache) Get(ctx context.Context, key []byte) ([]byte, bool, error) {
 	if err := kvformat.CheckKey(key); err != nil {
 		return nil, false, err
 	}
-	if v, ok := k.tierGet(key); ok {
+	if v, ok := k.tierLookup(key); ok {
+		k.tierHit(len(v))
 		return append([]byte(nil), v...), true, nil
 	}
 	bp := k.bufs.Get().(*[]byte)
@@ -165,10 +166,11 @@ func (k *Cache) GetInto(ctx context.Context, key, buf []byte) (n int, found bool
 	if err := kvformat.CheckKey(key); err != nil {
 		return 0, false, err
 	}
-	if v, ok := k.tierGet(key); ok {
+	if v, ok := k.tierLookup(key); ok {
 		if len(v) > len(buf) {
 			return 0, false, k.tooSmall(key, len(v), len(buf))
 		}
+		k.tierHit(len(v))
 		return copy(buf, v), true, nil
 	}
 	return k.getRemote(ctx, key, buf)
@@ -178,18 +180,19 @@ func (k *Cache) tooSmall(key []byte, need, have int) error {
 	return errcode.New(errcode.OutOfRange, "kvcache namespace %q: key %q holds %d bytes, the buffer has room for %d", k.ns.Name, key, need, have)
 }
 
-// tierGet consults the memory tier, counting a hit.
-func (k *Cache) tierGet(key []byte) ([]byte, bool) {
+// tierLookup consults the memory tier.
+func (k *Cache) tierLookup(key []byte) ([]byte, bool) {
 	if k.tier == nil {
 		return nil, false
 	}
-	v, ok := k.tier.get(key, time.Now().UnixNano())
-	if ok {
-		k.tierHits.Add(1)
-		k.hits.Add(1)
-		k.getBytes.Add(uint64(len(v)))
-	}
-	return v, ok
+	return k.tier.get(key, time.Now().UnixNano())
+}
+
+// tierHit counts a value of n bytes served from the memory tier.
+func (k *Cache) tierHit(n int) {
+	k.tierHits.Add(1)
+	k.hits.Add(1)
+	k.getBytes.Add(uint64(n))
 }
 
 func (k *Cache) getRemote(ctx context.Context, key, buf []byte) (int, bool, error) {
@@ -334,7 +337,7 @@ func (k *Cache) BatchGetInto(ctx context.Context, keys, bufs [][]byte) ([]int, e
 	var rbufs [][]byte
 	var idx []int
 	for i, key := range keys {
-		if v, ok := k.tierGet(key); ok {
+		if v, ok := k.tierLookup(key); ok {
 			if len(v) > len(bufs[i]) {
 				ns[i] = -1
 				if first == nil {
@@ -342,6 +345,7 @@ func (k *Cache) BatchGetInto(ctx context.Context, keys, bufs [][]byte) ([]int, e
 				}
 				continue
 			}
+			k.tierHit(len(v))
 			ns[i] = copy(bufs[i], v)
 			continue
 		}
