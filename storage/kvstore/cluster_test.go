@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -252,4 +251,4 @@ func TestBadInput(t *testing.T) {
 	}
 }
 
-var _ = sync.Mutex{}
+

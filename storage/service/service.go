@@ -302,6 +302,14 @@ func (s *Service) Engine(targetID uint64) *chunkengine.Engine {
 	return nil
 }
 
+// KVStore returns a target's KVCache side (tests and tools).
+func (s *Service) KVStore(targetID uint64) *kvstore.Store {
+	if t := s.targets[targetID]; t != nil {
+		return t.kv
+	}
+	return nil
+}
+
 // WaitRegistered blocks until mgmtd accepted the registration.
 func (s *Service) WaitRegistered(ctx context.Context) error { return s.agent.WaitRegistered(ctx) }
 
