@@ -250,5 +250,3 @@ func TestBadInput(t *testing.T) {
 		t.Fatalf("put into a file chunk: %v", err)
 	}
 }
-
-
