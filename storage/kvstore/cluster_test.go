@@ -50,7 +50,7 @@ func testLogger() *slog.Logger {
 // startKV starts nodes storage services in chains of replicas targets
 // with a fake KV clock; reclaim is the reclaimer period (0: an hour, so
 // it stays out of the way unless the test drives it).
-func startKV(t *testing.T, nodes, replicas int, reclaim time.Duration) *kvCluster {
+func startKV(t testing.TB, nodes, replicas int, reclaim time.Duration) *kvCluster {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), eventually)
 	defer cancel()
@@ -82,7 +82,7 @@ type namespace struct {
 
 // createNamespace writes d's descriptor record into each chain's
 // descriptor slot, as the kvcache client does when it creates one.
-func (k *kvCluster) createNamespace(t *testing.T, d kvformat.Descriptor) *namespace {
+func (k *kvCluster) createNamespace(t testing.TB, d kvformat.Descriptor) *namespace {
 	t.Helper()
 	d.Chains = len(k.chains)
 	val := d.Encode()
