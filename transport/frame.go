@@ -3,9 +3,9 @@ package transport
 import (
 	"encoding/binary"
 	"fmt"
-	"hash/crc32"
 	"io"
 
+	"github.com/emberfs/emberfs/internal/crc32c"
 	"github.com/emberfs/emberfs/internal/errcode"
 )
 
@@ -61,8 +61,6 @@ const (
 
 // magic opens every frame: the bytes "EMBF".
 var magic = [4]byte{'E', 'M', 'B', 'F'}
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // Header is the fixed 32-byte frame header:
 //
@@ -177,4 +175,4 @@ func errorFromStatus(st errcode.Code, ext []byte) error {
 	return &errcode.Error{Code: st, Msg: string(ext)}
 }
 
-func crcUpdate(c uint32, b []byte) uint32 { return crc32.Update(c, castagnoli, b) }
+func crcUpdate(c uint32, b []byte) uint32 { return crc32c.Update(c, b) }

@@ -2,12 +2,12 @@ package chunkengine
 
 import (
 	"errors"
-	"hash/crc32"
 	"io"
 	"os"
 	"sync"
 	"syscall"
 
+	"github.com/emberfs/emberfs/internal/crc32c"
 	"github.com/emberfs/emberfs/internal/errcode"
 )
 
@@ -17,7 +17,7 @@ var zeroBlock [64 << 10]byte
 func crcZeros(crc uint32, n int64) uint32 {
 	for n > 0 {
 		k := min(n, int64(len(zeroBlock)))
-		crc = crc32.Update(crc, castagnoli, zeroBlock[:k])
+		crc = crc32c.Update(crc, zeroBlock[:k])
 		n -= k
 	}
 	return crc
@@ -171,7 +171,7 @@ func (e *Engine) copyMerge(c *chunk, base verState, newLen uint32, off uint32, d
 				}
 				break
 			}
-			oldCRC = crc32.Update(oldCRC, castagnoli, blk[:k])
+			oldCRC = crc32c.Update(oldCRC, blk[:k])
 		}
 		if pos < newLen {
 			w := blk[:min(n, newLen-pos)]
@@ -179,7 +179,7 @@ func (e *Engine) copyMerge(c *chunk, base verState, newLen uint32, off uint32, d
 			if lo, hi := max(pos, off), min(pos+uint32(len(w)), off+uint32(len(data))); lo < hi {
 				copy(w[lo-pos:hi-pos], data[lo-off:hi-off])
 			}
-			newCRC = crc32.Update(newCRC, castagnoli, w)
+			newCRC = crc32c.Update(newCRC, w)
 			_, err = dst.WriteAt(w, int64(pos))
 		}
 		pos += n

@@ -3,13 +3,13 @@ package chunkengine
 import (
 	"bytes"
 	"errors"
-	"hash/crc32"
 	"log/slog"
 	"math/rand/v2"
 	"os"
 	"strings"
 	"testing"
 
+	"github.com/emberfs/emberfs/internal/crc32c"
 	"github.com/emberfs/emberfs/internal/errcode"
 )
 
@@ -43,7 +43,7 @@ func openT(t testing.TB, dir string, opts Options) *Engine {
 	return e
 }
 
-func crc(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
+func crc(b []byte) uint32 { return crc32c.Checksum(b) }
 
 func randBytes(r *rand.Rand, n int) []byte {
 	b := make([]byte, n)

@@ -4,13 +4,14 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"syscall"
+
+	"github.com/emberfs/emberfs/internal/crc32c"
 )
 
 // The metadata store is an append-only log of whole-chunk state records
@@ -42,8 +43,6 @@ const (
 	verStateLen  = 8 + 4 + 4 + 4 + 8
 	setRecordLen = 1 + ChunkIDSize + 4 + verStateLen + 1 + verStateLen
 )
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // verState is one version of a chunk's content.
 type verState struct {
@@ -85,7 +84,7 @@ func parseVer(b []byte) verState {
 // frame wraps a payload in the record header.
 func frame(b []byte, payload []byte) []byte {
 	b = binary.LittleEndian.AppendUint32(b, uint32(len(payload)))
-	b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(payload, castagnoli))
+	b = binary.LittleEndian.AppendUint32(b, crc32c.Checksum(payload))
 	return append(b, payload...)
 }
 
@@ -181,7 +180,7 @@ func scanRecords(b []byte) ([]record, int, error) {
 			return recs, off, fmt.Errorf("torn record at offset %d", off)
 		}
 		p := b[off+recHeaderLen : off+recHeaderLen+n]
-		if crc32.Checksum(p, castagnoli) != sum {
+		if crc32c.Checksum(p) != sum {
 			return recs, off, fmt.Errorf("record checksum mismatch at offset %d", off)
 		}
 		r, err := decodeRecord(p)

@@ -2,11 +2,11 @@ package chunkengine
 
 import (
 	"errors"
-	"hash/crc32"
 	"io"
 	"os"
 	"time"
 
+	"github.com/emberfs/emberfs/internal/crc32c"
 	"github.com/emberfs/emberfs/internal/errcode"
 )
 
@@ -156,7 +156,7 @@ func (e *Engine) readVerified(id ChunkID, f *os.File, rv readView, p []byte, off
 			}
 			return ioErr(id, "read data file", err)
 		}
-		if got := crc32.Checksum(p, castagnoli); got != rv.v.Checksum {
+		if got := crc32c.Checksum(p); got != rv.v.Checksum {
 			return e.corrupt(id, rv.v, checksumReason(rv.v.Checksum, got))
 		}
 		e.markVerified(rv.c, rv.v)
@@ -186,7 +186,7 @@ func (e *Engine) verifyFile(id ChunkID, f *os.File, rv readView, p []byte, off u
 			}
 			return ioErr(id, "read data file", err)
 		}
-		crc = crc32.Update(crc, castagnoli, blk)
+		crc = crc32c.Update(crc, blk)
 		if !direct {
 			if lo, hi := max(pos, off), min(pos+k, winEnd); lo < hi {
 				copy(p[lo-off:hi-off], blk[lo-pos:hi-pos])

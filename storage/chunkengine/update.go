@@ -2,10 +2,10 @@ package chunkengine
 
 import (
 	"fmt"
-	"hash/crc32"
 	"os"
 	"sort"
 
+	"github.com/emberfs/emberfs/internal/crc32c"
 	"github.com/emberfs/emberfs/internal/errcode"
 )
 
@@ -142,7 +142,7 @@ func validateUpdate(id ChunkID, u *Update) error {
 		return errcode.New(errcode.InvalidArgument, "chunk %s: chunk size %d outside [%d, %d]", id, u.ChunkSize, MinChunkSize, MaxChunkSize)
 	}
 	if u.CheckDataCRC {
-		if got := crc32.Checksum(u.Data, castagnoli); got != u.DataCRC {
+		if got := crc32c.Checksum(u.Data); got != u.DataCRC {
 			return errcode.New(errcode.ChecksumMismatch, "chunk %s: %s data of %d bytes has CRC32C %08x, sender said %08x", id, u.Kind, len(u.Data), got, u.DataCRC)
 		}
 	}
@@ -289,10 +289,10 @@ func (e *Engine) writeContent(c *chunk, u *Update, ver uint64) (*chunkState, err
 			// are invisible to every committed reader, so write in place.
 			p.Gen, err = e.writeTail(c.id, base, off, u.Data, uint64(off)+uint64(n))
 			p.Length = off + n
-			p.Checksum = crc32.Update(crcZeros(base.Checksum, int64(off-base.Length)), castagnoli, u.Data)
+			p.Checksum = crc32c.Update(crcZeros(base.Checksum, int64(off-base.Length)), u.Data)
 		case off == 0 && n >= base.Length:
 			p.Gen, err = e.writeNewFile(c.id, u.Data)
-			p.Length, p.Checksum, fresh = n, crc32.Checksum(u.Data, castagnoli), true
+			p.Length, p.Checksum, fresh = n, crc32c.Checksum(u.Data), true
 		default:
 			p.Length = max(base.Length, off+n)
 			p.Gen, p.Checksum, err = e.copyMerge(c, base, p.Length, off, u.Data)
@@ -316,7 +316,7 @@ func (e *Engine) writeContent(c *chunk, u *Update, ver uint64) (*chunkState, err
 	case UpdateRemove:
 		st.PendingRemove = true
 	case UpdateReplace:
-		p.Length, p.Checksum, p.Gen, fresh = uint32(len(u.Data)), crc32.Checksum(u.Data, castagnoli), 0, true
+		p.Length, p.Checksum, p.Gen, fresh = uint32(len(u.Data)), crc32c.Checksum(u.Data), 0, true
 		if len(u.Data) > 0 {
 			p.Gen, err = e.writeNewFile(c.id, u.Data)
 		}

@@ -4,22 +4,16 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
-	"os"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/emberfs/emberfs/internal/errcode"
+	"github.com/emberfs/emberfs/internal/testutil"
 	"github.com/emberfs/emberfs/storage/kvformat"
 	"github.com/emberfs/emberfs/storage/localcluster"
 	"github.com/emberfs/emberfs/storage/storageclient"
 )
-
-// Generous bound for "eventually" on a shared, slow machine; nothing
-// asserts how fast things happen.
-const eventually = 30 * time.Second
 
 // fakeClock is the storage services' KV clock in these tests.
 type fakeClock struct{ ns atomic.Int64 }
@@ -40,25 +34,18 @@ type kvCluster struct {
 	nodes  int
 }
 
-func testLogger() *slog.Logger {
-	if os.Getenv("STORAGE_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
-}
-
 // startKV starts nodes storage services in chains of replicas targets
 // with a fake KV clock; reclaim is the reclaimer period (0: an hour, so
 // it stays out of the way unless the test drives it).
 func startKV(t testing.TB, nodes, replicas int, reclaim time.Duration) *kvCluster {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), eventually)
+	ctx, cancel := context.WithTimeout(context.Background(), testutil.Eventually)
 	defer cancel()
 	if reclaim == 0 {
 		reclaim = time.Hour
 	}
 	clock := newClock()
-	c, err := localcluster.Start(ctx, localcluster.Options{Dir: t.TempDir(), Nodes: nodes, NoSync: true, Logger: testLogger(),
+	c, err := localcluster.Start(ctx, localcluster.Options{Dir: t.TempDir(), Nodes: nodes, NoSync: true, Logger: testutil.Logger(),
 		KVNow: clock.Now, KVReclaimInterval: reclaim})
 	if err != nil {
 		t.Fatal(err)
@@ -68,7 +55,7 @@ func startKV(t testing.TB, nodes, replicas int, reclaim time.Duration) *kvCluste
 	if err != nil {
 		t.Fatal(err)
 	}
-	cl := c.Client(storageclient.Config{RetryTimeout: eventually})
+	cl := c.Client(storageclient.Config{RetryTimeout: testutil.Eventually})
 	t.Cleanup(func() { cl.Close() })
 	return &kvCluster{Cluster: c, chains: chains, cl: cl, clock: clock, nodes: nodes}
 }

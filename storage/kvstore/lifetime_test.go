@@ -11,21 +11,11 @@ import (
 	"time"
 
 	"github.com/emberfs/emberfs/internal/errcode"
+	"github.com/emberfs/emberfs/internal/testutil"
 	"github.com/emberfs/emberfs/storage/kvformat"
 	"github.com/emberfs/emberfs/storage/kvstore"
 	"github.com/emberfs/emberfs/storage/storageclient"
 )
-
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(eventually)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
 
 // node returns the local-cluster node of a target (ids are node*100+i).
 func node(target uint64) int { return int(target / 100) }
@@ -239,7 +229,7 @@ func TestTTLExpiryAndReclaim(t *testing.T) {
 	if err != nil || ex[0] || !ex[1] {
 		t.Fatalf("exists after expiry: %v %v", ex, err)
 	}
-	waitUntil(t, "expired values removed from every replica", func() bool {
+	testutil.WaitUntil(t, "expired values removed from every replica", func() bool {
 		for _, key := range keys {
 			if k.onDisk(ns.ref(key)) != 0 {
 				return false
@@ -285,7 +275,7 @@ func TestEvictionKeepsRecentlyRead(t *testing.T) {
 	for _, key := range fresh {
 		ns.put(t, key, value(key, vsize))
 	}
-	waitUntil(t, "usage back within the share", func() bool {
+	testutil.WaitUntil(t, "usage back within the share", func() bool {
 		return int64(ns.stats(t).BytesStored) <= 10*rec
 	})
 	for _, key := range append(append([]string(nil), hot...), fresh...) {
@@ -496,7 +486,7 @@ func TestRestartRebuildsIndex(t *testing.T) {
 			t.Fatalf("node %d after restart: descriptor %+v %v", n, d, ok)
 		}
 	}
-	waitUntil(t, "chain serving again", func() bool { return len(k.Current().ServingTargets(ns.chains[0])) == 3 })
+	testutil.WaitUntil(t, "chain serving again", func() bool { return len(k.Current().ServingTargets(ns.chains[0])) == 3 })
 	for i := 0; i < 8; i++ {
 		key := fmt.Sprintf("k%d", i)
 		if !bytes.Equal(ns.get(t, key), value(key, 4000+i)) {

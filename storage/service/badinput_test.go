@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/emberfs/emberfs/internal/errcode"
+	"github.com/emberfs/emberfs/internal/testutil"
 	"github.com/emberfs/emberfs/storage/chunkengine"
 	"github.com/emberfs/emberfs/storage/storageclient"
 	"github.com/emberfs/emberfs/storage/wire"
@@ -148,7 +149,7 @@ func TestBadInputOnDataPort(t *testing.T) {
 		}
 		conn.Write(raw)
 		conn.(*net.TCPConn).CloseWrite()
-		conn.SetReadDeadline(time.Now().Add(eventually))
+		conn.SetReadDeadline(time.Now().Add(testutil.Eventually))
 		reply, _ := io.ReadAll(conn)
 		conn.Close()
 		if !strings.Contains(string(reply), "bad frame") && !strings.Contains(string(reply), "truncated") {

@@ -2,14 +2,12 @@ package service
 
 import (
 	"context"
-	"hash/crc32"
+	"slices"
 
 	"github.com/emberfs/emberfs/internal/errcode"
 	pb "github.com/emberfs/emberfs/service/proto"
 	"github.com/emberfs/emberfs/storage/chunkengine"
 )
-
-func crc32c(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
 
 // controlServer implements the Storage gRPC service (control calls only;
 // chunk data goes over the data transport).
@@ -57,7 +55,7 @@ func (c *controlServer) SyncDone(ctx context.Context, req *pb.StorageSyncDoneReq
 	}
 	// Only the predecessor the routing names syncs us.
 	wt := r.WriteTargets(req.ChainId)
-	if i := indexOf(wt, t.id); i <= 0 || wt[i-1] != req.FromTargetId {
+	if i := slices.Index(wt, t.id); i <= 0 || wt[i-1] != req.FromTargetId {
 		return nil, errcode.ToGRPC(errcode.New(errcode.StaleVersion, "sync-done for target %d from target %d, which is not its predecessor in chain %d version %d", t.id, req.FromTargetId, req.ChainId, req.ChainVersion))
 	}
 	t.setRecovered(true)

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/emberfs/emberfs/internal/errcode"
+	"github.com/emberfs/emberfs/internal/testutil"
 	"github.com/emberfs/emberfs/storage/chunkengine"
 	"github.com/emberfs/emberfs/storage/storageclient"
 	"github.com/emberfs/emberfs/storage/wire"
@@ -59,7 +60,7 @@ func TestCorruptChunkDetectedServedElsewhereRepaired(t *testing.T) {
 		}
 		mustEqual(t, "read with a corrupt replica", buf[:res.N], data)
 	}
-	waitUntil(t, "repair of the corrupt replica", func() bool {
+	testutil.WaitUntil(t, "repair of the corrupt replica", func() bool {
 		m, _ := eng.Stat(id)
 		return !m.Corrupt && m.Checksum == st.Checksum
 	})

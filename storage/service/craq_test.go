@@ -4,17 +4,15 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"hash/crc32"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"testing"
 
+	"github.com/emberfs/emberfs/internal/crc32c"
 	"github.com/emberfs/emberfs/storage/chunkengine"
 	"github.com/emberfs/emberfs/storage/storageclient"
 )
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 const block = 4096
 
@@ -73,7 +71,7 @@ func TestConcurrentWritersSameAndDifferentChunks(t *testing.T) {
 				if err != nil {
 					continue // not yet created, or pending past the wait
 				}
-				if got := crc32.Checksum(buf[:res.N], castagnoli); got != res.Checksum {
+				if got := crc32c.Checksum(buf[:res.N]); got != res.Checksum {
 					t.Errorf("target %d served version %d with content CRC %08x, committed CRC %08x", target, res.Version, got, res.Checksum)
 					return
 				}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emberfs/emberfs/internal/testutil"
 	"github.com/emberfs/emberfs/service/routing"
 	"github.com/emberfs/emberfs/storage/chunkengine"
 	"github.com/emberfs/emberfs/storage/localcluster"
@@ -52,7 +53,7 @@ func TestStopMiddleThenHeadDuringWrites(t *testing.T) {
 
 func waitServing(t *testing.T, c *localcluster.Cluster, chain uint32, n int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), eventually)
+	ctx, cancel := context.WithTimeout(context.Background(), testutil.Eventually)
 	defer cancel()
 	if _, err := c.WaitRouting(ctx, func(r *routing.Routing) bool { return len(r.ServingTargets(chain)) == n }); err != nil {
 		t.Fatalf("chain %d never had %d serving targets: %v", chain, n, err)

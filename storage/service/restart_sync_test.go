@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emberfs/emberfs/internal/testutil"
 	pb "github.com/emberfs/emberfs/service/proto"
 	"github.com/emberfs/emberfs/storage/chunkengine"
 	"github.com/emberfs/emberfs/storage/localcluster"
@@ -34,10 +35,10 @@ func TestRestartedPredecessorDoesNotSyncFromStaleCopy(t *testing.T) {
 	// routing while the tail recovers; nothing here waits on it except
 	// the fixed path (the middle is declared failed, the head syncs).
 	const failureTimeout = 3 * time.Second
-	ctx, cancel := context.WithTimeout(context.Background(), eventually)
+	ctx, cancel := context.WithTimeout(context.Background(), testutil.Eventually)
 	defer cancel()
 	c, err := localcluster.Start(ctx, localcluster.Options{Dir: t.TempDir(), Nodes: 3, NoSync: true,
-		FailureTimeout: failureTimeout, Logger: testLogger()})
+		FailureTimeout: failureTimeout, Logger: testutil.Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +84,7 @@ func TestRestartedPredecessorDoesNotSyncFromStaleCopy(t *testing.T) {
 	}
 
 	// Wait for the tail to serve, then read it directly.
-	waitUntil(t, "returning tail serving", func() bool {
+	testutil.WaitUntil(t, "returning tail serving", func() bool {
 		return c.Current().TargetState(order[2]) == pb.MgmtdPublicState_MGMTD_PUBLIC_SERVING
 	})
 	buf := make([]byte, 8)
@@ -97,7 +98,7 @@ func TestRestartedPredecessorDoesNotSyncFromStaleCopy(t *testing.T) {
 
 	// Everyone converges on the acknowledged value.
 	waitServing(t, c, chain, 3)
-	waitUntil(t, "replicas identical", func() bool {
+	testutil.WaitUntil(t, "replicas identical", func() bool {
 		s := replicaStates(c, 3, id)
 		if len(s) != 3 {
 			return false
@@ -177,7 +178,7 @@ func copyTargetData(t *testing.T, src, dst string) {
 func TestRetryAfterResyncIsNotAppliedTwice(t *testing.T) {
 	c, chains, _ := startCluster(t, 3, 3)
 	chain := chains[0]
-	ctx, cancel := context.WithTimeout(context.Background(), eventually)
+	ctx, cancel := context.WithTimeout(context.Background(), testutil.Eventually)
 	defer cancel()
 	order := c.Current().ServingTargets(chain)
 	head, middle, tail := nodeOf(order[0]), nodeOf(order[1]), nodeOf(order[2])
@@ -222,7 +223,7 @@ func TestRetryAfterResyncIsNotAppliedTwice(t *testing.T) {
 	// Head and middle fail together: the resynced target is head alone.
 	c.StopNode(head)
 	c.StopNode(middle)
-	waitUntil(t, "resynced target heads the chain", func() bool {
+	testutil.WaitUntil(t, "resynced target heads the chain", func() bool {
 		h, ok := c.Current().Head(chain)
 		return ok && h == order[2] && len(c.Current().ServingTargets(chain)) == 1
 	})

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"io"
+	"slices"
 	"time"
 
+	"github.com/emberfs/emberfs/internal/crc32c"
 	"github.com/emberfs/emberfs/internal/errcode"
 	pb "github.com/emberfs/emberfs/service/proto"
 	"github.com/emberfs/emberfs/storage/chunkengine"
@@ -189,7 +191,7 @@ func (s *Service) sendSync(t *target, chain uint32, dest uint64, u *update) erro
 	}
 	u.Target, u.Chain, u.ChainVer = dest, chain, r.ChainVersion(chain)
 	u.Flags |= wire.FlagFull | wire.FlagCheckCRC
-	u.DataCRC = crc32c(u.data)
+	u.DataCRC = crc32c.Checksum(u.data)
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.ForwardTimeout.Duration)
 	defer cancel()
 	resp, err := s.tc.Call(ctx, addr, &transport.Request{Op: wire.OpSync, Ext: u.Encode(nil), Payload: [][]byte{u.data}}, nil)
@@ -290,11 +292,11 @@ func (s *Service) requestRepair(t *target, id chunkengine.ChunkID) error {
 	// other serving replica.
 	var src []uint64
 	wt := r.WriteTargets(tt.ChainId)
-	if i := indexOf(wt, t.id); i > 0 {
+	if i := slices.Index(wt, t.id); i > 0 {
 		src = append(src, wt[i-1])
 	}
 	for _, c := range r.ServingTargets(tt.ChainId) {
-		if c != t.id && indexOf(src, c) < 0 {
+		if c != t.id && slices.Index(src, c) < 0 {
 			src = append(src, c)
 		}
 	}

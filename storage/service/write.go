@@ -2,9 +2,10 @@ package service
 
 import (
 	"context"
-	"hash/crc32"
+	"slices"
 	"time"
 
+	"github.com/emberfs/emberfs/internal/crc32c"
 	"github.com/emberfs/emberfs/internal/errcode"
 	pb "github.com/emberfs/emberfs/service/proto"
 	"github.com/emberfs/emberfs/service/routing"
@@ -13,8 +14,6 @@ import (
 	"github.com/emberfs/emberfs/storage/wire"
 	"github.com/emberfs/emberfs/transport"
 )
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // update is one decoded chunk update with its payload.
 type update struct {
@@ -51,7 +50,7 @@ func decodeUpdate(req *transport.ServerRequest) (*update, error) {
 		}
 	}
 	if u.Flags&wire.FlagCheckCRC != 0 {
-		if got := crc32.Checksum(req.Payload, castagnoli); got != u.DataCRC {
+		if got := crc32c.Checksum(req.Payload); got != u.DataCRC {
 			return nil, errcode.New(errcode.ChecksumMismatch, "update of chunk %s: payload of %d bytes has CRC32C %08x, sender said %08x", u.Chunk, n, got, u.DataCRC)
 		}
 	}
@@ -156,7 +155,7 @@ func (s *Service) handleForward(ctx context.Context, req *transport.ServerReques
 		return nil, err
 	}
 	wt := r.WriteTargets(u.Chain)
-	if i := indexOf(wt, t.id); i <= 0 {
+	if i := slices.Index(wt, t.id); i <= 0 {
 		return nil, errcode.New(errcode.StaleVersion, "target %d takes no forwards in chain %d at version %d", t.id, u.Chain, u.ChainVer)
 	}
 	var entry *dedupeEntry
@@ -176,15 +175,6 @@ func (s *Service) handleForward(ctx context.Context, req *transport.ServerReques
 		return nil, err
 	}
 	return reply(rsp), nil
-}
-
-func indexOf(ts []uint64, id uint64) int {
-	for i, t := range ts {
-		if t == id {
-			return i
-		}
-	}
-	return -1
 }
 
 // runUpdate applies u on t and drives it down the chain. Once the update
@@ -430,7 +420,7 @@ func (s *Service) forward(t *target, u *update, full bool) error {
 		}
 		r := s.cache.Current()
 		wt := r.WriteTargets(u.Chain)
-		i := indexOf(wt, t.id)
+		i := slices.Index(wt, t.id)
 		if i < 0 {
 			return errcode.New(errcode.Unavailable, "target %d left the write path of chain %d (routing %d) while forwarding chunk %s", t.id, u.Chain, r.Version(), u.Chunk)
 		}

@@ -12,10 +12,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"sync/atomic"
 	"time"
 
+	"github.com/emberfs/emberfs/internal/crc32c"
 	"github.com/emberfs/emberfs/internal/errcode"
 	"github.com/emberfs/emberfs/service/mgmtd/mgmtdclient"
 	"github.com/emberfs/emberfs/service/routing"
@@ -49,8 +49,6 @@ type Config struct {
 	// Caller replaces the TCP transport (an RDMA transport, tests).
 	Caller transport.Caller
 }
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // Client talks to storage services; safe for concurrent use.
 type Client struct {
@@ -181,7 +179,7 @@ func (c *Client) update(ctx context.Context, u wire.UpdateReq, data ...[]byte) (
 	if n > 0 && !c.cfg.NoWriteChecksum {
 		u.Flags |= wire.FlagCheckCRC
 		for _, d := range data {
-			u.DataCRC = crc32.Update(u.DataCRC, castagnoli, d)
+			u.DataCRC = crc32c.Update(u.DataCRC, d)
 		}
 	}
 	var st ChunkState
