@@ -116,6 +116,25 @@ class RawFile(io.RawIOBase):
         self._pos += n
         return n
 
+    # -- positional I/O on raw memory ----------------------------------
+    # For callers that own memory without a Python buffer object (tensor
+    # storage): Go reads/writes the n bytes at addr directly. The caller must
+    # keep that memory alive during the call. The file position is unchanged,
+    # so several threads may read one file at different offsets at once.
+    def pread_address(self, addr: int, n: int, offset: int) -> int:
+        """Read up to n bytes at offset into the memory at addr; 0 at end of file."""
+        self._check_open()
+        if not self._readable:
+            raise io.UnsupportedOperation("File not open for reading")
+        return self._call(self._f.ReadInto, addr, n, offset) if n else 0
+
+    def pwrite_address(self, addr: int, n: int, offset: int) -> int:
+        """Write the n bytes at addr to offset; returns n."""
+        self._check_open()
+        if not self._writable:
+            raise io.UnsupportedOperation("File not open for writing")
+        return self._call(self._f.WriteFrom, addr, n, offset) if n else 0
+
     # -- position and size ---------------------------------------------
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         self._check_open()
