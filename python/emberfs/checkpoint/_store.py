@@ -143,6 +143,17 @@ class PendingSave:
         client.mkdir(self.pending)
         self.closed = False
 
+    @classmethod
+    def attach(cls, client, path, pending: str) -> "PendingSave":
+        """A PendingSave for a pending directory another rank created."""
+        self = cls.__new__(cls)
+        self.client = client
+        self.job, self.name = split_path(path)
+        self.path = posixpath.join(self.job, self.name)
+        self.pending = pending
+        self.closed = False
+        return self
+
     def write_shards(self, rank: int, blobs, concurrency: int, progress: Progress | None = None):
         """Write blobs into concurrency shard files in parallel."""
         groups = balance(blobs, concurrency)
