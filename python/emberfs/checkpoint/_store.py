@@ -132,11 +132,11 @@ def balance(blobs, bins: int):
 class PendingSave:
     """One save in progress: a pending directory next to the final name."""
 
-    def __init__(self, client, path):
+    def __init__(self, client, path, replace: bool = False):
         self.client = client
         self.job, self.name = split_path(path)
         self.path = posixpath.join(self.job, self.name)
-        if client.exists(self.path):
+        if not replace and client.exists(self.path):
             raise FileExistsError(errno.EEXIST, f"checkpoint already exists: {self.path}", self.path)
         client.makedirs(self.job, exist_ok=True)
         self.pending = posixpath.join(self.job, f"{PENDING_PREFIX}{self.name}-{uuid.uuid4().hex}")
@@ -168,14 +168,27 @@ class PendingSave:
             for fu in futs:
                 fu.result()
 
-    def commit(self, manifest: dict):
-        """Write manifest.json last, then publish with one rename."""
+    def commit(self, manifest: dict, replace: bool = False):
+        """Write manifest.json last, then publish with one rename.
+
+        replace=True first moves an existing checkpoint at the path aside
+        (one rename) and removes it after the publish, so readers see the
+        old or the new checkpoint, or briefly none, never a mix."""
         data = json.dumps(manifest, separators=(",", ":")).encode()
         with self.client.open(posixpath.join(self.pending, MANIFEST), "xb", buffering=0) as f:
             f.write(data)
             f.fsync()
+        old = None
+        if replace and self.client.exists(self.path):
+            old = posixpath.join(self.job, f"{PENDING_PREFIX}{self.name}-replaced-{uuid.uuid4().hex}")
+            try:
+                self.client.rename(self.path, old)
+            except FileNotFoundError:
+                old = None  # removed meanwhile
         try:
             self.client.rename(self.pending, self.path)
+            if old is not None:
+                self.client.rmtree(old)
         except OSError as exc:
             if exc.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.EISDIR):
                 raise FileExistsError(errno.EEXIST, f"checkpoint already exists (another save published it first): {self.path}", self.path) from None

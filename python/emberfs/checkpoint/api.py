@@ -50,14 +50,15 @@ def _check_user_metadata(metadata):
     return metadata
 
 
-def _write_and_publish(c, path, skeleton_bytes, plan, user_md, concurrency, progress, keep_last, update_latest):
-    pending = _store.PendingSave(c, path)
+def _write_and_publish(c, path, skeleton_bytes, plan, user_md, concurrency, progress, keep_last, update_latest,
+                       overwrite=False):
+    pending = _store.PendingSave(c, path, replace=overwrite)
     try:
         pending.write_shards(0, plan.blobs, concurrency, progress)
         manifest = _store.new_manifest(pending.name, plan.blobs, plan.leaves, {
             "user": user_md, "python": _python_metadata(skeleton_bytes, plan),
         })
-        pending.commit(manifest)
+        pending.commit(manifest, replace=overwrite)
     except BaseException:
         pending.abort()
         raise
@@ -83,13 +84,14 @@ def _prepare(state_dict, snapshot: bool, metadata, keep_last, concurrency):
 
 def save(state_dict, path, *, client=None, fs=None, concurrency: int = DEFAULT_CONCURRENCY,
          metadata: dict | None = None, keep_last: int | None = None, update_latest: bool = True,
-         progress=None) -> str:
+         progress=None, overwrite: bool = False) -> str:
     """Save state_dict as a checkpoint at path ('/job/step-100'); returns the path.
 
     Tensors (any dtype/shape/device; views and shared storages written once)
     go to shard files written by `concurrency` threads; everything else in
     the (nested) dict is pickled into the manifest. The checkpoint appears
-    all at once when complete; FileExistsError if path exists. Afterwards the
+    all at once when complete; FileExistsError if path exists (unless
+    overwrite=True, which swaps the new checkpoint in). Afterwards the
     job directory's `latest` points at it and, with keep_last=K, only the
     newest K checkpoints of the job are kept. progress(done, total) is called
     as bytes are written.
@@ -97,7 +99,7 @@ def save(state_dict, path, *, client=None, fs=None, concurrency: int = DEFAULT_C
     c = _client(client, fs)
     skel, plan, user_md = _prepare(state_dict, False, metadata, keep_last, concurrency)
     return _write_and_publish(c, path, skel, plan, user_md, concurrency, Progress(plan.nbytes, progress),
-                              keep_last, update_latest)
+                              keep_last, update_latest, overwrite)
 
 
 class SaveFuture(concurrent.futures.Future):

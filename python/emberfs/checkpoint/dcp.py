@@ -181,14 +181,7 @@ class EmberFSStorageWriter(FileSystemWriter):
                 files[wr.storage_data.relative_path] = max(files.get(wr.storage_data.relative_path, 0),
                                                            wr.storage_data.offset + wr.storage_data.length)
         manifest = _store.new_manifest(name, [], [], {"dcp": {"files": files}})
-        pending = _store.PendingSave.attach(c, final, self._pending)
-        old = None
-        if self.overwrite and c.exists(final):
-            old = posixpath.join(job, f"{_store.PENDING_PREFIX}{name}-replaced-{uuid.uuid4().hex}")
-            c.rename(final, old)
-        pending.commit(manifest)
-        if old is not None:
-            c.rmtree(old)
+        _store.PendingSave.attach(c, final, self._pending).commit(manifest, replace=self.overwrite)
         if self.update_latest:
             _api._set_latest(c, job, name)
         if self.keep_last is not None:
