@@ -205,8 +205,14 @@ class PendingSave:
             pass  # reclaim() removes what is left
 
 
-def new_manifest(name: str, blobs, leaves, metadata: dict) -> dict:
+def new_manifest(name: str, blobs, leaves, metadata: dict, files: dict | None = None) -> dict:
+    # "files" (name -> size) is what the Go reader checks every range against.
+    if files is None:
+        files = {}
+        for b in blobs:
+            files[b.file] = max(files.get(b.file, 0), b.offset + b.nbytes)
     return {
+        "files": {f: {"size": n} for f, n in files.items()},
         "format": FORMAT,
         "version": VERSION,
         "name": name,

@@ -180,7 +180,7 @@ class EmberFSStorageWriter(FileSystemWriter):
             for wr in wr_list:
                 files[wr.storage_data.relative_path] = max(files.get(wr.storage_data.relative_path, 0),
                                                            wr.storage_data.offset + wr.storage_data.length)
-        manifest = _store.new_manifest(name, [], [], {"dcp": {"files": files}})
+        manifest = _store.new_manifest(name, [], [], {"dcp": {"files": files}}, files=files)
         _store.PendingSave.attach(c, final, self._pending).commit(manifest, replace=self.overwrite)
         if self.update_latest:
             _api._set_latest(c, job, name)
