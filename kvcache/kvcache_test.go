@@ -619,6 +619,54 @@ func TestTTLExpiry(t *testing.T) {
 	}
 }
 
+func TestEvictionWithSmallCapacity(t *testing.T) {
+	ctx := ctxT(t)
+	const valSize = 64 << 10
+	k := newNS(t, Settings{CapacityBytes: 2 << 20, MaxValueBytes: valSize, Evict: true}, Options{})
+	capacity := k.Namespace().CapacityBytes
+	// Write 4x the capacity: every put succeeds (eviction makes room).
+	var keys [][]byte
+	for i := range 4 * int(capacity) / valSize {
+		key := []byte(fmt.Sprintf("evict-%d", i))
+		keys = append(keys, key)
+		if err := k.Put(ctx, key, value(string(key), 0, valSize)); err != nil {
+			t.Fatalf("put %d with eviction on: %v", i, err)
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st, err := k.Stats(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Cluster.Evictions > 0 && int64(st.Cluster.BytesStored) <= capacity {
+			t.Logf("stats after eviction: %+v", st.Cluster)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no eviction down to the capacity of %d within 30 s: %+v", capacity, st.Cluster)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	// What remains is intact; what was evicted is a miss.
+	hits := 0
+	for _, key := range keys {
+		got, found, err := k.Get(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if found {
+			hits++
+			if !bytes.Equal(got, value(string(key), 0, valSize)) {
+				t.Fatalf("key %s: wrong bytes after eviction", key)
+			}
+		}
+	}
+	if hits == 0 || hits == len(keys) {
+		t.Fatalf("%d of %d keys left after eviction", hits, len(keys))
+	}
+}
+
 func TestNoSpaceWithEvictionOff(t *testing.T) {
 	ctx := ctxT(t)
 	const valSize = 64 << 10

@@ -202,7 +202,7 @@ func Run(ctx context.Context, o Options, row func(Row)) ([]Row, error) {
 		return nil, err
 	}
 	defer func() {
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 60*time.Second)
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute) // a drop removes every chunk of the run
 		defer cancel()
 		if err := kvcache.Drop(dctx, c, name); err != nil {
 			step("dropping namespace %s: %v", name, err)
