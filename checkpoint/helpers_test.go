@@ -45,9 +45,14 @@ func startCluster(t *testing.T, replicas int) *localcluster.Cluster {
 
 func newStore(t *testing.T, c *localcluster.Cluster, opts checkpoint.Options) *checkpoint.Store {
 	t.Helper()
+	return newStoreCfg(t, c, client.Config{}, opts)
+}
+
+func newStoreCfg(t *testing.T, c *localcluster.Cluster, cfg client.Config, opts checkpoint.Options) *checkpoint.Store {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cl, err := c.NewClient(ctx, client.Config{})
+	cl, err := c.NewClient(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
