@@ -11,6 +11,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/protoadapt"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
@@ -97,6 +98,10 @@ type Error struct {
 	Code  Code
 	Msg   string
 	errno syscall.Errno
+	// redirect names where to retry (the mgmtd primary, for NotPrimary).
+	// It travels as a typed gRPC status detail, so callers never parse it
+	// out of the message.
+	redirect string
 }
 
 func (e *Error) Error() string { return e.Code.String() + ": " + e.Msg }
@@ -107,6 +112,17 @@ func (e *Error) Errno() syscall.Errno {
 		return e.errno
 	}
 	return e.Code.Errno()
+}
+
+// Redirect is the address the error tells the caller to retry at ("" for
+// none).
+func (e *Error) Redirect() string { return e.redirect }
+
+// WithRedirect returns a copy of e that names addr as where to retry.
+func (e *Error) WithRedirect(addr string) *Error {
+	c := *e
+	c.redirect = addr
+	return &c
 }
 
 // New returns an *Error with a formatted message.
@@ -171,7 +187,12 @@ func ToGRPC(err error) error {
 	}
 	code := CodeOf(err)
 	st := status.New(grpcCode(code), err.Error())
-	st2, derr := st.WithDetails(wrapperspb.UInt32(uint32(code)), wrapperspb.UInt32(uint32(ErrnoOf(err))))
+	details := []protoadapt.MessageV1{wrapperspb.UInt32(uint32(code)), wrapperspb.UInt32(uint32(ErrnoOf(err)))}
+	var e *Error
+	if errors.As(err, &e) && e.redirect != "" {
+		details = append(details, wrapperspb.String(e.redirect))
+	}
+	st2, derr := st.WithDetails(details...)
 	if derr != nil {
 		return st.Err()
 	}
@@ -198,7 +219,13 @@ func FromGRPC(err error) error {
 			if len(msg) >= len(prefix) && msg[:len(prefix)] == prefix {
 				msg = msg[len(prefix):]
 			}
-			return &Error{Code: code, Msg: msg, errno: syscall.Errno(n.GetValue())}
+			e := &Error{Code: code, Msg: msg, errno: syscall.Errno(n.GetValue())}
+			if len(details) >= 3 {
+				if r, ok := details[2].(*wrapperspb.StringValue); ok {
+					e.redirect = r.GetValue()
+				}
+			}
+			return e
 		}
 	}
 	return &Error{Code: fromGRPCCode(st.Code()), Msg: msg}

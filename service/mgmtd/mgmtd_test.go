@@ -19,6 +19,7 @@ import (
 	"github.com/emberfs/emberfs/service/kv/badgerkv"
 	"github.com/emberfs/emberfs/service/mgmtd"
 	"github.com/emberfs/emberfs/service/mgmtd/mgmtdclient"
+	"github.com/emberfs/emberfs/service/mgmtd/primaryhint"
 	"github.com/emberfs/emberfs/service/mgmtd/statemachine"
 	pb "github.com/emberfs/emberfs/service/proto"
 	"github.com/emberfs/emberfs/service/routing"
@@ -645,7 +646,7 @@ func TestStandbyAnswersNotPrimary(t *testing.T) {
 	testutil.WaitUntil(t, "standby to learn the primary", func() bool {
 		_, err := pb.NewMgmtdClient(cc).ListNodes(context.Background(), &pb.MgmtdListNodesReq{})
 		err = errcode.FromGRPC(err)
-		return errcode.Is(err, errcode.NotPrimary) && strings.Contains(err.Error(), "primary="+p.Addr())
+		return errcode.Is(err, errcode.NotPrimary) && primaryhint.Addr(err) == p.Addr()
 	})
 }
 

@@ -4,32 +4,26 @@
 package primaryhint
 
 import (
-	"strings"
+	"errors"
 
 	"github.com/emberfs/emberfs/internal/errcode"
 )
 
-const marker = "primary="
-
 // Error returns a NotPrimary error naming the primary's address (empty if
-// this instance does not know it yet).
+// this instance does not know it yet) as a typed redirect.
 func Error(self, primary string) error {
 	if primary == "" {
 		return errcode.New(errcode.NotPrimary, "mgmtd %s is not the primary; primary unknown (election in progress)", self)
 	}
-	return errcode.New(errcode.NotPrimary, "mgmtd %s is not the primary; %s%s", self, marker, primary)
+	return errcode.New(errcode.NotPrimary, "mgmtd %s is not the primary; the primary is %s", self, primary).WithRedirect(primary)
 }
 
-// Addr extracts the primary's address from a NotPrimary error ("" if the
+// Addr is the primary's address a NotPrimary error carries ("" if the
 // error is another kind or names no primary).
 func Addr(err error) string {
-	if !errcode.Is(err, errcode.NotPrimary) {
+	var e *errcode.Error
+	if !errcode.Is(err, errcode.NotPrimary) || !errors.As(err, &e) {
 		return ""
 	}
-	msg := err.Error()
-	i := strings.LastIndex(msg, marker)
-	if i < 0 {
-		return ""
-	}
-	return strings.TrimSpace(msg[i+len(marker):])
+	return e.Redirect()
 }

@@ -21,4 +21,9 @@ func TestRoundTripThroughGRPC(t *testing.T) {
 	if got := Addr(errors.New("primary=x")); got != "" {
 		t.Fatalf("non-NotPrimary error gave %q", got)
 	}
+	// The address is data, not text: a message that merely mentions an
+	// address redirects nowhere.
+	if got := Addr(errcode.FromGRPC(errcode.ToGRPC(errcode.New(errcode.NotPrimary, "not the primary; primary=10.9.9.9:1")))); got != "" {
+		t.Fatalf("address parsed out of message text: %q", got)
+	}
 }
