@@ -22,6 +22,7 @@ import (
 	"github.com/emberfs/emberfs/service/routing"
 	"github.com/emberfs/emberfs/storage/service"
 	"github.com/emberfs/emberfs/storage/storageclient"
+	"github.com/emberfs/emberfs/transport"
 )
 
 // Options describe the cluster.
@@ -41,7 +42,9 @@ type Options struct {
 	// nil: time.Now. KVReclaimInterval: see service.Config (0: default).
 	KVNow             func() time.Time
 	KVReclaimInterval time.Duration
-	Logger            *slog.Logger
+	// Transport makes the services' data-path ends (nil: TCP).
+	Transport transport.Factory
+	Logger    *slog.Logger
 }
 
 // Cluster is a running local cluster.
@@ -116,6 +119,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		cfg.NoSync = opts.NoSync
 		cfg.RepairInterval.Duration = 100 * time.Millisecond
 		cfg.KVNow = opts.KVNow
+		cfg.Transport = opts.Transport
 		if opts.KVReclaimInterval != 0 {
 			cfg.KVReclaimInterval.Duration = opts.KVReclaimInterval
 		}

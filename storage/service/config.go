@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/emberfs/emberfs/internal/tomlconfig"
+	"github.com/emberfs/emberfs/transport"
 )
 
 // Duration is a time.Duration written in TOML as a string ("500ms", "2s").
@@ -47,6 +48,10 @@ type Config struct {
 	// KVNow is the clock that decides KV expiry and access times (tests
 	// inject one); default time.Now.
 	KVNow func() time.Time `toml:"-"`
+	// Transport makes the data-path ends (the server clients and chain
+	// predecessors call, the caller forwards and syncs go through);
+	// nil means TCP (transport.TCP).
+	Transport transport.Factory `toml:"-"`
 	// NoSync skips fsync in the chunk engines (tests and benchmarks only).
 	NoSync bool `toml:"no_sync"`
 	// LogLevel is debug, info, warn or error.

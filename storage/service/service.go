@@ -72,7 +72,7 @@ type Service struct {
 	targets map[uint64]*target
 	order   []*target
 
-	data    *transport.Server
+	data    transport.DataServer
 	grpc    *grpc.Server
 	grpcLis net.Listener
 	addr    string
@@ -80,7 +80,7 @@ type Service struct {
 	metrics *metrics
 	httpSrv *http.Server
 
-	tc    *transport.Client
+	tc    transport.Caller
 	conn  *mgmtdclient.Conn
 	cache *mgmtdclient.Cache
 	agent *mgmtdclient.Agent
@@ -146,8 +146,12 @@ func Start(cfg Config, logger *slog.Logger) (*Service, error) {
 	}
 	s.metrics = newMetrics(s)
 
+	tf := cfg.Transport
+	if tf == nil {
+		tf = transport.TCP{}
+	}
 	var err error
-	s.data, err = transport.NewServer(transport.ServerConfig{Addr: cfg.DataListen, Token: cfg.Token, Logger: logger})
+	s.data, err = tf.Listen(transport.ServerConfig{Addr: cfg.DataListen, Token: cfg.Token, Logger: logger})
 	if err != nil {
 		return nil, fmt.Errorf("storage: data listen on %s: %w", cfg.DataListen, err)
 	}
@@ -174,7 +178,7 @@ func Start(cfg Config, logger *slog.Logger) (*Service, error) {
 		s.log.Info("metrics", "url", "http://"+mlis.Addr().String()+"/metrics")
 	}
 
-	s.tc = transport.NewClient(transport.ClientConfig{Token: cfg.Token, Logger: logger})
+	s.tc = tf.NewCaller(transport.ClientConfig{Token: cfg.Token, Logger: logger})
 	s.conn, err = mgmtdclient.Dial(cfg.Mgmtd, cfg.Token)
 	if err != nil {
 		return nil, fmt.Errorf("storage: %w", err)

@@ -1,0 +1,108 @@
+package service_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+
+	"github.com/emberfs/emberfs/internal/testutil"
+	"github.com/emberfs/emberfs/storage/chunkengine"
+	"github.com/emberfs/emberfs/storage/localcluster"
+	"github.com/emberfs/emberfs/storage/storageclient"
+	"github.com/emberfs/emberfs/storage/wire"
+	"github.com/emberfs/emberfs/transport"
+)
+
+// recordingTransport is a transport.Factory over real TCP that counts,
+// per opcode, the requests its servers served and its callers sent: the
+// seam another transport (RDMA) would fill.
+type recordingTransport struct {
+	mu     sync.Mutex
+	served map[transport.Op]int
+	sent   map[transport.Op]int
+}
+
+type recordingServer struct {
+	transport.DataServer
+	rt *recordingTransport
+}
+
+func (s recordingServer) Handle(op transport.Op, h transport.Handler) {
+	s.DataServer.Handle(op, func(ctx context.Context, req *transport.ServerRequest) (*transport.ServerResponse, error) {
+		s.rt.mu.Lock()
+		s.rt.served[op]++
+		s.rt.mu.Unlock()
+		return h(ctx, req)
+	})
+}
+
+type recordingCaller struct {
+	transport.Caller
+	rt *recordingTransport
+}
+
+func (c recordingCaller) Call(ctx context.Context, addr string, req *transport.Request, respBuf []byte) (*transport.Response, error) {
+	c.rt.mu.Lock()
+	c.rt.sent[req.Op]++
+	c.rt.mu.Unlock()
+	return c.Caller.Call(ctx, addr, req, respBuf)
+}
+
+func (rt *recordingTransport) Listen(cfg transport.ServerConfig) (transport.DataServer, error) {
+	s, err := transport.TCP{}.Listen(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return recordingServer{s, rt}, nil
+}
+
+func (rt *recordingTransport) NewCaller(cfg transport.ClientConfig) transport.Caller {
+	return recordingCaller{transport.TCP{}.NewCaller(cfg), rt}
+}
+
+func (rt *recordingTransport) counts(op transport.Op) (served, sent int) {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	return rt.served[op], rt.sent[op]
+}
+
+// Client writes and chain forwards both travel on the transport the
+// service is given, not on one it builds itself.
+func TestServiceUsesInjectedTransport(t *testing.T) {
+	rt := &recordingTransport{served: map[transport.Op]int{}, sent: map[transport.Op]int{}}
+	ctx, cancel := context.WithTimeout(context.Background(), testutil.Eventually)
+	defer cancel()
+	c, err := localcluster.Start(ctx, localcluster.Options{Dir: t.TempDir(), Nodes: 3, NoSync: true, Logger: testutil.Logger(), Transport: rt})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	chains, err := c.CreateChains(ctx, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := c.Client(storageclient.Config{})
+	t.Cleanup(func() { cl.Close() })
+	const writes = 5
+	for i := range writes {
+		if _, err := cl.Write(ctx, chains[0], chunkengine.ChunkID{Inode: 9, Index: uint32(i)}, chunkSize, 0, pattern(byte(i), 1000)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	buf := make([]byte, chunkSize)
+	if _, err := cl.Read(ctx, chains[0], chunkengine.ChunkID{Inode: 9, Index: 0}, 0, buf, storageclient.ReadOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if served, _ := rt.counts(wire.OpWrite); served != writes {
+		t.Fatalf("the injected servers served %d client writes, want %d", served, writes)
+	}
+	// Each write goes head -> middle -> tail: two forwards, sent by the
+	// services' injected callers and served by their injected servers.
+	served, sent := rt.counts(wire.OpForward)
+	if served != 2*writes || sent != 2*writes {
+		t.Fatalf("chain forwards: %d served, %d sent through the injected transport, want %d each", served, sent, 2*writes)
+	}
+	if served, _ := rt.counts(wire.OpRead); served != 1 {
+		t.Fatalf("the injected servers served %d reads, want 1", served)
+	}
+}
