@@ -6,6 +6,7 @@
         f.write(b"hello")
     emberfs.save(model.state_dict(), "/ckpt/step100.pt")
     state = emberfs.load("/ckpt/step100.pt", map_location="cpu")
+    kv = emberfs.KVCache(fs, "llama-8b")      # inference KV blocks, see emberfs.kvcache
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from __future__ import annotations
 from ._errors import EmberFSError
 from .client import Client, DirEntry, StatResult
 from .cluster import LocalCluster
+from .kvcache import KVCache
 
-__all__ = ["Client", "DirEntry", "EmberFSError", "LocalCluster", "StatResult", "connect", "load", "save", "__version__"]
+__all__ = ["Client", "DirEntry", "EmberFSError", "KVCache", "LocalCluster", "StatResult", "connect", "load", "save", "__version__"]
 
 _default: Client | None = None
 
