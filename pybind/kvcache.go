@@ -135,11 +135,17 @@ func (k *KVCache) GetInto(keyAddr uintptr, keyLen int, bufAddr uintptr, bufLen i
 	return n, nil
 }
 
-// KVValue is a value fetched by Get, held on the Go side until the caller
-// copies it into memory of the right size.
+// KVValue is the outcome of Get: a miss (Found false) or a value held on
+// the Go side until the caller copies it into memory of the right size.
+// (gopy hands a nil pointer to Python as an object, not None, so a miss is
+// a field rather than nil.)
 type KVValue struct {
-	b []byte
+	b     []byte
+	found bool
 }
+
+// Found reports whether the key had a value.
+func (v *KVValue) Found() bool { return v.found }
 
 // Len is the value's length in bytes.
 func (v *KVValue) Len() int { return len(v.b) }
@@ -157,7 +163,7 @@ func (v *KVValue) CopyTo(addr uintptr, n int) error {
 	return nil
 }
 
-// Get fetches key's value whatever its size; nil on a miss.
+// Get fetches key's value whatever its size.
 func (k *KVCache) Get(keyAddr uintptr, keyLen int) (*KVValue, error) {
 	key, err := buffer(keyAddr, keyLen)
 	if err != nil {
@@ -167,11 +173,12 @@ func (k *KVCache) Get(keyAddr uintptr, keyLen int) (*KVValue, error) {
 	if err != nil {
 		return nil, wrap(err)
 	}
-	if !found {
-		return nil, nil
-	}
-	return &KVValue{b: b}, nil
+	return &KVValue{b: b, found: found}, nil
 }
+
+// MaxValueBytes is the namespace's value-size class: the largest value a
+// put accepts.
+func (k *KVCache) MaxValueBytes() int64 { return k.c.Namespace().MaxValueBytes }
 
 // Remove deletes key; removing a missing key is not an error.
 func (k *KVCache) Remove(keyAddr uintptr, keyLen int) error {

@@ -88,7 +88,7 @@ def region(obj, writable: bool):
     with contextlib.ExitStack() as stack:
         try:
             addr_len = stack.enter_context(address(obj, writable))
-        except BufferError as exc:
+        except (BufferError, ValueError) as exc:  # numpy raises ValueError for strided arrays
             what = "read-only or not contiguous; a writable buffer is required" if writable else "not contiguous"
             raise BufferError(f"{type(obj).__name__} is {what}") from exc
         yield addr_len

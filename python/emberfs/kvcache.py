@@ -206,6 +206,7 @@ class KVCache:
             self._k = _native(client).KVOpen(name, memory_tier_bytes)
         except RuntimeError as exc:
             _raise(exc, name)
+        self.max_value_bytes: int = self._k.MaxValueBytes()
         self._info: NamespaceInfo | None = None
 
     # -- lifecycle -------------------------------------------------------
@@ -238,12 +239,19 @@ class KVCache:
         buffer's memory with no copy. Replaces any earlier value."""
         k = _key(key)
         with _buffers.region(buffer, writable=False) as (addr, n):
+            self._check_size(n)
             try:
                 self._h().PutFrom(_buffers_addr(k), len(k), addr, n)
             except RuntimeError as exc:
                 _raise(exc, self.name)
 
     put = put_from
+
+    def _check_size(self, n: int, i: int | None = None) -> None:
+        if n > self.max_value_bytes:
+            which = "value" if i is None else f"value {i}"
+            raise ValueError(f"{which} of {n} bytes is over namespace {self.name!r}'s max value size of "
+                             f"{self.max_value_bytes} bytes")
 
     def get_into(self, key, buffer) -> int | None:
         """Read `key`'s value into `buffer`; returns its length, or None on a
@@ -267,7 +275,7 @@ class KVCache:
             v = self._h().Get(_buffers_addr(k), len(k))
         except RuntimeError as exc:
             _raise(exc, self.name)
-        if v is None:
+        if not v.Found():
             return None
         n = v.Len()
         out = bytearray(n)
@@ -324,6 +332,8 @@ class KVCache:
         errnos = array("q", bytes(8 * n))
         with contextlib.ExitStack() as stack:
             addrs, blens = _regions(stack, buffers, writable=False)
+            for i, size in enumerate(blens):
+                self._check_size(size, i)
             try:
                 msgs = self._h().BatchPutFrom(_buffers_addr(packed), len(packed), _addr(lens), n,
                                               _addr(addrs), _addr(blens), _addr(errnos))
