@@ -1,6 +1,7 @@
 """EmberFS Python benchmarks.
 
     python -m emberfs.bench torch [--size-gib 2] [--mgmtd ADDR --token T]
+    python -m emberfs.bench kvcache [--sizes 4K,...,4M] [--threads 1,16]   (see emberfs.bench_kvcache)
 
 Without --mgmtd a LocalCluster is started in a temporary directory. Prints
 torch.save/torch.load GB/s through EmberFS beside the same to local disk,
@@ -108,10 +109,17 @@ def bench_raw(fs, size: int, threads: int):
 
 
 def main(argv=None):
+    import sys
+
     import emberfs
 
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["kvcache"]:
+        from . import bench_kvcache
+
+        return bench_kvcache.main(argv[1:])
     ap = argparse.ArgumentParser(prog="python -m emberfs.bench")
-    ap.add_argument("what", choices=["torch"])
+    ap.add_argument("what", choices=["torch", "kvcache"])
     ap.add_argument("--size-gib", type=float, default=2.0)
     ap.add_argument("--raw-mib", type=int, default=512, help="bytes per raw read/write run")
     ap.add_argument("--mgmtd")
