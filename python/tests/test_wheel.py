@@ -11,6 +11,18 @@ with emberfs.LocalCluster(storage=1, replicas=1) as cluster:
     with fs.open("/wheel-check", "wb") as f:
         f.write(b"x" * 100000)
     assert fs.open("/wheel-check", "rb").read() == b"x" * 100000
+    from emberfs import kvcache
+    kvcache.create(fs, "wheel", max_value_bytes=4096, capacity_bytes=1 << 20)
+    with emberfs.KVCache(fs, "wheel") as kv:
+        kv.put(b"k", b"v" * 4096)
+        buf = bytearray(4096)
+        assert kv.get_into(b"k", buf) == 4096 and buf == b"v" * 4096
+    for mod, pkg in (("emberfs.integrations.vllm", "vLLM"), ("emberfs.integrations.lmcache", "LMCache")):
+        try:
+            __import__(mod)
+            raise AssertionError(mod + " imported without its engine installed")
+        except ImportError as e:
+            assert pkg in str(e) and "pip install" in str(e), e
     fs.close()
 print("wheel ok", emberfs.__version__, emberfs.__file__)
 """

@@ -116,8 +116,13 @@ class EmberFSConnector(RemoteConnector):
         return True
 
     def batched_contains(self, keys: List[CacheEngineKey]) -> int:
-        """Leading chunks present: one longest_prefix, one round trip per target."""
-        return self._kv.longest_prefix([chunk_key(k) for k in keys])
+        """Leading chunks present: one longest_prefix, one round trip per target.
+        A failed lookup counts as no hit (LMCache then computes the chunks)."""
+        try:
+            return self._kv.longest_prefix([chunk_key(k) for k in keys])
+        except OSError as exc:
+            logger.warning("EmberFS: lookup of %d chunks failed, treating it as a miss: %s", len(keys), exc)
+            return 0
 
     def support_batched_async_contains(self) -> bool:
         return True
@@ -153,6 +158,9 @@ class EmberFSConnector(RemoteConnector):
             n = self._kv.get_into(chunk_key(key), obj.byte_array)
         except ValueError:  # stored value larger than a full chunk
             n = None
+        except OSError as exc:  # the cache unreachable: a miss, LMCache recomputes
+            logger.warning("EmberFS: get of %s failed, treating it as a miss: %s", key.to_string(), exc)
+            n = None
         except BaseException:
             obj.ref_count_down()
             raise
@@ -173,6 +181,9 @@ class EmberFSConnector(RemoteConnector):
                     break
                 objs.append(o)
             got = self._kv.batch_get_into([chunk_key(k) for k in keys[: len(objs)]], [o.byte_array for o in objs])
+        except OSError as exc:
+            logger.warning("EmberFS: batched get of %d chunks failed, treating them as misses: %s", len(keys), exc)
+            got = [None] * len(objs)
         except BaseException:
             for o in objs:
                 o.ref_count_down()

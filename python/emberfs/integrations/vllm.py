@@ -184,7 +184,11 @@ class EmberFSConnector(KVConnectorBase_V1):
             keys += self._keys(t.block_hashes)
             ids += t.block_ids
             bufs += [self._staging() for _ in t.block_ids]
-        got = self._kv.batch_get_into(keys, bufs)
+        try:
+            got = self._kv.batch_get_into(keys, bufs)
+        except OSError as exc:
+            logger.warning("EmberFS: loading %d blocks failed, they are recomputed: %s", len(ids), exc)
+            got = [None] * len(ids)
         for n, block_id, buf in zip(got, ids, bufs):
             if n != self._block_bytes:
                 # A miss (evicted, expired, corrupt) or a value of another
@@ -232,7 +236,10 @@ class EmberFSConnector(KVConnectorBase_V1):
         for t, tbufs in saves:
             keys += self._keys(t.block_hashes)
             bufs += tbufs
-        errs = self._kv.batch_put_from(keys, bufs)
+        try:
+            errs = self._kv.batch_put_from(keys, bufs)
+        except OSError as exc:
+            errs = [exc] * len(keys)
         failed = [e for e in errs if e is not None]
         self.counters["blocks_saved"] += len(errs) - len(failed)
         self.counters["blocks_save_failed"] += len(failed)
@@ -270,7 +277,12 @@ class EmberFSConnector(KVConnectorBase_V1):
         hashes = [bytes(h) for h in request.block_hashes[:usable]]
         hit = usable
         for rank in range(self._tp_size):
-            hit = min(hit, self._kv.longest_prefix([rank_key(h, rank, self._tp_size) for h in hashes[:hit]]))
+            try:
+                hit = min(hit, self._kv.longest_prefix([rank_key(h, rank, self._tp_size) for h in hashes[:hit]]))
+            except OSError as exc:
+                # The cache being unreachable is a miss: compute everything.
+                logger.warning("EmberFS: lookup for %s failed, computing it all: %s", request.request_id, exc)
+                hit = 0
             st.found = hit
             if hit <= first:
                 return 0, False
