@@ -123,7 +123,11 @@ class EmberFSConnector(KVConnectorBase_V1):
         self._block_size = vllm_config.cache_config.block_size
         pc = vllm_config.parallel_config
         self._tp_size = pc.tensor_parallel_size
-        self._tp_rank = pc.rank % self._tp_size if role == KVConnectorRole.WORKER else 0
+        self._tp_rank = 0
+        if role == KVConnectorRole.WORKER and self._tp_size > 1:
+            from vllm.distributed.parallel_state import get_tensor_model_parallel_rank
+
+            self._tp_rank = get_tensor_model_parallel_rank()
         mgmtd, namespace = _extra(cfg, "mgmtd"), _extra(cfg, "namespace")
         if not mgmtd or not namespace:
             raise ValueError(
