@@ -227,3 +227,32 @@ def test_bad_configuration(model_dir, cluster, ns):
     vc = vllm_config(model_dir, cluster, "no-such-namespace")
     with pytest.raises(FileNotFoundError, match="no-such-namespace"):
         EmberFSConnector(vc, KVConnectorRole.SCHEDULER, kv_cache_config())
+
+
+def test_decode_saves_blocks_as_they_fill(model_dir, cluster, fs, ns):
+    """Through vLLM's own step loop (schedule, model output, update): a block
+    completed by generated tokens is saved in the step that computes its last
+    KV, with the block hash vLLM computed for it, and only once."""
+    from vllm.v1.outputs import ModelRunnerOutput
+
+    vc = vllm_config(model_dir, cluster, ns)
+    sched = scheduler(vc)
+    req = request("gen", prompt(8, 30))  # 1 full block + 14 tokens
+    sched.add_request(req)
+    conn, caches = worker(vc)
+    g = torch.Generator().manual_seed(5)
+    saved = []
+    for step in range(4):
+        out = sched.schedule()
+        meta = out.kv_connector_metadata
+        saved.append([(t.block_hashes, t.block_ids) for t in meta.saves])
+        ids = sched.kv_cache_manager.get_blocks("gen").get_block_ids()[0]
+        assert run_step(conn, caches, meta, fill=lambda name, t: t.copy_(torch.randn(t.shape, generator=g))) == set()
+        sched.update_from_output(out, ModelRunnerOutput(req_ids=["gen"], req_id_to_index={"gen": 0},
+                                                        sampled_token_ids=[[100 + step]]))
+    # Step 0 computes tokens 0..29 (block 0 full); steps 1, 2 compute tokens
+    # 30 and 31, so block 1 becomes full in step 2; step 3 saves nothing.
+    assert saved == [[([bytes(req.block_hashes[0])], [ids[0]])], [], [([bytes(req.block_hashes[1])], [ids[1]])], []]
+    with emberfs.KVCache(fs, ns) as kv:
+        assert kv.longest_prefix([rank_key(h, 0, 1) for h in req.block_hashes[:2]]) == 2
+    conn.shutdown()
