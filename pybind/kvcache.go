@@ -11,12 +11,10 @@ package pybind
 
 import (
 	"context"
-	"encoding/json"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
-	"unsafe"
 
 	"github.com/emberfs/emberfs/internal/errcode"
 	"github.com/emberfs/emberfs/kvcache"
@@ -43,7 +41,7 @@ func (c *Client) KVCreate(name string, maxValueBytes, ttlNs, capacityBytes int64
 	if err != nil {
 		return "", wrap(err)
 	}
-	return toJSON(info)
+	return toJSON(info), nil
 }
 
 // KVList returns every namespace's description as a JSON array.
@@ -55,7 +53,7 @@ func (c *Client) KVList() (string, error) {
 	if infos == nil {
 		infos = []kvcache.Namespace{}
 	}
-	return toJSON(infos)
+	return toJSON(infos), nil
 }
 
 // KVInfo returns namespace name's description as JSON.
@@ -64,7 +62,7 @@ func (c *Client) KVInfo(name string) (string, error) {
 	if err != nil {
 		return "", wrap(err)
 	}
-	return toJSON(info)
+	return toJSON(info), nil
 }
 
 // KVDrop removes namespace name and every value in it.
@@ -83,14 +81,6 @@ func (c *Client) KVOpen(name string, memoryTierBytes int64) (*KVCache, error) {
 		return nil, wrap(err)
 	}
 	return &KVCache{c: kc}, nil
-}
-
-func toJSON(v any) (string, error) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return "", wrap(errcode.New(errcode.Internal, "encode %T: %v", v, err))
-	}
-	return string(b), nil
 }
 
 // PutFrom stores the value at (valAddr, valLen) under the key at
@@ -187,18 +177,6 @@ func (k *KVCache) Remove(keyAddr uintptr, keyLen int) error {
 		return wrap(err)
 	}
 	return wrap(k.c.Remove(context.Background(), key))
-}
-
-// int64s views n int64s at addr (an array.array('q') or numpy int64 array).
-func int64s(addr uintptr, n int) ([]int64, error) {
-	b, err := buffer(addr, n*8)
-	if err != nil {
-		return nil, err
-	}
-	if n == 0 {
-		return nil, nil
-	}
-	return unsafe.Slice((*int64)(unsafe.Pointer(&b[0])), n), nil
 }
 
 // unpackKeys splits the packed key buffer by the n lengths at lensAddr. The
@@ -367,7 +345,7 @@ func (k *KVCache) Stats() (string, error) {
 	if err != nil {
 		return "", wrap(err)
 	}
-	return toJSON(s)
+	return toJSON(s), nil
 }
 
 // Close releases the cache handle.
