@@ -198,6 +198,62 @@ func TestCorruptReplicaNeverReturned(t *testing.T) {
 	}
 }
 
+// A record corrupted on every replica is a miss for get and for exists
+// (single and batched), never an error that would fail a whole batch of
+// other keys and never the corrupt bytes; the other keys still answer.
+func TestCorruptEveryReplicaIsAMiss(t *testing.T) {
+	k := startKV(t, 3, 3, 0)
+	ns := k.createNamespace(t, kvformat.Descriptor{Name: "corrupt-all", ID: 14, CapacityBytes: 1 << 30, Evict: true})
+	ctx := context.Background()
+	ns.put(t, "bad", value("bad", 100000))
+	ns.put(t, "good", value("good", 100000))
+	flipped := 0
+	for node := 1; node <= k.nodes; node++ { // nodes are numbered from 1
+		s := k.Service(node)
+		for _, tid := range s.TargetIDs() {
+			path := s.Engine(tid).DataPath(ns.ref("bad").Chunk)
+			if path == "" {
+				continue
+			}
+			f, err := os.OpenFile(path, os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b := make([]byte, 1)
+			if _, err := f.ReadAt(b, 60000); err != nil {
+				t.Fatal(err)
+			}
+			b[0] ^= 0xA5
+			if _, err := f.WriteAt(b, 60000); err != nil {
+				t.Fatal(err)
+			}
+			f.Close()
+			flipped++
+		}
+	}
+	if flipped != 3 {
+		t.Fatalf("flipped %d replicas, want 3", flipped)
+	}
+	refs := []storageclient.KVRef{ns.ref("good"), ns.ref("bad"), ns.ref("good")}
+	// Twice: before any read has checked the value (exists reads only the
+	// header, so "bad" may still look present), and after gets have found
+	// every copy corrupt (then it is absent).
+	for round := 0; round < 2; round++ {
+		ex, err := k.cl.KVExists(ctx, refs)
+		if err != nil || !ex[0] || !ex[2] || (round == 1 && ex[1]) {
+			t.Fatalf("round %d: exists %v, %v; want [true %v true]", round, ex, err, round == 0)
+		}
+		for i := 0; i < 3; i++ {
+			if got := ns.get(t, "bad"); got != nil {
+				t.Fatalf("round %d: corrupt value returned (%d bytes)", round, len(got))
+			}
+		}
+		if got := ns.get(t, "good"); !bytes.Equal(got, value("good", 100000)) {
+			t.Fatalf("round %d: good key: %d bytes", round, len(got))
+		}
+	}
+}
+
 // Values expire at their TTL by the storage clock: reads miss at once, and
 // the reclaimer removes them from every replica through the chain.
 func TestTTLExpiryAndReclaim(t *testing.T) {

@@ -338,24 +338,49 @@ func (c *Client) kvExistsOne(ctx context.Context, ref KVRef) (bool, error) {
 	var found bool
 	what := fmt.Sprintf("kv exists of key %q (chunk %s, chain %d)", ref.Key, ref.Chunk, ref.Chain)
 	err := c.retry(ctx, what, func(ctx context.Context, r *routing.Routing) error {
-		groups, failed := c.kvGroups(r, []KVRef{ref}, func(int) uint32 { return 0 })
-		if len(failed) > 0 {
+		reps := c.replicas(r, ref.Chain, 0)
+		if len(reps) == 0 {
 			return errcode.New(errcode.Unavailable, "chain %d has no serving replica at routing version %d", ref.Chain, r.Version())
 		}
-		g := groups[0]
-		resp, err := c.tc.CallBatch(ctx, g.addr, wire.OpKVExists, g.subs, nil)
-		if err != nil {
-			return err
+		var last error
+		corrupt := 0
+		for _, t := range reps {
+			found, last = c.kvExistsAt(ctx, r, t, &ref)
+			if last == nil || kvFinal(last) {
+				return last
+			}
+			if errcode.Is(last, errcode.ChecksumMismatch) {
+				corrupt++
+			}
 		}
-		defer resp.Release()
-		err = resp.Results[0].Err
-		found = err == nil
-		if errcode.Is(err, errcode.NotFound) {
+		if corrupt == len(reps) {
+			// Every copy failed its checksums: a get would miss, so
+			// exists answers false, as KVGet answers NotFound.
+			found = false
 			return nil
 		}
-		return err
+		return last
 	})
 	return found, err
+}
+
+// kvExistsAt asks target t alone whether it holds a live record of ref's key.
+func (c *Client) kvExistsAt(ctx context.Context, r *routing.Routing, t uint64, ref *KVRef) (bool, error) {
+	_, addr, err := r.TargetAddress(t)
+	if err != nil {
+		return false, errcode.New(errcode.StaleVersion, "%v", err)
+	}
+	q := wire.KVGetReq{Target: t, Chain: ref.Chain, ChainVer: r.ChainVersion(ref.Chain), Chunk: ref.Chunk, Key: ref.Key}
+	resp, err := c.tc.CallBatch(ctx, addr, wire.OpKVExists, []transport.SubRequest{{Ext: q.Encode(nil)}}, nil)
+	if err != nil {
+		return false, err
+	}
+	defer resp.Release()
+	err = resp.Results[0].Err
+	if errcode.Is(err, errcode.NotFound) {
+		return false, nil
+	}
+	return err == nil, err
 }
 
 // KVStats sums namespace ns's counters over the given chains: read
