@@ -25,7 +25,7 @@ import json
 import os
 from array import array
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
 from . import _buffers
 from ._errors import EmberFSError, translate
@@ -36,8 +36,6 @@ __all__ = [
 ]
 
 MAX_KEY_BYTES = 256
-
-KeyLike = "bytes | bytearray | memoryview | str"
 
 
 def _key(key) -> bytes:

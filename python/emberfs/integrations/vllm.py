@@ -300,11 +300,13 @@ class EmberFSConnector(KVConnectorBase_V1):
             st.load_count = 0
             return
         want = num_external_tokens // self._block_size
-        if want != st.load_count:
+        if want > st.load_count or num_external_tokens % self._block_size:
             raise RuntimeError(
                 f"EmberFSConnector: request {request.request_id} was allocated {num_external_tokens} external "
-                f"tokens, the connector offered {st.load_count * self._block_size}"
+                f"tokens, the connector offered {st.load_count * self._block_size} in whole blocks"
             )
+        # The scheduler may take fewer blocks than offered; load only those.
+        st.load_count = want
         st.load_ready = True
 
     def build_connector_meta(self, scheduler_output: SchedulerOutput) -> KVConnectorMetadata:
