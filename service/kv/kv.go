@@ -43,6 +43,20 @@ var (
 	ErrReservedKey = errors.New("kv: key in the reserved system keyspace (starts with 0xff)")
 	// ErrClosed is returned once the engine has been closed.
 	ErrClosed = errors.New("kv: engine closed")
+	// ErrTransient marks an engine error after which the transaction can
+	// simply be run again (FDB: transaction_too_old, future_version,
+	// process_behind...). Reads may return it; a transaction body must
+	// return such an error to Transact unchanged or wrapped with %w, never
+	// replace it, because Transact retries only what it recognises.
+	// After the retry bound it reaches callers inside ErrTooManyRetries.
+	ErrTransient = errors.New("kv: transient engine error")
+	// ErrOutcomeUnknown means the commit was sent but the engine cannot
+	// tell whether it was applied (FDB: commit_unknown_result without
+	// idempotency, cluster_version_changed, a commit cancelled in flight).
+	// Transact never re-runs the body after it: a blind retry would act
+	// on the transaction's own effects (a create would find its own file).
+	// Callers must not assume either outcome.
+	ErrOutcomeUnknown = errors.New("kv: commit outcome unknown")
 )
 
 // KeyValue is one entry returned by a range read.
@@ -96,11 +110,14 @@ type Tx interface {
 // Engine is a transactional ordered key-value store.
 type Engine interface {
 	// Transact runs fn in a serializable transaction and commits it. On a
-	// conflict fn is run again (with backoff) up to the engine's retry bound;
-	// fn must therefore have no side effects outside tx. An error returned by
-	// fn aborts the transaction and is returned unchanged.
+	// conflict, or when fn returns an error wrapping ErrTransient, fn is run
+	// again (with backoff) up to the engine's retry bound; fn must therefore
+	// have no side effects outside tx. Any other error returned by fn aborts
+	// the transaction and is returned unchanged. ErrOutcomeUnknown means the
+	// commit may or may not have been applied.
 	Transact(ctx context.Context, fn func(tx Tx) error) error
-	// ReadTransact runs fn on a read-only snapshot.
+	// ReadTransact runs fn on a read-only snapshot; fn is run again when it
+	// returns an error wrapping ErrTransient.
 	ReadTransact(ctx context.Context, fn func(tx ReadTx) error) error
 	// Name identifies the engine in logs and docs ("badger", "memory", "fdb").
 	Name() string

@@ -146,23 +146,18 @@ func (e *Engine) Transact(ctx context.Context, fn func(tx kv.Tx) error) error {
 			return err
 		}
 		commitTs, err := e.attempt(fn)
-		if err == nil || !errors.Is(err, kv.ErrConflict) {
+		if err == nil || !retryable(err) {
 			return err
 		}
 		lastErr = err
-		// The commit we lost to has a lower timestamp but may still be
-		// writing; reading before it lands would only conflict again.
-		e.oracle.waitDone(commitTs - 1)
-		// Full jitter keeps colliding retriers from colliding again.
-		sleep := time.Duration(rand.Int64N(int64(backoff)) + 1)
-		t := time.NewTimer(sleep)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-t.C:
+		if commitTs > 0 {
+			// The commit we lost to has a lower timestamp but may still be
+			// writing; reading before it lands would only conflict again.
+			e.oracle.waitDone(commitTs - 1)
 		}
-		backoff = min(backoff*2, e.opts.MaxBackoff)
+		if err := e.sleep(ctx, &backoff); err != nil {
+			return err
+		}
 	}
 	return fmt.Errorf("%w after %d attempts: %w", kv.ErrTooManyRetries, e.opts.MaxRetries+1, lastErr)
 }
@@ -200,11 +195,51 @@ func (e *Engine) ReadTransact(ctx context.Context, fn func(tx kv.ReadTx) error) 
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	backoff := e.opts.InitialBackoff
+	var lastErr error
+	for attempt := 0; attempt <= e.opts.MaxRetries; attempt++ {
+		if attempt > 0 {
+			if err := e.sleep(ctx, &backoff); err != nil {
+				return err
+			}
+		}
+		err := e.readAttempt(fn)
+		if err == nil || !errors.Is(err, kv.ErrTransient) {
+			return err
+		}
+		lastErr = err
+	}
+	return fmt.Errorf("%w after %d attempts: %w", kv.ErrTooManyRetries, e.opts.MaxRetries+1, lastErr)
+}
+
+func (e *Engine) readAttempt(fn func(tx kv.ReadTx) error) error {
 	readTs := e.oracle.beginRead()
 	defer e.oracle.endRead(readTs)
 	r := &readOnlyTx{snap: snapshot{txn: e.db.NewTransactionAt(readTs, false)}, readTs: readTs}
 	defer r.snap.txn.Discard()
 	return fn(r)
+}
+
+// retryable reports whether Transact runs the body again after err: a lost
+// conflict check, or a transient read error the body passed on
+// (kv.ErrTransient; Badger's own reads never fail that way, but wrappers
+// such as kvfault inject them the way FoundationDB returns them).
+func retryable(err error) bool {
+	return errors.Is(err, kv.ErrConflict) || errors.Is(err, kv.ErrTransient)
+}
+
+// sleep waits a jittered exponential backoff step, or until ctx ends.
+func (e *Engine) sleep(ctx context.Context, backoff *time.Duration) error {
+	// Full jitter keeps colliding retriers from colliding again.
+	t := time.NewTimer(time.Duration(rand.Int64N(int64(*backoff)) + 1))
+	defer t.Stop()
+	*backoff = min(*backoff*2, e.opts.MaxBackoff)
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }
 
 // oracle hands out read and commit timestamps. Commit timestamps are

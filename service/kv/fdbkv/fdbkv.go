@@ -23,16 +23,18 @@ const APIVersion = 730
 // FDB error codes this package interprets
 // (https://apple.github.io/foundationdb/api-error-codes.html).
 const (
-	codeTransactionTooOld    = 1007
-	codeFutureVersion        = 1009
-	codeNotCommitted         = 1020 // a read conflict: the optimistic check failed
-	codeCommitUnknownResult  = 1021
-	codeTransactionCancelled = 1025
-	codeProcessBehind        = 1037
-	codeTagThrottled         = 1213
-	codeKeyTooLarge          = 2102
-	codeValueTooLarge        = 2103
-	codeTransactionTooLarge  = 2101
+	codeTransactionTooOld     = 1007
+	codeFutureVersion         = 1009
+	codeNotCommitted          = 1020 // a read conflict: the optimistic check failed
+	codeCommitUnknownResult   = 1021
+	codeTransactionCancelled  = 1025
+	codeTransactionTimedOut   = 1031
+	codeClusterVersionChanged = 1039
+	codeProcessBehind         = 1037
+	codeTagThrottled          = 1213
+	codeKeyTooLarge           = 2102
+	codeValueTooLarge         = 2103
+	codeTransactionTooLarge   = 2101
 )
 
 // Options configure an Engine; zero values are the defaults.
@@ -116,9 +118,21 @@ func (e *Engine) begin() error {
 	return nil
 }
 
-// Transact runs fn in an FDB transaction through db.Transact, which retries
-// retryable errors (conflicts among them) with FDB's backoff until the
-// retry limit; cancelling ctx cancels the FDB transaction.
+// Transact runs fn in an FDB transaction with its own retry loop (the
+// binding's db.Transact would re-run fn after any retryable error,
+// commit_unknown_result included, so a create could find its own file and
+// report EEXIST). The loop:
+//
+//   - sets automatic_idempotency, so the client resolves a commit whose
+//     reply was lost by checking whether the transaction's idempotency id
+//     committed, instead of failing with commit_unknown_result;
+//   - never re-runs fn after a commit that may have been applied
+//     (maybeCommitted): it returns kv.ErrOutcomeUnknown instead;
+//   - otherwise lets tr.OnError decide: it backs off and resets the
+//     transaction for retryable errors (read errors that fn passed on among
+//     them) until the retry limit, and returns the error for the rest.
+//
+// Cancelling ctx cancels the FDB transaction.
 func (e *Engine) Transact(ctx context.Context, fn func(tx kv.Tx) error) error {
 	if err := e.begin(); err != nil {
 		return err
@@ -127,30 +141,61 @@ func (e *Engine) Transact(ctx context.Context, fn func(tx kv.Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	attempts := 0
-	var stop func() bool
-	_, err := e.db.Transact(func(tr fdb.Transaction) (any, error) {
-		attempts++
-		if attempts == 1 {
-			// Options survive onError from API version 610 on.
-			if err := tr.Options().SetRetryLimit(int64(e.opts.MaxRetries)); err != nil {
-				return nil, err
-			}
-			stop = context.AfterFunc(ctx, tr.Cancel)
-		}
+	tr, err := e.db.CreateTransaction()
+	if err != nil {
+		return fmt.Errorf("fdbkv: create transaction: %w", err)
+	}
+	// Options survive OnError from API version 610 on.
+	if err := tr.Options().SetRetryLimit(int64(e.opts.MaxRetries)); err != nil {
+		return fmt.Errorf("fdbkv: set retry limit: %w", err)
+	}
+	if err := tr.Options().SetAutomaticIdempotency(); err != nil {
+		return fmt.Errorf("fdbkv: set automatic idempotency: %w", err)
+	}
+	stop := context.AfterFunc(ctx, tr.Cancel)
+	defer stop()
+	for attempts := 1; ; attempts++ {
 		if err := ctx.Err(); err != nil {
-			return nil, err // not an fdb.Error, so db.Transact returns it as is
+			return err // no commit of this attempt was sent
 		}
 		t := &tx{tr: tr}
-		if err := fn(t); err != nil {
-			return nil, err
+		err := fn(t)
+		if err == nil {
+			err = t.err
 		}
-		return nil, t.err
-	})
-	if stop != nil {
-		stop()
+		committing := err == nil
+		if committing {
+			if err = tr.Commit().Get(); err == nil {
+				return nil
+			}
+		}
+		var fe fdb.Error
+		if !errors.As(err, &fe) {
+			return err // fn's own error: abort, returned unchanged
+		}
+		if committing && maybeCommitted(fe.Code) {
+			e.opts.Logger.Warn("FoundationDB commit outcome unknown", "code", fe.Code, "attempt", attempts, "err", err)
+			return fmt.Errorf("%w: fdbkv: commit attempt %d: %w", kv.ErrOutcomeUnknown, attempts, err)
+		}
+		if oerr := tr.OnError(fe).Get(); oerr != nil {
+			return e.mapError(ctx, oerr, attempts)
+		}
 	}
-	return e.mapError(ctx, err, attempts)
+}
+
+// maybeCommitted lists the commit errors after which the transaction may
+// have been applied, FDB's own FDB_ERROR_PREDICATE_MAYBE_COMMITTED
+// (commit_unknown_result, cluster_version_changed) plus a commit cancelled
+// or timed out in flight: the request may already be at the proxies. With
+// automatic idempotency commit_unknown_result should not reach us; it is
+// kept here so that a client that ignores the option still never retries
+// blindly.
+func maybeCommitted(code int) bool {
+	switch code {
+	case codeCommitUnknownResult, codeClusterVersionChanged, codeTransactionCancelled, codeTransactionTimedOut:
+		return true
+	}
+	return false
 }
 
 // ReadTransact runs fn on a read-only FDB transaction; FDB read-only
@@ -200,8 +245,12 @@ func (e *Engine) mapError(ctx context.Context, err error, attempts int) error {
 	switch fe.Code {
 	case codeNotCommitted:
 		return fmt.Errorf("%w after %d attempts: %w (%w)", kv.ErrTooManyRetries, attempts, kv.ErrConflict, err)
-	case codeTransactionTooOld, codeFutureVersion, codeCommitUnknownResult, codeProcessBehind, codeTagThrottled:
-		return fmt.Errorf("%w after %d attempts: %w", kv.ErrTooManyRetries, attempts, err)
+	case codeTransactionTooOld, codeFutureVersion, codeProcessBehind, codeTagThrottled:
+		return fmt.Errorf("%w after %d attempts: %w (%w)", kv.ErrTooManyRetries, attempts, kv.ErrTransient, err)
+	case codeCommitUnknownResult, codeClusterVersionChanged:
+		// Only reachable from a read-only ReadTransact, which commits
+		// nothing; kept so such a code is never reported as "not committed".
+		return fmt.Errorf("%w: %w", kv.ErrOutcomeUnknown, err)
 	case codeTransactionTooLarge:
 		return fmt.Errorf("%w: %w", kv.ErrTxnTooLarge, err)
 	case codeKeyTooLarge:
@@ -228,7 +277,7 @@ func get(r reader, key []byte) ([]byte, bool, error) {
 	}
 	v, err := r.Get(fdb.Key(key)).Get()
 	if err != nil {
-		return nil, false, fmt.Errorf("fdbkv: get: %w", err)
+		return nil, false, readError("get", err)
 	}
 	return v, v != nil, nil // the bindings return nil only for absent keys
 }
@@ -244,13 +293,28 @@ func getRange(r reader, begin, end []byte, opts kv.RangeOptions) ([]kv.KeyValue,
 	ropts := fdb.RangeOptions{Limit: max(opts.Limit, 0), Reverse: opts.Reverse, Mode: fdb.StreamingModeWantAll}
 	kvs, err := r.GetRange(rng, ropts).GetSliceWithError()
 	if err != nil {
-		return nil, fmt.Errorf("fdbkv: get range: %w", err)
+		return nil, readError("get range", err)
 	}
 	out := make([]kv.KeyValue, len(kvs))
 	for i, p := range kvs {
 		out[i] = kv.KeyValue{Key: p.Key, Value: p.Value}
 	}
 	return out, nil
+}
+
+// readError wraps a failed read. Retryable FDB errors also wrap
+// kv.ErrTransient, so engine-neutral callers can tell them apart; the
+// fdb.Error stays in the chain for Transact's OnError. Callers must pass it
+// on (see kv.ErrTransient), or the transaction is not retried.
+func readError(op string, err error) error {
+	var fe fdb.Error
+	if errors.As(err, &fe) {
+		switch fe.Code {
+		case codeTransactionTooOld, codeFutureVersion, codeProcessBehind, codeTagThrottled:
+			return fmt.Errorf("fdbkv: %s: %w (%w)", op, kv.ErrTransient, err)
+		}
+	}
+	return fmt.Errorf("fdbkv: %s: %w", op, err)
 }
 
 func readVersion(r reader) (uint64, error) {
