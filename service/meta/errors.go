@@ -49,8 +49,16 @@ func mapKVError(err error) error {
 		return err
 	}
 	switch {
+	case errors.Is(err, kv.ErrOutcomeUnknown):
+		// Checked first: a commit cancelled in flight is also a context
+		// error, but what the caller must know is that it may have landed.
+		// EIO, not EAGAIN: repeating the operation is not safe in general.
+		return errcode.WithErrno(errcode.Unavailable, syscall.EIO,
+			"metadata commit outcome unknown (the operation may or may not have been applied): %v", err)
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return err
+	case errors.Is(err, kv.ErrTransient):
+		return errcode.New(errcode.Unavailable, "metadata store: transient errors persisted past the retry bound, nothing applied: %v", err)
 	case errors.Is(err, kv.ErrTooManyRetries), errors.Is(err, kv.ErrConflict):
 		return errcode.New(errcode.Conflict, "metadata transaction: %v", err)
 	case errors.Is(err, kv.ErrTxnTooLarge):

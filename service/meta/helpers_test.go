@@ -2,6 +2,7 @@ package meta
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"syscall"
 	"testing"
@@ -20,6 +21,12 @@ type memChunks struct {
 	lengths   map[uint64]uint64
 	removed   map[uint64]int
 	truncated map[uint64]uint64
+	// failTruncates makes that many TruncateChunks calls fail, as when the
+	// meta server dies between its commit and the trim.
+	failTruncates int
+	// afterQuery runs once, after the next QueryLength answered (outside
+	// the lock): a deterministic "something happened meanwhile".
+	afterQuery func()
 }
 
 func newMemChunks() *memChunks {
@@ -36,13 +43,28 @@ func (m *memChunks) write(id, length uint64) {
 
 func (m *memChunks) QueryLength(_ context.Context, id uint64, _ Layout) (uint64, error) {
 	m.mu.Lock()
+	l, hook := m.lengths[id], m.afterQuery
+	m.afterQuery = nil
+	m.mu.Unlock()
+	if hook != nil {
+		hook()
+	}
+	return l, nil
+}
+
+func (m *memChunks) length(id uint64) uint64 {
+	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.lengths[id], nil
+	return m.lengths[id]
 }
 
 func (m *memChunks) TruncateChunks(_ context.Context, id uint64, _ Layout, length uint64) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.failTruncates > 0 {
+		m.failTruncates--
+		return errors.New("memChunks: storage unreachable (injected)")
+	}
 	m.truncated[id] = length
 	if m.lengths[id] > length {
 		m.lengths[id] = length

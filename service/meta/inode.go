@@ -68,32 +68,52 @@ type Inode struct {
 	// Detached marks a directory removed by RemoveAll whose contents the
 	// background collector is still deleting.
 	Detached bool
+	// trimEpoch counts the length changes made by truncate (SetAttr size,
+	// O_TRUNC). Close and fsync ask storage for the length outside their
+	// transaction; they apply it only if the epoch did not move meanwhile
+	// (docs/meta.md, "Truncate").
+	trimEpoch uint64
 }
 
-const inodeEncodingVersion = 1
+// Inode encodings. Version 1 stored times as int64 UnixNano, which wraps
+// past 2262 (to 1715); version 2 stores seconds and nanoseconds and adds
+// the trim epoch. Records are rewritten in version 2 whenever an inode is
+// written; version 1 records are still read, so existing stores open.
+const (
+	inodeEncodingV1      = 1
+	inodeEncodingVersion = 2
+)
 
 const flagDetached = 1
 
 func (n *Inode) encode() []byte {
-	b := make([]byte, 0, 96+len(n.Target))
+	b := make([]byte, 0, inodeFixedLen+1+len(n.Target))
 	b = append(b, inodeEncodingVersion, byte(n.Type))
 	b = binary.BigEndian.AppendUint32(b, n.Mode)
 	b = binary.BigEndian.AppendUint32(b, n.UID)
 	b = binary.BigEndian.AppendUint32(b, n.GID)
 	b = binary.BigEndian.AppendUint32(b, n.Nlink)
 	b = binary.BigEndian.AppendUint64(b, n.Size)
-	b = binary.BigEndian.AppendUint64(b, uint64(n.Atime.UnixNano()))
-	b = binary.BigEndian.AppendUint64(b, uint64(n.Mtime.UnixNano()))
-	b = binary.BigEndian.AppendUint64(b, uint64(n.Ctime.UnixNano()))
+	b = appendTime(b, n.Atime)
+	b = appendTime(b, n.Mtime)
+	b = appendTime(b, n.Ctime)
 	b = binary.BigEndian.AppendUint64(b, n.Parent)
 	var flags uint32
 	if n.Detached {
 		flags |= flagDetached
 	}
 	b = binary.BigEndian.AppendUint32(b, flags)
+	b = binary.BigEndian.AppendUint64(b, n.trimEpoch)
 	b = appendLayout(b, n.Layout)
 	b = binary.AppendUvarint(b, uint64(len(n.Target)))
 	return append(b, n.Target...)
+}
+
+// appendTime stores t as seconds since the epoch (int64) and nanoseconds
+// (uint32): every time.Time of years -292277022657..292277026596 fits.
+func appendTime(b []byte, t time.Time) []byte {
+	b = binary.BigEndian.AppendUint64(b, uint64(t.Unix()))
+	return binary.BigEndian.AppendUint32(b, uint32(t.Nanosecond()))
 }
 
 func appendLayout(b []byte, l Layout) []byte {
@@ -116,23 +136,50 @@ func decodeLayout(b []byte) Layout {
 	}
 }
 
-const inodeFixedLen = 2 + 4*4 + 8*5 + 4 + layoutLen
+const (
+	timeLen         = 8 + 4
+	inodeFixedLenV1 = 2 + 4*4 + 8*5 + 4 + layoutLen
+	inodeFixedLen   = 2 + 4*4 + 8 + 3*timeLen + 8 + 4 + 8 + layoutLen
+)
 
 func decodeInode(id uint64, b []byte) (*Inode, error) {
-	if len(b) < inodeFixedLen+1 || b[0] != inodeEncodingVersion {
-		return nil, fmt.Errorf("inode %d: corrupt record (%d bytes)", id, len(b))
+	if len(b) == 0 {
+		return nil, fmt.Errorf("inode %d: corrupt record (empty)", id)
 	}
+	fixed := inodeFixedLen
+	switch b[0] {
+	case inodeEncodingV1:
+		fixed = inodeFixedLenV1
+	case inodeEncodingVersion:
+	default:
+		return nil, fmt.Errorf("inode %d: corrupt record (unknown encoding version %d)", id, b[0])
+	}
+	if len(b) < fixed+1 {
+		return nil, fmt.Errorf("inode %d: corrupt record (%d bytes, version %d)", id, len(b), b[0])
+	}
+	v1 := b[0] == inodeEncodingV1
 	n := &Inode{ID: id, Type: FileType(b[1])}
 	p := b[2:]
 	u32 := func() uint32 { v := binary.BigEndian.Uint32(p); p = p[4:]; return v }
 	u64 := func() uint64 { v := binary.BigEndian.Uint64(p); p = p[8:]; return v }
+	tm := func() time.Time {
+		if v1 {
+			return time.Unix(0, int64(u64()))
+		}
+		sec := int64(u64())
+		nsec := u32()
+		return time.Unix(sec, int64(nsec))
+	}
 	n.Mode, n.UID, n.GID, n.Nlink = u32(), u32(), u32(), u32()
 	n.Size = u64()
-	n.Atime = time.Unix(0, int64(u64()))
-	n.Mtime = time.Unix(0, int64(u64()))
-	n.Ctime = time.Unix(0, int64(u64()))
+	n.Atime = tm()
+	n.Mtime = tm()
+	n.Ctime = tm()
 	n.Parent = u64()
 	n.Detached = u32()&flagDetached != 0
+	if !v1 {
+		n.trimEpoch = u64()
+	}
 	n.Layout = decodeLayout(p)
 	p = p[layoutLen:]
 	l, k := binary.Uvarint(p)

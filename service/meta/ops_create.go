@@ -2,6 +2,7 @@ package meta
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 
 	"github.com/emberfs/emberfs/internal/errcode"
@@ -91,9 +92,17 @@ func (s *Server) Create(ctx context.Context, u User, p PathAt, opts CreateOption
 	if err != nil {
 		return OpenResult{}, err
 	}
+	guess := s.lastTable.Load()
+	if opts.Layout != nil {
+		guess = opts.Layout.ChainTable
+	}
+	counts := chainCounts{}
+	if err := counts.fetch(ctx, s, guess); err != nil && opts.Layout != nil {
+		return OpenResult{}, err // the caller's own table; a stale guess is just dropped
+	}
 	var res OpenResult
 	var truncated bool
-	err = s.updateAs(ctx, u, func(t *txn) error {
+	body := func(t *txn) error {
 		res, truncated = OpenResult{}, false
 		dir, name, err := t.resolveParent(p)
 		if err != nil {
@@ -137,7 +146,7 @@ func (s *Server) Create(ctx context.Context, u User, p PathAt, opts CreateOption
 		if opts.Layout != nil {
 			base = *opts.Layout
 		}
-		if n.Layout, err = t.chooseLayout(ctx, base); err != nil {
+		if n.Layout, err = t.chooseLayout(base, counts); err != nil {
 			return err
 		}
 		if err := t.putInode(n); err != nil {
@@ -153,7 +162,21 @@ func (s *Server) Create(ctx context.Context, u User, p PathAt, opts CreateOption
 		}
 		res.Inode, res.Created = *n, true
 		return nil
-	})
+	}
+	for {
+		err = s.transactAs(ctx, u, body)
+		var need needChainCount
+		if !errors.As(err, &need) || counts[need.table] != 0 {
+			break
+		}
+		if err = counts.fetch(ctx, s, need.table); err != nil {
+			return OpenResult{}, err
+		}
+	}
+	err = mapKVError(err)
+	if err == nil && res.Created {
+		s.lastTable.Store(res.Inode.Layout.ChainTable)
+	}
 	if err == nil && truncated {
 		err = s.truncateChunks(ctx, &res.Inode)
 	}

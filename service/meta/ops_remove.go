@@ -23,11 +23,7 @@ func (t *txn) child(dir *Inode, name, what string) (*Inode, error) {
 	if err := checkAccess(t.u, dir, permW, what); err != nil {
 		return nil, err
 	}
-	n, err := t.inode(d.ID)
-	if err != nil {
-		return nil, errcode.New(errcode.Internal, "%s: entry points at missing inode %d", what, d.ID)
-	}
-	return n, nil
+	return t.entryInode(d.ID, what)
 }
 
 // Unlink removes a name of a non-directory.
@@ -247,8 +243,8 @@ func (s *Server) Rename(ctx context.Context, u User, src, dst PathAt, flags Rena
 		}
 		var dn *Inode
 		if dexists {
-			if dn, err = t.inode(dd.ID); err != nil {
-				return errcode.New(errcode.Internal, "%s: entry points at missing inode %d", dwhat, dd.ID)
+			if dn, err = t.entryInode(dd.ID, dwhat); err != nil {
+				return err
 			}
 			if err := checkSticky(u, ddir, dn, dwhat); err != nil {
 				return err

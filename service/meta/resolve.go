@@ -103,9 +103,9 @@ func (t *txn) walk(cur *Inode, comps []string, follow bool, what string) (*Inode
 		if !ok {
 			return nil, errNoEnt(what)
 		}
-		n, err := t.inode(d.ID)
+		n, err := t.entryInode(d.ID, what)
 		if err != nil {
-			return nil, errcode.New(errcode.Internal, "%s: entry %q points at missing inode %d", what, name, d.ID)
+			return nil, err
 		}
 		if n.Type == TypeSymlink && (len(rest) > 0 || follow) {
 			links++

@@ -116,7 +116,11 @@ type Server struct {
 	log    *slog.Logger
 	ids    idAllocator
 	cursor atomic.Uint64 // round-robin position in chain tables
-	gcKick chan struct{}
+	// lastTable is the chain table of the last file created: its chain
+	// count is asked before the next create's transaction, so that the
+	// common case needs one transaction (see needChainCount).
+	lastTable atomic.Uint32
+	gcKick    chan struct{}
 }
 
 // firstDynamicID leaves room below for fixed inodes (root is 1).
@@ -128,6 +132,7 @@ func New(ctx context.Context, engine kv.Engine, cfg Config) (*Server, error) {
 	s := &Server{kv: engine, cfg: cfg, log: cfg.Logger.With("component", "meta"), gcKick: make(chan struct{}, 1)}
 	s.ids = idAllocator{engine: engine, batch: cfg.IDBatch}
 	s.cursor.Store(rand.Uint64())
+	s.lastTable.Store(cfg.RootLayout.ChainTable)
 	err := s.update(ctx, func(t *txn) error {
 		_, found, err := t.tx.Get(inodeKey(RootID))
 		if err != nil || found {
@@ -159,10 +164,15 @@ func (s *Server) update(ctx context.Context, fn func(t *txn) error) error {
 }
 
 func (s *Server) updateAs(ctx context.Context, u User, fn func(t *txn) error) error {
-	err := s.kv.Transact(ctx, func(tx kv.Tx) error {
+	return mapKVError(s.transactAs(ctx, u, fn))
+}
+
+// transactAs is updateAs without the mapping of engine errors, for callers
+// that act on an error of their own body before mapping.
+func (s *Server) transactAs(ctx context.Context, u User, fn func(t *txn) error) error {
+	return s.kv.Transact(ctx, func(tx kv.Tx) error {
 		return fn(&txn{s: s, r: tx, tx: tx, u: u, now: s.cfg.Now()})
 	})
-	return mapKVError(err)
 }
 
 func (s *Server) view(ctx context.Context, u User, fn func(t *txn) error) error {
@@ -181,6 +191,21 @@ func (t *txn) inode(id uint64) (*Inode, error) {
 	}
 	if !ok {
 		return nil, errcode.New(errcode.Stale, "inode %d does not exist", id)
+	}
+	return n, nil
+}
+
+// entryInode reads the inode a directory entry points at. Only a missing
+// inode is the namespace inconsistency "points at missing inode"; a read
+// error is returned as it came, so that the engine can retry a transient
+// one (replacing it would turn a retryable error into a final EIO).
+func (t *txn) entryInode(id uint64, what string) (*Inode, error) {
+	n, ok, err := t.inodeOK(id)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, errcode.New(errcode.Internal, "%s: entry points at missing inode %d", what, id)
 	}
 	return n, nil
 }
@@ -332,9 +357,40 @@ func (a *idAllocator) alloc(ctx context.Context, n int) ([]uint64, error) {
 	return out, nil
 }
 
+// needChainCount is returned by a create's transaction body when it needs
+// the chain count of a table it was not given: ChainCount may be a network
+// call (a routing refresh), which must not run inside a transaction body
+// (bodies may run many times, and a slow call holds the transaction open).
+// Create asks for the count outside and runs the transaction again.
+type needChainCount struct{ table uint32 }
+
+func (e needChainCount) Error() string {
+	return fmt.Sprintf("meta: chain count of table %d needed", e.table)
+}
+
+// chainCounts are chain counts asked before a transaction, by table.
+type chainCounts map[uint32]int
+
+// fetch asks ChainTables for table's chain count (outside any transaction).
+func (c chainCounts) fetch(ctx context.Context, s *Server, table uint32) error {
+	if s.cfg.Chains == nil {
+		return nil
+	}
+	n, err := s.cfg.Chains.ChainCount(ctx, table)
+	if err != nil {
+		return err
+	}
+	if n <= 0 {
+		return errInval("chain table %d has no chains", table)
+	}
+	c[table] = n
+	return nil
+}
+
 // chooseLayout fills in a new file's chain range: StripeSize consecutive
-// chains starting at a round-robin position, and a shuffle seed.
-func (t *txn) chooseLayout(ctx context.Context, base Layout) (Layout, error) {
+// chains starting at a round-robin position, and a shuffle seed. The
+// table's chain count must be in counts (else needChainCount).
+func (t *txn) chooseLayout(base Layout, counts chainCounts) (Layout, error) {
 	l := Layout{ChainTable: base.ChainTable, ChunkSize: base.ChunkSize, StripeSize: max(base.StripeSize, 1)}
 	if l.ChunkSize == 0 {
 		return l, errInval("layout: chunk size must be positive")
@@ -343,12 +399,9 @@ func (t *txn) chooseLayout(ctx context.Context, base Layout) (Layout, error) {
 	if t.s.cfg.Chains == nil {
 		return l, nil
 	}
-	n, err := t.s.cfg.Chains.ChainCount(ctx, l.ChainTable)
-	if err != nil {
-		return l, err
-	}
-	if n <= 0 {
-		return l, errInval("chain table %d has no chains", l.ChainTable)
+	n, ok := counts[l.ChainTable]
+	if !ok {
+		return l, needChainCount{l.ChainTable}
 	}
 	if int(l.StripeSize) > n {
 		l.StripeSize = uint32(n)
