@@ -23,6 +23,10 @@ type FsckOptions struct {
 // FsckReport is the result of Fsck.
 type FsckReport struct {
 	Inodes, Dentries, Sessions, Xattrs, QueuedRemovals int
+	// PendingTrims counts truncates whose trim on storage is not finished
+	// yet: not a problem (the next open, close or the background loop
+	// finishes them), but worth seeing.
+	PendingTrims int
 	OrphanChunkFiles                                   []uint64
 	Problems                                           []string
 	Truncated                                          bool // more problems than MaxProblems
@@ -45,7 +49,7 @@ func (r *FsckReport) add(limit int, format string, args ...any) {
 // match entries; following parents from any directory reaches the root (no
 // cycles, nothing cut off); no inode is unreachable unless it is an
 // unlinked file still open for writing or part of a tree queued for removal;
-// sessions and xattrs belong to existing inodes.
+// sessions, xattrs and pending trims belong to existing inodes.
 func (s *Server) Fsck(ctx context.Context, opts FsckOptions) (*FsckReport, error) {
 	limit := opts.MaxProblems
 	if limit <= 0 {
@@ -57,6 +61,7 @@ func (s *Server) Fsck(ctx context.Context, opts FsckOptions) (*FsckReport, error
 	dirEntryOf := map[uint64]uint64{} // directory id -> parent holding its entry
 	sessions := map[uint64]int{}
 	queued := map[uint64]gcEntry{}
+	var trims []uint64
 	err := s.view(ctx, Root, func(t *txn) error {
 		scan := func(tag []byte, fn func(kv.KeyValue)) error {
 			b, e := prefixRange(tag)
@@ -105,6 +110,20 @@ func (s *Server) Fsck(ctx context.Context, opts FsckOptions) (*FsckReport, error
 				return
 			}
 			sessions[le64(e.Key[4:12])]++
+		}); err != nil {
+			return err
+		}
+		if err := scan(tagTrim, func(e kv.KeyValue) {
+			if len(e.Key) != len(tagTrim)+8 {
+				rep.add(limit, "malformed pending trim key %q", e.Key)
+				return
+			}
+			if _, err := decodePendingTrim(e.Value); err != nil {
+				rep.add(limit, "inode %d: %v", be64(e.Key[len(tagTrim):]), err)
+				return
+			}
+			rep.PendingTrims++
+			trims = append(trims, be64(e.Key[len(tagTrim):]))
 		}); err != nil {
 			return err
 		}
@@ -161,6 +180,12 @@ func (s *Server) Fsck(ctx context.Context, opts FsckOptions) (*FsckReport, error
 		return nil, err
 	}
 	rep.Inodes, rep.QueuedRemovals = len(inodes), len(queued)
+	for _, id := range trims {
+		// removeInode clears a file's pending trim with the file.
+		if n := inodes[id]; n == nil || n.Type != TypeFile {
+			rep.add(limit, "pending trim of missing inode or non-file %d", id)
+		}
+	}
 	for id, c := range sessions {
 		rep.Sessions += c
 		if inodes[id] == nil {

@@ -134,7 +134,8 @@ func (s *Server) drainDetached(ctx context.Context, id uint64) error {
 }
 
 // Run runs the background work of a server until ctx ends: the removal
-// collector (every GCInterval, and promptly after removals) and the pruning
+// collector and the finishing of pending trims (every GCInterval, and
+// promptly after removals) and the pruning
 // of sessions of dead clients (every PruneInterval).
 func (s *Server) Run(ctx context.Context) {
 	gcTick := time.NewTicker(s.cfg.GCInterval)
@@ -154,6 +155,9 @@ func (s *Server) Run(ctx context.Context) {
 				s.log.Info("pruned sessions of expired clients", "sessions", n)
 			}
 			continue
+		}
+		if _, err := s.FinishPendingTrims(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("finishing pending trims failed", "err", err)
 		}
 		for ctx.Err() == nil {
 			n, err := s.CollectGarbage(ctx, 1024)

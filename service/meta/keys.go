@@ -16,6 +16,7 @@ import (
 //	SESS + id(LE64)                   (never stored) conflict marker: "a session was opened"
 //	CLNT + client id                  client lease expiry (unix ns, BE64)
 //	GCQU + id(BE64)                   removed inode waiting for background cleanup
+//	TRIM + id(BE64)                   truncate committed, chunks not yet trimmed (trim.go)
 //	METAinode-next                    inode id allocator counter (BE64)
 var (
 	tagInode   = []byte("INOD")
@@ -24,6 +25,7 @@ var (
 	tagSession = []byte("SESS")
 	tagClient  = []byte("CLNT")
 	tagGC      = []byte("GCQU")
+	tagTrim    = []byte("TRIM")
 	keyIDNext  = []byte("METAinode-next")
 )
 
@@ -76,6 +78,12 @@ func clientKey(client string) []byte { return append(append([]byte(nil), tagClie
 func gcKey(id uint64) []byte {
 	k := make([]byte, 0, 12)
 	k = append(k, tagGC...)
+	return binary.BigEndian.AppendUint64(k, id)
+}
+
+func trimKey(id uint64) []byte {
+	k := make([]byte, 0, 12)
+	k = append(k, tagTrim...)
 	return binary.BigEndian.AppendUint64(k, id)
 }
 

@@ -28,13 +28,13 @@ type SetAttr struct {
 // SetAttr applies a and returns the new attributes.
 func (s *Server) SetAttr(ctx context.Context, u User, p PathAt, a SetAttr) (Inode, error) {
 	var out Inode
-	var shrunk bool // storage must drop bytes past the new size
+	var trim *pendingTrim // storage must drop bytes past the new size
 	err := s.updateAs(ctx, u, func(t *txn) error {
 		n, err := t.resolve(p)
 		if err != nil {
 			return err
 		}
-		shrunk = false
+		trim = nil
 		what := p.String()
 		if a.Size != nil {
 			switch n.Type {
@@ -46,8 +46,11 @@ func (s *Server) SetAttr(ctx context.Context, u User, p PathAt, a SetAttr) (Inod
 			if err := checkAccess(u, n, permW, what); err != nil {
 				return err
 			}
-			shrunk = true // storage may hold unfinalized bytes past any length
-			n.Size, n.Mtime = *a.Size, t.now
+			// Storage may hold unfinalized bytes past any length, so even
+			// an extend trims.
+			if trim, err = t.setLength(n, *a.Size); err != nil {
+				return err
+			}
 		}
 		if a.UID != nil || a.GID != nil {
 			if err := chown(u, n, a.UID, a.GID, what); err != nil {
@@ -87,8 +90,8 @@ func (s *Server) SetAttr(ctx context.Context, u User, p PathAt, a SetAttr) (Inod
 		out = *n
 		return t.putInode(n)
 	})
-	if err == nil && shrunk {
-		err = s.truncateChunks(ctx, &out)
+	if err == nil {
+		err = s.finishTrim(ctx, out.ID, trim)
 	}
 	return out, err
 }
@@ -123,16 +126,6 @@ func chown(u User, n *Inode, uid, gid *uint32, what string) error {
 // Truncate sets a file's length (truncate(2)).
 func (s *Server) Truncate(ctx context.Context, u User, p PathAt, size uint64) (Inode, error) {
 	return s.SetAttr(ctx, u, p, SetAttr{Size: &size})
-}
-
-func (s *Server) truncateChunks(ctx context.Context, n *Inode) error {
-	if s.cfg.Chunks == nil || n.Type != TypeFile {
-		return nil
-	}
-	if err := s.cfg.Chunks.TruncateChunks(ctx, n.ID, n.Layout, n.Size); err != nil {
-		return errcode.New(errcode.Unavailable, "truncate inode %d on storage: %v", n.ID, err)
-	}
-	return nil
 }
 
 // SetDirLayout changes the layout defaults that new files in directory p

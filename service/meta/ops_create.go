@@ -101,9 +101,9 @@ func (s *Server) Create(ctx context.Context, u User, p PathAt, opts CreateOption
 		return OpenResult{}, err // the caller's own table; a stale guess is just dropped
 	}
 	var res OpenResult
-	var truncated bool
+	var trim *pendingTrim
 	body := func(t *txn) error {
-		res, truncated = OpenResult{}, false
+		res, trim = OpenResult{}, nil
 		dir, name, err := t.resolveParent(p)
 		if err != nil {
 			return err
@@ -135,7 +135,7 @@ func (s *Server) Create(ctx context.Context, u User, p PathAt, opts CreateOption
 					return err
 				}
 			}
-			res.Inode, res.Session, truncated, err = t.openInode(n, OpenOptions{Read: opts.Read, Write: opts.Write, Truncate: opts.Truncate, ClientID: opts.ClientID}, what)
+			res.Inode, res.Session, trim, err = t.openInode(n, OpenOptions{Read: opts.Read, Write: opts.Write, Truncate: opts.Truncate, ClientID: opts.ClientID}, what)
 			return err
 		}
 		if err := checkInsert(u, dir, what); err != nil {
@@ -177,8 +177,8 @@ func (s *Server) Create(ctx context.Context, u User, p PathAt, opts CreateOption
 	if err == nil && res.Created {
 		s.lastTable.Store(res.Inode.Layout.ChainTable)
 	}
-	if err == nil && truncated {
-		err = s.truncateChunks(ctx, &res.Inode)
+	if err == nil {
+		err = s.finishTrim(ctx, res.Inode.ID, trim)
 	}
 	return res, err
 }
@@ -189,30 +189,35 @@ func (s *Server) Open(ctx context.Context, u User, p PathAt, opts OpenOptions) (
 		return OpenResult{}, errInval("open %s: a write open needs a client id", p)
 	}
 	var res OpenResult
-	var truncated bool
+	var trim *pendingTrim
 	err := s.updateAs(ctx, u, func(t *txn) error {
-		res, truncated = OpenResult{}, false
+		res, trim = OpenResult{}, nil
 		n, err := t.resolve(p)
 		if err != nil {
 			return err
 		}
-		res.Inode, res.Session, truncated, err = t.openInode(n, opts, p.String())
+		res.Inode, res.Session, trim, err = t.openInode(n, opts, p.String())
 		return err
 	})
-	if err == nil && truncated {
-		err = s.truncateChunks(ctx, &res.Inode)
+	if err == nil {
+		err = s.finishTrim(ctx, res.Inode.ID, trim)
 	}
 	return res, err
 }
 
-func (t *txn) openInode(n *Inode, opts OpenOptions, what string) (Inode, uint64, bool, error) {
+// openInode checks access and applies O_TRUNC and the write session. The
+// trim it returns (O_TRUNC's, or one left pending by an earlier truncate
+// when opening for writing) must be finished after the commit, before the
+// caller gets the file: a writer must not start on chunks that still hold
+// bytes a truncate removed.
+func (t *txn) openInode(n *Inode, opts OpenOptions, what string) (Inode, uint64, *pendingTrim, error) {
 	switch n.Type {
 	case TypeDir:
 		if opts.Write || opts.Truncate {
-			return Inode{}, 0, false, errIsDir(what)
+			return Inode{}, 0, nil, errIsDir(what)
 		}
 	case TypeSymlink:
-		return Inode{}, 0, false, errcode.New(errcode.Loop, "%s: is a symbolic link (O_NOFOLLOW)", what)
+		return Inode{}, 0, nil, errcode.New(errcode.Loop, "%s: is a symbolic link (O_NOFOLLOW)", what)
 	}
 	var want uint32
 	if opts.Read {
@@ -222,24 +227,29 @@ func (t *txn) openInode(n *Inode, opts OpenOptions, what string) (Inode, uint64,
 		want |= permW
 	}
 	if err := checkAccess(t.u, n, want, what); err != nil {
-		return Inode{}, 0, false, err
+		return Inode{}, 0, nil, err
 	}
-	truncated := false
+	var trim *pendingTrim
+	var err error
 	if opts.Truncate {
-		n.Size, n.Mtime, n.Ctime = 0, t.now, t.now
-		if err := t.putInode(n); err != nil {
-			return Inode{}, 0, false, err
+		if trim, err = t.setLength(n, 0); err != nil {
+			return Inode{}, 0, nil, err
 		}
-		truncated = true
+		if err := t.putInode(n); err != nil {
+			return Inode{}, 0, nil, err
+		}
+	} else if opts.Write && t.s.cfg.Chunks != nil {
+		if trim, err = t.pendingTrimOf(n.ID); err != nil {
+			return Inode{}, 0, nil, err
+		}
 	}
 	var sess uint64
 	if opts.Write {
-		var err error
 		if sess, err = t.openSession(n.ID, opts.ClientID); err != nil {
-			return Inode{}, 0, false, err
+			return Inode{}, 0, nil, err
 		}
 	}
-	return *n, sess, truncated, nil
+	return *n, sess, trim, nil
 }
 
 // openSession records a write session. It writes the inode's session marker

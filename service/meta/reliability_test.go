@@ -245,11 +245,45 @@ func TestTruncateTrimSurvivesAFailedTrim(t *testing.T) {
 		t.Fatal("truncate with storage failing succeeded")
 	}
 	w := must2(s.Open(ctx, Root, P("/f"), OpenOptions{Write: true, ClientID: "c1"}))
+	if l := e.chunks.length(id); l != 0 {
+		t.Fatalf("open for writing returned with the trim to 0 still pending (storage holds %d bytes)", l)
+	}
 	n := must2(s.Close(ctx, Root, CloseOptions{Inode: id, Session: w.Session, UpdateLength: true}))
 	if n.Size != 0 || e.chunks.length(id) != 0 {
 		t.Fatalf("after truncate to 0 (trim failed), open and close: size %d, storage %d; want 0 and 0", n.Size, e.chunks.length(id))
 	}
 	fsckClean(t, s, e.chunks)
+
+	// Left alone, a pending trim is finished by the background loop's step,
+	// and is visible to fsck until then.
+	e.chunks.write(id, 100)
+	e.chunks.mu.Lock()
+	e.chunks.failTruncates = 1
+	e.chunks.mu.Unlock()
+	if _, err := s.Truncate(ctx, Root, P("/f"), 7); err == nil {
+		t.Fatal("truncate with storage failing succeeded")
+	}
+	if rep := fsckClean(t, s, e.chunks); rep.PendingTrims != 1 {
+		t.Fatalf("fsck sees %d pending trims, want 1", rep.PendingTrims)
+	}
+	if n, err := s.FinishPendingTrims(ctx); n != 1 || err != nil {
+		t.Fatalf("FinishPendingTrims: %d, %v; want 1", n, err)
+	}
+	if rep := fsckClean(t, s, e.chunks); rep.PendingTrims != 0 || e.chunks.length(id) != 7 {
+		t.Fatalf("after finishing: %d pending, storage %d bytes; want 0 and 7", rep.PendingTrims, e.chunks.length(id))
+	}
+	// A file removed with its trim pending takes the record with it.
+	e.chunks.mu.Lock()
+	e.chunks.failTruncates = 1
+	e.chunks.mu.Unlock()
+	if _, err := s.Truncate(ctx, Root, P("/f"), 3); err == nil {
+		t.Fatal("truncate with storage failing succeeded")
+	}
+	noErr(t, s.Unlink(ctx, Root, P("/f")))
+	drainGC(t, s)
+	if rep := fsckClean(t, s, e.chunks); rep.PendingTrims != 0 {
+		t.Fatalf("pending trims of a removed file: %d", rep.PendingTrims)
+	}
 }
 
 var _ kv.Engine = (*kvfault.Engine)(nil)

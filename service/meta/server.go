@@ -274,6 +274,10 @@ func (t *txn) removeInode(n *Inode) error {
 	if err := t.tx.Clear(inodeKey(n.ID)); err != nil {
 		return err
 	}
+	// A pending trim goes with the file: the collector removes every chunk.
+	if err := t.tx.Clear(trimKey(n.ID)); err != nil {
+		return err
+	}
 	xp := xattrPrefix(n.ID)
 	if err := t.tx.ClearRange(xp, kv.PrefixEnd(xp)); err != nil {
 		return err

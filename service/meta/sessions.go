@@ -20,16 +20,8 @@ type CloseOptions struct {
 // Close ends a write session, finalizing the file's length from storage;
 // the last close of a file unlinked while open removes it.
 func (s *Server) Close(ctx context.Context, u User, opts CloseOptions) (Inode, error) {
-	length, err := s.storageLength(ctx, opts.Inode, opts.UpdateLength)
-	if err != nil {
-		return Inode{}, err
-	}
 	var out Inode
-	err = s.updateAs(ctx, u, func(t *txn) error {
-		n, err := t.inode(opts.Inode)
-		if err != nil {
-			return err
-		}
+	err := s.withStorageLength(ctx, u, opts.Inode, opts.UpdateLength, func(t *txn, n *Inode, length storageLength) error {
 		if opts.Session != 0 {
 			k := sessionKey(n.ID, opts.Session)
 			if _, ok, err := t.r.Get(k); err != nil {
@@ -41,7 +33,7 @@ func (s *Server) Close(ctx context.Context, u User, opts CloseOptions) (Inode, e
 				return err
 			}
 		}
-		if err := t.applyLength(n, length, opts.UpdateLength); err != nil {
+		if err := t.applyLength(n, length); err != nil {
 			return err
 		}
 		out = *n
@@ -56,17 +48,9 @@ func (s *Server) Close(ctx context.Context, u User, opts CloseOptions) (Inode, e
 // Fsync finalizes the length of file inode from storage without ending
 // its session.
 func (s *Server) Fsync(ctx context.Context, u User, inode uint64) (Inode, error) {
-	length, err := s.storageLength(ctx, inode, true)
-	if err != nil {
-		return Inode{}, err
-	}
 	var out Inode
-	err = s.updateAs(ctx, u, func(t *txn) error {
-		n, err := t.inode(inode)
-		if err != nil {
-			return err
-		}
-		if err := t.applyLength(n, length, true); err != nil {
+	err := s.withStorageLength(ctx, u, inode, true, func(t *txn, n *Inode, length storageLength) error {
+		if err := t.applyLength(n, length); err != nil {
 			return err
 		}
 		out = *n
@@ -75,39 +59,94 @@ func (s *Server) Fsync(ctx context.Context, u User, inode uint64) (Inode, error)
 	return out, err
 }
 
-// storageLength asks storage how long file id is, before the transaction
-// (transaction bodies must not do I/O outside the KV: they may be re-run).
-func (s *Server) storageLength(ctx context.Context, id uint64, want bool) (uint64, error) {
-	if !want || s.cfg.Chunks == nil {
-		return 0, nil
-	}
-	var l Layout
-	var typ FileType
-	err := s.view(ctx, Root, func(t *txn) error {
-		n, err := t.inode(id)
-		if err == nil {
-			l, typ = n.Layout, n.Type
+// storageLength is a file's length as storage reported it, and the trim
+// epoch of the inode when it was asked.
+type storageLength struct {
+	valid  bool // asked (storage configured, a file, the caller wants it)
+	length uint64
+	epoch  uint64
+}
+
+// errEpochMoved makes withStorageLength ask storage again: a truncate
+// committed between the question and the transaction.
+var errEpochMoved = errcode.New(errcode.Conflict, "file truncated while its length was asked from storage")
+
+// maxLengthRounds bounds how often a close or fsync asks storage again
+// because truncates keep landing in between.
+const maxLengthRounds = 16
+
+// withStorageLength runs fn in a transaction on inode id with the length
+// storage holds (when want). The question goes to storage before the
+// transaction (transaction bodies must not do I/O outside the KV: they may
+// be re-run), after finishing any pending trim (else storage would still
+// report bytes a truncate removed). The transaction checks that the trim
+// epoch did not move since; if it did, a truncate committed in between and
+// storage is asked again, so the length of a close never undoes a truncate.
+func (s *Server) withStorageLength(ctx context.Context, u User, id uint64, want bool, fn func(t *txn, n *Inode, l storageLength) error) error {
+	for range maxLengthRounds {
+		l, err := s.askLength(ctx, id, want)
+		if err != nil {
+			return err
 		}
-		return err
-	})
-	if err != nil || typ != TypeFile {
-		return 0, err
+		err = s.updateAs(ctx, u, func(t *txn) error {
+			n, err := t.inode(id)
+			if err != nil {
+				return err
+			}
+			if l.valid && n.trimEpoch != l.epoch {
+				return errEpochMoved
+			}
+			return fn(t, n, l)
+		})
+		if err != errEpochMoved {
+			return err
+		}
 	}
-	length, err := s.cfg.Chunks.QueryLength(ctx, id, l)
-	if err != nil {
-		return 0, errcode.New(errcode.Unavailable, "file length of inode %d from storage: %v", id, err)
+	return errcode.New(errcode.Conflict, "inode %d: truncated %d times while its length was asked from storage", id, maxLengthRounds)
+}
+
+// askLength finishes a pending trim of file id, then asks storage how
+// long the file is.
+func (s *Server) askLength(ctx context.Context, id uint64, want bool) (storageLength, error) {
+	if !want || s.cfg.Chunks == nil {
+		return storageLength{}, nil
 	}
-	return length, nil
+	for {
+		var n *Inode
+		var trim *pendingTrim
+		err := s.view(ctx, Root, func(t *txn) error {
+			var err error
+			if n, err = t.inode(id); err != nil || n.Type != TypeFile {
+				return err
+			}
+			trim, err = t.pendingTrimOf(id)
+			return err
+		})
+		if err != nil || n.Type != TypeFile {
+			return storageLength{}, err
+		}
+		if trim != nil {
+			if err := s.finishTrim(ctx, id, trim); err != nil {
+				return storageLength{}, err
+			}
+			continue // read the epoch again: the record may have been replaced
+		}
+		length, err := s.cfg.Chunks.QueryLength(ctx, id, n.Layout)
+		if err != nil {
+			return storageLength{}, errcode.New(errcode.Unavailable, "file length of inode %d from storage: %v", id, err)
+		}
+		return storageLength{valid: true, length: length, epoch: n.trimEpoch}, nil
+	}
 }
 
 // applyLength grows the recorded length to what storage holds. Lengths only
-// grow here; truncate is the one way to shrink a file, and it truncates the
-// chunks too, so storage never holds less than a truncate left.
-func (t *txn) applyLength(n *Inode, length uint64, update bool) error {
-	if !update || n.Type != TypeFile || t.s.cfg.Chunks == nil || length <= n.Size {
+// grow here; truncate is the one way to shrink a file, and it trims the
+// chunks too (trim.go), so storage never holds less than a truncate left.
+func (t *txn) applyLength(n *Inode, l storageLength) error {
+	if !l.valid || n.Type != TypeFile || l.length <= n.Size {
 		return nil
 	}
-	n.Size, n.Mtime, n.Ctime = length, t.now, t.now
+	n.Size, n.Mtime, n.Ctime = l.length, t.now, t.now
 	return t.putInode(n)
 }
 
