@@ -26,10 +26,10 @@ type FsckReport struct {
 	// PendingTrims counts truncates whose trim on storage is not finished
 	// yet: not a problem (the next open, close or the background loop
 	// finishes them), but worth seeing.
-	PendingTrims int
-	OrphanChunkFiles                                   []uint64
-	Problems                                           []string
-	Truncated                                          bool // more problems than MaxProblems
+	PendingTrims     int
+	OrphanChunkFiles []uint64
+	Problems         []string
+	Truncated        bool // more problems than MaxProblems
 }
 
 // Clean reports whether no problem was found.
