@@ -186,8 +186,9 @@ func (c *Client) Truncate(path string, size int64) error {
 	if size < 0 {
 		return wrap(errcode.New(errcode.InvalidArgument, "negative size %d", size))
 	}
-	_, err := c.c.Meta().Truncate(context.Background(), c.who(), meta.P(path), uint64(size))
-	return wrap(err)
+	// Through the client, not straight to meta: the client drops its
+	// cached bytes and size of the file (issue 13, hole 11).
+	return wrap(c.c.Truncate(context.Background(), c.who(), meta.P(path), size))
 }
 
 // Chmod sets the permission bits of path.
