@@ -8,6 +8,7 @@ package chunkengine
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -16,10 +17,10 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/emberfs/emberfs/internal/errcode"
+	"github.com/emberfs/emberfs/storage/chunkengine/vfs"
 )
 
 // Chunk size bounds. Any size in [MinChunkSize, MaxChunkSize] is accepted;
@@ -52,6 +53,10 @@ type Options struct {
 	CompactBytes int64
 	// Logger receives recovery and corruption reports (slog.Default if nil).
 	Logger *slog.Logger
+	// FS is the file system the target directory lives on (vfs.Default,
+	// the operating system's, if nil). Tests inject faults through it.
+	// OpenRegion needs files that vfs.OSFile can unwrap to an *os.File.
+	FS vfs.FS
 }
 
 // Defaults for Options.
@@ -85,10 +90,11 @@ type Engine struct {
 	dir  string
 	opts Options
 	log  *slog.Logger
+	fs   vfs.FS
 
-	lockFile *os.File
+	lockFile io.Closer
 	dirMu    sync.Mutex
-	dataDirs [256]*os.File // shard directories opened so far, for fsync after creates
+	dataDirs [256]vfs.File // shard directories opened so far, for fsync after creates
 	mlog     *metaLog
 
 	// compactMu: updates hold it shared from their log append until their
@@ -119,17 +125,19 @@ func Open(dir string, opts Options) (*Engine, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	e := &Engine{dir: dir, opts: opts, log: opts.Logger.With("target", dir), inodes: make(map[uint64]map[uint32]*chunk)}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, errcode.New(errcode.Internal, "create target dir %s: %v", dir, err)
+	if opts.FS == nil {
+		opts.FS = vfs.Default
 	}
-	lf, err := os.OpenFile(filepath.Join(dir, lockName), os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		return nil, errcode.New(errcode.Internal, "open lock file: %v", err)
+	e := &Engine{dir: dir, opts: opts, log: opts.Logger.With("target", dir), fs: opts.FS, inodes: make(map[uint64]map[uint32]*chunk)}
+	if err := e.makeTargetDir(); err != nil {
+		return nil, err
 	}
-	if err := syscall.Flock(int(lf.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		lf.Close()
+	lf, err := e.fs.Lock(filepath.Join(dir, lockName))
+	if errors.Is(err, vfs.ErrLocked) {
 		return nil, errcode.New(errcode.Busy, "target dir %s is in use by another process: %v", dir, err)
+	}
+	if err != nil {
+		return nil, errcode.New(errcode.Internal, "lock target dir %s: %v", dir, err)
 	}
 	e.lockFile = lf
 	if err := e.open(); err != nil {
@@ -139,29 +147,46 @@ func Open(dir string, opts Options) (*Engine, error) {
 	return e, nil
 }
 
+// makeTargetDir creates the target directory if needed and, when it did,
+// makes its entry in the parent durable: every acknowledged update lives
+// below it.
+func (e *Engine) makeTargetDir() error {
+	_, err := e.fs.Stat(e.dir)
+	created := errors.Is(err, os.ErrNotExist)
+	if err := e.fs.MkdirAll(e.dir, 0o755); err != nil {
+		return ioErr0(err, "create target dir %s", e.dir)
+	}
+	if created && !e.opts.NoSync {
+		if err := vfs.SyncDir(e.fs, filepath.Dir(e.dir)); err != nil {
+			return ioErr0(err, "sync parent of target dir %s", e.dir)
+		}
+	}
+	return nil
+}
+
 func (e *Engine) open() error {
 	if err := e.checkFormat(); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Join(e.dir, dataDir), 0o755); err != nil {
-		return errcode.New(errcode.Internal, "create data dir: %v", err)
+	if err := e.fs.MkdirAll(filepath.Join(e.dir, dataDir), 0o755); err != nil {
+		return ioErr0(err, "create data dir")
 	}
 	if !e.opts.NoSync {
-		if err := syncDir(e.dir); err != nil {
-			return errcode.New(errcode.Internal, "sync target dir: %v", err)
+		if err := vfs.SyncDir(e.fs, e.dir); err != nil {
+			return ioErr0(err, "sync target dir")
 		}
 	}
-	_ = os.Remove(filepath.Join(e.dir, snapTmpName)) // an interrupted compaction
-	states, valid, err := loadMeta(e.dir)
+	_ = e.fs.Remove(filepath.Join(e.dir, snapTmpName)) // an interrupted compaction
+	states, valid, err := loadMeta(e.fs, e.dir)
 	if err != nil {
-		return errcode.New(errcode.Internal, "load chunk metadata of %s: %v", e.dir, err)
+		return ioErr0(err, "load chunk metadata of %s", e.dir)
 	}
-	if fi, err := os.Stat(filepath.Join(e.dir, logName)); err == nil && fi.Size() > valid {
+	if fi, err := e.fs.Stat(filepath.Join(e.dir, logName)); err == nil && fi.Size() > valid {
 		e.log.Warn("cutting torn metadata log tail", "valid_bytes", valid, "dropped_bytes", fi.Size()-valid)
 	}
-	e.mlog, err = openLog(filepath.Join(e.dir, logName), valid, e.opts.NoSync)
+	e.mlog, err = openLog(e.fs, filepath.Join(e.dir, logName), valid, e.opts.NoSync)
 	if err != nil {
-		return errcode.New(errcode.Internal, "open metadata log: %v", err)
+		return ioErr0(err, "open metadata log")
 	}
 	changed, err := e.reconcile(states)
 	if err != nil {
@@ -183,21 +208,23 @@ func (e *Engine) open() error {
 
 func (e *Engine) checkFormat() error {
 	p := filepath.Join(e.dir, formatName)
-	b, err := os.ReadFile(p)
+	b, err := vfs.ReadFile(e.fs, p)
 	if errors.Is(err, os.ErrNotExist) {
-		entries, _ := os.ReadDir(e.dir)
+		entries, _ := e.fs.ReadDir(e.dir)
 		for _, ent := range entries {
 			if ent.Name() != lockName {
 				return errcode.New(errcode.InvalidArgument, "target dir %s is not empty and has no %s file: not a chunk engine directory", e.dir, formatName)
 			}
 		}
-		if err := os.WriteFile(p, []byte(formatText), 0o644); err != nil {
-			return errcode.New(errcode.Internal, "write %s: %v", p, err)
+		// Synced before open syncs the directory: a crash must not leave
+		// a FORMAT entry with no content, which the next open would refuse.
+		if err := vfs.WriteFileSync(e.fs, p, []byte(formatText), 0o644, !e.opts.NoSync); err != nil {
+			return ioErr0(err, "write %s", p)
 		}
 		return nil
 	}
 	if err != nil {
-		return errcode.New(errcode.Internal, "read %s: %v", p, err)
+		return ioErr0(err, "read %s", p)
 	}
 	if string(b) != formatText {
 		return errcode.New(errcode.InvalidArgument, "target dir %s has format %q, this build reads %q", e.dir, strings.TrimSpace(string(b)), strings.TrimSpace(formatText))
@@ -216,19 +243,19 @@ func (e *Engine) reconcile(states map[ChunkID]*chunkState) (bool, error) {
 	var maxGen uint64
 	for i := range e.dataDirs {
 		d := filepath.Join(e.dir, dataDir, fmt.Sprintf("%02x", i))
-		entries, err := os.ReadDir(d)
+		entries, err := e.fs.ReadDir(d)
 		if errors.Is(err, os.ErrNotExist) {
 			continue // shard directories are made on first use
 		}
 		if err != nil {
-			return false, errcode.New(errcode.Internal, "list %s: %v", d, err)
+			return false, ioErr0(err, "list %s", d)
 		}
 		for _, ent := range entries {
 			p := filepath.Join(d, ent.Name())
 			id, gen, ok := parseDataName(ent.Name())
 			if !ok || dataShard(id) != i {
 				e.log.Warn("removing stray file in data dir", "path", p)
-				os.RemoveAll(p)
+				e.fs.RemoveAll(p)
 				continue
 			}
 			maxGen = max(maxGen, gen)
@@ -236,14 +263,14 @@ func (e *Engine) reconcile(states map[ChunkID]*chunkState) (bool, error) {
 			if s == nil || (s.Committed.Gen != gen && s.Pending.Gen != gen) {
 				// Written by an update whose metadata never became durable,
 				// or left over from a version already replaced.
-				if err := os.Remove(p); err != nil {
-					return false, errcode.New(errcode.Internal, "remove unreferenced %s: %v", p, err)
+				if err := e.fs.Remove(p); err != nil {
+					return false, ioErr0(err, "remove unreferenced %s", p)
 				}
 				continue
 			}
 			fi, err := ent.Info()
 			if err != nil {
-				return false, errcode.New(errcode.Internal, "stat %s: %v", p, err)
+				return false, ioErr0(err, "stat %s", p)
 			}
 			sizes[fileKey{id, gen}] = fi.Size()
 		}
@@ -255,7 +282,7 @@ func (e *Engine) reconcile(states map[ChunkID]*chunkState) (bool, error) {
 			if sz, ok := sizes[fileKey{id, s.Pending.Gen}]; !ok || sz < int64(s.Pending.Length) {
 				e.log.Warn("dropping pending version whose data is missing", "chunk", id, "version", s.Pending.Version)
 				if s.Pending.Gen != s.Committed.Gen {
-					os.Remove(e.dataPath(id, s.Pending.Gen))
+					e.fs.Remove(e.dataPath(id, s.Pending.Gen))
 				}
 				s.Pending, s.PendingRemove, s.PendingFresh = verState{}, false, false
 				changed = true
@@ -273,8 +300,8 @@ func (e *Engine) reconcile(states map[ChunkID]*chunkState) (bool, error) {
 				}
 			} else if sz > int64(s.Committed.Length) && s.Pending.Gen != s.Committed.Gen {
 				// Tail of an in-place append that was never committed.
-				if err := os.Truncate(e.dataPath(id, s.Committed.Gen), int64(s.Committed.Length)); err != nil {
-					return false, errcode.New(errcode.Internal, "trim %s: %v", id, err)
+				if err := vfs.Truncate(e.fs, e.dataPath(id, s.Committed.Gen), int64(s.Committed.Length)); err != nil {
+					return false, ioErr(id, "trim uncommitted tail", err)
 				}
 			}
 		}
@@ -376,22 +403,22 @@ func parseDataName(name string) (ChunkID, uint64, bool) {
 
 // shardDir returns the open shard directory i, creating it on first use
 // (making 256 directories up front costs a quarter second on some disks).
-func (e *Engine) shardDir(i int) (*os.File, error) {
+func (e *Engine) shardDir(i int) (vfs.File, error) {
 	e.dirMu.Lock()
 	defer e.dirMu.Unlock()
 	if d := e.dataDirs[i]; d != nil {
 		return d, nil
 	}
 	p := filepath.Join(e.dir, dataDir, fmt.Sprintf("%02x", i))
-	if err := os.Mkdir(p, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+	if err := e.fs.Mkdir(p, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
 		return nil, err
 	}
 	if !e.opts.NoSync {
-		if err := syncDir(filepath.Dir(p)); err != nil {
+		if err := vfs.SyncDir(e.fs, filepath.Dir(p)); err != nil {
 			return nil, err
 		}
 	}
-	d, err := os.Open(p)
+	d, err := e.fs.OpenDir(p)
 	if err != nil {
 		return nil, err
 	}
@@ -455,14 +482,30 @@ func (e *Engine) appendDurable(rec []byte) error {
 		return errcode.New(errcode.Unavailable, "chunk engine %s is closed", e.dir)
 	}
 	seq, err := e.mlog.append(rec)
-	if err == nil {
-		err = e.mlog.sync(seq)
-	}
 	if err != nil {
+		// Nothing of rec is in the log (append cuts a failed write back).
 		e.compactMu.RUnlock()
-		return errcode.New(errcode.Internal, "chunk engine %s: metadata log: %v", e.dir, err)
+		return ioErr0(err, "chunk engine %s: metadata log append", e.dir)
+	}
+	if err := e.mlog.sync(seq); err != nil {
+		e.compactMu.RUnlock()
+		return &logUncertainError{ioErr0(err, "chunk engine %s: metadata log", e.dir)}
 	}
 	return nil
+}
+
+// logUncertainError is a metadata append whose record reached the log
+// file but not, as far as we know, stable storage: the next open may or
+// may not see it. The update is not acknowledged, yet the data its record
+// names must stay where it is, since the record can still take effect.
+type logUncertainError struct{ err error }
+
+func (u *logUncertainError) Error() string { return u.err.Error() }
+func (u *logUncertainError) Unwrap() error { return u.err }
+
+func logUncertain(err error) bool {
+	var u *logUncertainError
+	return errors.As(err, &u)
 }
 
 func (e *Engine) maybeCompact() {
@@ -498,14 +541,14 @@ func (e *Engine) compact() error {
 		}
 	}
 	e.mu.RUnlock()
-	if err := writeSnapshot(e.dir, states, e.opts.NoSync); err != nil {
-		return errcode.New(errcode.Internal, "write metadata snapshot: %v", err)
+	if err := writeSnapshot(e.fs, e.dir, states, e.opts.NoSync); err != nil {
+		return ioErr0(err, "write metadata snapshot")
 	}
 	// A crash here replays the old log over the new snapshot: harmless,
 	// because records hold whole states and the snapshot already ends in
 	// the state the log leads to.
 	if err := e.mlog.reset(); err != nil {
-		return errcode.New(errcode.Internal, "reset metadata log: %v", err)
+		return ioErr0(err, "reset metadata log")
 	}
 	return nil
 }
@@ -613,12 +656,11 @@ type SpaceInfo struct {
 
 // SpaceInfo reports file system and chunk space of the target.
 func (e *Engine) SpaceInfo() (SpaceInfo, error) {
-	var fs syscall.Statfs_t
-	if err := syscall.Statfs(e.dir, &fs); err != nil {
-		return SpaceInfo{}, errcode.New(errcode.Internal, "statfs %s: %v", e.dir, err)
+	du, err := e.fs.DiskUsage(e.dir)
+	if err != nil {
+		return SpaceInfo{}, ioErr0(err, "disk usage of %s", e.dir)
 	}
-	bs := uint64(fs.Bsize)
-	si := SpaceInfo{Capacity: fs.Blocks * bs, Free: fs.Bavail * bs, Used: (fs.Blocks - fs.Bfree) * bs}
+	si := SpaceInfo{Capacity: du.Capacity, Free: du.Free, Used: du.Used}
 	e.mu.RLock()
 	for _, m := range e.inodes {
 		for _, c := range m {

@@ -2,6 +2,7 @@ package chunkengine
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"sync"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/emberfs/emberfs/internal/crc32c"
 	"github.com/emberfs/emberfs/internal/errcode"
+	"github.com/emberfs/emberfs/storage/chunkengine/vfs"
 )
 
 var zeroBlock [64 << 10]byte
@@ -25,11 +27,11 @@ func crcZeros(crc uint32, n int64) uint32 {
 
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
 
-func (e *Engine) fdatasync(f *os.File) error {
+func (e *Engine) fdatasync(f vfs.File) error {
 	if e.opts.NoSync {
 		return nil
 	}
-	return syscall.Fdatasync(int(f.Fd()))
+	return f.Sync()
 }
 
 // syncShard makes a file creation in id's shard directory durable.
@@ -45,19 +47,26 @@ func (e *Engine) syncShard(id ChunkID) error {
 }
 
 func ioErr(id ChunkID, what string, err error) error {
+	return ioErr0(err, "chunk %s: %s", id, what)
+}
+
+// ioErr0 turns a file-system error into an errcode error: NoSpace for
+// ENOSPC (the caller may retry once space returns), Internal otherwise.
+func ioErr0(err error, format string, args ...any) error {
+	code := errcode.Internal
 	if errors.Is(err, syscall.ENOSPC) {
-		return errcode.New(errcode.NoSpace, "chunk %s: %s: %v", id, what, err)
+		code = errcode.NoSpace
 	}
-	return errcode.New(errcode.Internal, "chunk %s: %s: %v", id, what, err)
+	return errcode.New(code, "%s: %v", fmt.Sprintf(format, args...), err)
 }
 
 // createFile creates a new, never used data file for id.
-func (e *Engine) createFile(id ChunkID) (*os.File, uint64, error) {
+func (e *Engine) createFile(id ChunkID) (vfs.File, uint64, error) {
 	gen := e.nextGen.Add(1) - 1
 	if _, err := e.shardDir(dataShard(id)); err != nil {
 		return nil, 0, ioErr(id, "create shard directory", err)
 	}
-	f, err := os.OpenFile(e.dataPath(id, gen), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	f, err := e.fs.OpenFile(e.dataPath(id, gen), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return nil, 0, ioErr(id, "create data file", err)
 	}
@@ -66,7 +75,7 @@ func (e *Engine) createFile(id ChunkID) (*os.File, uint64, error) {
 
 // finishNew syncs a freshly written data file and its directory entry;
 // on error it removes the file.
-func (e *Engine) finishNew(id ChunkID, f *os.File, gen uint64, werr error) (uint64, error) {
+func (e *Engine) finishNew(id ChunkID, f vfs.File, gen uint64, werr error) (uint64, error) {
 	if werr == nil {
 		werr = e.fdatasync(f)
 	}
@@ -77,7 +86,7 @@ func (e *Engine) finishNew(id ChunkID, f *os.File, gen uint64, werr error) (uint
 		werr = e.syncShard(id)
 	}
 	if werr != nil {
-		os.Remove(e.dataPath(id, gen))
+		e.fs.Remove(e.dataPath(id, gen))
 		return 0, ioErr(id, "write data file", werr)
 	}
 	return gen, nil
@@ -89,8 +98,7 @@ func (e *Engine) writeNewFile(id ChunkID, data []byte) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	_, err = f.Write(data)
-	return e.finishNew(id, f, gen, err)
+	return e.finishNew(id, f, gen, vfs.WriteFull(f, data, 0))
 }
 
 // writeTail writes data at off (nil data: only extend to newLen) past the
@@ -104,13 +112,13 @@ func (e *Engine) writeTail(id ChunkID, base verState, off uint32, data []byte, n
 			return 0, err
 		}
 		if data != nil {
-			_, err = f.WriteAt(data, int64(off))
+			err = vfs.WriteFull(f, data, int64(off))
 		} else {
 			err = f.Truncate(int64(newLen))
 		}
 		return e.finishNew(id, f, gen, err)
 	}
-	f, err := os.OpenFile(e.dataPath(id, base.Gen), os.O_RDWR, 0)
+	f, err := e.fs.OpenFile(e.dataPath(id, base.Gen), os.O_RDWR, 0)
 	if err != nil {
 		return 0, ioErr(id, "open data file", err)
 	}
@@ -120,7 +128,7 @@ func (e *Engine) writeTail(id ChunkID, base verState, off uint32, data []byte, n
 		return 0, ioErr(id, "trim data file", err)
 	}
 	if data != nil {
-		_, err = f.WriteAt(data, int64(off))
+		err = vfs.WriteFull(f, data, int64(off))
 	} else {
 		err = f.Truncate(int64(newLen))
 	}
@@ -139,10 +147,10 @@ func (e *Engine) writeTail(id ChunkID, base verState, off uint32, data []byte, n
 // version with a fresh checksum. It returns the new generation and the new
 // content's checksum.
 func (e *Engine) copyMerge(c *chunk, base verState, newLen uint32, off uint32, data []byte) (uint64, uint32, error) {
-	var src *os.File
+	var src vfs.File
 	if base.Gen != 0 {
 		var err error
-		if src, err = os.Open(e.dataPath(c.id, base.Gen)); err != nil {
+		if src, err = e.fs.OpenFile(e.dataPath(c.id, base.Gen), os.O_RDONLY, 0); err != nil {
 			return 0, 0, ioErr(c.id, "open data file", err)
 		}
 		defer src.Close()
@@ -180,13 +188,13 @@ func (e *Engine) copyMerge(c *chunk, base verState, newLen uint32, off uint32, d
 				copy(w[lo-pos:hi-pos], data[lo-off:hi-off])
 			}
 			newCRC = crc32c.Update(newCRC, w)
-			_, err = dst.WriteAt(w, int64(pos))
+			err = vfs.WriteFull(dst, w, int64(pos))
 		}
 		pos += n
 	}
 	if err == nil && (short || oldCRC != base.Checksum) {
 		dst.Close()
-		os.Remove(e.dataPath(c.id, gen))
+		e.fs.Remove(e.dataPath(c.id, gen))
 		e.markCorruptHeld(c, base.Version, "checksum mismatch while copying for update")
 		return 0, 0, errcode.New(errcode.ChecksumMismatch, "chunk %s version %d: stored CRC32C %08x, content has %08x; chunk marked corrupt", c.id, base.Version, base.Checksum, oldCRC)
 	}
@@ -210,7 +218,7 @@ func (e *Engine) markCorruptHeld(c *chunk, ver uint64, reason string) {
 // removeFile deletes a data file no metadata points at any more. Failure
 // only leaves garbage that the next open removes.
 func (e *Engine) removeFile(id ChunkID, gen uint64) {
-	if err := os.Remove(e.dataPath(id, gen)); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := e.fs.Remove(e.dataPath(id, gen)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		e.log.Warn("remove old chunk data file", "chunk", id, "gen", gen, "err", err)
 	}
 }

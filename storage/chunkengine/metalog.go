@@ -4,14 +4,13 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
-	"syscall"
 
 	"github.com/emberfs/emberfs/internal/crc32c"
+	"github.com/emberfs/emberfs/storage/chunkengine/vfs"
 )
 
 // The metadata store is an append-only log of whole-chunk state records
@@ -199,26 +198,22 @@ type metaLog struct {
 	noSync bool
 
 	mu      sync.Mutex
-	f       *os.File
-	size    int64
+	f       vfs.File
+	size    int64  // records end here; the next one is written at size
 	written uint64 // sequence number of the last record written
-	err     error  // sticky: after a failed write or fsync the log is unusable
+	err     error  // sticky: after a failed fsync (or a failed cleanup) the log is unusable
 
 	syncMu sync.Mutex
 	synced atomic.Uint64
 }
 
-func openLog(path string, validLen int64, noSync bool) (*metaLog, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+func openLog(fs vfs.FS, path string, validLen int64, noSync bool) (*metaLog, error) {
+	f, err := fs.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, err
 	}
 	// Cut a torn tail so new records follow the last good one.
 	if err := f.Truncate(validLen); err != nil {
-		f.Close()
-		return nil, err
-	}
-	if _, err := f.Seek(validLen, io.SeekStart); err != nil {
 		f.Close()
 		return nil, err
 	}
@@ -232,16 +227,22 @@ func openLog(path string, validLen int64, noSync bool) (*metaLog, error) {
 }
 
 // append writes framed records (one write call) and returns the sequence
-// number to pass to sync.
+// number to pass to sync. A failed or short write is cut off again, so
+// the log stays usable (ENOSPC passes) and nothing of b is left in it; if
+// even the cut fails, the log refuses further work.
 func (l *metaLog) append(b []byte) (uint64, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.err != nil {
 		return 0, l.err
 	}
-	if _, err := l.f.Write(b); err != nil {
-		l.err = fmt.Errorf("metadata log write: %w", err)
-		return 0, l.err
+	if err := vfs.WriteFull(l.f, b, l.size); err != nil {
+		err = fmt.Errorf("metadata log write: %w", err)
+		if terr := l.f.Truncate(l.size); terr != nil {
+			l.err = fmt.Errorf("%w; cutting the failed write off: %w", err, terr)
+			return 0, l.err
+		}
+		return 0, err
 	}
 	l.size += int64(len(b))
 	l.written++
@@ -265,7 +266,7 @@ func (l *metaLog) sync(seq uint64) error {
 		return err
 	}
 	if !l.noSync {
-		if err := syscall.Fdatasync(int(l.f.Fd())); err != nil {
+		if err := l.f.Sync(); err != nil {
 			// After a failed fsync the page cache state is unknown
 			// (fsyncgate): refuse all further work on this log.
 			l.mu.Lock()
@@ -296,10 +297,6 @@ func (l *metaLog) reset() error {
 		l.err = err
 		return err
 	}
-	if _, err := l.f.Seek(0, io.SeekStart); err != nil {
-		l.err = err
-		return err
-	}
 	if !l.noSync {
 		if err := l.f.Sync(); err != nil {
 			l.err = err
@@ -314,12 +311,13 @@ func (l *metaLog) close() error { return l.f.Close() }
 
 // writeSnapshot writes all states to dir/meta.snap atomically: temporary
 // file, fsync, rename, fsync of the directory.
-func writeSnapshot(dir string, states map[ChunkID]*chunkState, noSync bool) error {
+func writeSnapshot(fs vfs.FS, dir string, states map[ChunkID]*chunkState, noSync bool) error {
 	tmp := filepath.Join(dir, snapTmpName)
-	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	f, err := fs.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return err
 	}
+	var off int64
 	buf := make([]byte, 0, 1<<20)
 	buf = append(buf, snapMagic...)
 	var count uint64
@@ -327,16 +325,17 @@ func writeSnapshot(dir string, states map[ChunkID]*chunkState, noSync bool) erro
 		buf = encodeSet(buf, id, s)
 		count++
 		if len(buf) >= 1<<20-2*setRecordLen {
-			if _, err := f.Write(buf); err != nil {
+			if err := vfs.WriteFull(f, buf, off); err != nil {
 				f.Close()
 				return err
 			}
+			off += int64(len(buf))
 			buf = buf[:0]
 		}
 	}
 	end := binary.LittleEndian.AppendUint64([]byte{recEnd}, count)
 	buf = frame(buf, end)
-	if _, err := f.Write(buf); err != nil {
+	if err := vfs.WriteFull(f, buf, off); err != nil {
 		f.Close()
 		return err
 	}
@@ -349,20 +348,20 @@ func writeSnapshot(dir string, states map[ChunkID]*chunkState, noSync bool) erro
 	if err := f.Close(); err != nil {
 		return err
 	}
-	if err := os.Rename(tmp, filepath.Join(dir, snapName)); err != nil {
+	if err := fs.Rename(tmp, filepath.Join(dir, snapName)); err != nil {
 		return err
 	}
 	if noSync {
 		return nil
 	}
-	return syncDir(dir)
+	return vfs.SyncDir(fs, dir)
 }
 
 // loadMeta reads the snapshot and replays the log over it. It returns the
 // states and the length of the log's valid prefix.
-func loadMeta(dir string) (map[ChunkID]*chunkState, int64, error) {
+func loadMeta(fs vfs.FS, dir string) (map[ChunkID]*chunkState, int64, error) {
 	states := make(map[ChunkID]*chunkState)
-	snap, err := os.ReadFile(filepath.Join(dir, snapName))
+	snap, err := vfs.ReadFile(fs, filepath.Join(dir, snapName))
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 	case err != nil:
@@ -388,7 +387,7 @@ func loadMeta(dir string) (map[ChunkID]*chunkState, int64, error) {
 			states[r.id] = &s
 		}
 	}
-	logData, err := os.ReadFile(filepath.Join(dir, logName))
+	logData, err := vfs.ReadFile(fs, filepath.Join(dir, logName))
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, 0, err
 	}
@@ -403,13 +402,4 @@ func loadMeta(dir string) (map[ChunkID]*chunkState, int64, error) {
 		}
 	}
 	return states, int64(valid), nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

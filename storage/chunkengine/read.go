@@ -8,6 +8,7 @@ import (
 
 	"github.com/emberfs/emberfs/internal/crc32c"
 	"github.com/emberfs/emberfs/internal/errcode"
+	"github.com/emberfs/emberfs/storage/chunkengine/vfs"
 )
 
 // readView is what a read sees of a chunk: its committed version and
@@ -57,8 +58,8 @@ func (e *Engine) markVerified(c *chunk, v verState) {
 
 // openView opens the data file of rv. A file that vanished because a
 // commit replaced the version is reported as retry.
-func (e *Engine) openView(id ChunkID, rv readView) (f *os.File, retry bool, err error) {
-	f, err = os.Open(e.dataPath(id, rv.v.Gen))
+func (e *Engine) openView(id ChunkID, rv readView) (f vfs.File, retry bool, err error) {
+	f, err = e.fs.OpenFile(e.dataPath(id, rv.v.Gen), os.O_RDONLY, 0)
 	if err == nil {
 		return f, false, nil
 	}
@@ -138,7 +139,7 @@ func (e *Engine) read(id ChunkID, off uint32, relaxed bool, buf func(avail int) 
 
 // readVerified fills p from f at off, verifying the checksum as ReadAt
 // describes.
-func (e *Engine) readVerified(id ChunkID, f *os.File, rv readView, p []byte, off uint32) error {
+func (e *Engine) readVerified(id ChunkID, f vfs.File, rv readView, p []byte, off uint32) error {
 	if rv.verified {
 		if _, err := f.ReadAt(p, int64(off)); err != nil {
 			if err == io.EOF {
@@ -167,7 +168,7 @@ func (e *Engine) readVerified(id ChunkID, f *os.File, rv readView, p []byte, off
 
 // verifyFile checks the whole committed content of rv against its
 // checksum, copying [off, off+len(p)) into p on the way (p may be empty).
-func (e *Engine) verifyFile(id ChunkID, f *os.File, rv readView, p []byte, off uint32) error {
+func (e *Engine) verifyFile(id ChunkID, f vfs.File, rv readView, p []byte, off uint32) error {
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
 	buf := *bp
@@ -290,8 +291,13 @@ func (e *Engine) OpenRegion(id ChunkID, off, n uint32, relaxed bool) (*Region, e
 				return nil, err
 			}
 		}
+		osf := vfs.OSFile(f)
+		if osf == nil {
+			f.Close()
+			return nil, errcode.New(errcode.Internal, "chunk %s: the engine's file system has no OS files to hand out as regions", id)
+		}
 		length := min(uint64(n), uint64(rv.v.Length-off))
-		return &Region{File: f, Offset: int64(off), Length: int64(length), Version: rv.v.Version, Checksum: rv.v.Checksum}, nil
+		return &Region{File: osf, Offset: int64(off), Length: int64(length), Version: rv.v.Version, Checksum: rv.v.Checksum}, nil
 	}
 }
 

@@ -2,11 +2,11 @@ package chunkengine
 
 import (
 	"fmt"
-	"os"
 	"sort"
 
 	"github.com/emberfs/emberfs/internal/crc32c"
 	"github.com/emberfs/emberfs/internal/errcode"
+	"github.com/emberfs/emberfs/storage/chunkengine/vfs"
 )
 
 // UpdateKind says what an Update does.
@@ -161,7 +161,7 @@ func (e *Engine) Prepare(id ChunkID, u Update) (uint64, error) {
 	}
 	defer e.unlockChunk(c)
 	if err := e.persist(c, st); err != nil {
-		e.discardStaged(c, st)
+		e.discardStaged(c, st, err)
 		return 0, err
 	}
 	return st.Pending.Version, nil
@@ -176,7 +176,7 @@ func (e *Engine) Apply(id ChunkID, u Update) (uint64, error) {
 	}
 	defer e.unlockChunk(c)
 	if err := e.commitLocked(c, st, u.ChainVer); err != nil {
-		e.discardStaged(c, st)
+		e.discardStaged(c, st, err)
 		return 0, err
 	}
 	return st.Pending.Version, nil
@@ -332,10 +332,17 @@ func (e *Engine) writeContent(c *chunk, u *Update, ver uint64) (*chunkState, err
 }
 
 // discardStaged removes the data a staged state wrote when its metadata
-// could not be persisted.
-func (e *Engine) discardStaged(c *chunk, st *chunkState) {
+// could not be persisted (perr). When the record may still be in the log
+// (its fsync failed) the data stays: deleting it would let the next open
+// find a committed version without its file. That open removes it if the
+// record did not survive.
+func (e *Engine) discardStaged(c *chunk, st *chunkState, perr error) {
+	if logUncertain(perr) {
+		e.log.Warn("keeping data of an update whose metadata fsync failed; the next open decides", "chunk", c.id, "version", st.Pending.Version)
+		return
+	}
 	if g := st.Pending.Gen; g != 0 && g != c.st.Committed.Gen {
-		os.Remove(e.dataPath(c.id, g))
+		e.fs.Remove(e.dataPath(c.id, g))
 	}
 }
 
@@ -358,7 +365,7 @@ func (e *Engine) dropPending(c *chunk) error {
 	default:
 		// In-place pending tail: cut it so the file matches the committed
 		// length (open would do the same after a crash).
-		if err := os.Truncate(e.dataPath(c.id, g), int64(old.Committed.Length)); err != nil {
+		if err := vfs.Truncate(e.fs, e.dataPath(c.id, g), int64(old.Committed.Length)); err != nil {
 			e.log.Warn("trim aborted tail", "chunk", c.id, "err", err)
 		}
 	}
