@@ -31,10 +31,11 @@ const (
 )
 
 const (
-	formatName = "FORMAT"
-	formatText = "emberfs-chunkengine 1\n"
-	lockName   = "LOCK"
-	dataDir    = "data"
+	formatName    = "FORMAT"
+	formatTmpName = "FORMAT.tmp"
+	formatText    = "emberfs-chunkengine 1\n"
+	lockName      = "LOCK"
+	dataDir       = "data"
 )
 
 // Options tune an engine. The zero value is ready for production use.
@@ -171,11 +172,6 @@ func (e *Engine) open() error {
 	if err := e.fs.MkdirAll(filepath.Join(e.dir, dataDir), 0o755); err != nil {
 		return ioErr0(err, "create data dir")
 	}
-	if !e.opts.NoSync {
-		if err := vfs.SyncDir(e.fs, e.dir); err != nil {
-			return ioErr0(err, "sync target dir")
-		}
-	}
 	_ = e.fs.Remove(filepath.Join(e.dir, snapTmpName)) // an interrupted compaction
 	states, valid, err := loadMeta(e.fs, e.dir)
 	if err != nil {
@@ -187,6 +183,13 @@ func (e *Engine) open() error {
 	e.mlog, err = openLog(e.fs, filepath.Join(e.dir, logName), valid, e.opts.NoSync)
 	if err != nil {
 		return ioErr0(err, "open metadata log")
+	}
+	// The data directory and the log may have just been created: their
+	// entries must be durable before any update is acknowledged.
+	if !e.opts.NoSync {
+		if err := vfs.SyncDir(e.fs, e.dir); err != nil {
+			return ioErr0(err, "sync target dir")
+		}
 	}
 	changed, err := e.reconcile(states)
 	if err != nil {
@@ -210,24 +213,43 @@ func (e *Engine) checkFormat() error {
 	p := filepath.Join(e.dir, formatName)
 	b, err := vfs.ReadFile(e.fs, p)
 	if errors.Is(err, os.ErrNotExist) {
-		entries, _ := e.fs.ReadDir(e.dir)
-		for _, ent := range entries {
-			if ent.Name() != lockName {
-				return errcode.New(errcode.InvalidArgument, "target dir %s is not empty and has no %s file: not a chunk engine directory", e.dir, formatName)
-			}
-		}
-		// Synced before open syncs the directory: a crash must not leave
-		// a FORMAT entry with no content, which the next open would refuse.
-		if err := vfs.WriteFileSync(e.fs, p, []byte(formatText), 0o644, !e.opts.NoSync); err != nil {
-			return ioErr0(err, "write %s", p)
-		}
-		return nil
+		return e.writeFormat(p)
 	}
 	if err != nil {
 		return ioErr0(err, "read %s", p)
 	}
 	if string(b) != formatText {
 		return errcode.New(errcode.InvalidArgument, "target dir %s has format %q, this build reads %q", e.dir, strings.TrimSpace(string(b)), strings.TrimSpace(formatText))
+	}
+	return nil
+}
+
+// writeFormat marks a new, empty target directory as ours. FORMAT appears
+// whole or not at all (temporary file, fsync, rename, fsync of the
+// directory), and before anything else is made here, so a crash during
+// the first open leaves a directory the next open takes up again rather
+// than one it refuses as foreign or damaged.
+func (e *Engine) writeFormat(p string) error {
+	entries, err := e.fs.ReadDir(e.dir)
+	if err != nil {
+		return ioErr0(err, "list target dir %s", e.dir)
+	}
+	for _, ent := range entries {
+		if ent.Name() != lockName && ent.Name() != formatTmpName {
+			return errcode.New(errcode.InvalidArgument, "target dir %s is not empty and has no %s file: not a chunk engine directory", e.dir, formatName)
+		}
+	}
+	tmp := filepath.Join(e.dir, formatTmpName)
+	if err := vfs.WriteFileSync(e.fs, tmp, []byte(formatText), 0o644, !e.opts.NoSync); err != nil {
+		return ioErr0(err, "write %s", tmp)
+	}
+	if err := e.fs.Rename(tmp, p); err != nil {
+		return ioErr0(err, "rename %s", tmp)
+	}
+	if !e.opts.NoSync {
+		if err := vfs.SyncDir(e.fs, e.dir); err != nil {
+			return ioErr0(err, "sync target dir")
+		}
 	}
 	return nil
 }
