@@ -34,8 +34,8 @@ const (
 // verify the whole chunk every time, so a damaged version cannot hide.
 func openFaulty(t *testing.T, opts Options) (*faultfs.FS, *Engine, string) {
 	t.Helper()
-	root := t.TempDir()
-	ffs, err := faultfs.New(vfs.Default, root, faultfs.Options{})
+	root := scratchDir(t)
+	ffs, err := faultfs.New(vfs.Default, root, faultfs.Options{SkipRealSync: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -275,7 +275,7 @@ func TestFaultMetaLogFsync(t *testing.T) {
 				}
 				e.Close()
 
-				lose := filepath.Join(t.TempDir(), "lose")
+				lose := filepath.Join(scratchDir(t), "lose")
 				if err := ffs.CrashImage(lose, faultfs.LoseUnsynced, 0); err != nil {
 					t.Fatal(err)
 				}
