@@ -338,24 +338,31 @@ func describe(c mchunk, ok bool) string {
 }
 
 // checkNoStrays: after recovery every data file is named by a version,
-// and no temporary snapshot is left.
+// a committed version's file holds exactly its length (an uncommitted
+// in-place tail is cut), and no temporary snapshot is left.
 func checkNoStrays(t *testing.T, e *Engine) {
 	t.Helper()
-	named := map[string]bool{}
+	named := map[string]int64{} // path -> exact size wanted, -1: any
 	e.mu.RLock()
 	for _, m := range e.inodes {
 		for _, c := range m {
-			for _, g := range []uint64{c.st.Committed.Gen, c.st.Pending.Gen} {
-				if g != 0 {
-					named[e.dataPath(c.id, g)] = true
-				}
+			if g := c.st.Pending.Gen; g != 0 {
+				named[e.dataPath(c.id, g)] = -1
+			}
+			if g := c.st.Committed.Gen; g != 0 && g != c.st.Pending.Gen {
+				named[e.dataPath(c.id, g)] = int64(c.st.Committed.Length)
 			}
 		}
 	}
 	e.mu.RUnlock()
 	for _, f := range dataFiles(t, e.Dir()) {
-		if !named[f] {
+		size, ok := named[f]
+		if !ok {
 			t.Errorf("unreferenced data file %s after recovery", f)
+			continue
+		}
+		if st, err := os.Stat(f); err != nil || (size >= 0 && st.Size() != size) {
+			t.Errorf("data file %s after recovery: %v, want exactly the committed length %d", f, err, size)
 		}
 	}
 	if _, err := os.Stat(filepath.Join(e.Dir(), snapTmpName)); err == nil {

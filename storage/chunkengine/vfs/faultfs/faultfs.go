@@ -696,6 +696,9 @@ func removeTree(t map[string]*node, rel string) {
 }
 
 func moveTree(t map[string]*node, from, to string) {
+	if from == to {
+		return // rename(2) onto itself does nothing
+	}
 	removeTree(t, to)
 	for p, n := range t {
 		if under(p, from) {
