@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -224,7 +225,8 @@ func (c *FailoverClient) do(ctx context.Context, name string, rule retryRule, op
 		deadline = time.Now().Add(c.cfg.RetryWindow)
 	}
 	pause := 50 * time.Millisecond
-	var tried []string
+	var tried []string // each server once, however many rounds
+	var attempts int
 	var lastErr error
 	for {
 		addrs := c.order()
@@ -239,7 +241,10 @@ func (c *FailoverClient) do(ctx context.Context, name string, rule retryRule, op
 				c.setPreferred(addr) // it answered, whatever the answer
 				return err
 			}
-			tried, lastErr = append(tried, addr), err
+			attempts, lastErr = attempts+1, err
+			if !slices.Contains(tried, addr) {
+				tried = append(tried, addr)
+			}
 			// Whatever the rule, the next call starts elsewhere.
 			c.mu.Lock()
 			if c.preferred == addr {
@@ -266,7 +271,7 @@ func (c *FailoverClient) do(ctx context.Context, name string, rule retryRule, op
 	if len(tried) == 0 {
 		return errcode.New(errcode.Unavailable, "meta %s: no meta server known (none active in routing?)", name)
 	}
-	return errcode.New(errcode.Unavailable, "meta %s: no meta server reachable (tried %v): %v", name, tried, lastErr)
+	return errcode.New(errcode.Unavailable, "meta %s: no meta server reachable (%d attempts at %v): %v", name, attempts, tried, lastErr)
 }
 
 func (c *FailoverClient) StatFS(ctx context.Context) (r meta.FSStat, err error) {
