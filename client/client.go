@@ -256,6 +256,53 @@ type inodeState struct {
 	size  int64
 	gen   uint64
 	files map[*File]struct{} // open handles, whose buffers reads must see
+	// writers counts open handles that wrote (their length is not final in
+	// meta until they close); dirtyEnd is the furthest end they wrote.
+	// Without such writers meta's length is the truth, and an open takes
+	// it even when another client made the file shorter.
+	writers  int
+	dirtyEnd int64
+}
+
+// wroteFirst records that a handle wrote for the first time.
+func (s *inodeState) wroteFirst() {
+	s.mu.Lock()
+	s.writers++
+	s.mu.Unlock()
+}
+
+// writerClosed records that a handle that wrote has closed (its length is
+// final in meta, or its close failed and the length is what meta has).
+func (s *inodeState) writerClosed() {
+	s.mu.Lock()
+	if s.writers--; s.writers == 0 {
+		s.dirtyEnd = 0
+	}
+	s.mu.Unlock()
+}
+
+// unfinalizedSize is the length this client's open writers give the file,
+// and whether there are any.
+func (s *inodeState) unfinalizedSize() (int64, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.size, s.writers > 0
+}
+
+// opened takes the length meta reported at an open (close-to-open): it
+// replaces this client's view unless handles of this client wrote data
+// meta has not finalized, whose end then counts too.
+func (s *inodeState) opened(metaSize int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	size := metaSize
+	if s.writers > 0 {
+		size = max(size, s.dirtyEnd)
+	}
+	if size != s.size {
+		s.size = size
+		s.gen++
+	}
 }
 
 func (s *inodeState) addFile(f *File) {
@@ -309,6 +356,7 @@ func (s *inodeState) grew(end int64) {
 	s.mu.Lock()
 	s.gen++
 	s.size = max(s.size, end)
+	s.dirtyEnd = max(s.dirtyEnd, end)
 	s.mu.Unlock()
 }
 
@@ -316,6 +364,7 @@ func (s *inodeState) setSize(size int64) {
 	s.mu.Lock()
 	s.gen++
 	s.size = size
+	s.dirtyEnd = min(s.dirtyEnd, size)
 	s.mu.Unlock()
 }
 
@@ -327,9 +376,7 @@ func (c *Client) acquireInode(n meta.Inode) *inodeState {
 		s = &inodeState{size: int64(n.Size)}
 		c.inodes[n.ID] = s
 	} else {
-		s.mu.Lock()
-		s.size = max(s.size, int64(n.Size))
-		s.mu.Unlock()
+		s.opened(int64(n.Size))
 	}
 	s.refs++
 	return s

@@ -20,8 +20,11 @@ const metaTimeout = 60 * time.Second
 //
 // Writes that continue the previous write are collected in a write-back
 // buffer (Config.WriteBuffer) and sent when it fills, on Flush, Sync,
-// Close, Truncate, or before a read that overlaps them. An error sending
-// buffered data is reported by the next WriteAt, Flush, Sync or Close.
+// Close, Truncate, or before a read that overlaps them. A buffered write
+// that storage does not take (after the storage client's retries) is
+// acknowledged data lost: from then on every WriteAt, Flush, Sync, Truncate
+// and Close of the handle fails with EIO (never EAGAIN, which callers would
+// retry), so the loss cannot go unnoticed.
 // Reads that continue the previous read fetch a read-ahead window
 // (Config.ReadAhead) and prefetch the next one in the background.
 type File struct {
@@ -38,8 +41,7 @@ type File struct {
 
 	wmu    sync.Mutex // serializes writes, flushes, truncate, close
 	closed bool
-	wrote  bool  // data written through this handle: close finalizes the length
-	werr   error // a failed background flush, reported once
+	wrote  bool // data written through this handle: close finalizes the length
 
 	mu      sync.Mutex // guards the fields below
 	wbuf    []byte     // write-back buffer (from the client's pool)
@@ -49,11 +51,12 @@ type File struct {
 	pf      *prefetch
 
 	// The write pipeline (pipeline.go): writes sent to storage and not yet
-	// acknowledged, and the first failure none of them has reported yet.
+	// acknowledged, and the first failure of a buffered (acknowledged)
+	// write, which every later call reports.
 	pmu      sync.Mutex
 	pcond    *sync.Cond
 	inflight []*pendingWrite
-	perr     error
+	lost     error
 }
 
 type window struct {
@@ -75,7 +78,8 @@ type prefetch struct {
 // flags are os.O_* flags: access mode O_RDONLY, O_WRONLY or O_RDWR, and
 // O_CREATE, O_EXCL, O_TRUNC, O_APPEND; mode holds the permission bits of a
 // new file (umask already applied). PathAt{Parent: id} opens inode id.
-// Opening for writing starts a meta write session, ended by Close.
+// Every open starts a meta session, ended by Close: a write session, or a
+// read session that keeps the file's data if it is unlinked meanwhile.
 func (c *Client) Open(ctx context.Context, u meta.User, p meta.PathAt, flags int, mode uint32) (*File, error) {
 	acc := flags & (os.O_RDONLY | os.O_WRONLY | os.O_RDWR)
 	if acc == os.O_WRONLY|os.O_RDWR {
@@ -308,7 +312,7 @@ func (f *File) WriteAt(p []byte, off int64) (int, error) {
 	if f.closed {
 		return 0, errcode.New(errcode.BadFile, "write inode %d: %v", f.ino.ID, errClosed)
 	}
-	if err := f.takeErr(); err != nil {
+	if err := f.lostErr(); err != nil {
 		return 0, err
 	}
 	if f.append {
@@ -321,7 +325,10 @@ func (f *File) WriteAt(p []byte, off int64) (int, error) {
 	if end > f.maxSize() {
 		return 0, errcode.New(errcode.FileTooLarge, "write inode %d: end %d past the largest file of chunk size %d (%d)", f.ino.ID, end, f.ino.Layout.ChunkSize, f.maxSize())
 	}
-	f.wrote = true
+	if !f.wrote {
+		f.wrote = true
+		f.st.wroteFirst()
+	}
 	wb := f.c.cfg.WriteBuffer
 	// A write that fills the pipeline by itself goes out straight from the
 	// caller's memory (no copy) and is waited for; smaller ones are copied
@@ -332,7 +339,8 @@ func (f *File) WriteAt(p []byte, off int64) (int, error) {
 		pw := f.submit(p, off, nil)
 		<-pw.done
 		if pw.err != nil {
-			f.forgetErr(pw.err) // reported here, not again
+			// Not acknowledged: the caller learns it failed, as from a
+			// failed pwrite; the handle stays usable.
 			return 0, pw.err
 		}
 		f.changed(end)
@@ -382,17 +390,12 @@ func (f *File) changed(end int64) {
 	f.dropReadAhead()
 }
 
-// takeErr returns (once) a failure not reported yet: a flush a reader
-// triggered, or a background write of the pipeline.
-func (f *File) takeErr() error {
-	err := f.werr
-	f.werr = nil
-	if err == nil {
-		f.pmu.Lock()
-		err, f.perr = f.perr, nil
-		f.pmu.Unlock()
-	}
-	return err
+// lostErr is the failure of a buffered write, if one failed: the handle
+// acknowledged bytes storage does not have, and says so on every call.
+func (f *File) lostErr() error {
+	f.pmu.Lock()
+	defer f.pmu.Unlock()
+	return f.lost
 }
 
 // dirtyOverlaps reports whether [off, off+n) has bytes of this handle
@@ -418,16 +421,16 @@ func (f *File) flushLocked() {
 }
 
 // drainLocked sends the write-back buffer, waits for every write in flight
-// and returns the first failure not reported yet (f.wmu held).
+// and returns the loss of buffered data, if any (f.wmu held).
 func (f *File) drainLocked() error {
 	f.flushLocked()
 	f.waitAll()
-	return f.takeErr()
+	return f.lostErr()
 }
 
 // flushForRead makes this handle's writes to [off, off+n) readable from
-// storage for a reader; a failure is returned to the reader and stays
-// recorded for the writer too.
+// storage for a reader; a failure is returned to the reader, and the writer
+// keeps reporting it too.
 func (f *File) flushForRead(off, n int64) error {
 	f.wmu.Lock()
 	if !f.closed {
@@ -454,8 +457,8 @@ func (f *File) Sync() error {
 	if err := f.Flush(); err != nil {
 		return err
 	}
-	if f.session == 0 {
-		return nil
+	if f.session == 0 || !f.write {
+		return nil // a read session has no length to finalize
 	}
 	ctx, cancel := f.ctx()
 	defer cancel()
@@ -491,8 +494,9 @@ func (f *File) Truncate(size int64) error {
 	return err
 }
 
-// Close flushes, ends the write session (finalizing the length from
-// storage) and releases the file. A second Close fails with EBADF.
+// Close flushes, ends the session (finalizing the length from storage
+// after writes; a read session's end lets meta remove an unlinked file)
+// and releases the file. A second Close fails with EBADF.
 func (f *File) Close() error {
 	f.wmu.Lock()
 	defer f.wmu.Unlock()
@@ -523,6 +527,9 @@ func (f *File) Close() error {
 		if err == nil {
 			err = cerr
 		}
+	}
+	if f.wrote {
+		f.st.writerClosed()
 	}
 	f.st.removeFile(f)
 	f.c.releaseInode(f.ino.ID, f.st)

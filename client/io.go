@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 
 	"github.com/emberfs/emberfs/internal/errcode"
 	"github.com/emberfs/emberfs/service/meta"
@@ -62,12 +63,20 @@ func (c *Client) fanOut(ctx context.Context, ps []piece, fn func(ctx context.Con
 // readDirect fills p with the file bytes at off from storage, in parallel
 // over chunks. Missing chunks and bytes past a chunk's end read as zeros
 // (holes); the caller keeps p within the file length.
+//
+// A missing chunk is a hole only while the inode exists: the collector
+// deletes a removed file's chunks after meta dropped its inode, so when a
+// chunk is missing the read asks meta whether the inode is still there
+// (one call per read that met a missing chunk) and fails with ESTALE if not,
+// instead of returning zeros for data that is gone (issue 13, hole 8).
 func (f *File) readDirect(p []byte, off int64) error {
 	ps := splitRange(off, len(p), f.ino.Layout.ChunkSize)
+	var missing atomic.Bool
 	errs := f.c.fanOut(f.c.ctx, ps, func(ctx context.Context, pc piece) error {
 		buf := p[pc.pos : pc.pos+pc.n]
 		res, err := f.c.sc.Read(ctx, meta.ChunkChain(f.chains, pc.index), storageclient.ChunkID{Inode: f.ino.ID, Index: pc.index}, pc.inOff, buf, storageclient.ReadOptions{})
 		if errcode.Is(err, errcode.NotFound) {
+			missing.Store(true)
 			clear(buf)
 			return nil
 		}
@@ -82,7 +91,26 @@ func (f *File) readDirect(p []byte, off int64) error {
 			return err
 		}
 	}
+	if missing.Load() {
+		return f.checkInodeLives()
+	}
 	return nil
+}
+
+// checkInodeLives returns ESTALE when the file's inode no longer exists in
+// meta (its data may already be collected).
+func (f *File) checkInodeLives() error {
+	ctx, cancel := f.ctx()
+	defer cancel()
+	_, err := f.c.mfs.Stat(ctx, meta.Root, meta.PathAt{Parent: f.ino.ID})
+	switch {
+	case err == nil:
+		return nil
+	case errcode.Is(err, errcode.NotFound) || errcode.Is(err, errcode.Stale):
+		return errcode.New(errcode.Stale, "read inode %d: the file was removed and its data collected (stale handle)", f.ino.ID)
+	default:
+		return err
+	}
 }
 
 // writeDirect writes p at off to storage, in parallel over chunks; it

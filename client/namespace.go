@@ -25,7 +25,11 @@ func (c *Client) Stat(ctx context.Context, u meta.User, p meta.PathAt) (meta.Ino
 	st := c.inodes[n.ID]
 	c.mu.Unlock()
 	if st != nil && n.Type == meta.TypeFile {
-		n.Size = uint64(max(int64(n.Size), st.getSize())) // this client's unfinalized writes
+		// Only this client's unfinalized writes add to meta's length; an
+		// open reader's view must not hide another client's shrink.
+		if size, ok := st.unfinalizedSize(); ok {
+			n.Size = uint64(max(int64(n.Size), size))
+		}
 	}
 	return n, nil
 }

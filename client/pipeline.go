@@ -1,12 +1,22 @@
 package client
 
+import (
+	"syscall"
+
+	"github.com/emberfs/emberfs/internal/errcode"
+)
+
 // The write pipeline of an open file: writes are handed to goroutines that
 // send them to storage (fanned out over chunks, so over the stripe's
 // chains), at most Config.WriteInFlight per file. A write waits for any
 // earlier write in flight that overlaps it, so writes through one File are
-// still applied in call order; a failure is kept and reported by the next
-// WriteAt, Flush, Sync, Truncate or Close. Flush, Sync, Truncate and Close
-// wait for every write in flight; a read waits for those overlapping it.
+// still applied in call order. A failed write that was buffered (its
+// WriteAt already returned success) is data lost: it is kept in f.lost and
+// every later WriteAt, Flush, Sync, Truncate and Close fails with it (EIO),
+// so a retried write cannot paper over the hole (issue 13, hole 10). A
+// write sent straight from the caller's memory fails only its own WriteAt.
+// Flush, Sync, Truncate and Close wait for every write in flight; a read
+// waits for those overlapping it.
 
 // pendingWrite is one write sent to storage and not yet acknowledged.
 type pendingWrite struct {
@@ -31,6 +41,9 @@ func (f *File) submit(p []byte, off int64, owned []byte) *pendingWrite {
 	f.pmu.Unlock()
 	go func() {
 		_, err := f.writeDirect(p, off)
+		if err != nil {
+			err = writeFailed(f.ino.ID, off, w.end, owned != nil, err)
+		}
 		f.pmu.Lock()
 		for i, x := range f.inflight {
 			if x == w {
@@ -38,8 +51,8 @@ func (f *File) submit(p []byte, off int64, owned []byte) *pendingWrite {
 				break
 			}
 		}
-		if err != nil && f.perr == nil {
-			f.perr = err
+		if err != nil && owned != nil && f.lost == nil {
+			f.lost = err
 		}
 		w.err = err
 		close(w.done)
@@ -100,14 +113,24 @@ func (f *File) waitRange(off, n int64) error {
 	return err
 }
 
-// forgetErr drops err from the errors still to report (its caller has
-// reported it).
-func (f *File) forgetErr(err error) {
-	f.pmu.Lock()
-	if f.perr == err {
-		f.perr = nil
+// writeFailed turns a storage failure of the write of [off, end) into what
+// the caller gets. Retryable codes (EAGAIN, EINTR, ETIMEDOUT) become EIO:
+// the storage client already retried for its whole window, and a caller
+// told EAGAIN retries the write (Python's io.Buffered* even takes
+// BlockingIOError for a partial write). ENOSPC, EROFS, EFBIG and the like
+// keep their errno. buffered says the bytes were acknowledged earlier.
+func writeFailed(ino uint64, off, end int64, buffered bool, err error) error {
+	errno := errcode.ErrnoOf(err)
+	switch errno {
+	case syscall.ENOSPC, syscall.EDQUOT, syscall.EROFS, syscall.EFBIG, syscall.EBADF, syscall.EINVAL, syscall.EACCES, syscall.EPERM:
+	default:
+		errno = syscall.EIO
 	}
-	f.pmu.Unlock()
+	if buffered {
+		return errcode.WithErrno(errcode.CodeOf(err), errno,
+			"inode %d: buffered write of bytes [%d, %d) was acknowledged but storage did not take it (%v); this handle lost data and fails every further call", ino, off, end, err)
+	}
+	return errcode.WithErrno(errcode.CodeOf(err), errno, "write inode %d bytes [%d, %d): %v", ino, off, end, err)
 }
 
 // getBuf returns an empty write-back buffer of capacity WriteBuffer.

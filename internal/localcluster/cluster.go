@@ -75,6 +75,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Progress, when set, gets one line per start-up step.
 	Progress io.Writer
+	// MetaConfig, when set, adjusts the meta server's config before it
+	// starts (tests: short client leases, prune intervals).
+	MetaConfig func(*metad.Config)
 }
 
 // Cluster is a running cluster.
@@ -238,6 +241,9 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	mcfg.NodeID = MetaNodeID // the same node across restarts, not a new one each time
 	mcfg.RootChainTable, mcfg.RootChunkSize, mcfg.RootStripeSize = ChainTable, opts.ChunkSize, opts.StripeSize
 	mcfg.GCInterval.Duration = time.Second
+	if opts.MetaConfig != nil {
+		opts.MetaConfig(&mcfg)
+	}
 	c.Meta, err = metad.Start(ctx, metad.Options{Config: mcfg, Logger: log.With("role", "meta"),
 		NewChunks: func(cache *mgmtdclient.Cache) (meta.ChunkStore, error) {
 			c.metaSC = storageclient.New(cache, storageclient.Config{Token: opts.Token})

@@ -155,7 +155,7 @@ func (s *Server) Create(ctx context.Context, u User, p PathAt, opts CreateOption
 		if err := t.insertEntry(dir.ID, name, n); err != nil {
 			return err
 		}
-		if opts.Write {
+		if opts.Write || holdsData(n, opts.ClientID) {
 			if res.Session, err = t.openSession(n.ID, opts.ClientID); err != nil {
 				return err
 			}
@@ -244,7 +244,7 @@ func (t *txn) openInode(n *Inode, opts OpenOptions, what string) (Inode, uint64,
 		}
 	}
 	var sess uint64
-	if opts.Write {
+	if opts.Write || holdsData(n, opts.ClientID) {
 		if sess, err = t.openSession(n.ID, opts.ClientID); err != nil {
 			return Inode{}, 0, nil, err
 		}
@@ -252,7 +252,14 @@ func (t *txn) openInode(n *Inode, opts OpenOptions, what string) (Inode, uint64,
 	return *n, sess, trim, nil
 }
 
-// openSession records a write session. It writes the inode's session marker
+// holdsData reports whether a read-only open of n gets a session too: a
+// named client opening a file does, so that the file's data outlives an
+// unlink (by any client) until this open is closed, as POSIX promises
+// (issue 13, hole 8). An anonymous read open holds nothing.
+func holdsData(n *Inode, client string) bool { return client != "" && n.Type == TypeFile }
+
+// openSession records a session (a write open, or a named client's read
+// open: both keep an unlinked file's data until closed). It writes the inode's session marker
 // so that a concurrent unlink, which reads the marker before deciding the
 // file is not open, conflicts; opens do not read it, so they never conflict
 // with each other. Setting the client lease is a blind write, also conflict-free.
