@@ -48,7 +48,7 @@ type openInode struct {
 func newFileSystem(b Backend, opts Options) *fileSystem {
 	var m meta.FS
 	if b != nil {
-		m = b.Meta()
+		m = boundedMeta{fs: b.Meta(), d: opts.MetaTimeout}
 	}
 	return &fileSystem{b: b, meta: m, opts: opts, log: opts.Logger.With("component", "fuse"),
 		creds: newCredCache(), open: map[uint64]*openInode{}}
@@ -57,7 +57,8 @@ func newFileSystem(b Backend, opts Options) *fileSystem {
 // ctx strips the FUSE interrupt from a request's context: a call that is
 // abandoned half-way (the caller got a signal, and Go programs get SIGURG
 // all the time) could have changed the namespace after all, so every call
-// runs to completion and the client's own timeouts bound it.
+// runs to completion, bounded by Options.MetaTimeout (boundedMeta) and the
+// client's own timeouts.
 func opCtx(ctx context.Context) context.Context { return context.WithoutCancel(ctx) }
 
 // errno converts an EmberFS error to what the kernel returns to the caller.
@@ -70,7 +71,14 @@ func (fsys *fileSystem) errno(op string, err error) syscall.Errno {
 		return e
 	}
 	n := errcode.ErrnoOf(err)
-	if n == syscall.EIO || n == syscall.EAGAIN {
+	switch n {
+	case syscall.EAGAIN:
+		// A service that stayed unavailable past the retries: to a
+		// blocking system call that is an I/O error, not "try again"
+		// (which callers of read/write treat as a non-blocking miss).
+		n = syscall.EIO
+		fallthrough
+	case syscall.EIO, syscall.ETIMEDOUT:
 		// Not a file-system answer but a failure: worth a log line.
 		fsys.log.Warn("operation failed", "op", op, "err", err)
 	}
@@ -187,7 +195,7 @@ func (fsys *fileSystem) pinIfOpen(ctx context.Context, id uint64) {
 	if !need {
 		return
 	}
-	pin, err := fsys.b.Open(ctx, root, meta.PathAt{Parent: id}, os.O_WRONLY, 0)
+	pin, err := fsys.openBounded(ctx, root, meta.PathAt{Parent: id}, os.O_WRONLY, 0)
 	if err != nil {
 		fsys.log.Warn("cannot keep open file alive across unlink", "inode", id, "err", err)
 		return
@@ -276,12 +284,12 @@ func (fsys *fileSystem) openFile(ctx context.Context, u meta.User, p meta.PathAt
 	var file File
 	var err error
 	if fsys.opts.WritebackCache && f&syscall.O_ACCMODE == syscall.O_WRONLY {
-		file, err = fsys.b.Open(ctx, u, p, f&^syscall.O_ACCMODE|syscall.O_RDWR, mode)
+		file, err = fsys.openBounded(ctx, u, p, f&^syscall.O_ACCMODE|syscall.O_RDWR, mode)
 		if errcode.ErrnoOf(err) == syscall.EACCES {
-			file, err = fsys.b.Open(ctx, u, p, f, mode)
+			file, err = fsys.openBounded(ctx, u, p, f, mode)
 		}
 	} else {
-		file, err = fsys.b.Open(ctx, u, p, f, mode)
+		file, err = fsys.openBounded(ctx, u, p, f, mode)
 	}
 	if err != nil {
 		return nil, fsys.errno("open", err)

@@ -43,7 +43,12 @@ type Options struct {
 	MaxWrite int
 	// FsName is the source shown by mount(8) and df (default "emberfs").
 	FsName string
-	Logger *slog.Logger
+	// MetaTimeout bounds every metadata call a request makes (default
+	// DefaultMetaTimeout): past it the system call fails with ETIMEDOUT
+	// instead of hanging while a meta server is hung. Mount's own check
+	// that meta answers is bounded by it too.
+	MetaTimeout time.Duration
+	Logger      *slog.Logger
 }
 
 func (o *Options) setDefaults() {
@@ -60,6 +65,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.MaxWrite <= 0 || o.MaxWrite > MaxWrite {
 		o.MaxWrite = MaxWrite
+	}
+	if o.MetaTimeout <= 0 {
+		o.MetaTimeout = DefaultMetaTimeout
 	}
 	if o.FsName == "" {
 		o.FsName = "emberfs"
@@ -88,11 +96,12 @@ func Mount(ctx context.Context, b Backend, dir string, opts Options) (*Server, e
 	if !st.IsDir() {
 		return nil, fmt.Errorf("mount point %s is not a directory", dir)
 	}
-	// Fail here, with a clear message, rather than on the first ls.
-	if _, err := b.Meta().Stat(ctx, meta.User{}, meta.PathAt{Parent: meta.RootID}); err != nil {
-		return nil, fmt.Errorf("mount %s: cannot reach the metadata service: %w", dir, err)
-	}
+	// Fail here, with a clear message, rather than on the first ls; a hung
+	// meta server fails the mount after MetaTimeout.
 	fsys := newFileSystem(b, opts)
+	if _, err := fsys.meta.Stat(ctx, meta.User{}, meta.PathAt{Parent: meta.RootID}); err != nil {
+		return nil, fmt.Errorf("mount %s: the metadata service did not answer within %v: %w", dir, opts.MetaTimeout, err)
+	}
 	mo := gofuse.MountOptions{
 		AllowOther: opts.AllowOther,
 		// The kernel checks permissions on its cached attributes (access(2),

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/signal"
@@ -24,6 +25,7 @@ func newMountCmd() *cobra.Command {
 	var (
 		addrs, token, clientID string
 		opts                   fuse.Options
+		connectTimeout         time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "mount MNT",
@@ -35,9 +37,13 @@ func newMountCmd() *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			c, err := client.New(ctx, client.Config{MgmtdAddrs: splitAddrs(addrs), Token: token, ClientID: clientID})
+			// An unreachable cluster fails the mount after connectTimeout
+			// with a message saying what was tried, not after minutes.
+			cctx, ccancel := context.WithTimeout(ctx, connectTimeout)
+			c, err := client.New(cctx, client.Config{MgmtdAddrs: splitAddrs(addrs), Token: token, ClientID: clientID})
+			ccancel()
 			if err != nil {
-				return fmt.Errorf("connecting to the cluster at %s: %w", addrs, err)
+				return fmt.Errorf("cannot reach the cluster: no routing from mgmtd at %s within %v (is it running, and are --mgmtd and --token right?): %w", addrs, connectTimeout, err)
 			}
 			defer c.Close()
 			srv, err := fuse.Mount(ctx, fuse.ClientBackend(c), args[0], opts)
@@ -71,6 +77,8 @@ func newMountCmd() *cobra.Command {
 	f.BoolVar(&opts.DirectIO, "direct-io", false, "bypass the page cache for file data")
 	f.BoolVar(&opts.AllowOther, "allow-other", false, "let other users use the mount (needs root or user_allow_other in /etc/fuse.conf)")
 	f.BoolVar(&opts.Debug, "debug", false, "log every FUSE request")
+	f.DurationVar(&connectTimeout, "connect-timeout", 10*time.Second, "how long to wait for the cluster before the mount fails")
+	f.DurationVar(&opts.MetaTimeout, "meta-timeout", fuse.DefaultMetaTimeout, "bound on each metadata call; past it the system call fails with ETIMEDOUT")
 	f.DurationVar(&opts.AttrTimeout, "attr-timeout", time.Second, "how long the kernel caches attributes (negative: not at all)")
 	f.DurationVar(&opts.EntryTimeout, "entry-timeout", time.Second, "how long the kernel caches names (negative: not at all)")
 	return cmd
