@@ -103,28 +103,70 @@ func (s *Store) Get(id chunkengine.ChunkID, key []byte, maxLen uint32) (*Value, 
 	return &Value{Header: hdr, Region: reg, ValueOff: reg.Offset + int64(h.Len()), ValueLen: int64(h.ValueLen)}, nil
 }
 
-// Exists reports whether chunk id holds a live record of key: its header
-// (as stored) when it does, NotFound when not. It reads only the header
-// and does not count as an access.
-func (s *Store) Exists(id chunkengine.ChunkID, key []byte) ([]byte, error) {
+// Exists reports whether chunk id holds a live record of key (nil) or not
+// (NotFound); a chunk the engine marked corrupt is ChecksumMismatch (ask
+// another replica). It is not an access.
+//
+// It answers from the index: one engine metadata lookup and one map
+// lookup, no disk read. The entry is used only when the engine's committed
+// version, length and content checksum are the ones it was built from;
+// otherwise (a change the index has not seen yet, a descriptor slot) the
+// record header is read from disk as before. Either way the answer is
+// exact: the entry holds the key itself, not a hash of it.
+func (s *Store) Exists(id chunkengine.ChunkID, key []byte) error {
+	m, ok := s.eng.Stat(id)
+	switch {
+	case !ok || m.Version == 0:
+		return miss(id, key, "no value stored")
+	case m.Corrupt:
+		return errcode.New(errcode.ChecksumMismatch, "kv chunk %s version %d is marked corrupt; ask another replica", id, m.Version)
+	}
+	if !kvformat.IsDescriptor(id) {
+		s.mu.Lock()
+		e := s.entries[id]
+		if e != nil && e.sumOK && e.version == m.Version && e.size == int64(m.Length) && e.sum == m.Checksum {
+			bad, same, expires := e.bad, bytes.Equal(e.key, key), e.expires
+			s.mu.Unlock()
+			switch {
+			case bad:
+				return miss(id, key, "record header does not decode")
+			case !same:
+				return miss(id, key, "slot holds another key")
+			case expires != 0 && s.now().UnixNano() >= expires:
+				return miss(id, key, "value expired")
+			}
+			return nil
+		}
+		s.mu.Unlock()
+	}
+	s.existsFromDisk.Add(1)
+	return s.existsFromHeader(id, key)
+}
+
+// ExistsFromDisk returns how many Exists calls read the record header
+// because the index had no entry matching the engine's committed state.
+func (s *Store) ExistsFromDisk() int64 { return s.existsFromDisk.Load() }
+
+// existsFromHeader answers Exists by reading the record header.
+func (s *Store) existsFromHeader(id chunkengine.ChunkID, key []byte) error {
 	var hb [kvformat.MaxHeaderLen]byte
 	n, _, length, err := s.eng.ReadPrefix(id, hb[:])
 	if err != nil {
 		if errcode.Is(err, errcode.NotFound) {
-			return nil, miss(id, key, "no value stored")
+			return miss(id, key, "no value stored")
 		}
-		return nil, err
+		return err
 	}
 	h, err := kvformat.DecodeHeader(hb[:n])
 	switch {
 	case err != nil:
-		return nil, miss(id, key, err.Error())
+		return miss(id, key, err.Error())
 	case int64(h.Len())+int64(h.ValueLen) != int64(length):
-		return nil, miss(id, key, "record length does not match its header")
+		return miss(id, key, "record length does not match its header")
 	case !bytes.Equal(h.Key, key):
-		return nil, miss(id, key, "slot holds another key")
+		return miss(id, key, "slot holds another key")
 	case h.Expired(s.now().UnixNano()):
-		return nil, miss(id, key, "value expired")
+		return miss(id, key, "value expired")
 	}
-	return append([]byte(nil), hb[:h.Len()]...), nil
+	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"bytes"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emberfs/emberfs/internal/errcode"
@@ -28,11 +29,18 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-// entry is what the index knows of one KV chunk.
+// entry is what the index knows of one KV chunk. version, size and sum
+// identify the committed content the entry was built from: Exists answers
+// from the entry only while the engine's committed state still matches
+// them, so an index that missed a change cannot vouch for a value that is
+// gone or belongs to another key (docs/kvcache.md, "Exists from the index").
 type entry struct {
 	ns      uint32
 	version uint64 // committed version the entry describes
 	size    int64  // record bytes (the chunk's committed length)
+	sum     uint32 // CRC32C of that committed content (the engine's)
+	sumOK   bool   // sum is known (false: Exists reads the header from disk)
+	key     []byte // the record's key, from its header (exact, not a hash)
 	expires int64  // unix ns; 0 = never
 	access  int64  // unix ns of the last read served here (or the put)
 	bad     bool   // the header does not decode: reclaim it first
@@ -55,6 +63,10 @@ type Store struct {
 	mu      sync.Mutex
 	entries map[chunkengine.ChunkID]*entry
 	ns      map[uint32]*nsState
+
+	// existsFromDisk counts Exists answers that could not come from the
+	// index (no matching entry) and read the record header instead.
+	existsFromDisk atomic.Int64
 }
 
 // Open builds the index of eng's KV chunks from its metadata and the
@@ -119,7 +131,7 @@ func (s *Store) observe(id chunkengine.ChunkID, rebuilding bool) {
 	m, ok := s.eng.Stat(id)
 	s.mu.Lock()
 	old := s.entries[id]
-	if ok && m.Version != 0 && old != nil && old.version == m.Version {
+	if ok && m.Version != 0 && old != nil && old.version == m.Version && old.size == int64(m.Length) && old.sumOK && old.sum == m.Checksum {
 		s.mu.Unlock()
 		return
 	}
@@ -136,10 +148,18 @@ func (s *Store) observe(id chunkengine.ChunkID, rebuilding bool) {
 			e.bad = true
 		default:
 			e.version, e.size = ver, int64(length)
+			// The content checksum of the version the header came from:
+			// Stat's, when no commit slipped in between.
+			if ver == m.Version && length == m.Length {
+				e.sum, e.sumOK = m.Checksum, true
+			} else if m2, ok := s.eng.Stat(id); ok && m2.Version == ver && m2.Length == length {
+				e.sum, e.sumOK = m2.Checksum, true
+			}
 			h, herr := kvformat.DecodeHeader(hb[:n])
 			if herr != nil || int64(h.Len())+int64(h.ValueLen) != int64(length) {
 				e.bad = true
 			} else {
+				e.key = bytes.Clone(h.Key)
 				e.expires = h.Expires
 				e.access = s.now().UnixNano()
 				if rebuilding {

@@ -15,12 +15,48 @@ import (
 // version, serving and recovered replica) are the same as for chunk
 // reads; what a record means is storage/kvstore's business.
 
-// kvGet checks a get against routing and opens the value.
-func (s *Service) kvGet(ctx context.Context, q *wire.KVGetReq) (*kvstore.Value, error) {
+// readChecks remembers checkRead's answers within one batch frame, per
+// (target, chain, chain version): the entries of a frame mostly share a
+// few chains, and routing does not need re-checking for each of them. A
+// frame is served in microseconds, far below how often routing changes;
+// a change that lands meanwhile is seen by the next frame, as it would be
+// by a single request that checked just before it.
+type readChecks []readCheck
+
+type readCheck struct {
+	target uint64
+	chain  uint32
+	ver    uint64
+	t      *target
+	err    error
+}
+
+// check is checkRead for q, asked once per (target, chain, version).
+func (rc *readChecks) check(ctx context.Context, s *Service, q *wire.KVGetReq) (*target, error) {
+	for i := range *rc {
+		c := &(*rc)[i]
+		if c.target == q.Target && c.chain == q.Chain && c.ver == q.ChainVer {
+			return c.t, c.err
+		}
+	}
+	t, err := s.checkRead(ctx, &wire.ReadReq{Target: q.Target, Chain: q.Chain, ChainVer: q.ChainVer, Chunk: q.Chunk})
+	*rc = append(*rc, readCheck{target: q.Target, chain: q.Chain, ver: q.ChainVer, t: t, err: err})
+	return t, err
+}
+
+// kvGet checks a get against routing (through rc, nil: a single get)
+// and opens the value.
+func (s *Service) kvGet(ctx context.Context, rc *readChecks, q *wire.KVGetReq) (*kvstore.Value, error) {
 	if !kvformat.IsKVChunk(q.Chunk) {
 		return nil, errcode.New(errcode.InvalidArgument, "kv get of chunk %s: not a KV chunk", q.Chunk)
 	}
-	t, err := s.checkRead(ctx, &wire.ReadReq{Target: q.Target, Chain: q.Chain, ChainVer: q.ChainVer, Chunk: q.Chunk})
+	var t *target
+	var err error
+	if rc != nil {
+		t, err = rc.check(ctx, s, q)
+	} else {
+		t, err = s.checkRead(ctx, &wire.ReadReq{Target: q.Target, Chain: q.Chain, ChainVer: q.ChainVer, Chunk: q.Chunk})
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -48,7 +84,7 @@ func (s *Service) handleKVGet(ctx context.Context, req *transport.ServerRequest)
 	if err != nil {
 		return nil, err
 	}
-	v, err := s.kvGet(ctx, &q)
+	v, err := s.kvGet(ctx, nil, &q)
 	if err != nil {
 		return nil, err
 	}
@@ -63,6 +99,7 @@ func (s *Service) handleKVGet(ctx context.Context, req *transport.ServerRequest)
 func (s *Service) handleKVGetBatch(ctx context.Context, _ *transport.ServerRequest, subs []transport.SubRequest) ([]transport.SubReply, func(), error) {
 	replies := make([]transport.SubReply, len(subs))
 	var open []*kvstore.Value
+	var rc readChecks
 	for i, sub := range subs {
 		q, err := wire.DecodeKVGetReq(sub.Ext)
 		if err == nil && len(sub.Payload) != 0 {
@@ -70,7 +107,7 @@ func (s *Service) handleKVGetBatch(ctx context.Context, _ *transport.ServerReque
 		}
 		var v *kvstore.Value
 		if err == nil {
-			v, err = s.kvGet(ctx, &q)
+			v, err = s.kvGet(ctx, &rc, &q)
 		}
 		if err != nil {
 			replies[i].Err = err
@@ -86,10 +123,13 @@ func (s *Service) handleKVGetBatch(ctx context.Context, _ *transport.ServerReque
 	}, nil
 }
 
-// handleKVExists serves OpKVExists: per entry the header of a live record
-// of the key, or NotFound.
+// handleKVExists serves OpKVExists: per entry OK when the slot holds a
+// live record of the key, else NotFound. Answers come from the targets'
+// KV indexes (no disk read unless an index entry is behind the engine),
+// with routing checked once per (target, chain) of the frame.
 func (s *Service) handleKVExists(ctx context.Context, _ *transport.ServerRequest, subs []transport.SubRequest) ([]transport.SubReply, func(), error) {
 	replies := make([]transport.SubReply, len(subs))
+	var rc readChecks
 	for i, sub := range subs {
 		q, err := wire.DecodeKVGetReq(sub.Ext)
 		if err == nil && len(sub.Payload) != 0 {
@@ -100,10 +140,10 @@ func (s *Service) handleKVExists(ctx context.Context, _ *transport.ServerRequest
 		}
 		var t *target
 		if err == nil {
-			t, err = s.checkRead(ctx, &wire.ReadReq{Target: q.Target, Chain: q.Chain, ChainVer: q.ChainVer, Chunk: q.Chunk})
+			t, err = rc.check(ctx, s, &q)
 		}
 		if err == nil {
-			replies[i].Ext, err = t.kv.Exists(q.Chunk, q.Key)
+			err = t.kv.Exists(q.Chunk, q.Key)
 		}
 		replies[i].Err = err
 	}
