@@ -10,18 +10,30 @@ import (
 )
 
 // Value is a hit: the record header as stored (kvformat encoding, key
-// included) and the value as a byte range of the chunk's data file, to be
-// sent with sendfile. Close releases the file once it has been sent.
+// included) and the value, either in memory (Inline, a small record read
+// whole) or as a byte range of the chunk's data file, to be sent with
+// sendfile. Close releases the buffer or the file once it has been sent.
 type Value struct {
 	Header   []byte
-	Region   *chunkengine.Region // the whole committed record
+	Inline   []byte              // the value when read into memory; nil: use Region
+	Region   *chunkengine.Region // the whole committed record (nil when Inline)
 	ValueOff int64               // value's offset in Region.File
 	ValueLen int64
+
+	pooled *[]byte // Inline's buffer, back to its store's pool on Close
+	store  *Store
 }
 
-// Close releases the value's file.
+// Close releases the value's buffer or file.
 func (v *Value) Close() {
-	if v != nil && v.Region != nil {
+	if v == nil {
+		return
+	}
+	if v.pooled != nil {
+		v.store.inline.Put(v.pooled)
+		v.pooled, v.Inline, v.Header = nil, nil, nil
+	}
+	if v.Region != nil {
 		v.Region.Close()
 	}
 }
@@ -56,20 +68,62 @@ func (s *Store) openRecord(id chunkengine.ChunkID, key []byte, now int64) (reg *
 		reg.Close()
 		return nil, nil, h, false, errcode.New(errcode.Internal, "kv chunk %s: read header: %v", id, err)
 	}
-	h, err = kvformat.DecodeHeader(hb)
+	h, corrupt, err = checkRecord(id, key, hb, reg.Length, now)
 	if err != nil {
-		return fail(true, err.Error())
-	}
-	if int64(h.Len())+int64(h.ValueLen) != reg.Length {
-		return fail(true, "record length does not match its header")
-	}
-	if !bytes.Equal(h.Key, key) {
-		return fail(false, "slot holds another key")
-	}
-	if h.Expired(now) {
-		return fail(false, "value expired")
+		reg.Close()
+		return nil, nil, kvformat.Header{}, corrupt, err
 	}
 	return reg, hb[:h.Len()], h, false, nil
+}
+
+// checkRecord checks that b, the start of a committed record of length
+// bytes, is an intact, live record of key.
+func checkRecord(id chunkengine.ChunkID, key, b []byte, length, now int64) (h kvformat.Header, corrupt bool, err error) {
+	h, err = kvformat.DecodeHeader(b)
+	switch {
+	case err != nil:
+		return h, true, miss(id, key, err.Error())
+	case int64(h.Len())+int64(h.ValueLen) != length:
+		return h, true, miss(id, key, "record length does not match its header")
+	case !bytes.Equal(h.Key, key):
+		return h, false, miss(id, key, "slot holds another key")
+	case h.Expired(now):
+		return h, false, miss(id, key, "value expired")
+	}
+	return h, false, nil
+}
+
+// readInline reads chunk id's committed record whole into a pooled buffer
+// when it is at most inlineMax bytes: one pread (the engine checks the
+// content checksum in the same pass unless a recent check vouches for
+// it). ok is false when the record is larger (it grew since the caller
+// looked at its length): use the region path.
+func (s *Store) readInline(id chunkengine.ChunkID, key []byte, now int64) (v *Value, h kvformat.Header, corrupt, ok bool, err error) {
+	bp := s.inline.Get().(*[]byte)
+	buf := *bp
+	n, _, err := s.eng.ReadAt(id, buf, 0, true)
+	if err != nil {
+		s.inline.Put(bp)
+		if errcode.Is(err, errcode.NotFound) {
+			return nil, h, false, true, miss(id, key, "no value stored")
+		}
+		return nil, h, false, true, err // ChecksumMismatch: read another replica
+	}
+	if n == len(buf) {
+		// Larger than inlineMax: it grew since the caller's Stat.
+		s.inline.Put(bp)
+		return nil, h, false, false, nil
+	}
+	if n == 0 {
+		s.inline.Put(bp)
+		return nil, h, true, true, miss(id, key, "empty chunk in a KV slot")
+	}
+	h, corrupt, err = checkRecord(id, key, buf[:n], int64(n), now)
+	if err != nil {
+		s.inline.Put(bp)
+		return nil, h, corrupt, true, err
+	}
+	return &Value{Header: buf[:h.Len():h.Len()], Inline: buf[h.Len():n:n], ValueLen: int64(h.ValueLen), pooled: bp, store: s}, h, false, true, nil
 }
 
 // Get serves a read of key from chunk id into a buffer of maxLen bytes: a
@@ -79,7 +133,23 @@ func (s *Store) openRecord(id chunkengine.ChunkID, key []byte, now int64) (reg *
 func (s *Store) Get(id chunkengine.ChunkID, key []byte, maxLen uint32) (*Value, error) {
 	ns := kvformat.NamespaceOf(id)
 	now := s.now().UnixNano()
-	reg, hdr, h, corrupt, err := s.openRecord(id, key, now)
+	var v *Value
+	var h kvformat.Header
+	var corrupt, done bool
+	var err error
+	if s.inlineMax > 0 {
+		if m, ok := s.eng.Stat(id); ok && int(m.Length) <= s.inlineMax {
+			v, h, corrupt, done, err = s.readInline(id, key, now)
+		}
+	}
+	if !done {
+		var reg *chunkengine.Region
+		var hdr []byte
+		reg, hdr, h, corrupt, err = s.openRecord(id, key, now)
+		if err == nil {
+			v = &Value{Header: hdr, Region: reg, ValueOff: reg.Offset + int64(h.Len()), ValueLen: int64(h.ValueLen)}
+		}
+	}
 	if err != nil {
 		if errcode.Is(err, errcode.NotFound) {
 			s.count(ns, func(st *kvformat.Stats) {
@@ -92,7 +162,7 @@ func (s *Store) Get(id chunkengine.ChunkID, key []byte, maxLen uint32) (*Value, 
 		return nil, err
 	}
 	if h.ValueLen > maxLen {
-		reg.Close()
+		v.Close()
 		return nil, errcode.New(errcode.OutOfRange, "kv key %q: value is %d bytes, the buffer holds %d", key, h.ValueLen, maxLen)
 	}
 	s.touch(id, now)
@@ -100,7 +170,7 @@ func (s *Store) Get(id chunkengine.ChunkID, key []byte, maxLen uint32) (*Value, 
 		st.Hits++
 		st.BytesRead += uint64(h.ValueLen)
 	})
-	return &Value{Header: hdr, Region: reg, ValueOff: reg.Offset + int64(h.Len()), ValueLen: int64(h.ValueLen)}, nil
+	return v, nil
 }
 
 // Exists reports whether chunk id holds a live record of key (nil) or not

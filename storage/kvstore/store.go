@@ -25,9 +25,21 @@ import (
 type Options struct {
 	// Now is the clock that decides expiry and access times (tests inject
 	// one); default time.Now.
-	Now    func() time.Time
-	Logger *slog.Logger
+	Now func() time.Time
+	// InlineMax is the largest record (header, key and value) a get reads
+	// whole into memory with one pread, to be sent with the response
+	// header in one writev; larger values go out from the file by
+	// sendfile. 0 means DefaultInlineMax; negative means always sendfile.
+	InlineMax int
+	Logger    *slog.Logger
 }
+
+// DefaultInlineMax is Options.InlineMax's default: values up to 16 KiB
+// (plus the largest header). Below it a pread plus one writev costs fewer
+// system calls than a header write plus sendfile and an fstat of the
+// region, and the extra copy through user space is a few microseconds at
+// most (docs/kvcache.md, "Measured").
+const DefaultInlineMax = 16<<10 + kvformat.MaxHeaderLen
 
 // entry is what the index knows of one KV chunk. version, size and sum
 // identify the committed content the entry was built from: Exists answers
@@ -56,9 +68,11 @@ type nsState struct {
 
 // Store is the KV side of one target; safe for concurrent use.
 type Store struct {
-	eng *chunkengine.Engine
-	now func() time.Time
-	log *slog.Logger
+	eng       *chunkengine.Engine
+	now       func() time.Time
+	log       *slog.Logger
+	inlineMax int
+	inline    sync.Pool // *[]byte of inlineMax bytes
 
 	mu      sync.Mutex
 	entries map[chunkengine.ChunkID]*entry
@@ -78,8 +92,18 @@ func Open(eng *chunkengine.Engine, opts Options) *Store {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.InlineMax == 0 {
+		opts.InlineMax = DefaultInlineMax
+	}
 	s := &Store{eng: eng, now: opts.Now, log: opts.Logger.With("component", "kvstore"),
-		entries: map[chunkengine.ChunkID]*entry{}, ns: map[uint32]*nsState{}}
+		inlineMax: opts.InlineMax,
+		entries:   map[chunkengine.ChunkID]*entry{}, ns: map[uint32]*nsState{}}
+	s.inline.New = func() any {
+		// One byte more than the largest inline record, so a read that
+		// fills the buffer tells of a record too large for it.
+		b := make([]byte, max(s.inlineMax, 0)+1)
+		return &b
+	}
 	n := 0
 	for _, m := range eng.Dump() {
 		if kvformat.IsKVChunk(m.ID) && m.Version != 0 {

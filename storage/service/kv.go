@@ -72,13 +72,17 @@ func (s *Service) kvGet(ctx context.Context, rc *readChecks, q *wire.KVGetReq) (
 }
 
 func valueSegment(v *kvstore.Value) transport.Segment {
-	if v.ValueLen == 0 {
+	switch {
+	case v.ValueLen == 0:
 		return transport.Segment{}
+	case v.Inline != nil:
+		return transport.Bytes(v.Inline)
 	}
 	return transport.FileRegion(v.Region.File, v.ValueOff, v.ValueLen)
 }
 
-// handleKVGet serves OpKVGet: the header as ext, the value by sendfile.
+// handleKVGet serves OpKVGet: the header as ext, the value from memory
+// (small records, read whole) or by sendfile.
 func (s *Service) handleKVGet(ctx context.Context, req *transport.ServerRequest) (*transport.ServerResponse, error) {
 	q, err := wire.DecodeKVGetReq(req.Ext)
 	if err != nil {

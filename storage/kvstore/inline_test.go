@@ -1,0 +1,100 @@
+package kvstore_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/emberfs/emberfs/internal/errcode"
+	"github.com/emberfs/emberfs/storage/kvformat"
+	"github.com/emberfs/emberfs/storage/kvstore"
+	"github.com/emberfs/emberfs/storage/storageclient"
+)
+
+// Records just under, at and just over the inline limit (read whole into
+// memory) and far over it (sent by sendfile) come back exactly, singly
+// and batched, and a buffer one byte short is OutOfRange on either path.
+func TestGetInlineBoundary(t *testing.T) {
+	k := startKV(t, 3, 3, 0)
+	ns := k.createNamespace(t, kvformat.Descriptor{Name: "inline", ID: 45, CapacityBytes: 1 << 30, Evict: true})
+	key := func(n int) string { return fmt.Sprintf("v%07d", n) } // 8-byte keys
+	hdr := kvformat.FixedHeaderLen + 8
+	var sizes []int
+	for _, n := range []int{kvstore.DefaultInlineMax - 1, kvstore.DefaultInlineMax, kvstore.DefaultInlineMax + 1, 300 << 10} {
+		sizes = append(sizes, n-hdr) // record of n bytes
+	}
+	sizes = append(sizes, 1)
+	for _, n := range sizes {
+		ns.put(t, key(n), value(key(n), n))
+	}
+	ctx := context.Background()
+	for round := 0; round < 3; round++ { // reads rotate over the replicas
+		for _, n := range sizes {
+			if got := ns.get(t, key(n)); !bytes.Equal(got, value(key(n), n)) {
+				t.Fatalf("value of %d bytes: got %d bytes or different contents", n, len(got))
+			}
+			short := make([]byte, n-1)
+			if _, _, err := k.cl.KVGet(ctx, ns.ref(key(n)), short); !errcode.Is(err, errcode.OutOfRange) {
+				t.Fatalf("value of %d bytes into %d: %v, want OutOfRange", n, n-1, err)
+			}
+		}
+		refs := make([]storageclient.KVRef, len(sizes))
+		bufs := make([][]byte, len(sizes))
+		for i, n := range sizes {
+			refs[i], bufs[i] = ns.ref(key(n)), make([]byte, n+100)
+		}
+		for i, r := range k.cl.KVGetBatch(ctx, refs, bufs) {
+			if r.Err != nil || !bytes.Equal(bufs[i][:r.N], value(key(sizes[i]), sizes[i])) {
+				t.Fatalf("batch entry of %d bytes: n %d err %v", sizes[i], r.N, r.Err)
+			}
+		}
+	}
+}
+
+// A small (inline) value corrupted on every replica after the engines
+// vouched for it is a miss, never wrong bytes; corrupted on one replica
+// it is read from another.
+func TestGetInlineCorruptNeverReturned(t *testing.T) {
+	k := startKV(t, 3, 3, 0)
+	ns := k.createNamespace(t, kvformat.Descriptor{Name: "inline-corrupt", ID: 46, CapacityBytes: 1 << 30, Evict: true})
+	ns.put(t, "one", value("one", 4000))
+	ns.put(t, "all", value("all", 4000))
+	for i := 0; i < 6; i++ { // every replica serves both, so the engines vouch for them
+		ns.get(t, "one")
+		ns.get(t, "all")
+	}
+	flip := func(node int, key string, off int64) {
+		s := k.Service(node)
+		path := s.Engine(s.TargetIDs()[0]).DataPath(ns.ref(key).Chunk)
+		f, err := os.OpenFile(path, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		b := make([]byte, 1)
+		if _, err := f.ReadAt(b, off); err != nil {
+			t.Fatal(err)
+		}
+		b[0] ^= 0x21
+		if _, err := f.WriteAt(b, off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	flip(2, "one", 3000)
+	for n := 1; n <= 3; n++ {
+		flip(n, "all", 2000)
+	}
+	for i := 0; i < 9; i++ {
+		if got := ns.get(t, "one"); !bytes.Equal(got, value("one", 4000)) {
+			t.Fatalf("read %d of a value corrupt on one replica: %d bytes, not the value", i, len(got))
+		}
+		buf := make([]byte, 8000)
+		_, _, err := k.cl.KVGet(context.Background(), ns.ref("all"), buf)
+		if !errcode.Is(err, errcode.NotFound) || !strings.Contains(err.Error(), "corrupt on every replica") {
+			t.Fatalf("read %d of a value corrupt everywhere: %v, want a NotFound naming the corruption", i, err)
+		}
+	}
+}
