@@ -29,7 +29,7 @@ func reportCPU(b *testing.B, start time.Duration) {
 // a 16-key batch get on a 3-replica local cluster (one process, loopback).
 // Run: go test -run XXX -bench KV -benchtime 200x ./storage/kvstore/
 func BenchmarkKV(b *testing.B) {
-	for _, size := range []int{4 << 10, 16 << 10, 64 << 10} {
+	for _, size := range []int{4 << 10, 256 << 10, 1 << 20} {
 		b.Run(fmt.Sprintf("%dKiB", size>>10), func(b *testing.B) {
 			k := startKV(b, 3, 3, 0)
 			ns := k.createNamespace(b, kvformat.Descriptor{Name: "bench", ID: 30, CapacityBytes: 1 << 40, Evict: true})
