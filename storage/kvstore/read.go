@@ -20,8 +20,9 @@ type Value struct {
 	ValueOff int64               // value's offset in Region.File
 	ValueLen int64
 
-	pooled *[]byte // Inline's buffer, back to its store's pool on Close
-	store  *Store
+	buf   []byte // Inline's buffer, back to the pool on Close
+	held  int64  // inline budget bytes held until Close
+	store *Store
 }
 
 // Close releases the value's buffer or file.
@@ -29,9 +30,10 @@ func (v *Value) Close() {
 	if v == nil {
 		return
 	}
-	if v.pooled != nil {
-		v.store.inline.Put(v.pooled)
-		v.pooled, v.Inline, v.Header = nil, nil, nil
+	if v.buf != nil {
+		putInline(v.buf)
+		v.store.releaseInline(v.held)
+		v.buf, v.Inline, v.Header = nil, nil, nil
 	}
 	if v.Region != nil {
 		v.Region.Close()
@@ -93,37 +95,43 @@ func checkRecord(id chunkengine.ChunkID, key, b []byte, length, now int64) (h kv
 	return h, false, nil
 }
 
-// readInline reads chunk id's committed record whole into a pooled buffer
-// when it is at most inlineMax bytes: one pread (the engine checks the
-// content checksum in the same pass unless a recent check vouches for
-// it). ok is false when the record is larger (it grew since the caller
-// looked at its length): use the region path.
-func (s *Store) readInline(id chunkengine.ChunkID, key []byte, now int64) (v *Value, h kvformat.Header, corrupt, ok bool, err error) {
-	bp := s.inline.Get().(*[]byte)
-	buf := *bp
+// readInline reads chunk id's committed record, length bytes by the
+// engine's metadata, whole into a pooled buffer: one pread (the engine
+// checks the content checksum in the same pass unless a recent check
+// vouches for it). ok is false when the inline budget has no room or the
+// record grew since its length was looked up: use the region path.
+func (s *Store) readInline(id chunkengine.ChunkID, key []byte, length int, now int64) (v *Value, h kvformat.Header, corrupt, ok bool, err error) {
+	size := length + 1 // one byte more: a read that fills it tells of growth
+	if !s.takeInline(int64(size)) {
+		return nil, h, false, false, nil
+	}
+	buf := getInline(size)
+	release := func() {
+		putInline(buf)
+		s.releaseInline(int64(size))
+	}
 	n, _, err := s.eng.ReadAt(id, buf, 0, true)
 	if err != nil {
-		s.inline.Put(bp)
+		release()
 		if errcode.Is(err, errcode.NotFound) {
 			return nil, h, false, true, miss(id, key, "no value stored")
 		}
 		return nil, h, false, true, err // ChecksumMismatch: read another replica
 	}
 	if n == len(buf) {
-		// Larger than inlineMax: it grew since the caller's Stat.
-		s.inline.Put(bp)
+		release()
 		return nil, h, false, false, nil
 	}
 	if n == 0 {
-		s.inline.Put(bp)
+		release()
 		return nil, h, true, true, miss(id, key, "empty chunk in a KV slot")
 	}
 	h, corrupt, err = checkRecord(id, key, buf[:n], int64(n), now)
 	if err != nil {
-		s.inline.Put(bp)
+		release()
 		return nil, h, corrupt, true, err
 	}
-	return &Value{Header: buf[:h.Len():h.Len()], Inline: buf[h.Len():n:n], ValueLen: int64(h.ValueLen), pooled: bp, store: s}, h, false, true, nil
+	return &Value{Header: buf[:h.Len():h.Len()], Inline: buf[h.Len():n:n], ValueLen: int64(h.ValueLen), buf: buf, held: int64(size), store: s}, h, false, true, nil
 }
 
 // Get serves a read of key from chunk id into a buffer of maxLen bytes: a
@@ -139,7 +147,7 @@ func (s *Store) Get(id chunkengine.ChunkID, key []byte, maxLen uint32) (*Value, 
 	var err error
 	if s.inlineMax > 0 {
 		if m, ok := s.eng.Stat(id); ok && int(m.Length) <= s.inlineMax {
-			v, h, corrupt, done, err = s.readInline(id, key, now)
+			v, h, corrupt, done, err = s.readInline(id, key, int(m.Length), now)
 		}
 	}
 	if !done {

@@ -30,16 +30,25 @@ type Options struct {
 	// whole into memory with one pread, to be sent with the response
 	// header in one writev; larger values go out from the file by
 	// sendfile. 0 means DefaultInlineMax; negative means always sendfile.
+	// At most 8 MiB.
 	InlineMax int
-	Logger    *slog.Logger
+	// InlineBudget bounds the bytes of records held in memory by gets
+	// whose response is not sent yet; past it gets use sendfile. 0 means
+	// DefaultInlineBudget.
+	InlineBudget int64
+	Logger       *slog.Logger
 }
 
-// DefaultInlineMax is Options.InlineMax's default: values up to 16 KiB
-// (plus the largest header). Below it a pread plus one writev costs fewer
-// system calls than a header write plus sendfile and an fstat of the
-// region, and the extra copy through user space is a few microseconds at
-// most (docs/kvcache.md, "Measured").
-const DefaultInlineMax = 16<<10 + kvformat.MaxHeaderLen
+// DefaultInlineBudget is Options.InlineBudget's default.
+const DefaultInlineBudget = 256 << 20
+
+// DefaultInlineMax is Options.InlineMax's default: values up to the
+// default value class of 4 MiB (plus the largest header). On loopback
+// (and this kernel) pread into memory plus one writev moves 1.3-2x the
+// bytes per second of sendfile, which splices page-cache pages into the
+// socket a page at a time; for small values it also saves the sendfile
+// and an fstat. Measured in docs/kvcache.md ("Measured").
+const DefaultInlineMax = 4<<20 + kvformat.MaxHeaderLen
 
 // entry is what the index knows of one KV chunk. version, size and sum
 // identify the committed content the entry was built from: Exists answers
@@ -68,11 +77,12 @@ type nsState struct {
 
 // Store is the KV side of one target; safe for concurrent use.
 type Store struct {
-	eng       *chunkengine.Engine
-	now       func() time.Time
-	log       *slog.Logger
-	inlineMax int
-	inline    sync.Pool // *[]byte of inlineMax bytes
+	eng          *chunkengine.Engine
+	now          func() time.Time
+	log          *slog.Logger
+	inlineMax    int
+	inlineBudget int64
+	inlineHeld   atomic.Int64 // bytes of inline buffers not released yet
 
 	mu      sync.Mutex
 	entries map[chunkengine.ChunkID]*entry
@@ -95,15 +105,12 @@ func Open(eng *chunkengine.Engine, opts Options) *Store {
 	if opts.InlineMax == 0 {
 		opts.InlineMax = DefaultInlineMax
 	}
-	s := &Store{eng: eng, now: opts.Now, log: opts.Logger.With("component", "kvstore"),
-		inlineMax: opts.InlineMax,
-		entries:   map[chunkengine.ChunkID]*entry{}, ns: map[uint32]*nsState{}}
-	s.inline.New = func() any {
-		// One byte more than the largest inline record, so a read that
-		// fills the buffer tells of a record too large for it.
-		b := make([]byte, max(s.inlineMax, 0)+1)
-		return &b
+	if opts.InlineBudget <= 0 {
+		opts.InlineBudget = DefaultInlineBudget
 	}
+	s := &Store{eng: eng, now: opts.Now, log: opts.Logger.With("component", "kvstore"),
+		inlineMax: min(opts.InlineMax, 1<<inlineMaxShift-1), inlineBudget: opts.InlineBudget,
+		entries: map[chunkengine.ChunkID]*entry{}, ns: map[uint32]*nsState{}}
 	n := 0
 	for _, m := range eng.Dump() {
 		if kvformat.IsKVChunk(m.ID) && m.Version != 0 {
