@@ -56,6 +56,31 @@ func BenchmarkKV(b *testing.B) {
 					}
 				}
 			})
+			b.Run("exists64", func(b *testing.B) {
+				// longest_prefix's call: 64 keys, one frame per target.
+				refs := make([]storageclient.KVRef, 64)
+				for i := range refs {
+					key := fmt.Sprintf("chain-%d", i)
+					if i < 16 {
+						key = keys[i]
+					}
+					if i == 16 {
+						for j := 16; j < 64; j++ {
+							k := fmt.Sprintf("chain-%d", j)
+							ns.put(b, k, value(k, 64))
+						}
+					}
+					refs[i] = ns.ref(key)
+				}
+				defer reportCPU(b, cpuTime())
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					ex, err := k.cl.KVExists(ctx, refs)
+					if err != nil || !ex[63] {
+						b.Fatal(ex, err)
+					}
+				}
+			})
 			b.Run("batch16", func(b *testing.B) {
 				refs := make([]storageclient.KVRef, len(keys))
 				bufs := make([][]byte, len(keys))

@@ -121,6 +121,12 @@ func (e *stopError) Error() string { return e.err.Error() }
 // retry runs attempt until it succeeds, fails for good, or the retry
 // budget ends; stale routing is refreshed in between.
 func (c *Client) retry(ctx context.Context, what string, attempt func(ctx context.Context, r *routing.Routing) error) error {
+	return c.retryLazy(ctx, func() string { return what }, attempt)
+}
+
+// retryLazy is retry with the call's description built only when an
+// error needs it (hot paths: formatting it costs more than a small get).
+func (c *Client) retryLazy(ctx context.Context, describe func() string, attempt func(ctx context.Context, r *routing.Routing) error) error {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.RetryTimeout)
 	defer cancel()
 	backoff := 2 * time.Millisecond
@@ -128,7 +134,7 @@ func (c *Client) retry(ctx context.Context, what string, attempt func(ctx contex
 		r := c.cache.Current()
 		if r == nil {
 			if err := c.cache.Refresh(ctx); err != nil {
-				return errcode.New(errcode.Unavailable, "%s: no routing info: %v", what, err)
+				return errcode.New(errcode.Unavailable, "%s: no routing info: %v", describe(), err)
 			}
 			r = c.cache.Current()
 		}
@@ -141,7 +147,7 @@ func (c *Client) retry(ctx context.Context, what string, attempt func(ctx contex
 			return err
 		}
 		if ctx.Err() != nil {
-			return fmt.Errorf("%s: gave up after %d attempts: %w", what, n, err)
+			return fmt.Errorf("%s: gave up after %d attempts: %w", describe(), n, err)
 		}
 		if errcode.Is(err, errcode.StaleVersion) || errcode.Is(err, errcode.Unavailable) {
 			rctx, rcancel := context.WithTimeout(ctx, time.Second)
