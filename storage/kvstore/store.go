@@ -40,7 +40,7 @@ type Options struct {
 }
 
 // DefaultInlineBudget is Options.InlineBudget's default.
-const DefaultInlineBudget = 256 << 20
+const DefaultInlineBudget = 64 << 20
 
 // DefaultInlineMax is Options.InlineMax's default: values up to the
 // default value class of 4 MiB (plus the largest header). On loopback
