@@ -97,44 +97,52 @@ type CheckpointSave struct {
 }
 
 // CheckpointBegin starts saving checkpoint name under job directory dir.
-func (c *Client) CheckpointBegin(dir, name string) (*CheckpointSave, error) {
+func (c *Client) CheckpointBegin(dir, name string, e *Err) *CheckpointSave {
 	sv, err := c.store().Begin(context.Background(), dir, name)
 	if err != nil {
-		return nil, wrap(err)
+		e.set(err)
+		return nil
 	}
-	return &CheckpointSave{sv: sv}, nil
+	return &CheckpointSave{sv: sv}
 }
 
 // Pending is the pending directory the ranks write their shards into.
 func (s *CheckpointSave) Pending() string { return s.sv.Pending }
 
 // Commit writes the manifest and publishes; it returns the final path.
-func (s *CheckpointSave) Commit(manifestJSON string, keepLast int) (string, error) {
+func (s *CheckpointSave) Commit(manifestJSON string, keepLast int, e *Err) string {
 	m, err := checkpoint.ParseManifest([]byte(manifestJSON))
 	if err != nil {
-		return "", wrap(err)
+		e.set(err)
+		return ""
 	}
 	p, err := s.sv.Commit(context.Background(), m, keepLast)
-	return p, wrap(err)
+	e.set(err)
+	return p
 }
 
 // Abort removes the pending directory.
-func (s *CheckpointSave) Abort() error { return wrap(s.sv.Abort(context.Background())) }
+func (s *CheckpointSave) Abort(e *Err) {
+	e.set(s.sv.Abort(context.Background()))
+}
 
 // CheckpointCommit publishes a pending directory (for a coordinator that
 // did not call CheckpointBegin itself).
-func (c *Client) CheckpointCommit(pending, manifestJSON string, keepLast int) (string, error) {
+func (c *Client) CheckpointCommit(pending, manifestJSON string, keepLast int, e *Err) string {
 	m, err := checkpoint.ParseManifest([]byte(manifestJSON))
 	if err != nil {
-		return "", wrap(err)
+		e.set(err)
+		return ""
 	}
 	p, err := c.store().Commit(context.Background(), pending, m, keepLast)
-	return p, wrap(err)
+	e.set(err)
+	return p
 }
 
 // CheckpointAbort removes a pending directory.
-func (c *Client) CheckpointAbort(pending string) error {
-	return wrap(c.store().Abort(context.Background(), pending))
+func (c *Client) CheckpointAbort(pending string, e *Err) {
+	e.set(c.store().Abort(context.Background(), pending))
+	return
 }
 
 // ShardWriter writes one shard file.
@@ -143,33 +151,37 @@ type ShardWriter struct {
 }
 
 // CheckpointOpenShard creates shard file name in a pending directory.
-func (c *Client) CheckpointOpenShard(pending, name string) (*ShardWriter, error) {
+func (c *Client) CheckpointOpenShard(pending, name string, e *Err) *ShardWriter {
 	w, err := c.store().OpenShard(context.Background(), pending, name)
 	if err != nil {
-		return nil, wrap(err)
+		e.set(err)
+		return nil
 	}
-	return &ShardWriter{w: w}, nil
+	return &ShardWriter{w: w}
 }
 
 // WriteRegions appends count regions ((addr, len) int64 pairs at table)
 // and writes (offset, len, crc32c) triples for them at out.
-func (w *ShardWriter) WriteRegions(table uintptr, count int, out uintptr) error {
+func (w *ShardWriter) WriteRegions(table uintptr, count int, out uintptr, e *Err) {
 	bufs, err := regionBuffers(table, count)
 	if err != nil {
-		return wrap(err)
+		e.set(err)
+		return
 	}
 	res, err := int64s(out, 3*count)
 	if err != nil {
-		return wrap(err)
+		e.set(err)
+		return
 	}
 	written, err := w.w.Write(bufs)
 	if err != nil {
-		return wrap(err)
+		e.set(err)
+		return
 	}
 	for i, x := range written {
 		res[3*i], res[3*i+1], res[3*i+2] = x.Offset, x.Length, int64(x.CRC32C)
 	}
-	return nil
+	return
 }
 
 // Size is the bytes appended so far.
@@ -179,7 +191,9 @@ func (w *ShardWriter) Size() int64 { return w.w.Size() }
 func (w *ShardWriter) Path() string { return w.w.Path() }
 
 // Close waits for every write in flight and finalizes the shard.
-func (w *ShardWriter) Close() error { return wrap(w.w.Close()) }
+func (w *ShardWriter) Close(e *Err) {
+	e.set(w.w.Close())
+}
 
 // CheckpointReader reads a published checkpoint.
 type CheckpointReader struct {
@@ -187,12 +201,13 @@ type CheckpointReader struct {
 }
 
 // CheckpointOpen opens the published checkpoint at path.
-func (c *Client) CheckpointOpen(path string) (*CheckpointReader, error) {
+func (c *Client) CheckpointOpen(path string, e *Err) *CheckpointReader {
 	r, err := c.store().Open(context.Background(), path)
 	if err != nil {
-		return nil, wrap(err)
+		e.set(err)
+		return nil
 	}
-	return &CheckpointReader{r: r}, nil
+	return &CheckpointReader{r: r}
 }
 
 // ManifestJSON is the checkpoint's manifest.
@@ -200,42 +215,51 @@ func (r *CheckpointReader) ManifestJSON() string { return string(r.r.Manifest().
 
 // ReadTensors reads the tensors namesJSON lists into the (addr, len) pairs
 // at table, in parallel, checking each CRC32C.
-func (r *CheckpointReader) ReadTensors(namesJSON string, table uintptr) error {
+func (r *CheckpointReader) ReadTensors(namesJSON string, table uintptr, e *Err) {
 	var names []string
 	if err := json.Unmarshal([]byte(namesJSON), &names); err != nil {
-		return wrap(errcode.New(errcode.InvalidArgument, "tensor names: want a JSON list of strings: %v", err))
+		e.set(errcode.New(errcode.InvalidArgument, "tensor names: want a JSON list of strings: %v", err))
+		return
 	}
 	bufs, err := regionBuffers(table, len(names))
 	if err != nil {
-		return wrap(err)
+		e.set(err)
+		return
 	}
-	return wrap(r.r.ReadTensors(context.Background(), names, bufs))
+	e.set(r.r.ReadTensors(context.Background(), names, bufs))
+	return
 }
 
 // ReadRanges reads raw ranges: filesJSON lists n data file names, table
 // holds n (offset, addr, len) int64 triples.
-func (r *CheckpointReader) ReadRanges(filesJSON string, table uintptr) error {
+func (r *CheckpointReader) ReadRanges(filesJSON string, table uintptr, e *Err) {
 	var files []string
 	if err := json.Unmarshal([]byte(filesJSON), &files); err != nil {
-		return wrap(errcode.New(errcode.InvalidArgument, "file names: want a JSON list of strings: %v", err))
+		e.set(errcode.New(errcode.InvalidArgument, "file names: want a JSON list of strings: %v", err))
+		return
 	}
 	t, err := int64s(table, 3*len(files))
 	if err != nil {
-		return wrap(err)
+		e.set(err)
+		return
 	}
 	rs := make([]checkpoint.Range, len(files))
 	for i, f := range files {
 		dst, err := buffer(uintptr(t[3*i+1]), int(t[3*i+2]))
 		if err != nil {
-			return wrap(errcode.New(errcode.InvalidArgument, "range %d: %v", i, err))
+			e.set(errcode.New(errcode.InvalidArgument, "range %d: %v", i, err))
+			return
 		}
 		rs[i] = checkpoint.Range{File: f, Offset: t[3*i], Dst: dst}
 	}
-	return wrap(r.r.ReadRanges(context.Background(), rs))
+	e.set(r.r.ReadRanges(context.Background(), rs))
+	return
 }
 
 // Close closes the reader.
-func (r *CheckpointReader) Close() error { return wrap(r.r.Close()) }
+func (r *CheckpointReader) Close(e *Err) {
+	e.set(r.r.Close())
+}
 
 type infoJSON struct {
 	Name          string `json:"name"`
@@ -248,58 +272,64 @@ type infoJSON struct {
 
 // CheckpointList lists the published checkpoints of dir, oldest first, as
 // JSON [{"name","path","created_unix_ns","tensors","bytes","latest"}].
-func (c *Client) CheckpointList(dir string) (string, error) {
+func (c *Client) CheckpointList(dir string, e *Err) string {
 	infos, err := c.store().List(context.Background(), dir)
 	if err != nil {
-		return "", wrap(err)
+		e.set(err)
+		return ""
 	}
 	out := make([]infoJSON, len(infos))
 	for i, x := range infos {
 		out[i] = infoJSON{Name: x.Name, Path: x.Path, CreatedUnixNs: x.Created.UnixNano(), Tensors: x.Tensors, Bytes: x.Bytes, Latest: x.Latest}
 	}
-	return toJSON(out), nil
+	return toJSON(out)
 }
 
 // CheckpointInspect returns a published checkpoint's manifest JSON.
-func (c *Client) CheckpointInspect(path string) (string, error) {
+func (c *Client) CheckpointInspect(path string, e *Err) string {
 	m, err := c.store().Inspect(context.Background(), path)
 	if err != nil {
-		return "", wrap(err)
+		e.set(err)
+		return ""
 	}
-	return string(m.Encode()), nil
+	return string(m.Encode())
 }
 
 // CheckpointLatest returns the path DIR/latest names.
-func (c *Client) CheckpointLatest(dir string) (string, error) {
+func (c *Client) CheckpointLatest(dir string, e *Err) string {
 	p, err := c.store().Latest(context.Background(), dir)
-	return p, wrap(err)
+	e.set(err)
+	return p
 }
 
 // CheckpointRemove deletes a published checkpoint (moving latest back).
-func (c *Client) CheckpointRemove(path string) error {
-	return wrap(c.store().Remove(context.Background(), path))
+func (c *Client) CheckpointRemove(path string, e *Err) {
+	e.set(c.store().Remove(context.Background(), path))
+	return
 }
 
 // CheckpointRetain keeps the newest keep checkpoints of dir; it returns
 // the removed paths as a JSON list.
-func (c *Client) CheckpointRetain(dir string, keep int) (string, error) {
+func (c *Client) CheckpointRetain(dir string, keep int, e *Err) string {
 	removed, err := c.store().Retain(context.Background(), dir, keep)
 	if err != nil {
-		return "", wrap(err)
+		e.set(err)
+		return ""
 	}
 	if removed == nil {
 		removed = []string{}
 	}
-	return toJSON(removed), nil
+	return toJSON(removed)
 }
 
 // CheckpointReclaim removes pending directories of dir whose lease was
 // not renewed for graceSeconds (<= 0: the default, 5 minutes) and returns
 // every pending directory seen as JSON [{"path","name","lease_age_s","reclaimed"}].
-func (c *Client) CheckpointReclaim(dir string, graceSeconds float64) (string, error) {
+func (c *Client) CheckpointReclaim(dir string, graceSeconds float64, e *Err) string {
 	ps, err := c.store().Reclaim(context.Background(), dir, time.Duration(graceSeconds*float64(time.Second)), nil)
 	if err != nil {
-		return "", wrap(err)
+		e.set(err)
+		return ""
 	}
 	type pj struct {
 		Path      string  `json:"path"`
@@ -311,5 +341,5 @@ func (c *Client) CheckpointReclaim(dir string, graceSeconds float64) (string, er
 	for i, p := range ps {
 		out[i] = pj{p.Path, p.Name, p.LeaseAge.Seconds(), p.Reclaimed}
 	}
-	return toJSON(out), nil
+	return toJSON(out)
 }

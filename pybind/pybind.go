@@ -5,8 +5,9 @@
 // memory (bytearray, numpy array, torch tensor) with no copy, and gopy
 // releases the GIL for every call, so Python threads run in parallel.
 //
-// Errors are returned as "[errno N] message" so the Python wrapper can raise
-// the matching OSError subclass (gopy turns a Go error into RuntimeError).
+// Errors travel as data: every function that can fail takes an *Err as its
+// last argument and fills it (see Err), so Python raises the OSError
+// subclass of the errno without parsing message text.
 package pybind
 
 import (
@@ -16,6 +17,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"syscall"
 	"unsafe"
 
 	"github.com/emberfs/emberfs/client"
@@ -28,12 +30,51 @@ import (
 // Version is the EmberFS version the extension was built from.
 func Version() string { return buildinfo.Version }
 
-// wrap formats err for the Python side; nil stays nil.
-func wrap(err error) error {
-	if err == nil {
+// Err carries a failure to Python as data, not as message text: every
+// exported function that can fail takes one as its last argument and fills
+// it when it fails (a success leaves it as it was: the caller passes a
+// cleared one). The Python side (emberfs._errors.call) passes a
+// per-thread Err and raises the OSError subclass of Errno, naming the path.
+// gopy supports one result plus error at most, and turns an error into a
+// RuntimeError carrying only text, hence the argument (issue 13, hole 13).
+type Err struct {
+	// Errno is the POSIX errno of the failure (EIO when it has none); 0
+	// means success.
+	Errno int
+	// Code is the EmberFS error code (internal/errcode), for callers that
+	// tell apart failures sharing an errno.
+	Code int
+	// Message says what failed, for people.
+	Message string
+}
+
+// err is e as a Go error (nil on success), for Go callers and tests.
+func (e *Err) err() error {
+	if e.Errno == 0 {
 		return nil
 	}
-	return fmt.Errorf("[errno %d] %v", int(errcode.ErrnoOf(err)), err)
+	return errcode.WithErrno(errcode.Code(e.Code), syscall.Errno(e.Errno), "%s", e.Message)
+}
+
+// set records err in e (nil: success). A nil e means the caller passed
+// none: gopy passes Python's None as nil, and the failure must still not
+// pass silently, so it panics (gopy raises it as a RuntimeError).
+func (e *Err) set(err error) {
+	if e == nil {
+		if err != nil {
+			panic(fmt.Sprintf("emberfs: no Err argument to report: %v", err))
+		}
+		return
+	}
+	if err == nil {
+		*e = Err{}
+		return
+	}
+	errno := int(errcode.ErrnoOf(err))
+	if errno == 0 {
+		errno = int(syscall.EIO)
+	}
+	*e = Err{Errno: errno, Code: int(errcode.CodeOf(err)), Message: err.Error()}
 }
 
 // Client is a connection to one EmberFS cluster.
@@ -45,16 +86,18 @@ type Client struct {
 
 // Connect dials the cluster whose mgmtd listens at mgmtdAddrs (comma
 // separated) using the cluster token.
-func Connect(mgmtdAddrs string, token string) (*Client, error) {
+func Connect(mgmtdAddrs string, token string, e *Err) *Client {
 	addrs := mgmtdclient.ParseAddrs(mgmtdAddrs)
 	if len(addrs) == 0 {
-		return nil, wrap(errcode.New(errcode.InvalidArgument, "no mgmtd address given"))
+		e.set(errcode.New(errcode.InvalidArgument, "no mgmtd address given"))
+		return nil
 	}
 	c, err := client.New(context.Background(), client.Config{MgmtdAddrs: addrs, Token: token})
 	if err != nil {
-		return nil, wrap(err)
+		e.set(err)
+		return nil
 	}
-	return &Client{c: c, user: meta.User{UID: uint32(os.Getuid()), GID: uint32(os.Getgid())}}, nil
+	return &Client{c: c, user: meta.User{UID: uint32(os.Getuid()), GID: uint32(os.Getgid())}}
 }
 
 // SetUser sets the uid and gid used for permission checks.
@@ -71,7 +114,9 @@ func (c *Client) who() meta.User {
 }
 
 // Close releases the connection.
-func (c *Client) Close() error { return wrap(c.c.Close()) }
+func (c *Client) Close(e *Err) {
+	e.set(c.c.Close())
+}
 
 // Stat describes an inode. Mode carries the file type bits (S_IFREG, ...)
 // like os.stat's st_mode.
@@ -110,92 +155,112 @@ func statOf(n meta.Inode) *Stat {
 }
 
 // Stat follows symbolic links; Lstat does not.
-func (c *Client) Stat(path string) (*Stat, error) { return c.stat(path, false) }
+func (c *Client) Stat(path string, e *Err) *Stat {
+	s, err := c.stat(path, false)
+	e.set(err)
+	return s
+}
 
 // Lstat is Stat without following a final symbolic link.
-func (c *Client) Lstat(path string) (*Stat, error) { return c.stat(path, true) }
+func (c *Client) Lstat(path string, e *Err) *Stat {
+	s, err := c.stat(path, true)
+	e.set(err)
+	return s
+}
 
 func (c *Client) stat(path string, noFollow bool) (*Stat, error) {
 	n, err := c.c.Stat(context.Background(), c.who(), meta.PathAt{Path: path, NoFollow: noFollow})
 	if err != nil {
-		return nil, wrap(err)
+		return nil, err
 	}
 	return statOf(n), nil
 }
 
 // ListDir returns the names in directory path, in name order.
-func (c *Client) ListDir(path string) ([]string, error) {
+func (c *Client) ListDir(path string, e *Err) []string {
 	entries, err := c.c.ReadDir(context.Background(), c.who(), meta.P(path), false)
 	if err != nil {
-		return nil, wrap(err)
+		e.set(err)
+		return nil
 	}
 	names := make([]string, len(entries))
 	for i, e := range entries {
 		names[i] = e.Name
 	}
-	return names, nil
+	return names
 }
 
 // Mkdir creates a directory; with parents it creates missing parents and
 // succeeds if the directory exists (mkdir -p).
-func (c *Client) Mkdir(path string, mode int, parents bool) error {
+func (c *Client) Mkdir(path string, mode int, parents bool, e *Err) {
 	_, err := c.c.Meta().Mkdir(context.Background(), c.who(), meta.P(path), uint32(mode), parents)
-	return wrap(err)
+	e.set(err)
+	return
 }
 
 // Unlink removes a file or symbolic link.
-func (c *Client) Unlink(path string) error {
-	return wrap(c.c.Meta().Unlink(context.Background(), c.who(), meta.P(path)))
+func (c *Client) Unlink(path string, e *Err) {
+	e.set(c.c.Meta().Unlink(context.Background(), c.who(), meta.P(path)))
+	return
 }
 
 // Rmdir removes an empty directory.
-func (c *Client) Rmdir(path string) error {
-	return wrap(c.c.Meta().Rmdir(context.Background(), c.who(), meta.P(path)))
+func (c *Client) Rmdir(path string, e *Err) {
+	e.set(c.c.Meta().Rmdir(context.Background(), c.who(), meta.P(path)))
+	return
 }
 
 // RemoveAll removes path and everything below it in one call.
-func (c *Client) RemoveAll(path string) error {
-	return wrap(c.c.Meta().RemoveAll(context.Background(), c.who(), meta.P(path)))
+func (c *Client) RemoveAll(path string, e *Err) {
+	e.set(c.c.Meta().RemoveAll(context.Background(), c.who(), meta.P(path)))
+	return
 }
 
 // Rename moves src to dst atomically, replacing dst if POSIX allows it.
-func (c *Client) Rename(src, dst string) error {
-	return wrap(c.c.Meta().Rename(context.Background(), c.who(), meta.P(src), meta.P(dst), 0))
+func (c *Client) Rename(src, dst string, e *Err) {
+	e.set(c.c.Meta().Rename(context.Background(), c.who(), meta.P(src), meta.P(dst), 0))
+	return
 }
 
 // Symlink creates path pointing at target.
-func (c *Client) Symlink(target, path string) error {
+func (c *Client) Symlink(target, path string, e *Err) {
 	_, err := c.c.Meta().Symlink(context.Background(), c.who(), meta.P(path), target)
-	return wrap(err)
+	e.set(err)
+	return
 }
 
 // Readlink returns a symbolic link's target.
-func (c *Client) Readlink(path string) (string, error) {
+func (c *Client) Readlink(path string, e *Err) string {
 	t, err := c.c.Meta().Readlink(context.Background(), c.who(), meta.PathAt{Path: path, NoFollow: true})
-	return t, wrap(err)
+	e.set(err)
+	return t
 }
 
 // Link creates a hard link newPath to oldPath.
-func (c *Client) Link(oldPath, newPath string) error {
+func (c *Client) Link(oldPath, newPath string, e *Err) {
 	_, err := c.c.Meta().Link(context.Background(), c.who(), meta.P(oldPath), meta.P(newPath))
-	return wrap(err)
+	e.set(err)
+	return
 }
 
 // Truncate sets the length of the file at path.
-func (c *Client) Truncate(path string, size int64) error {
+func (c *Client) Truncate(path string, size int64, e *Err) {
 	if size < 0 {
-		return wrap(errcode.New(errcode.InvalidArgument, "negative size %d", size))
+		e.set(errcode.New(errcode.InvalidArgument, "negative size %d", size))
+		return
 	}
 	// Through the client, not straight to meta: the client drops its
 	// cached bytes and size of the file (issue 13, hole 11).
-	return wrap(c.c.Truncate(context.Background(), c.who(), meta.P(path), size))
+	e.set(c.c.Truncate(context.Background(), c.who(), meta.P(path), size))
+	return
 }
 
 // Chmod sets the permission bits of path.
-func (c *Client) Chmod(path string, mode int) error {
+func (c *Client) Chmod(path string, mode int, e *Err) {
 	m := uint32(mode)
 	_, err := c.c.Meta().SetAttr(context.Background(), c.who(), meta.P(path), meta.SetAttr{Mode: &m})
-	return wrap(err)
+	e.set(err)
+	return
 }
 
 // File is an open file.
@@ -205,12 +270,13 @@ type File struct {
 
 // Open opens path with os.O_* flags (O_CREAT, O_EXCL, O_TRUNC, O_APPEND,
 // O_RDONLY/O_WRONLY/O_RDWR) and, when creating, permission bits mode.
-func (c *Client) Open(path string, flags int, mode int) (*File, error) {
+func (c *Client) Open(path string, flags int, mode int, e *Err) *File {
 	f, err := c.c.Open(context.Background(), c.who(), meta.P(path), flags, uint32(mode))
 	if err != nil {
-		return nil, wrap(err)
+		e.set(err)
+		return nil
 	}
-	return &File{f: f}, nil
+	return &File{f: f}
 }
 
 // buffer turns a caller's memory (address and length) into a Go slice
@@ -234,42 +300,54 @@ func buffer(addr uintptr, n int) ([]byte, error) {
 
 // ReadInto reads up to n bytes at offset off into the memory at addr and
 // returns how many were read (0 at end of file).
-func (f *File) ReadInto(addr uintptr, n int, off int64) (int, error) {
+func (f *File) ReadInto(addr uintptr, n int, off int64, e *Err) int {
 	buf, err := buffer(addr, n)
 	if err != nil {
-		return 0, wrap(err)
+		e.set(err)
+		return 0
 	}
 	got, err := f.f.ReadAt(buf, off)
 	if err != nil && (got > 0 || errors.Is(err, io.EOF)) {
-		return got, nil // short read at end of file
+		return got // short read at end of file
 	}
-	return got, wrap(err)
+	e.set(err)
+	return got
 }
 
 // WriteFrom writes n bytes from the memory at addr at offset off.
-func (f *File) WriteFrom(addr uintptr, n int, off int64) (int, error) {
+func (f *File) WriteFrom(addr uintptr, n int, off int64, e *Err) int {
 	buf, err := buffer(addr, n)
 	if err != nil {
-		return 0, wrap(err)
+		e.set(err)
+		return 0
 	}
 	got, err := f.f.WriteAt(buf, off)
-	return got, wrap(err)
+	e.set(err)
+	return got
 }
 
 // Size is the file's length as this client sees it.
 func (f *File) Size() int64 { return f.f.Size() }
 
 // Truncate sets the file's length.
-func (f *File) Truncate(size int64) error { return wrap(f.f.Truncate(size)) }
+func (f *File) Truncate(size int64, e *Err) {
+	e.set(f.f.Truncate(size))
+}
 
 // Flush pushes buffered writes to storage.
-func (f *File) Flush() error { return wrap(f.f.Flush()) }
+func (f *File) Flush(e *Err) {
+	e.set(f.f.Flush())
+}
 
 // Sync flushes and makes the length durable in metadata.
-func (f *File) Sync() error { return wrap(f.f.Sync()) }
+func (f *File) Sync(e *Err) {
+	e.set(f.f.Sync())
+}
 
 // Close flushes and closes the file.
-func (f *File) Close() error { return wrap(f.f.Close()) }
+func (f *File) Close(e *Err) {
+	e.set(f.f.Close())
+}
 
 // Ino is the file's inode number.
 func (f *File) Ino() uint64 { return f.f.Inode().ID }

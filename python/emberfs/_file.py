@@ -12,7 +12,7 @@ import io
 import os
 
 from . import _buffers
-from ._errors import translate
+from ._errors import NativeError, call, translate
 
 _FLAGS = {
     "r": os.O_RDONLY,
@@ -73,8 +73,8 @@ class RawFile(io.RawIOBase):
 
     def _call(self, fn, *args):
         try:
-            return fn(*args)
-        except RuntimeError as exc:
+            return call(fn, *args)
+        except NativeError as exc:
             raise translate(exc, self.name) from None
 
     # -- data ----------------------------------------------------------
@@ -91,7 +91,7 @@ class RawFile(io.RawIOBase):
 
     def readall(self) -> bytes:
         self._check_open()
-        size = max(self._call(self._f.Size) - self._pos, 0)
+        size = max(self._f.Size() - self._pos, 0)
         buf = bytearray(size)
         got = self.readinto(buf) if size else 0
         del buf[got:]
@@ -108,7 +108,7 @@ class RawFile(io.RawIOBase):
         if not self._writable:
             raise io.UnsupportedOperation("File not open for writing")
         if self._append:
-            self._pos = self._call(self._f.Size)
+            self._pos = self._f.Size()
         with _buffers.address(b, writable=False) as (addr, length):
             if length == 0:
                 return 0
@@ -143,7 +143,7 @@ class RawFile(io.RawIOBase):
         elif whence == io.SEEK_CUR:
             pos = self._pos + offset
         elif whence == io.SEEK_END:
-            pos = self._call(self._f.Size) + offset
+            pos = self._f.Size() + offset
         else:
             raise ValueError(f"invalid whence ({whence}, should be 0, 1 or 2)")
         if pos < 0:

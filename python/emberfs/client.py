@@ -8,7 +8,7 @@ import posixpath
 import stat as stat_mod
 from dataclasses import dataclass
 
-from ._errors import raises_oserror, translate
+from ._errors import NativeError, call, raises_oserror, translate
 from ._file import open_file, parse_mode
 from ._native import pybind as _native
 
@@ -85,8 +85,8 @@ class Client:
 
     def __init__(self, mgmtd: str, token: str):
         try:
-            self._c = _native.Connect(mgmtd, token)
-        except RuntimeError as exc:
+            self._c = call(_native.Connect, mgmtd, token)
+        except NativeError as exc:
             raise translate(exc) from None
         self.mgmtd = mgmtd
 
@@ -94,7 +94,7 @@ class Client:
     def close(self) -> None:
         c, self._c = getattr(self, "_c", None), None
         if c is not None:
-            c.Close()
+            call(c.Close)
 
     def __enter__(self):
         return self
@@ -112,15 +112,15 @@ class Client:
         p = _abs(path)
         flags, *_ = parse_mode(mode)
         try:
-            native = self._c.Open(p, flags, perm)
-        except RuntimeError as exc:
+            native = call(self._c.Open, p, flags, perm)
+        except NativeError as exc:
             raise translate(exc, p) from None
         return open_file(native, p, mode, buffering, encoding, errors, newline)
 
     # -- namespace -------------------------------------------------------
     @raises_oserror
     def _stat(self, path: str, follow: bool):
-        return self._c.Stat(path) if follow else self._c.Lstat(path)
+        return call(self._c.Stat, path) if follow else call(self._c.Lstat, path)
 
     def stat(self, path, follow_symlinks: bool = True) -> StatResult:
         return _stat_result(self._stat(_abs(path), follow_symlinks))
@@ -152,7 +152,7 @@ class Client:
 
     @raises_oserror
     def _listdir(self, path: str):
-        return list(self._c.ListDir(path))
+        return list(call(self._c.ListDir, path))
 
     def listdir(self, path="/") -> list[str]:
         return self._listdir(_abs(path))
@@ -164,7 +164,7 @@ class Client:
 
     @raises_oserror
     def _mkdir(self, path: str, mode: int, parents: bool):
-        self._c.Mkdir(path, mode, parents)
+        call(self._c.Mkdir, path, mode, parents)
 
     def mkdir(self, path, mode: int = 0o777) -> None:
         self._mkdir(_abs(path), mode, False)
@@ -177,7 +177,7 @@ class Client:
 
     @raises_oserror
     def _unlink(self, path: str):
-        self._c.Unlink(path)
+        call(self._c.Unlink, path)
 
     def remove(self, path) -> None:
         self._unlink(_abs(path))
@@ -186,14 +186,14 @@ class Client:
 
     @raises_oserror
     def _rmdir(self, path: str):
-        self._c.Rmdir(path)
+        call(self._c.Rmdir, path)
 
     def rmdir(self, path) -> None:
         self._rmdir(_abs(path))
 
     @raises_oserror
     def _rmtree(self, path: str):
-        self._c.RemoveAll(path)
+        call(self._c.RemoveAll, path)
 
     def rmtree(self, path) -> None:
         """Remove a directory tree in one call (like shutil.rmtree)."""
@@ -206,7 +206,7 @@ class Client:
 
     @raises_oserror
     def _rename(self, src: str, dst: str):
-        self._c.Rename(src, dst)
+        call(self._c.Rename, src, dst)
 
     def rename(self, src, dst) -> None:
         self._rename(_abs(src), _abs(dst))
@@ -215,35 +215,35 @@ class Client:
 
     @raises_oserror
     def _symlink(self, target: str, path: str):
-        self._c.Symlink(target, path)
+        call(self._c.Symlink, target, path)
 
     def symlink(self, target: str, path) -> None:
         self._symlink(target, _abs(path))
 
     @raises_oserror
     def _readlink(self, path: str):
-        return self._c.Readlink(path)
+        return call(self._c.Readlink, path)
 
     def readlink(self, path) -> str:
         return self._readlink(_abs(path))
 
     @raises_oserror
     def _link(self, src: str, dst: str):
-        self._c.Link(src, dst)
+        call(self._c.Link, src, dst)
 
     def link(self, src, dst) -> None:
         self._link(_abs(src), _abs(dst))
 
     @raises_oserror
     def _truncate(self, path: str, size: int):
-        self._c.Truncate(path, size)
+        call(self._c.Truncate, path, size)
 
     def truncate(self, path, size: int) -> None:
         self._truncate(_abs(path), size)
 
     @raises_oserror
     def _chmod(self, path: str, mode: int):
-        self._c.Chmod(path, mode)
+        call(self._c.Chmod, path, mode)
 
     def chmod(self, path, mode: int) -> None:
         self._chmod(_abs(path), mode)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from . import _buffers
-from ._errors import EmberFSError, translate
+from ._errors import EmberFSError, NativeError, call, translate
 
 __all__ = [
     "KVCache", "KVStats", "NamespaceInfo", "MAX_KEY_BYTES",
@@ -61,7 +61,7 @@ def _addr(a: array) -> int:
     return a.buffer_info()[0] if len(a) else 0
 
 
-def _raise(exc: RuntimeError, name: str | None = None):
+def _raise(exc: NativeError, name: str | None = None):
     raise translate(exc, name) from None
 
 
@@ -154,9 +154,9 @@ def create(
     if not 0 <= slot_bits <= 64:
         raise ValueError(f"slot_bits must be 0..64, got {slot_bits!r}")
     try:
-        js = _native(client).KVCreate(name, max_value_bytes, int(ttl * 1e9), capacity_bytes, replicas, evict,
+        js = call(_native(client).KVCreate, name, max_value_bytes, int(ttl * 1e9), capacity_bytes, replicas, evict,
                                       chain_table, slot_bits)
-    except RuntimeError as exc:
+    except NativeError as exc:
         _raise(exc, name)
     return NamespaceInfo._from(json.loads(js))
 
@@ -164,8 +164,8 @@ def create(
 def list_namespaces(client) -> list[NamespaceInfo]:
     """Every KVCache namespace of the cluster."""
     try:
-        js = _native(client).KVList()
-    except RuntimeError as exc:
+        js = call(_native(client).KVList)
+    except NativeError as exc:
         _raise(exc)
     return [NamespaceInfo._from(d) for d in json.loads(js)]
 
@@ -173,8 +173,8 @@ def list_namespaces(client) -> list[NamespaceInfo]:
 def info(client, name: str) -> NamespaceInfo:
     """Settings of namespace `name`; FileNotFoundError if there is none."""
     try:
-        js = _native(client).KVInfo(name)
-    except RuntimeError as exc:
+        js = call(_native(client).KVInfo, name)
+    except NativeError as exc:
         _raise(exc, name)
     return NamespaceInfo._from(json.loads(js))
 
@@ -182,8 +182,8 @@ def info(client, name: str) -> NamespaceInfo:
 def drop(client, name: str) -> None:
     """Remove namespace `name` and every value in it."""
     try:
-        _native(client).KVDrop(name)
-    except RuntimeError as exc:
+        call(_native(client).KVDrop, name)
+    except NativeError as exc:
         _raise(exc, name)
 
 
@@ -201,8 +201,8 @@ class KVCache:
         self.name = name
         self._client = client  # keeps the connection alive as long as the cache
         try:
-            self._k = _native(client).KVOpen(name, memory_tier_bytes)
-        except RuntimeError as exc:
+            self._k = call(_native(client).KVOpen, name, memory_tier_bytes)
+        except NativeError as exc:
             _raise(exc, name)
         self.max_value_bytes: int = self._k.MaxValueBytes()
         self._info: NamespaceInfo | None = None
@@ -211,7 +211,7 @@ class KVCache:
     def close(self) -> None:
         k, self._k = getattr(self, "_k", None), None
         if k is not None:
-            k.Close()
+            call(k.Close)
 
     def __enter__(self):
         return self
@@ -239,8 +239,8 @@ class KVCache:
         with _buffers.region(buffer, writable=False) as (addr, n):
             self._check_size(n)
             try:
-                self._h().PutFrom(_buffers_addr(k), len(k), addr, n)
-            except RuntimeError as exc:
+                call(self._h().PutFrom, _buffers_addr(k), len(k), addr, n)
+            except NativeError as exc:
                 _raise(exc, self.name)
 
     put = put_from
@@ -258,8 +258,8 @@ class KVCache:
         k = _key(key)
         with _buffers.region(buffer, writable=True) as (addr, n):
             try:
-                got = self._h().GetInto(_buffers_addr(k), len(k), addr, n)
-            except RuntimeError as exc:
+                got = call(self._h().GetInto, _buffers_addr(k), len(k), addr, n)
+            except NativeError as exc:
                 e = translate(exc, self.name)
                 if isinstance(e, OSError) and e.errno == _errno.ERANGE:
                     raise ValueError(f"buffer of {n} bytes is too small for the value of key {k!r}: {e.strerror}") from None
@@ -270,8 +270,8 @@ class KVCache:
         """`key`'s value as bytes, or None on a miss."""
         k = _key(key)
         try:
-            v = self._h().Get(_buffers_addr(k), len(k))
-        except RuntimeError as exc:
+            v = call(self._h().Get, _buffers_addr(k), len(k))
+        except NativeError as exc:
             _raise(exc, self.name)
         if not v.Found():
             return None
@@ -279,15 +279,15 @@ class KVCache:
         out = bytearray(n)
         if n:
             with _buffers.region(out, writable=True) as (addr, _):
-                v.CopyTo(addr, n)
+                call(v.CopyTo, addr, n)
         return bytes(out)
 
     def remove(self, key) -> None:
         """Delete `key`'s value; a missing key is not an error."""
         k = _key(key)
         try:
-            self._h().Remove(_buffers_addr(k), len(k))
-        except RuntimeError as exc:
+            call(self._h().Remove, _buffers_addr(k), len(k))
+        except NativeError as exc:
             _raise(exc, self.name)
 
     def __contains__(self, key) -> bool:
@@ -302,8 +302,8 @@ class KVCache:
             return []
         with _buffers.region(out, writable=True) as (oaddr, _):
             try:
-                self._h().Exists(_buffers_addr(packed), len(packed), _addr(lens), n, oaddr)
-            except RuntimeError as exc:
+                call(self._h().Exists, _buffers_addr(packed), len(packed), _addr(lens), n, oaddr)
+            except NativeError as exc:
                 _raise(exc, self.name)
         return [b == 1 for b in out]
 
@@ -313,8 +313,8 @@ class KVCache:
         if n == 0:
             return 0
         try:
-            return self._h().LongestPrefix(_buffers_addr(packed), len(packed), _addr(lens), n)
-        except RuntimeError as exc:
+            return call(self._h().LongestPrefix, _buffers_addr(packed), len(packed), _addr(lens), n)
+        except NativeError as exc:
             _raise(exc, self.name)
 
     def batch_put_from(self, keys: Sequence, buffers: Sequence) -> list[OSError | None]:
@@ -333,9 +333,9 @@ class KVCache:
             for i, size in enumerate(blens):
                 self._check_size(size, i)
             try:
-                msgs = self._h().BatchPutFrom(_buffers_addr(packed), len(packed), _addr(lens), n,
+                msgs = call(self._h().BatchPutFrom, _buffers_addr(packed), len(packed), _addr(lens), n,
                                               _addr(addrs), _addr(blens), _addr(errnos))
-            except RuntimeError as exc:
+            except NativeError as exc:
                 _raise(exc, self.name)
         by_index = {}
         for line in msgs.splitlines() if msgs else []:
@@ -357,9 +357,9 @@ class KVCache:
         with contextlib.ExitStack() as stack:
             addrs, blens = _regions(stack, buffers, writable=True)
             try:
-                self._h().BatchGetInto(_buffers_addr(packed), len(packed), _addr(lens), n,
+                call(self._h().BatchGetInto, _buffers_addr(packed), len(packed), _addr(lens), n,
                                        _addr(addrs), _addr(blens), _addr(results))
-            except RuntimeError as exc:
+            except NativeError as exc:
                 _raise(exc, self.name)
         return [None if r < 0 else r for r in results]
 
@@ -367,8 +367,8 @@ class KVCache:
     def stats(self) -> KVStats:
         """The namespace's cluster-wide counters and this handle's own."""
         try:
-            return KVStats._from(json.loads(self._h().Stats()))
-        except RuntimeError as exc:
+            return KVStats._from(json.loads(call(self._h().Stats)))
+        except NativeError as exc:
             _raise(exc, self.name)
 
     def __repr__(self) -> str:

@@ -180,3 +180,21 @@ def test_threads_write_different_files(fs, tmpdir_fs):
 def test_bad_connection_is_clear_error():
     with pytest.raises((emberfs.EmberFSError, OSError)):
         emberfs.Client("", "token")
+
+
+def test_errors_carry_errno_and_code_as_data(fs):
+    # Issue 13, hole 13: errno and the EmberFS code cross the binding as
+    # data (an Err argument), not parsed out of message text; a name that
+    # looks like an errno prefix changes nothing.
+    import errno as errno_mod
+
+    missing = "/[errno 13] not-there"
+    with pytest.raises(FileNotFoundError) as info:
+        fs.stat(missing)
+    assert info.value.errno == errno_mod.ENOENT
+    assert info.value.filename == missing
+    assert info.value.emberfs_code == 3  # errcode.NotFound
+    fs.mkdir("/errdata")
+    with pytest.raises(IsADirectoryError) as info:
+        fs.open("/errdata", "rb")
+    assert info.value.errno == errno_mod.EISDIR

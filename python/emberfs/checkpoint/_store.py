@@ -49,9 +49,15 @@ class ChecksumError(CheckpointError):
 
 
 def crc32c(addr: int, n: int, crc: int = 0) -> int:
+    from .._errors import NativeError, call, translate
     from .._native import pybind
 
-    return pybind.CRC32CUpdate(crc, addr, n) if n else crc
+    if not n:
+        return crc
+    try:
+        return call(pybind.CRC32CUpdate, crc, addr, n)
+    except NativeError as exc:
+        raise translate(exc) from None
 
 
 def split_path(path) -> tuple[str, str]:
