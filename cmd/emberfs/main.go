@@ -3,6 +3,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 
@@ -13,7 +14,11 @@ import (
 
 func main() {
 	if err := newRootCmd().Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "emberfs:", err)
+		// Errors already printed (one line per failed argument) are not
+		// printed again.
+		if !errors.As(err, new(errAlreadyReported)) {
+			fmt.Fprintln(os.Stderr, "emberfs:", err)
+		}
 		os.Exit(1)
 	}
 }
@@ -28,7 +33,9 @@ func newRootCmd() *cobra.Command {
 		Short:         "EmberFS: a 3FS-style distributed file system for AI training and inference",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       buildinfo.Version,
 	}
+	root.SetVersionTemplate("emberfs {{.Version}}\n")
 	root.AddCommand(&cobra.Command{
 		Use:   "version",
 		Short: "Print the EmberFS version",
