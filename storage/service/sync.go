@@ -83,7 +83,7 @@ func (s *Service) syncSuccessor(t *target, chain uint32, succ uint64) (syncStats
 	have := make(map[chunkengine.ChunkID]bool, len(mine))
 	for _, m := range mine {
 		have[m.ID] = true
-		same, err := s.syncChunk(ctx, t, chain, succ, m.ID, theirs)
+		same, err := s.syncChunk(ctx, t, chain, chainVer, succ, m.ID, theirs)
 		if err != nil {
 			return st, err
 		}
@@ -97,7 +97,7 @@ func (s *Service) syncSuccessor(t *target, chain uint32, succ uint64) (syncStats
 		if have[id] {
 			continue
 		}
-		if _, err := s.syncChunk(ctx, t, chain, succ, id, theirs); err != nil {
+		if _, err := s.syncChunk(ctx, t, chain, chainVer, succ, id, theirs); err != nil {
 			return st, err
 		}
 		st.removed++
@@ -152,25 +152,26 @@ func dumpRemote(ctx context.Context, cl pb.StorageClient, target uint64) (map[ch
 }
 
 // syncChunk makes the successor's copy of id equal to ours (under our
-// chunk lock). It reports whether it was equal already.
-func (s *Service) syncChunk(ctx context.Context, t *target, chain uint32, succ uint64, id chunkengine.ChunkID, theirs map[chunkengine.ChunkID]*pb.StorageChunkMeta) (bool, error) {
+// chunk lock). It reports whether it was equal already. Every frame is
+// stamped with chainVer, the chain version the sync started under: if
+// the chain moved on (this source demoted), the successor refuses it.
+func (s *Service) syncChunk(ctx context.Context, t *target, chain uint32, chainVer uint64, succ uint64, id chunkengine.ChunkID, theirs map[chunkengine.ChunkID]*pb.StorageChunkMeta) (bool, error) {
 	unlock, err := s.locks.lock(ctx, t.id, id)
 	if err != nil {
 		return false, err
 	}
 	defer unlock()
 	m, ok := t.eng.Stat(id)
-	exists := ok && m.Version != 0
-	o := theirs[id]
-	if !exists {
-		if o == nil {
-			return true, nil
-		}
-		return false, s.sendSync(t, chain, succ, &update{UpdateReq: wire.UpdateReq{Chunk: id, Kind: wire.KindRemove}})
+	var o syncRemote
+	if p := theirs[id]; p != nil {
+		o = syncRemote{Present: true, Version: p.Version, Length: p.Length, Checksum: p.Checksum,
+			ChunkSize: p.ChunkSize, Corrupt: p.Corrupt, Pending: p.PendingVersion}
 	}
-	if o != nil && o.Version == m.Version && o.Length == m.Length && o.Checksum == m.Checksum &&
-		!o.Corrupt && o.PendingVersion == 0 && o.ChunkSize == m.ChunkSize {
+	switch planSyncChunk(m, ok, o) {
+	case syncSkip:
 		return true, nil
+	case syncRemove:
+		return false, s.sendSync(t, chain, chainVer, succ, &update{UpdateReq: wire.UpdateReq{Chunk: id, Kind: wire.KindRemove}})
 	}
 	// A pending version here has nobody driving it (we hold the lock):
 	// the committed version is what the chain acknowledged.
@@ -178,18 +179,20 @@ func (s *Service) syncChunk(ctx context.Context, t *target, chain uint32, succ u
 	if err != nil {
 		return false, err
 	}
-	return false, s.sendSync(t, chain, succ, &update{
+	return false, s.sendSync(t, chain, chainVer, succ, &update{
 		UpdateReq: wire.UpdateReq{Chunk: id, Kind: wire.KindReplace, Version: ver, ChunkSize: m.ChunkSize}, data: data})
 }
 
-// sendSync sends a full-state update over the data transport (OpSync).
-func (s *Service) sendSync(t *target, chain uint32, dest uint64, u *update) error {
+// sendSync sends a full-state update over the data transport (OpSync),
+// stamped with the chain version the sync or repair started under and
+// with the sending target.
+func (s *Service) sendSync(t *target, chain uint32, chainVer uint64, dest uint64, u *update) error {
 	r := s.cache.Current()
 	_, addr, err := r.TargetAddress(dest)
 	if err != nil {
 		return err
 	}
-	u.Target, u.Chain, u.ChainVer = dest, chain, r.ChainVersion(chain)
+	u.Target, u.Chain, u.ChainVer, u.From = dest, chain, chainVer, t.id
 	u.Flags |= wire.FlagFull | wire.FlagCheckCRC
 	u.DataCRC = crc32c.Checksum(u.data)
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.ForwardTimeout.Duration)
@@ -222,22 +225,31 @@ func (s *Service) handleSync(ctx context.Context, req *transport.ServerRequest) 
 	if err := s.leaseOK(); err != nil {
 		return nil, err
 	}
-	if _, err := s.checkChain(ctx, u.Chain, u.ChainVer); err != nil {
+	r, err := s.checkChain(ctx, u.Chain, u.ChainVer)
+	if err != nil {
 		return nil, err
+	}
+	if tt, ok := r.Target(t.id); !ok || tt.ChainId != u.Chain {
+		return nil, errcode.New(errcode.StaleVersion, "sync of chunk %s to target %d, which is not in chain %d", u.Chunk, t.id, u.Chain)
 	}
 	unlock, err := s.locks.lock(ctx, t.id, u.Chunk)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	if u.Flags&wire.FlagRepair != 0 {
-		m, ok := t.eng.Stat(u.Chunk)
-		if !ok || !m.Corrupt {
-			return reply(rspOf(t.eng, u.Chunk)), nil // repaired meanwhile (e.g. by a write)
-		}
-		if m.PendingVersion != 0 {
-			return nil, errcode.New(errcode.Busy, "chunk %s on target %d has pending version %d; repair later", u.Chunk, t.id, m.PendingVersion)
-		}
+	m, ok := t.eng.Stat(u.Chunk)
+	v := admitSync(syncReceipt{
+		Repair: u.Flags&wire.FlagRepair != 0, Self: t.id, From: u.From,
+		Pos: positionIn(r.WriteTargets(u.Chain), t.id), State: r.TargetState(t.id),
+		Serving: r.ServingTargets(u.Chain), Local: viewOf(m, ok),
+		ChainVer: u.ChainVer, Kind: u.Kind, Version: u.Version,
+	})
+	if v.Err != nil {
+		s.log.Warn("sync frame refused", "target", t.id, "from", u.From, "chunk", u.Chunk, "err", v.Err)
+		return nil, v.Err
+	}
+	if !v.Apply {
+		return reply(rspOf(t.eng, u.Chunk)), nil
 	}
 	if err := s.applyFull(t, u, true); err != nil {
 		return nil, err
@@ -347,7 +359,7 @@ func (s *Service) repairFrom(ctx context.Context, src *target, dest uint64, chai
 		}
 		u.Kind, u.Version, u.ChunkSize, u.data = wire.KindReplace, ver, m.ChunkSize, data
 	}
-	if err := s.sendSync(src, chain, dest, u); err != nil {
+	if err := s.sendSync(src, chain, s.cache.Current().ChainVersion(chain), dest, u); err != nil {
 		return 0, err
 	}
 	return u.Version, nil

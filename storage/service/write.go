@@ -2,12 +2,10 @@ package service
 
 import (
 	"context"
-	"slices"
 	"time"
 
 	"github.com/emberfs/emberfs/internal/crc32c"
 	"github.com/emberfs/emberfs/internal/errcode"
-	pb "github.com/emberfs/emberfs/service/proto"
 	"github.com/emberfs/emberfs/service/routing"
 	"github.com/emberfs/emberfs/storage/chunkengine"
 	"github.com/emberfs/emberfs/storage/kvformat"
@@ -93,8 +91,8 @@ func (s *Service) handleWrite(ctx context.Context, req *transport.ServerRequest)
 	if err != nil {
 		return nil, err
 	}
-	if head, ok := r.Head(u.Chain); !ok || head != t.id {
-		return nil, errcode.New(errcode.StaleVersion, "target %d is not the head of chain %d at version %d", t.id, u.Chain, u.ChainVer)
+	if err := admitHeadWrite(positionIn(r.WriteTargets(u.Chain), t.id), t.isRecovered(), t.id, u.Chain, u.ChainVer); err != nil {
+		return nil, err
 	}
 	if kvformat.IsKVChunk(u.Chunk) && u.Kind == wire.KindReplace {
 		// A KVCache put: a well-formed record, within the namespace's
@@ -154,9 +152,8 @@ func (s *Service) handleForward(ctx context.Context, req *transport.ServerReques
 	if err != nil {
 		return nil, err
 	}
-	wt := r.WriteTargets(u.Chain)
-	if i := slices.Index(wt, t.id); i <= 0 {
-		return nil, errcode.New(errcode.StaleVersion, "target %d takes no forwards in chain %d at version %d", t.id, u.Chain, u.ChainVer)
+	if err := admitForward(positionIn(r.WriteTargets(u.Chain), t.id), u.From, t.id, u.Chain, u.ChainVer); err != nil {
+		return nil, err
 	}
 	var entry *dedupeEntry
 	if u.ClientID != 0 {
@@ -201,102 +198,96 @@ func (s *Service) runUpdate(ctx context.Context, t *target, u *update, head bool
 }
 
 func isTail(r *routing.Routing, chain uint32, id uint64) bool {
-	wt := r.WriteTargets(chain)
-	return len(wt) > 0 && wt[len(wt)-1] == id
+	return positionIn(r.WriteTargets(chain), id).Tail
 }
 
-// headUpdate: the head assigns the version (committed + 1).
+// headUpdate: the head assigns the version (committed + 1). The decision
+// is planHead's; this is its I/O.
 func (s *Service) headUpdate(t *target, r *routing.Routing, u *update) (wire.UpdateRsp, error) {
 	id := u.Chunk
-	if m, ok := t.eng.Stat(id); ok && m.PendingVersion != 0 {
-		// Under the chunk lock nobody drives this version: it was left by
-		// a forward that gave up. Replace it with a full-state update at
-		// the next version so every replica converges whatever it holds.
-		s.log.Warn("head found an orphaned pending version; resolving with a full-chunk update",
-			"target", t.id, "chunk", id, "pending", m.PendingVersion, "committed", m.Version)
-		return s.headFullUpdate(t, r, u, m)
-	}
-	if u.ifVersion != 0 {
-		if m, ok := t.eng.Stat(id); !ok || m.Version != u.ifVersion {
-			return rspOf(t.eng, id), nil // changed since the caller looked: leave it
-		}
-	}
-	if u.Kind == wire.KindRemove {
-		if m, ok := t.eng.Stat(id); !ok || m.Version == 0 {
-			return wire.UpdateRsp{}, nil // nothing to remove on a consistent chain
-		}
-	}
-	if u.Kind == wire.KindReplace {
-		// A client's replace sets the whole content: the head gives it the
-		// next version and every replica applies it as a full-state update,
-		// whatever version it holds.
-		m, _ := t.eng.Stat(id)
-		u.Version = m.Version + 1
-		u.Flags |= wire.FlagFull
-		tail := isTail(r, u.Chain, t.id)
-		if err := s.applyFull(t, u, tail); err != nil {
-			return wire.UpdateRsp{}, s.updateErr(t, id, err)
-		}
-		if tail {
+	tail := isTail(r, u.Chain, t.id)
+	for redriven := false; ; redriven = true {
+		m, ok := t.eng.Stat(id)
+		step := planHead(viewOf(m, ok), u.Kind, u.ifVersion, tail)
+		switch step {
+		case headRedrive:
+			if redriven {
+				return wire.UpdateRsp{}, errcode.New(errcode.Internal, "chunk %s on target %d still has pending version %d after re-driving it", id, t.id, m.PendingVersion)
+			}
+			if err := s.redrivePending(t, r, u, tail); err != nil {
+				return wire.UpdateRsp{}, err
+			}
+			continue
+		case headNothing:
 			return rspOf(t.eng, id), nil
+		case headReplace:
+			// A client's replace sets the whole content: the head gives it
+			// the next version and every replica applies it as a
+			// full-state update, whatever version it holds.
+			u.Version = m.Version + 1
+			u.Flags |= wire.FlagFull
+			if err := s.applyFull(t, u, tail); err != nil {
+				return wire.UpdateRsp{}, s.updateErr(t, id, err)
+			}
+			if tail {
+				return rspOf(t.eng, id), nil
+			}
+			return s.forwardAndCommit(t, u, true)
+		case headApply:
+			if _, err := t.eng.Apply(id, u.engineUpdate(u.ChainVer)); err != nil {
+				return wire.UpdateRsp{}, s.updateErr(t, id, err)
+			}
+			return rspOf(t.eng, id), nil
+		default: // headPrepare
+			ver, err := t.eng.Prepare(id, u.engineUpdate(u.ChainVer))
+			if err != nil {
+				return wire.UpdateRsp{}, s.updateErr(t, id, err)
+			}
+			u.Version = ver
+			return s.forwardAndCommit(t, u, false)
 		}
-		return s.forwardAndCommit(t, u, true)
 	}
-	eu := u.engineUpdate(u.ChainVer)
-	if isTail(r, u.Chain, t.id) {
-		_, err := t.eng.Apply(id, eu)
-		if err != nil {
-			return wire.UpdateRsp{}, s.updateErr(t, id, err)
-		}
-		return rspOf(t.eng, id), nil
-	}
-	ver, err := t.eng.Prepare(id, eu)
-	if err != nil {
-		return wire.UpdateRsp{}, s.updateErr(t, id, err)
-	}
-	u.Version = ver
-	return s.forwardAndCommit(t, u, false)
 }
 
-// headFullUpdate resolves an orphaned pending version: the new content is
-// computed from the committed version and sent as a full-chunk update at
-// a version past the orphan.
-func (s *Service) headFullUpdate(t *target, r *routing.Routing, u *update, m chunkengine.ChunkMeta) (wire.UpdateRsp, error) {
+// redrivePending completes an orphaned pending version (one left by a
+// forward driver that gave up): it may be committed downstream already,
+// and readers may have seen it there, so it is sent down the chain as a
+// full-state update at its own version and committed here. Aborting it
+// and rebuilding from the older committed copy (what this once did) could
+// roll acknowledged content back.
+func (s *Service) redrivePending(t *target, r *routing.Routing, u *update, tail bool) error {
 	id := u.Chunk
-	if err := t.eng.Abort(id, m.PendingVersion); err != nil {
-		return wire.UpdateRsp{}, err
-	}
-	full, size, err := s.fullContent(t, u)
+	data, m, err := t.eng.ReadPending(id)
 	if err != nil {
-		return wire.UpdateRsp{}, err
+		return s.updateErr(t, id, err)
 	}
-	fu := *u
-	fu.Version = max(m.Version, m.PendingVersion) + 1
-	fu.Flags |= wire.FlagFull
-	fu.ChunkSize = size
-	if u.Kind != wire.KindRemove {
-		fu.Kind, fu.Offset, fu.Length, fu.data = wire.KindReplace, 0, 0, full
+	s.log.Warn("head found an orphaned pending version; re-driving it down the chain",
+		"target", t.id, "chunk", id, "pending", m.PendingVersion, "committed", m.Version, "remove", m.PendingRemove)
+	pu := &update{UpdateReq: wire.UpdateReq{Target: t.id, Chain: u.Chain, ChainVer: u.ChainVer, Chunk: id,
+		Kind: wire.KindReplace, Flags: wire.FlagFull, ChunkSize: m.ChunkSize, Version: m.PendingVersion}, data: data}
+	if m.PendingRemove {
+		pu.Kind, pu.data = wire.KindRemove, nil
 	}
-	if isTail(r, u.Chain, t.id) {
-		if err := s.applyFull(t, &fu, true); err != nil {
-			return wire.UpdateRsp{}, err
+	if !tail {
+		if err := s.forward(t, pu, true); err != nil {
+			return err
 		}
-		return rspOf(t.eng, id), nil
 	}
-	if err := s.applyFull(t, &fu, false); err != nil {
-		return wire.UpdateRsp{}, err
+	if mm, ok := t.eng.Stat(id); ok && mm.PendingVersion == m.PendingVersion {
+		return t.eng.Commit(id, m.PendingVersion, 0)
 	}
-	return s.forwardAndCommit(t, &fu, true)
+	return nil
 }
 
 // replicaUpdate: a forwarded update at an explicit version.
 func (s *Service) replicaUpdate(t *target, r *routing.Routing, u *update) (wire.UpdateRsp, error) {
 	id := u.Chunk
 	tail := isTail(r, u.Chain, t.id)
-	if u.Flags&wire.FlagFull != 0 {
-		if m, ok := t.eng.Stat(id); ok && m.Version >= u.Version && m.PendingVersion == 0 && !m.Corrupt && u.Kind == wire.KindReplace {
-			return rspOf(t.eng, id), nil // a late duplicate of a forward already applied
-		}
+	m, ok := t.eng.Stat(id)
+	switch planReplica(viewOf(m, ok), u.Kind, u.Flags, u.Version, tail) {
+	case replicaAck:
+		return rspOf(t.eng, id), nil
+	case replicaApplyFull:
 		if err := s.applyFull(t, u, tail); err != nil {
 			return wire.UpdateRsp{}, err
 		}
@@ -307,7 +298,7 @@ func (s *Service) replicaUpdate(t *target, r *routing.Routing, u *update) (wire.
 	}
 	eu := u.engineUpdate(u.ChainVer)
 	var err error
-	if tail {
+	if tail { // replicaApply; else replicaPrepare
 		_, err = t.eng.Apply(id, eu)
 	} else {
 		_, err = t.eng.Prepare(id, eu)
@@ -419,19 +410,18 @@ func (s *Service) forward(t *target, u *update, full bool) error {
 			refresh = false
 		}
 		r := s.cache.Current()
-		wt := r.WriteTargets(u.Chain)
-		i := slices.Index(wt, t.id)
-		if i < 0 {
+		pos := positionIn(r.WriteTargets(u.Chain), t.id)
+		if !pos.In {
 			return errcode.New(errcode.Unavailable, "target %d left the write path of chain %d (routing %d) while forwarding chunk %s", t.id, u.Chain, r.Version(), u.Chunk)
 		}
-		if i == len(wt)-1 {
+		if pos.Tail {
 			return nil // we are the tail now
 		}
-		succ := wt[i+1]
+		succ := pos.Succ
 		fu := *u
-		fu.Target = succ
+		fu.Target, fu.From = succ, t.id
 		fu.ChainVer = r.ChainVersion(u.Chain)
-		if !full && r.TargetState(succ) == pb.MgmtdPublicState_MGMTD_PUBLIC_SYNCING {
+		if forwardNeedsFull(full, r.TargetState(succ)) {
 			// A syncing successor may lack earlier versions: send the whole
 			// new state of the chunk.
 			var err error
@@ -447,21 +437,19 @@ func (s *Service) forward(t *target, u *update, full bool) error {
 			return nil
 		}
 		s.metrics.forwardRetries.Inc()
-		switch code := errcode.CodeOf(err); code {
-		case errcode.StaleVersion, errcode.NotFound:
+		switch reactToForwardError(errcode.CodeOf(err), full) {
+		case refreshNow:
 			refresh = true
-		case errcode.Conflict, errcode.ChecksumMismatch, errcode.Busy:
+		case sendFull:
 			// The successor missed updates or holds a corrupt copy: the
 			// whole chunk state repairs both.
-			if !full {
-				full = true
-				var ferr error
-				if *u, ferr = s.fullForward(t, u, *u); ferr != nil {
-					return ferr
-				}
-				continue
+			full = true
+			var ferr error
+			if *u, ferr = s.fullForward(t, u, *u); ferr != nil {
+				return ferr
 			}
-		case errcode.InvalidArgument, errcode.OutOfRange:
+			continue
+		case giveUp:
 			return err
 		}
 		if attempt%20 == 0 {

@@ -74,10 +74,14 @@ type UpdateReq struct {
 	Channel  uint32
 	Seq      uint64
 	DataCRC  uint32
+	// From is the sending target of a Forward or Sync (0 from clients):
+	// the receiver accepts chain traffic only from its predecessor (or,
+	// for a repair, a serving replica of the same chain).
+	From uint64
 }
 
 // UpdateReqSize is the encoded size of UpdateReq.
-const UpdateReqSize = 8 + 4 + 8 + 12 + 1 + 1 + 2 + 4 + 4 + 4 + 8 + 8 + 4 + 8 + 4
+const UpdateReqSize = 8 + 4 + 8 + 12 + 1 + 1 + 2 + 4 + 4 + 4 + 8 + 8 + 4 + 8 + 4 + 8
 
 // Encode appends the extension to b.
 func (r *UpdateReq) Encode(b []byte) []byte {
@@ -94,6 +98,7 @@ func (r *UpdateReq) Encode(b []byte) []byte {
 	b = binary.LittleEndian.AppendUint32(b, r.Channel)
 	b = binary.LittleEndian.AppendUint64(b, r.Seq)
 	b = binary.LittleEndian.AppendUint32(b, r.DataCRC)
+	b = binary.LittleEndian.AppendUint64(b, r.From)
 	return b
 }
 
@@ -118,6 +123,7 @@ func DecodeUpdateReq(b []byte) (UpdateReq, error) {
 	r.Channel = d.u32()
 	r.Seq = d.u64()
 	r.DataCRC = d.u32()
+	r.From = d.u64()
 	if r.Kind < KindWrite || r.Kind > KindReplace {
 		return r, errcode.New(errcode.InvalidArgument, "update of chunk %s: unknown kind %d", r.Chunk, r.Kind)
 	}
