@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"time"
 
 	"github.com/emberfs/emberfs/internal/errcode"
 	pb "github.com/emberfs/emberfs/service/proto"
@@ -18,6 +19,9 @@ func (s *Service) checkRead(ctx context.Context, q *wire.ReadReq) (*target, erro
 		return nil, err
 	}
 	if err := s.leaseOK(); err != nil {
+		return nil, err
+	}
+	if err := s.routingCaughtUp(ctx); err != nil {
 		return nil, err
 	}
 	r, err := s.checkChain(ctx, q.Chain, q.ChainVer)
@@ -37,6 +41,27 @@ func (s *Service) checkRead(ctx context.Context, q *wire.ReadReq) (*target, erro
 		return nil, errcode.New(errcode.Unavailable, "target %d of chain %d is not recovered on storage node %d yet", t.id, q.Chain, s.cfg.NodeID)
 	}
 	return t, nil
+}
+
+// routingCaughtUp refuses reads while our routing is older than the
+// version mgmtd reported in its last heartbeat answer: a lease can be
+// valid while the routing watch lags or was cut (a healed partition, a
+// target mgmtd already marked failed), and such a replica may no longer
+// be serving, or no longer hold the latest committed version. It first
+// tries one refresh, so a watch that is merely a little behind costs a
+// round trip rather than a failed read.
+func (s *Service) routingCaughtUp(ctx context.Context) error {
+	want := s.agent.RoutingVersion()
+	if s.cache.Version() >= want {
+		return nil
+	}
+	rctx, cancel := context.WithTimeout(ctx, time.Second)
+	err := s.cache.Refresh(rctx)
+	cancel()
+	if have := s.cache.Version(); have < want {
+		return errcode.New(errcode.Unavailable, "storage node %d has routing version %d, older than mgmtd's %d; reads refused until it catches up (refresh: %v)", s.cfg.NodeID, have, want, err)
+	}
+	return nil
 }
 
 // readRegion opens the committed bytes for a read; a checksum mismatch

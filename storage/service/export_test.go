@@ -1,0 +1,28 @@
+package service
+
+import "math"
+
+// Test hooks: they drive the service's own state machine into states that
+// real failures reach only by racing (reliability_test.go).
+
+// HoldUnrecoveredForTest marks target id not recovered and keeps it so:
+// routing at or after the registration version is what marks a target
+// recovered, so the registration version is moved out of reach, as for a
+// process whose registration mgmtd has not confirmed yet.
+func (s *Service) HoldUnrecoveredForTest(id uint64) {
+	s.regMu.Lock()
+	s.regVersion = math.MaxUint64
+	s.regMu.Unlock()
+	s.targets[id].setRecovered(false)
+}
+
+// StopRoutingWatchForTest stops following mgmtd's routing watch (as when
+// that stream is cut while heartbeats still get through): the service's
+// routing stays where it is until something refreshes it.
+func (s *Service) StopRoutingWatchForTest() { s.cache.Close() }
+
+// RoutingVersionsForTest: the routing version this service holds and the
+// one mgmtd reported in its last heartbeat answer.
+func (s *Service) RoutingVersionsForTest() (held, mgmtd uint64) {
+	return s.cache.Version(), s.agent.RoutingVersion()
+}

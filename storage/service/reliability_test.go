@@ -1,0 +1,205 @@
+package service_test
+
+import (
+	"bytes"
+	"context"
+	"testing"
+
+	"github.com/emberfs/emberfs/internal/errcode"
+	"github.com/emberfs/emberfs/internal/testutil"
+	pb "github.com/emberfs/emberfs/service/proto"
+	"github.com/emberfs/emberfs/storage/chunkengine"
+	"github.com/emberfs/emberfs/storage/localcluster"
+	"github.com/emberfs/emberfs/storage/storageclient"
+	"github.com/emberfs/emberfs/storage/wire"
+	"github.com/emberfs/emberfs/transport"
+)
+
+// Regression tests of issue 13's storage holes (docs/reliability.md).
+
+func readAll(t *testing.T, cl *storageclient.Client, chain uint32, id chunkengine.ChunkID, n int) []byte {
+	t.Helper()
+	buf := make([]byte, n)
+	res, err := cl.Read(context.Background(), chain, id, 0, buf, storageclient.ReadOptions{})
+	if err != nil {
+		t.Fatalf("read %s: %v", id, err)
+	}
+	return buf[:res.N]
+}
+
+// TestHeadRefusesWritesUntilRecovered (hole 3): a head this process has
+// not recovered may lack acknowledged versions; it must not assign
+// versions from that copy. Reads already checked this; writes did not.
+func TestHeadRefusesWritesUntilRecovered(t *testing.T) {
+	c, chains, cl := startCluster(t, 3, 3)
+	chain := chains[0]
+	ctx := context.Background()
+	id := chunkengine.ChunkID{Inode: 91}
+	if _, err := cl.Write(ctx, chain, id, chunkSize, 0, []byte("before")); err != nil {
+		t.Fatal(err)
+	}
+	r := c.Current()
+	head, _ := r.Head(chain)
+	c.Service(nodeOf(head)).HoldUnrecoveredForTest(head)
+	_, addr, _ := r.TargetAddress(head)
+	tc := transport.NewClient(transport.ClientConfig{Token: c.Token()})
+	defer tc.Close()
+	u := wire.UpdateReq{Target: head, Chain: chain, ChainVer: r.ChainVersion(chain), Chunk: id, Kind: wire.KindWrite, ChunkSize: chunkSize}
+	_, err := tc.Call(ctx, addr, &transport.Request{Op: wire.OpWrite, Ext: u.Encode(nil), Payload: [][]byte{[]byte("AFTER!")}}, nil)
+	if !errcode.Is(err, errcode.Unavailable) {
+		t.Fatalf("write at an unrecovered head: %v, want Unavailable", err)
+	}
+	for n := 1; n <= 3; n++ {
+		s := c.Service(n)
+		if m, _ := s.Engine(s.TargetIDs()[0]).Stat(id); m.Version != 1 || m.PendingVersion != 0 {
+			t.Fatalf("node %d holds version %d pending %d after the refused write, want 1 and none", n, m.Version, m.PendingVersion)
+		}
+	}
+}
+
+// TestOrphanPendingIsRedrivenNotRolledBack (hole 4): a pending version at
+// the head that nobody drives may be committed downstream (and read
+// there). The head's next write must complete it, not abort it and
+// rebuild from the older committed copy.
+func TestOrphanPendingIsRedrivenNotRolledBack(t *testing.T) {
+	c, chains, cl := startCluster(t, 3, 3)
+	chain := chains[0]
+	ctx := context.Background()
+	id := chunkengine.ChunkID{Inode: 92}
+	if _, err := cl.Write(ctx, chain, id, chunkSize, 0, []byte("aaaaaaaa")); err != nil {
+		t.Fatal(err)
+	}
+	r := c.Current()
+	order := r.ServingTargets(chain)
+	cv := uint32(r.ChainVersion(chain))
+	// Version 2 = "bbbb" at offset 0: pending at the head (its driver gone),
+	// committed on the middle and the tail, as when a head's forward was
+	// acknowledged downstream but the head never committed.
+	v2 := chunkengine.Update{Kind: chunkengine.UpdateWrite, Data: []byte("bbbb"), ChunkSize: chunkSize, Version: 2, ChainVer: cv}
+	hs := c.Service(nodeOf(order[0]))
+	if _, err := hs.Engine(order[0]).Prepare(id, v2); err != nil {
+		t.Fatal(err)
+	}
+	for _, tg := range order[1:] {
+		if _, err := c.Service(nodeOf(tg)).Engine(tg).Apply(id, v2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Readers of the tail have seen version 2 already.
+	if got := readAll(t, cl, chain, id, 8); string(got) != "bbbbaaaa" {
+		t.Fatalf("tail read %q before the next write, want bbbbaaaa", got)
+	}
+	if _, err := cl.Write(ctx, chain, id, chunkSize, 6, []byte("cc")); err != nil {
+		t.Fatal(err)
+	}
+	want := []byte("bbbbaacc")
+	for n, m := range replicaStates(c, 3, id) {
+		s := c.Service(n)
+		got, _, err := s.Engine(s.TargetIDs()[0]).Read(id, 0, 8, false)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("node %d: version %d holds %q (%v), want %q: the committed version 2 was rolled back", n, m.Version, got, err, want)
+		}
+		if m.PendingVersion != 0 {
+			t.Errorf("node %d still holds pending version %d", n, m.PendingVersion)
+		}
+	}
+}
+
+// TestSyncFrameOnlyFromSyncingPredecessor (hole 1): a Sync replace
+// overwrites whatever a target holds. One from a target that is not the
+// receiver's predecessor, or to a target that is not syncing, or
+// stamped with a chain version older than the one its copy was committed
+// under, must be refused and leave the chunk as it was.
+func TestSyncFrameOnlyFromSyncingPredecessor(t *testing.T) {
+	c, chains, cl := startCluster(t, 3, 3)
+	chain := chains[0]
+	ctx := context.Background()
+	id := chunkengine.ChunkID{Inode: 93}
+	if _, err := cl.Write(ctx, chain, id, chunkSize, 0, []byte("v1")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.Write(ctx, chain, id, chunkSize, 0, []byte("v2")); err != nil {
+		t.Fatal(err)
+	}
+	r := c.Current()
+	order := r.ServingTargets(chain)
+	tail := order[2]
+	_, addr, _ := r.TargetAddress(tail)
+	tc := transport.NewClient(transport.ClientConfig{Token: c.Token()})
+	defer tc.Close()
+	old := []byte("v1")
+	for _, from := range []uint64{order[1], order[0], 0} {
+		u := wire.UpdateReq{Target: tail, Chain: chain, ChainVer: r.ChainVersion(chain), Chunk: id, Kind: wire.KindReplace,
+			Flags: wire.FlagFull, Version: 1, ChunkSize: chunkSize, From: from}
+		_, err := tc.Call(ctx, addr, &transport.Request{Op: wire.OpSync, Ext: u.Encode(nil), Payload: [][]byte{old}}, nil)
+		if err == nil {
+			t.Errorf("sync replace to serving tail %d from %d accepted, want refused", tail, from)
+		}
+	}
+	s := c.Service(nodeOf(tail))
+	got, ver, err := s.Engine(tail).Read(id, 0, 2, false)
+	if err != nil || string(got) != "v2" || ver != 2 {
+		t.Fatalf("tail holds %q at version %d (%v) after the refused syncs, want v2 at 2: rolled back", got, ver, err)
+	}
+	// A forward from a target that is not the predecessor is refused too.
+	u := wire.UpdateReq{Target: tail, Chain: chain, ChainVer: r.ChainVersion(chain), Chunk: id, Kind: wire.KindWrite,
+		Version: 3, ChunkSize: chunkSize, From: order[0]}
+	_, err = tc.Call(ctx, addr, &transport.Request{Op: wire.OpForward, Ext: u.Encode(nil), Payload: [][]byte{[]byte("zz")}}, nil)
+	if err == nil {
+		t.Errorf("forward to tail %d from head %d (not its predecessor) accepted", tail, order[0])
+	}
+	if m, _ := s.Engine(tail).Stat(id); m.Version != 2 || m.PendingVersion != 0 {
+		t.Fatalf("tail at version %d pending %d after the refused forward, want 2 and none", m.Version, m.PendingVersion)
+	}
+}
+
+// TestStaleRoutingRefusesReads (hole 2): a replica whose lease is valid
+// but whose routing is older than mgmtd's (its watch cut, heartbeats
+// still answered) must not serve reads at the chain version it last saw.
+func TestStaleRoutingRefusesReads(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), testutil.Eventually)
+	defer cancel()
+	c, err := localcluster.Start(ctx, localcluster.Options{Dir: t.TempDir(), Nodes: 3, NoSync: true, Logger: testutil.Logger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	chains, err := c.CreateChains(ctx, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain := chains[0]
+	cl := c.Client(storageclient.Config{})
+	defer cl.Close()
+	id := chunkengine.ChunkID{Inode: 94}
+	if _, err := cl.Write(ctx, chain, id, chunkSize, 0, []byte("old")); err != nil {
+		t.Fatal(err)
+	}
+	r := c.Current()
+	order := r.ServingTargets(chain)
+	tail := order[2]
+	ts := c.Service(nodeOf(tail))
+	ts.StopRoutingWatchForTest()
+	// The head leaves the chain; mgmtd's routing moves on, the tail's
+	// does not (its heartbeats say so).
+	c.StopNode(nodeOf(order[0]))
+	testutil.WaitUntil(t, "mgmtd reports newer routing to the tail", func() bool {
+		held, m := ts.RoutingVersionsForTest()
+		return m > held
+	})
+	if st := c.Current().TargetState(order[0]); st == pb.MgmtdPublicState_MGMTD_PUBLIC_SERVING {
+		t.Fatalf("routing still shows the stopped head serving")
+	}
+	_, addr, _ := r.TargetAddress(tail)
+	tc := transport.NewClient(transport.ClientConfig{Token: c.Token()})
+	defer tc.Close()
+	q := wire.ReadReq{Target: tail, Chain: chain, ChainVer: r.ChainVersion(chain), Chunk: id, Length: 3}
+	resp, err := tc.Call(ctx, addr, &transport.Request{Op: wire.OpRead, Ext: q.Encode(nil)}, nil)
+	if err == nil {
+		resp.Release()
+		t.Fatalf("tail with routing %v older than mgmtd's served a read at chain version %d", r.Version(), q.ChainVer)
+	}
+	if c := errcode.CodeOf(err); c != errcode.Unavailable && c != errcode.StaleVersion {
+		t.Fatalf("read at a tail with stale routing: %v, want Unavailable or StaleVersion", err)
+	}
+}
