@@ -36,6 +36,7 @@ const (
 	formatText    = "emberfs-chunkengine 1\n"
 	lockName      = "LOCK"
 	dataDir       = "data"
+	quarantineDir = "quarantine"
 )
 
 // Options tune an engine. The zero value is ready for production use.
@@ -110,6 +111,10 @@ type Engine struct {
 	closed bool
 
 	nextGen atomic.Uint64
+
+	// damage describes metadata log records the last open could not read
+	// (set once by open; see MetaDamage).
+	damage []string
 }
 
 // Open opens (creating if needed) the target directory dir, takes its lock
@@ -173,9 +178,14 @@ func (e *Engine) open() error {
 		return ioErr0(err, "create data dir")
 	}
 	_ = e.fs.Remove(filepath.Join(e.dir, snapTmpName)) // an interrupted compaction
-	states, valid, err := loadMeta(e.fs, e.dir)
+	states, valid, damage, err := loadMeta(e.fs, e.dir)
 	if err != nil {
 		return ioErr0(err, "load chunk metadata of %s", e.dir)
+	}
+	if len(damage) > 0 {
+		if err := e.keepDamagedLog(damage); err != nil {
+			return err
+		}
 	}
 	if fi, err := e.fs.Stat(filepath.Join(e.dir, logName)); err == nil && fi.Size() > valid {
 		e.log.Warn("cutting torn metadata log tail", "valid_bytes", valid, "dropped_bytes", fi.Size()-valid)
@@ -195,6 +205,7 @@ func (e *Engine) open() error {
 	if err != nil {
 		return err
 	}
+	changed = changed || len(damage) > 0 // the next open must not meet the damage again
 	for id, s := range states {
 		c := &chunk{id: id, st: *s}
 		e.putLocked(c)
@@ -283,6 +294,22 @@ func (e *Engine) reconcile(states map[ChunkID]*chunkState) (bool, error) {
 			maxGen = max(maxGen, gen)
 			s := states[id]
 			if s == nil || (s.Committed.Gen != gen && s.Pending.Gen != gen) {
+				if len(e.damage) > 0 {
+					// The metadata lost records: this file may be the only
+					// copy of an acknowledged version. Never delete it.
+					if err := e.quarantine(p, ent.Name()); err != nil {
+						return false, err
+					}
+					if s != nil && gen > max(s.Committed.Gen, s.Pending.Gen) && !s.Corrupt {
+						// A newer version of this chunk existed than the
+						// metadata now says: serving the older one would
+						// roll it back. Corrupt makes readers go to another
+						// replica and the service repair it.
+						e.log.Error("chunk has data newer than its surviving metadata; marked corrupt", "chunk", id, "file", p)
+						s.Corrupt = true
+					}
+					continue
+				}
 				// Written by an update whose metadata never became durable,
 				// or left over from a version already replaced.
 				if err := e.fs.Remove(p); err != nil {
@@ -334,6 +361,48 @@ func (e *Engine) reconcile(states map[ChunkID]*chunkState) (bool, error) {
 	}
 	e.nextGen.Store(maxGen + 1)
 	return changed, nil
+}
+
+// MetaDamage describes damaged metadata records this open skipped (nil
+// when the metadata was whole). The damaged log was kept aside as
+// meta.log.damaged-*, data files the surviving metadata does not name
+// were moved to quarantine/ instead of being deleted, and chunks with
+// newer data than their metadata were marked corrupt. The storage service
+// reports it; the target should be resynced from its chain.
+func (e *Engine) MetaDamage() []string { return e.damage }
+
+// keepDamagedLog records the damage, reports it loudly and keeps a copy
+// of the damaged log for inspection before anything rewrites it.
+func (e *Engine) keepDamagedLog(damage []string) error {
+	e.damage = damage
+	for _, d := range damage {
+		e.log.Error("chunk metadata log is damaged; recovering the records around it", "target", e.dir, "damage", d)
+	}
+	src := filepath.Join(e.dir, logName)
+	b, err := vfs.ReadFile(e.fs, src)
+	if err != nil {
+		return ioErr0(err, "read damaged %s", src)
+	}
+	dst := fmt.Sprintf("%s.damaged-%d", src, time.Now().UnixNano())
+	if err := vfs.WriteFileSync(e.fs, dst, b, 0o644, !e.opts.NoSync); err != nil {
+		return ioErr0(err, "keep damaged log as %s", dst)
+	}
+	e.log.Error("damaged chunk metadata log kept", "copy", dst)
+	return nil
+}
+
+// quarantine moves a data file the metadata does not name to
+// <dir>/quarantine instead of deleting it.
+func (e *Engine) quarantine(p, name string) error {
+	q := filepath.Join(e.dir, quarantineDir)
+	if err := e.fs.MkdirAll(q, 0o755); err != nil {
+		return ioErr0(err, "create %s", q)
+	}
+	if err := e.fs.Rename(p, filepath.Join(q, name)); err != nil {
+		return ioErr0(err, "quarantine %s", p)
+	}
+	e.log.Error("data file not named by the surviving metadata quarantined", "file", p, "to", q)
+	return nil
 }
 
 func (e *Engine) putLocked(c *chunk) {

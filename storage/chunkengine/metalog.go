@@ -20,8 +20,11 @@ import (
 // snapshot that already contains it changes nothing.
 //
 // Record framing (little-endian): u32 payload length, u32 CRC32C of the
-// payload, payload. A torn or corrupt record ends the log; the tail after
-// the last good record is cut off when the engine opens.
+// payload, payload. A torn record at the end is what a crash leaves: the
+// tail after the last good record is cut off when the engine opens. A
+// damaged record with good records after it is media or operator damage,
+// not a crash: replay skips it, goes on with the records after it, and
+// the engine reports it (scanLog, Engine.MetaDamage).
 
 const (
 	logName      = "meta.log"
@@ -359,29 +362,29 @@ func writeSnapshot(fs vfs.FS, dir string, states map[ChunkID]*chunkState, noSync
 
 // loadMeta reads the snapshot and replays the log over it. It returns the
 // states and the length of the log's valid prefix.
-func loadMeta(fs vfs.FS, dir string) (map[ChunkID]*chunkState, int64, error) {
+func loadMeta(fs vfs.FS, dir string) (map[ChunkID]*chunkState, int64, []string, error) {
 	states := make(map[ChunkID]*chunkState)
 	snap, err := vfs.ReadFile(fs, filepath.Join(dir, snapName))
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 	case err != nil:
-		return nil, 0, err
+		return nil, 0, nil, err
 	default:
 		if len(snap) < len(snapMagic) || string(snap[:len(snapMagic)]) != snapMagic {
-			return nil, 0, fmt.Errorf("%s: bad magic", snapName)
+			return nil, 0, nil, fmt.Errorf("%s: bad magic", snapName)
 		}
 		recs, _, err := scanRecords(snap[len(snapMagic):])
 		if err != nil {
 			// The snapshot is renamed into place only after fsync, so
 			// damage here is media corruption, not a crash: stop.
-			return nil, 0, fmt.Errorf("%s is damaged: %w", snapName, err)
+			return nil, 0, nil, fmt.Errorf("%s is damaged: %w", snapName, err)
 		}
 		if len(recs) == 0 || recs[len(recs)-1].kind != recEnd || recs[len(recs)-1].count != uint64(len(recs)-1) {
-			return nil, 0, fmt.Errorf("%s is damaged: missing or wrong end record", snapName)
+			return nil, 0, nil, fmt.Errorf("%s is damaged: missing or wrong end record", snapName)
 		}
 		for _, r := range recs[:len(recs)-1] {
 			if r.kind != recSet {
-				return nil, 0, fmt.Errorf("%s is damaged: record type %d", snapName, r.kind)
+				return nil, 0, nil, fmt.Errorf("%s is damaged: record type %d", snapName, r.kind)
 			}
 			s := r.state
 			states[r.id] = &s
@@ -389,9 +392,9 @@ func loadMeta(fs vfs.FS, dir string) (map[ChunkID]*chunkState, int64, error) {
 	}
 	logData, err := vfs.ReadFile(fs, filepath.Join(dir, logName))
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, 0, err
+		return nil, 0, nil, err
 	}
-	recs, valid, _ := scanRecords(logData) // a torn tail is expected after a crash
+	recs, valid, damage := scanLog(logData) // a torn tail is expected after a crash
 	for _, r := range recs {
 		switch r.kind {
 		case recSet:
@@ -401,5 +404,46 @@ func loadMeta(fs vfs.FS, dir string) (map[ChunkID]*chunkState, int64, error) {
 			delete(states, r.id)
 		}
 	}
-	return states, int64(valid), nil
+	return states, int64(valid), damage, nil
+}
+
+// scanLog decodes the metadata log. Where a record is damaged and good
+// records follow, it skips the damaged bytes, describes them in damage,
+// and goes on; it stops only at a damaged tail with nothing good after
+// it (a torn append), returning the valid length up to there.
+func scanLog(b []byte) (recs []record, valid int, damage []string) {
+	off := 0
+	for {
+		rs, n, err := scanRecords(b[off:])
+		recs = append(recs, rs...)
+		off += n
+		if err == nil {
+			return recs, off, damage
+		}
+		next := nextFrame(b, off+1)
+		if next < 0 {
+			return recs, off, damage
+		}
+		damage = append(damage, fmt.Sprintf("%s bytes at offset %d to %d are not a readable record (%v); replay went on after them", logName, off, next, err))
+		off = next
+	}
+}
+
+// nextFrame finds the first offset at or after from where a whole, well
+// formed record starts (its CRC32C matches and it decodes), or -1.
+func nextFrame(b []byte, from int) int {
+	for k := from; k+recHeaderLen <= len(b); k++ {
+		n := int(binary.LittleEndian.Uint32(b[k:]))
+		if n == 0 || n > 1<<16 || len(b)-k-recHeaderLen < n {
+			continue
+		}
+		p := b[k+recHeaderLen : k+recHeaderLen+n]
+		if crc32c.Checksum(p) != binary.LittleEndian.Uint32(b[k+4:]) {
+			continue
+		}
+		if _, err := decodeRecord(p); err == nil {
+			return k
+		}
+	}
+	return -1
 }

@@ -244,6 +244,12 @@ func (s *Service) openTarget(dir string, defaultID uint64) (*target, error) {
 		eng.Close()
 		return nil, fmt.Errorf("storage: target %s: read %s: %v", dir, targetIDFile, err)
 	}
+	for _, d := range eng.MetaDamage() {
+		// The engine recovered around damaged metadata records (nothing
+		// deleted, affected chunks marked corrupt); the target is resynced
+		// from its chain like any restarted target before it serves.
+		s.log.Error("target metadata was damaged; recovered the rest, it resyncs from its chain", "target", id, "dir", dir, "damage", d)
+	}
 	kv := kvstore.Open(eng, kvstore.Options{Now: s.cfg.KVNow, Logger: s.log.With("target", id)})
 	return &target{id: id, path: dir, eng: eng, kv: kv}, nil
 }
