@@ -31,6 +31,17 @@ type ServerConfig struct {
 	// MaxInFlightPerConn bounds handlers running for one connection; past
 	// it the server stops reading that connection (TCP backpressure).
 	MaxInFlightPerConn int `toml:"max_in_flight_per_conn"`
+	// MaxBufferedBytes bounds the request bytes (extension + payload) held
+	// in memory by all connections together, from reading a frame's body
+	// until its handler returns; a connection whose next frame does not
+	// fit waits (TCP backpressure) instead of allocating. Without it one
+	// connection could pin MaxPayload x MaxInFlightPerConn (~8 GiB).
+	// Default DefaultMaxBufferedBytes; a frame larger than the budget
+	// runs alone.
+	MaxBufferedBytes int64 `toml:"max_buffered_bytes"`
+	// MaxConns bounds open connections; past it new ones are closed at
+	// once (counted in ServerStats.RefusedConns). Default DefaultMaxConns.
+	MaxConns int `toml:"max_conns"`
 	// HandshakeTimeout bounds the wait for a new connection's handshake.
 	HandshakeTimeout time.Duration `toml:"handshake_timeout"`
 	// FrameTimeout bounds reading the rest of a frame once its header has
@@ -56,6 +67,12 @@ func (c *ServerConfig) setDefaults() {
 	if c.MaxInFlightPerConn <= 0 {
 		c.MaxInFlightPerConn = 128
 	}
+	if c.MaxBufferedBytes <= 0 {
+		c.MaxBufferedBytes = DefaultMaxBufferedBytes
+	}
+	if c.MaxConns <= 0 {
+		c.MaxConns = DefaultMaxConns
+	}
 	if c.HandshakeTimeout <= 0 {
 		c.HandshakeTimeout = 10 * time.Second
 	}
@@ -66,6 +83,12 @@ func (c *ServerConfig) setDefaults() {
 		c.Logger = slog.Default()
 	}
 }
+
+// Server-wide defaults for ServerConfig.
+const (
+	DefaultMaxBufferedBytes = 1 << 30
+	DefaultMaxConns         = 4096
+)
 
 // ServerRequest is one request as a handler sees it. Ext and Payload live in
 // pooled buffers that stay valid until the handler's response has been
@@ -133,6 +156,9 @@ type ServerStats struct {
 	AuthFailures   int64 // handshakes refused
 	SendfileBytes  int64 // file-region bytes sent with sendfile(2)
 	CopiedFileByte int64 // file-region bytes sent through a user-space copy
+	RefusedConns   int64 // connections closed at once: MaxConns reached
+	BufferedBytes  int64 // request bytes held now (MaxBufferedBytes bounds it)
+	MemoryWaiters  int   // connections waiting for request memory now
 }
 
 // Server serves framed requests on a TCP data port.
@@ -141,6 +167,7 @@ type Server struct {
 	ln  net.Listener
 	lim Limits
 	log *slog.Logger
+	mem *byteSem // server-wide request memory budget
 
 	hmu      sync.RWMutex
 	handlers map[Op]Handler
@@ -152,7 +179,7 @@ type Server struct {
 	loops    sync.WaitGroup // accept loop and connection readers
 	inflight sync.WaitGroup // running handlers
 
-	nConns, nActive, nReq, nFrameErr, nAuthFail, nSendfile, nCopied atomic.Int64
+	nConns, nActive, nReq, nFrameErr, nAuthFail, nSendfile, nCopied, nRefused atomic.Int64
 }
 
 // NewServer listens on cfg.Addr and starts serving. Register handlers
@@ -171,6 +198,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		log:      cfg.Logger.With("component", "transport", "addr", ln.Addr().String()),
 		handlers: make(map[Op]Handler),
 		conns:    make(map[*serverConn]struct{}),
+		mem:      newByteSem(cfg.MaxBufferedBytes),
 	}
 	s.loops.Add(1)
 	go s.acceptLoop()
@@ -200,10 +228,12 @@ func (s *Server) handler(op Op) Handler {
 
 // Stats returns the server's counters.
 func (s *Server) Stats() ServerStats {
+	cur, _, waiting := s.mem.stats()
 	return ServerStats{
 		Conns: s.nConns.Load(), ActiveConns: s.nActive.Load(), Requests: s.nReq.Load(),
 		FrameErrors: s.nFrameErr.Load(), AuthFailures: s.nAuthFail.Load(),
 		SendfileBytes: s.nSendfile.Load(), CopiedFileByte: s.nCopied.Load(),
+		RefusedConns: s.nRefused.Load(), BufferedBytes: cur, MemoryWaiters: waiting,
 	}
 }
 
@@ -298,6 +328,14 @@ func (s *Server) acceptLoop() {
 			c.close()
 			return
 		}
+		if len(s.conns) >= s.cfg.MaxConns {
+			s.mu.Unlock()
+			s.nRefused.Add(1)
+			s.log.Warn("data connection refused: connection limit reached", "remote", nc.RemoteAddr().String(), "max_conns", s.cfg.MaxConns)
+			cancel()
+			_ = nc.Close()
+			continue
+		}
 		s.conns[c] = struct{}{}
 		s.loops.Add(1)
 		s.mu.Unlock()
@@ -375,6 +413,12 @@ func (c *serverConn) readLoop() {
 			c.frameFailure(h.ID, h.Op, err)
 			return
 		}
+		// The server-wide memory budget, taken before the body is read
+		// into memory and held until the handler is done with it.
+		memN := c.s.mem.clamp(int64(h.ExtLen) + int64(h.PayloadLen))
+		if err := c.s.mem.acquire(c.ctx, memN); err != nil {
+			return
+		}
 		_ = c.nc.SetReadDeadline(time.Now().Add(c.s.cfg.FrameTimeout))
 		ext := GetBuffer(int(h.ExtLen))
 		payload := GetBuffer(int(h.PayloadLen))
@@ -386,6 +430,7 @@ func (c *serverConn) readLoop() {
 		if err != nil {
 			PutBuffer(ext)
 			PutBuffer(payload)
+			c.s.mem.release(memN)
 			if c.draining.Load() {
 				return
 			}
@@ -401,10 +446,11 @@ func (c *serverConn) readLoop() {
 		case <-c.ctx.Done():
 			PutBuffer(ext)
 			PutBuffer(payload)
+			c.s.mem.release(memN)
 			return
 		}
 		c.s.inflight.Add(1)
-		go c.serve(h, ext, payload)
+		go c.serve(h, ext, payload, memN)
 	}
 }
 
@@ -472,10 +518,11 @@ func (c *serverConn) handshake() bool {
 	return c.writeFrame(&rh, limits[:], nil) == nil
 }
 
-func (c *serverConn) serve(h Header, ext, payload []byte) {
+func (c *serverConn) serve(h Header, ext, payload []byte, memN int64) {
 	defer func() {
 		PutBuffer(ext)
 		PutBuffer(payload)
+		c.s.mem.release(memN)
 		<-c.slots
 		c.s.inflight.Done()
 	}()

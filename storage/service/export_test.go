@@ -26,3 +26,7 @@ func (s *Service) StopRoutingWatchForTest() { s.cache.Close() }
 func (s *Service) RoutingVersionsForTest() (held, mgmtd uint64) {
 	return s.cache.Version(), s.agent.RoutingVersion()
 }
+
+// PeakBatchOpenRegionsForTest is the most data files batch reads held open
+// at once since the service started.
+func (s *Service) PeakBatchOpenRegionsForTest() int64 { return s.peakRegions.Load() }

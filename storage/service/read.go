@@ -111,6 +111,34 @@ func (s *Service) handleRead(ctx context.Context, req *transport.ServerRequest) 
 	return resp, nil
 }
 
+// maxOpenRegionsPerBatch bounds the data files one batch frame keeps open
+// until its response is written (sendfile needs them open): a frame of
+// 65,536 small reads must not hold 65,536 descriptors. Entries past it
+// are copied into memory and their file closed at once; the response's
+// size is bounded by the transport's max_payload either way.
+const maxOpenRegionsPerBatch = 64
+
+func copiedRegionReply(reg *chunkengine.Region) ([]byte, transport.Segment, error) {
+	defer reg.Close()
+	buf := make([]byte, reg.Length)
+	if _, err := reg.File.ReadAt(buf, reg.Offset); err != nil {
+		return nil, transport.Segment{}, errcode.New(errcode.Internal, "read chunk data for a batch entry: %v", err)
+	}
+	ext, _ := regionReply(&chunkengine.Region{Version: reg.Version, Checksum: reg.Checksum})
+	return ext, transport.Bytes(buf), nil
+}
+
+// regionOpened counts a region a batch holds open, keeping the peak.
+func (s *Service) regionOpened() {
+	n := s.openRegions.Add(1)
+	for {
+		p := s.peakRegions.Load()
+		if n <= p || s.peakRegions.CompareAndSwap(p, n) {
+			return
+		}
+	}
+}
+
 // handleReadBatch serves OpReadBatch: many reads, one status each.
 func (s *Service) handleReadBatch(ctx context.Context, _ *transport.ServerRequest, subs []transport.SubRequest) ([]transport.SubReply, func(), error) {
 	replies := make([]transport.SubReply, len(subs))
@@ -132,13 +160,20 @@ func (s *Service) handleReadBatch(ctx context.Context, _ *transport.ServerReques
 			replies[i].Err = err
 			continue
 		}
-		regions = append(regions, reg)
 		s.metrics.readBytes.Add(float64(reg.Length))
-		replies[i].Ext, replies[i].Data = regionReply(reg)
+		if len(regions) < maxOpenRegionsPerBatch || reg.File == nil {
+			regions = append(regions, reg)
+			s.regionOpened()
+			replies[i].Ext, replies[i].Data = regionReply(reg)
+			continue
+		}
+		// Past the open-file bound: copy the bytes now and close the file.
+		replies[i].Ext, replies[i].Data, replies[i].Err = copiedRegionReply(reg)
 	}
 	return replies, func() {
 		for _, r := range regions {
 			r.Close()
+			s.openRegions.Add(-1)
 		}
 	}, nil
 }

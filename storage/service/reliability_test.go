@@ -3,6 +3,7 @@ package service_test
 import (
 	"bytes"
 	"context"
+	"syscall"
 	"testing"
 
 	"github.com/emberfs/emberfs/internal/errcode"
@@ -201,5 +202,66 @@ func TestStaleRoutingRefusesReads(t *testing.T) {
 	}
 	if c := errcode.CodeOf(err); c != errcode.Unavailable && c != errcode.StaleVersion {
 		t.Fatalf("read at a tail with stale routing: %v, want Unavailable or StaleVersion", err)
+	}
+}
+
+// TestBatchReadDoesNotOpenAFilePerEntry (hole 7): a batch frame of many
+// small reads kept one data file open per entry until its response was
+// written. Under a descriptor limit below the entry count the entries
+// past it failed (and a big enough batch could exhaust the process's
+// descriptors for every other request). Now at most
+// maxOpenRegionsPerBatch files stay open per frame.
+func TestBatchReadDoesNotOpenAFilePerEntry(t *testing.T) {
+	c, chains, cl := startCluster(t, 1, 1)
+	chain := chains[0]
+	ctx := context.Background()
+	const chunks, entries = 8, 16384
+	for i := range chunks {
+		if _, err := cl.Write(ctx, chain, chunkengine.ChunkID{Inode: 95, Index: uint32(i)}, chunkSize, 0, pattern(byte(i), 256)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := c.Current()
+	tgt, _ := r.Head(chain)
+	_, addr, _ := r.TargetAddress(tgt)
+	tc := transport.NewClient(transport.ClientConfig{Token: c.Token()})
+	defer tc.Close()
+	subs := make([]transport.SubRequest, entries)
+	for i := range subs {
+		q := wire.ReadReq{Target: tgt, Chain: chain, ChainVer: r.ChainVersion(chain),
+			Chunk: chunkengine.ChunkID{Inode: 95, Index: uint32(i % chunks)}, Offset: uint32(i % 200), Length: 16}
+		subs[i].Ext = q.Encode(nil)
+	}
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	low := lim
+	low.Cur = 4096 // well below the entry count
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &low); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := tc.CallBatch(ctx, addr, wire.OpReadBatch, subs, nil)
+	if rerr := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); rerr != nil {
+		t.Fatal(rerr)
+	}
+	if err != nil {
+		t.Fatalf("batch of %d reads: %v", entries, err)
+	}
+	defer resp.Release()
+	failed := 0
+	for i, res := range resp.Results {
+		want := pattern(byte(i%chunks), 256)[i%200 : i%200+16]
+		if res.Err != nil || !bytes.Equal(res.Data, want) {
+			if failed++; failed <= 3 {
+				t.Errorf("entry %d: %q, %v; want %q", i, res.Data, res.Err, want)
+			}
+		}
+	}
+	if failed > 0 {
+		t.Fatalf("%d of %d entries failed", failed, entries)
+	}
+	if peak := c.Service(1).PeakBatchOpenRegionsForTest(); peak > 64 {
+		t.Fatalf("batch reads held %d data files open at once, want at most 64", peak)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -102,6 +103,10 @@ type Service struct {
 	ctlConns map[string]*grpc.ClientConn
 
 	repairKick chan struct{}
+
+	// openRegions / peakRegions: data files batch reads hold open now and
+	// at most (the bound is maxOpenRegionsPerBatch per frame).
+	openRegions, peakRegions atomic.Int64
 
 	ctx    context.Context
 	cancel context.CancelFunc
