@@ -52,6 +52,10 @@ type Config struct {
 	// predecessors call, the caller forwards and syncs go through);
 	// nil means TCP (transport.TCP).
 	Transport transport.Factory `toml:"-"`
+	// DedupeMaxEntries bounds the write dedupe table (one entry per client
+	// channel; the oldest finished outcomes are dropped first). Default
+	// 262144.
+	DedupeMaxEntries int `toml:"dedupe_max_entries"`
 	// NoSync skips fsync in the chunk engines (tests and benchmarks only).
 	NoSync bool `toml:"no_sync"`
 	// LogLevel is debug, info, warn or error.

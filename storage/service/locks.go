@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"encoding/binary"
+	"slices"
 	"sync"
 	"time"
 
@@ -65,9 +66,14 @@ func (l *chunkLocks) lock(ctx context.Context, target uint64, id chunkengine.Chu
 // consult it; every replica records forwarded writes too, so a retry
 // that reaches a new head after a failover is still recognised.
 type dedupeTable struct {
-	mu sync.Mutex
-	m  map[dedupeKey]*dedupeEntry
+	mu  sync.Mutex
+	m   map[dedupeKey]*dedupeEntry
+	max int // bound on entries; the oldest finished ones go first
 }
+
+// defaultDedupeMaxEntries bounds the table (about 100 bytes an entry):
+// far more than clients x channels that retry at any one time.
+const defaultDedupeMaxEntries = 1 << 18
 
 type dedupeKey struct {
 	client  uint64
@@ -83,7 +89,39 @@ type dedupeEntry struct {
 	at    time.Time
 }
 
-func newDedupeTable() *dedupeTable { return &dedupeTable{m: map[dedupeKey]*dedupeEntry{}} }
+func newDedupeTable(max int) *dedupeTable {
+	if max <= 0 {
+		max = defaultDedupeMaxEntries
+	}
+	return &dedupeTable{m: map[dedupeKey]*dedupeEntry{}, max: max}
+}
+
+// makeRoom evicts the oldest finished entries once the table is full, down
+// to 90% of the bound, so eviction runs once per many inserts. Running
+// entries are never evicted (a waiter depends on them). Called with mu
+// held. A retry whose entry was evicted is applied again: the bound is
+// sized so that only outcomes far older than any client retry go.
+func (d *dedupeTable) makeRoom() {
+	if len(d.m) < d.max {
+		return
+	}
+	type aged struct {
+		k  dedupeKey
+		at time.Time
+	}
+	var done []aged
+	for k, e := range d.m {
+		select {
+		case <-e.done:
+			done = append(done, aged{k, e.at})
+		default:
+		}
+	}
+	slices.SortFunc(done, func(a, b aged) int { return a.at.Compare(b.at) })
+	for _, a := range done[:max(0, min(len(done), len(d.m)-d.max*9/10))] {
+		delete(d.m, a.k)
+	}
+}
 
 // begin looks up a write. It returns (entry, true) when the caller must
 // run the write and then call finish; (entry, false) when the same write
@@ -110,6 +148,9 @@ func (d *dedupeTable) begin(u *wire.UpdateReq) (*dedupeEntry, bool, error) {
 				return e, false, nil
 			}
 		}
+	}
+	if d.m[k] == nil {
+		d.makeRoom()
 	}
 	e = &dedupeEntry{seq: u.Seq, chunk: u.Chunk, done: make(chan struct{}), at: time.Now()}
 	d.m[k] = e
@@ -216,6 +257,9 @@ func (d *dedupeTable) merge(recs []dedupeRecord) {
 					continue // running here; it will finish on its own
 				}
 			}
+		}
+		if d.m[k] == nil {
+			d.makeRoom()
 		}
 		done := make(chan struct{})
 		close(done)

@@ -126,7 +126,7 @@ func Start(cfg Config, logger *slog.Logger) (*Service, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Service{
 		cfg: cfg, log: logger.With("component", "storage", "node", cfg.NodeID),
-		targets: map[uint64]*target{}, dedupe: newDedupeTable(), syncing: map[uint64]bool{},
+		targets: map[uint64]*target{}, dedupe: newDedupeTable(cfg.DedupeMaxEntries), syncing: map[uint64]bool{},
 		ctlConns: map[string]*grpc.ClientConn{}, repairKick: make(chan struct{}, 1),
 		ctx: ctx, cancel: cancel,
 	}
