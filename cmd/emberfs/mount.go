@@ -26,6 +26,8 @@ func newMountCmd() *cobra.Command {
 		addrs, token, clientID string
 		opts                   fuse.Options
 		connectTimeout         time.Duration
+		tun                    clientTunables
+		metricsListen          string
 	)
 	cmd := &cobra.Command{
 		Use:   "mount MNT",
@@ -39,16 +41,29 @@ func newMountCmd() *cobra.Command {
 			defer stop()
 			// An unreachable cluster fails the mount after connectTimeout
 			// with a message saying what was tried, not after minutes.
+			ccfg := client.Config{MgmtdAddrs: splitAddrs(addrs), Token: token, ClientID: clientID}
+			if err := tun.apply(&ccfg); err != nil {
+				return err
+			}
 			cctx, ccancel := context.WithTimeout(ctx, connectTimeout)
-			c, err := client.New(cctx, client.Config{MgmtdAddrs: splitAddrs(addrs), Token: token, ClientID: clientID})
+			c, err := client.New(cctx, ccfg)
 			ccancel()
 			if err != nil {
 				return fmt.Errorf("cannot reach the cluster: no routing from mgmtd at %s within %v (is it running, and are --mgmtd and --token right?): %w", addrs, connectTimeout, err)
 			}
 			defer c.Close()
-			srv, err := fuse.Mount(ctx, fuse.ClientBackend(c), args[0], opts)
+			mm := newMountMetrics(true)
+			srv, err := fuse.Mount(ctx, instrumentedBackend{fuse.ClientBackend(c), mm}, args[0], opts)
 			if err != nil {
 				return err
+			}
+			if metricsListen != "" {
+				maddr, err := serveMetrics(ctx, metricsListen, mm.reg)
+				if err != nil {
+					_ = srv.Unmount()
+					return fmt.Errorf("--metrics-listen: %w", err)
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "metrics at http://%s/metrics\n", maddr)
 			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "emberfs mounted at %s (Ctrl-C or `emberfs umount %s` to unmount)\n", args[0], args[0])
 			done := make(chan struct{})
@@ -79,8 +94,12 @@ func newMountCmd() *cobra.Command {
 	f.BoolVar(&opts.Debug, "debug", false, "log every FUSE request")
 	f.DurationVar(&connectTimeout, "connect-timeout", 10*time.Second, "how long to wait for the cluster before the mount fails")
 	f.DurationVar(&opts.MetaTimeout, "meta-timeout", fuse.DefaultMetaTimeout, "bound on each metadata call; past it the system call fails with ETIMEDOUT")
-	f.DurationVar(&opts.AttrTimeout, "attr-timeout", time.Second, "how long the kernel caches attributes (negative: not at all)")
-	f.DurationVar(&opts.EntryTimeout, "entry-timeout", time.Second, "how long the kernel caches names (negative: not at all)")
+	f.DurationVar(&opts.AttrTimeout, "attr-timeout", 0, "how long the kernel caches attributes (0: the mount's default, see docs/fuse.md; negative: not at all)")
+	f.DurationVar(&opts.EntryTimeout, "entry-timeout", 0, "how long the kernel caches names (0: the mount's default, see docs/fuse.md; negative: not at all)")
+	f.DurationVar(&opts.NegativeTimeout, "negative-timeout", 0, "how long the kernel caches failed lookups (0: the mount's default; negative: not at all)")
+	f.IntVar(&opts.MaxWrite, "max-write", fuse.MaxWrite, "largest FUSE write request in bytes (at most the default)")
+	f.StringVar(&metricsListen, "metrics-listen", "", "HTTP address serving this mount's /metrics (e.g. 127.0.0.1:7490; default off, so several mounts on a host do not collide)")
+	tun.addFlags(cmd)
 	return cmd
 }
 
@@ -97,3 +116,51 @@ func newUmountCmd() *cobra.Command {
 
 // splitAddrs reads a comma-separated address list, ignoring blanks.
 func splitAddrs(s string) []string { return mgmtdclient.ParseAddrs(s) }
+
+// clientTunables are the native client's knobs as mount flags; sizes take
+// units (64MiB), "off" turns a cache or buffer off.
+type clientTunables struct {
+	readAhead, writeBuffer, cacheSize string
+	cacheTTL                          time.Duration
+	parallel, writeInFlight           int
+}
+
+func (t *clientTunables) addFlags(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringVar(&t.readAhead, "read-ahead", bytesFlag(client.DefaultReadAhead), `read-ahead window of a sequentially read file ("off" disables)`)
+	f.StringVar(&t.writeBuffer, "write-buffer", bytesFlag(client.DefaultWriteBuffer), `write-back buffer of a sequentially written file ("off" disables)`)
+	f.StringVar(&t.cacheSize, "cache-size", bytesFlag(client.DefaultCacheBytes), `client hot-data cache ("off" disables)`)
+	f.DurationVar(&t.cacheTTL, "cache-ttl", client.DefaultCacheTTL, "how long cached data is trusted against other clients' writes")
+	f.IntVar(&t.parallel, "parallel", client.DefaultParallel, "chunk requests the client keeps in flight")
+	f.IntVar(&t.writeInFlight, "write-inflight", client.DefaultWriteInFlight, "writes one open file may have sent and not yet acknowledged")
+}
+
+func bytesFlag(n int64) string { return fmt.Sprintf("%dMiB", n>>20) }
+
+func (t *clientTunables) apply(cfg *client.Config) error {
+	size := func(flag, v string) (int64, error) {
+		if v == "off" {
+			return -1, nil
+		}
+		n, err := parseSize(v)
+		if err != nil {
+			return 0, fmt.Errorf("--%s: %w", flag, err)
+		}
+		return n, nil
+	}
+	var err error
+	if cfg.ReadAhead, err = size("read-ahead", t.readAhead); err != nil {
+		return err
+	}
+	if cfg.WriteBuffer, err = size("write-buffer", t.writeBuffer); err != nil {
+		return err
+	}
+	if cfg.CacheBytes, err = size("cache-size", t.cacheSize); err != nil {
+		return err
+	}
+	if t.parallel < 1 || t.writeInFlight < 1 || t.cacheTTL <= 0 {
+		return fmt.Errorf("--parallel (%d), --write-inflight (%d) and --cache-ttl (%v) must be positive", t.parallel, t.writeInFlight, t.cacheTTL)
+	}
+	cfg.CacheTTL, cfg.Parallel, cfg.WriteInFlight = t.cacheTTL, t.parallel, t.writeInFlight
+	return nil
+}

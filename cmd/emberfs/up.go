@@ -6,12 +6,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/spf13/cobra"
 
@@ -46,6 +50,7 @@ func newUpCmd() *cobra.Command {
 		chunkSize string
 		noDemo    bool
 		infoFile  string
+		metrics   string
 	)
 	cmd := &cobra.Command{
 		Use:   "up",
@@ -82,7 +87,10 @@ DIR/token (or given with --token).`,
 			opts.Progress = out
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return runUp(ctx, cmd, opts, mountDir, !noDemo, logPath, infoFile)
+			if !cmd.Flags().Changed("metrics-listen") {
+				metrics = defaultUpMetricsListen(opts.MgmtdListen)
+			}
+			return runUp(ctx, cmd, opts, mountDir, !noDemo, logPath, infoFile, metrics)
 		},
 	}
 	f := cmd.Flags()
@@ -98,11 +106,12 @@ DIR/token (or given with --token).`,
 	f.StringVar(&mountDir, "mount", "", "mount the file system here through FUSE")
 	f.StringVar(&logLevel, "log-level", "info", "level of the logs written to DIR/emberfs.log")
 	f.BoolVar(&noDemo, "no-demo", false, "skip writing the demo file on a fresh directory")
-	f.StringVar(&infoFile, "info-file", "", `once ready, write {"mgmtd", "token", "meta", "mount"} as JSON to this file (for scripts and the Python LocalCluster)`)
+	f.StringVar(&infoFile, "info-file", "", `once ready, write {"mgmtd", "token", "meta", "mount", "metrics"} as JSON to this file (for scripts and the Python LocalCluster)`)
+	f.StringVar(&metrics, "metrics-listen", "", `HTTP address serving every role's /metrics (default: the mgmtd host, port mgmtd+90, e.g. 7190; port 0 when mgmtd's is 0; "off" disables)`)
 	return cmd
 }
 
-func runUp(ctx context.Context, cmd *cobra.Command, opts localcluster.Options, mountDir string, demo bool, logPath, infoFile string) error {
+func runUp(ctx context.Context, cmd *cobra.Command, opts localcluster.Options, mountDir string, demo bool, logPath, infoFile, metricsListen string) error {
 	out := cmd.OutOrStdout()
 	fresh := false
 	if _, err := os.Stat(filepath.Join(opts.Dir, "meta")); errors.Is(err, os.ErrNotExist) {
@@ -133,13 +142,22 @@ func runUp(ctx context.Context, cmd *cobra.Command, opts localcluster.Options, m
 		fmt.Fprintf(out, "wrote and read back %s through the client\n", demoPath)
 	}
 	var srv *fuse.Server
+	mm := newMountMetrics(false)
 	if mountDir != "" {
 		if err := os.MkdirAll(mountDir, 0o755); err != nil {
 			return fmt.Errorf("--mount %s: %w", mountDir, err)
 		}
-		if srv, err = fuse.Mount(ctx, fuse.ClientBackend(cl), mountDir, fuse.Options{Logger: opts.Logger}); err != nil {
+		if srv, err = fuse.Mount(ctx, instrumentedBackend{fuse.ClientBackend(cl), mm}, mountDir, fuse.Options{Logger: opts.Logger}); err != nil {
 			return err
 		}
+	}
+	metricsURL := ""
+	if metricsListen != "" && metricsListen != "off" {
+		maddr, err := serveMetrics(ctx, metricsListen, upGatherer(c, mm, mountDir != ""))
+		if err != nil {
+			return fmt.Errorf("--metrics-listen: %w", err)
+		}
+		metricsURL = "http://" + maddr + "/metrics"
 	}
 	addr, tok := c.MgmtdAddr(), c.Token()
 	o := c.Options()
@@ -157,8 +175,11 @@ Connect:
 	if srv != nil {
 		fmt.Fprintf(out, "  mounted at %s\n", mountDir)
 	}
+	if metricsURL != "" {
+		fmt.Fprintf(out, "  metrics:  %s (emberfs top --metrics %s)\n", metricsURL, metricsURL)
+	}
 	if infoFile != "" {
-		info := map[string]string{"mgmtd": addr, "token": tok, "meta": c.Meta.Addr(), "mount": mountDir}
+		info := map[string]string{"mgmtd": addr, "token": tok, "meta": c.Meta.Addr(), "mount": mountDir, "metrics": metricsURL}
 		if err := writeJSONAtomic(infoFile, info); err != nil {
 			return fmt.Errorf("--info-file: %w", err)
 		}
@@ -233,4 +254,40 @@ func parseSize(s string) (int64, error) {
 		return 0, fmt.Errorf("%q is not a size (e.g. 4MiB, 64KiB)", s)
 	}
 	return n * mult, nil
+}
+
+// defaultUpMetricsListen puts up's /metrics beside mgmtd: port mgmtd+90
+// (7100 -> 7190, the port table of docs/deploy.md), or a free port when
+// mgmtd's is chosen by the kernel, so that several test clusters on one
+// host never collide.
+func defaultUpMetricsListen(mgmtdListen string) string {
+	host, port, err := net.SplitHostPort(mgmtdListen)
+	if err != nil {
+		return "127.0.0.1:0"
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p == 0 || p+90 > 65535 {
+		return net.JoinHostPort(host, "0")
+	}
+	return net.JoinHostPort(host, strconv.Itoa(p+90))
+}
+
+// upGatherer is every role of the in-process cluster on one /metrics, each
+// role's series labelled role (and node for storage).
+func upGatherer(c *localcluster.Cluster, mm *mountMetrics, mounted bool) prometheus.Gatherer {
+	return mergedGatherer{get: func() []labeledGatherer {
+		gs := []labeledGatherer{
+			{g: c.Mgmtd.MetricsGatherer(), labels: map[string]string{"role": "mgmtd"}, runtime: true},
+			{g: c.Meta.MetricsGatherer(), labels: map[string]string{"role": "meta"}},
+		}
+		for n := 1; n <= c.Options().Storage; n++ {
+			if s := c.StorageService(n); s != nil {
+				gs = append(gs, labeledGatherer{g: s.MetricsGatherer(), labels: map[string]string{"role": "storage", "node": strconv.Itoa(n)}})
+			}
+		}
+		if mounted {
+			gs = append(gs, labeledGatherer{g: mm.reg, labels: map[string]string{"role": "mount"}})
+		}
+		return gs
+	}}
 }

@@ -33,6 +33,10 @@ func newMetrics(s *Server) *metrics {
 	return m
 }
 
+// MetricsGatherer is this instance's metrics, for a process that serves
+// several roles on one /metrics (emberfs up).
+func (s *Server) MetricsGatherer() prometheus.Gatherer { return s.metrics.reg }
+
 func (m *metrics) handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"log/slog"
 	"net"
 	"net/http"
@@ -46,6 +47,7 @@ type Daemon struct {
 	cache   *mgmtdclient.Cache
 	agent   *mgmtdclient.Agent
 	metrics *http.Server
+	mreg    *prometheus.Registry // this daemon's metrics, served or gathered by a host process
 	maddr   string
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
@@ -124,6 +126,7 @@ func Start(ctx context.Context, opts Options) (_ *Daemon, err error) {
 		}
 	}()
 
+	d.mreg = m.reg
 	if cfg.MetricsListen != "" {
 		mlis, err := net.Listen("tcp", cfg.MetricsListen)
 		if err != nil {

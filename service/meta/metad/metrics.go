@@ -21,7 +21,12 @@ type metrics struct {
 	reg      *prometheus.Registry
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
+	inFlight prometheus.Gauge
 }
+
+// MetricsGatherer is this daemon's metrics, for a process that serves
+// several roles on one /metrics (emberfs up).
+func (d *Daemon) MetricsGatherer() prometheus.Gatherer { return d.mreg }
 
 func newMetrics(leaseValid func() float64) *metrics {
 	m := &metrics{
@@ -36,7 +41,11 @@ func newMetrics(leaseValid func() float64) *metrics {
 			Buckets: prometheus.ExponentialBuckets(50e-6, 2, 16),
 		}, []string{"method"}),
 	}
-	m.reg.MustRegister(m.requests, m.latency,
+	m.inFlight = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "emberfs_meta_requests_in_flight",
+		Help: "Meta RPCs being served now (the server's queue depth).",
+	})
+	m.reg.MustRegister(m.requests, m.latency, m.inFlight,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "emberfs_meta_mgmtd_lease_valid",
 			Help: "1 while mgmtd accepts this server's heartbeats.",
@@ -52,7 +61,9 @@ func (m *metrics) handler() http.Handler { return promhttp.HandlerFor(m.reg, pro
 func (m *metrics) intercept(log *slog.Logger) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		start := time.Now()
+		m.inFlight.Inc()
 		resp, err := handler(ctx, req)
+		m.inFlight.Dec()
 		method := path.Base(info.FullMethod)
 		code := "ok"
 		if err != nil {
