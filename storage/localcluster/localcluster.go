@@ -42,6 +42,8 @@ type Options struct {
 	// nil: time.Now. KVReclaimInterval: see service.Config (0: default).
 	KVNow             func() time.Time
 	KVReclaimInterval time.Duration
+	// KVInlineMax: see service.Config (0: default).
+	KVInlineMax int
 	// Transport makes the services' data-path ends (nil: TCP).
 	Transport transport.Factory
 	Logger    *slog.Logger
@@ -119,6 +121,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		cfg.NoSync = opts.NoSync
 		cfg.RepairInterval.Duration = 100 * time.Millisecond
 		cfg.KVNow = opts.KVNow
+		cfg.KVInlineMax = opts.KVInlineMax
 		cfg.Transport = opts.Transport
 		if opts.KVReclaimInterval != 0 {
 			cfg.KVReclaimInterval.Duration = opts.KVReclaimInterval

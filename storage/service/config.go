@@ -48,6 +48,10 @@ type Config struct {
 	// KVNow is the clock that decides KV expiry and access times (tests
 	// inject one); default time.Now.
 	KVNow func() time.Time `toml:"-"`
+	// KVInlineMax is kvstore.Options.InlineMax: the largest KV record a
+	// get reads into memory rather than sending from its file (0: the
+	// default; negative: always from the file).
+	KVInlineMax int `toml:"kv_inline_max"`
 	// Transport makes the data-path ends (the server clients and chain
 	// predecessors call, the caller forwards and syncs go through);
 	// nil means TCP (transport.TCP).

@@ -99,10 +99,14 @@ func (s *Service) handleKVGet(ctx context.Context, req *transport.ServerRequest)
 	return resp, nil
 }
 
-// handleKVGetBatch serves OpKVGetBatch: many gets, one status each.
+// handleKVGetBatch serves OpKVGetBatch: many gets, one status each. Like
+// a storage batch read it keeps at most maxOpenRegionsPerBatch data files
+// open for the response (values sent from their file); values past that
+// are copied into memory and their file closed at once.
 func (s *Service) handleKVGetBatch(ctx context.Context, _ *transport.ServerRequest, subs []transport.SubRequest) ([]transport.SubReply, func(), error) {
 	replies := make([]transport.SubReply, len(subs))
 	var open []*kvstore.Value
+	files := 0
 	var rc readChecks
 	for i, sub := range subs {
 		q, err := wire.DecodeKVGetReq(sub.Ext)
@@ -113,18 +117,44 @@ func (s *Service) handleKVGetBatch(ctx context.Context, _ *transport.ServerReque
 		if err == nil {
 			v, err = s.kvGet(ctx, &rc, &q)
 		}
+		if err == nil && v.Region != nil && (v.ValueLen == 0 || files >= maxOpenRegionsPerBatch) {
+			// Past the open-file bound (or nothing to send): copy the value
+			// now and close the file.
+			err = copyValue(v)
+		}
 		if err != nil {
 			replies[i].Err = err
 			continue
+		}
+		if v.Region != nil {
+			files++
+			s.regionOpened()
 		}
 		open = append(open, v)
 		replies[i].Ext, replies[i].Data = v.Header, valueSegment(v)
 	}
 	return replies, func() {
 		for _, v := range open {
+			if v.Region != nil {
+				s.openRegions.Add(-1)
+			}
 			v.Close()
 		}
 	}, nil
+}
+
+// copyValue reads a value sent from its file into memory and closes the
+// file: v then serves its bytes from Inline.
+func copyValue(v *kvstore.Value) error {
+	buf := make([]byte, v.ValueLen)
+	_, err := v.Region.File.ReadAt(buf, v.ValueOff)
+	v.Region.Close()
+	v.Region = nil
+	if err != nil {
+		return errcode.New(errcode.Internal, "read kv value for a batch entry: %v", err)
+	}
+	v.Inline = buf
+	return nil
 }
 
 // handleKVExists serves OpKVExists: per entry OK when the slot holds a

@@ -5,11 +5,13 @@ import (
 	"context"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/emberfs/emberfs/internal/errcode"
 	"github.com/emberfs/emberfs/internal/testutil"
 	pb "github.com/emberfs/emberfs/service/proto"
 	"github.com/emberfs/emberfs/storage/chunkengine"
+	"github.com/emberfs/emberfs/storage/kvformat"
 	"github.com/emberfs/emberfs/storage/localcluster"
 	"github.com/emberfs/emberfs/storage/storageclient"
 	"github.com/emberfs/emberfs/storage/wire"
@@ -263,5 +265,96 @@ func TestBatchReadDoesNotOpenAFilePerEntry(t *testing.T) {
 	}
 	if peak := c.Service(1).PeakBatchOpenRegionsForTest(); peak > 64 {
 		t.Fatalf("batch reads held %d data files open at once, want at most 64", peak)
+	}
+}
+
+// TestKVBatchDoesNotOpenAFilePerEntry (hole 7, KV side): a KV get batch
+// kept each value's data file open until the response was written, as
+// storage batch reads once did; values sent from their file (larger than
+// the inline size, or past the inline budget) then cost one descriptor
+// per entry. Under a descriptor limit below the entry count the entries
+// past it failed. Now at most 64 files stay open per frame; an exists
+// batch answers each entry without keeping a file.
+func TestKVBatchDoesNotOpenAFilePerEntry(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), testutil.Eventually)
+	defer cancel()
+	// Inline reads off: every value goes out from its file, as values
+	// past the inline size or budget do.
+	c, err := localcluster.Start(ctx, localcluster.Options{Dir: t.TempDir(), Nodes: 1, NoSync: true, Logger: testutil.Logger(), KVInlineMax: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	chains, err := c.CreateChains(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain := chains[0]
+	cl := c.Client(storageclient.Config{})
+	defer cl.Close()
+	// 4096 entries: a get reply header is ~170 bytes and a frame carries
+	// at most 1 MiB of them.
+	const keys, entries = 8, 4096
+	refs := make([]storageclient.KVRef, keys)
+	values := make([][]byte, keys)
+	for i := range refs {
+		key := []byte{'k', byte('a' + i)}
+		refs[i] = storageclient.KVRef{Chain: chain, Chunk: kvformat.SlotOf(1, key, 1, 0).Chunk, Key: key}
+		values[i] = pattern(byte(i), 256)
+		h := kvformat.NewHeader(key, values[i], time.Now().UnixNano(), 0)
+		if err := cl.KVPut(ctx, refs[i], h.Encode(nil), values[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := c.Current()
+	tgt, _ := r.Head(chain)
+	_, addr, _ := r.TargetAddress(tgt)
+	tc := transport.NewClient(transport.ClientConfig{Token: c.Token()})
+	defer tc.Close()
+	subs := make([]transport.SubRequest, entries)
+	for i := range subs {
+		ref := refs[i%keys]
+		q := wire.KVGetReq{Target: tgt, Chain: chain, ChainVer: r.ChainVersion(chain), Chunk: ref.Chunk, Key: ref.Key, MaxLen: 1024}
+		subs[i].Ext = q.Encode(nil)
+	}
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	low := lim
+	low.Cur = 1024 // well below the entry count
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &low); err != nil {
+		t.Fatal(err)
+	}
+	gets, gerr := tc.CallBatch(ctx, addr, wire.OpKVGetBatch, subs, nil)
+	exists, eerr := tc.CallBatch(ctx, addr, wire.OpKVExists, subs, nil)
+	if rerr := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); rerr != nil {
+		t.Fatal(rerr)
+	}
+	if gerr != nil || eerr != nil {
+		t.Fatalf("batches of %d kv entries: get %v, exists %v", entries, gerr, eerr)
+	}
+	defer gets.Release()
+	defer exists.Release()
+	failed := 0
+	for i, res := range gets.Results {
+		if res.Err != nil || !bytes.Equal(res.Data, values[i%keys]) {
+			if failed++; failed <= 3 {
+				t.Errorf("get entry %d: %d bytes, %v; want %d bytes of value %d", i, len(res.Data), res.Err, len(values[i%keys]), i%keys)
+			}
+		}
+	}
+	for i, res := range exists.Results {
+		if res.Err != nil {
+			if failed++; failed <= 3 {
+				t.Errorf("exists entry %d: %v", i, res.Err)
+			}
+		}
+	}
+	if failed > 0 {
+		t.Fatalf("%d of %d entries failed", failed, 2*entries)
+	}
+	if peak := c.Service(1).PeakBatchOpenRegionsForTest(); peak > 64 {
+		t.Fatalf("kv batches held %d data files open at once, want at most 64", peak)
 	}
 }

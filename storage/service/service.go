@@ -255,7 +255,7 @@ func (s *Service) openTarget(dir string, defaultID uint64) (*target, error) {
 		// from its chain like any restarted target before it serves.
 		s.log.Error("target metadata was damaged; recovered the rest, it resyncs from its chain", "target", id, "dir", dir, "damage", d)
 	}
-	kv := kvstore.Open(eng, kvstore.Options{Now: s.cfg.KVNow, Logger: s.log.With("target", id)})
+	kv := kvstore.Open(eng, kvstore.Options{Now: s.cfg.KVNow, InlineMax: s.cfg.KVInlineMax, Logger: s.log.With("target", id)})
 	return &target{id: id, path: dir, eng: eng, kv: kv}, nil
 }
 
