@@ -11,7 +11,7 @@ GO_TEST_TIMEOUT ?= 15m
 VENV ?= $(HOME)/.cache/emberfs/venv
 PY := $(VENV)/bin/python
 
-.PHONY: all build up test test-go test-python lint proto venv python clean
+.PHONY: all build up test test-go test-python lint proto venv python clean etcd
 
 all: build
 
@@ -25,7 +25,12 @@ up: build
 
 test: lint test-go test-python
 
-test-go:
+# The etcd engine's tests run a real etcd cluster; the server is built from
+# the Go module proxy once per machine and cached (scripts/build-etcd.sh).
+etcd:
+	scripts/build-etcd.sh >/dev/null
+
+test-go: etcd
 	$(GO) test -race -count=1 -timeout $(GO_TEST_TIMEOUT) $(GOTEST_FLAGS) ./...
 
 lint:

@@ -6,6 +6,8 @@
 //	/var/lib/x             the same: a bare path means Badger
 //	fdb:/etc/fdb.cluster   FoundationDB (binaries built with -tags fdb)
 //	fdb                    FoundationDB with the default cluster file
+//	etcd:h1:2379,h2:2379   etcd v3, the members' client addresses
+//	etcd:h1:2379/emberfs/  the same, every key under the prefix "emberfs/"
 package kvopen
 
 import (
@@ -16,6 +18,7 @@ import (
 
 	"github.com/emberfs/emberfs/service/kv"
 	"github.com/emberfs/emberfs/service/kv/badgerkv"
+	"github.com/emberfs/emberfs/service/kv/etcdkv"
 )
 
 // Options apply to whichever engine the spec names; zero values are the
@@ -30,7 +33,7 @@ type Options struct {
 var ErrFDBNotBuilt = errors.New("kvopen: this binary has no FoundationDB engine; rebuild with -tags fdb (needs the FoundationDB client library libfdb_c and its headers)")
 
 // Spec forms, for error messages.
-const specHelp = `want "memory", "badger:DIR", a directory path, or "fdb:CLUSTER_FILE"`
+const specHelp = `want "memory", "badger:DIR", a directory path, "fdb:CLUSTER_FILE" or "etcd:HOST:PORT,HOST:PORT[/PREFIX]"`
 
 // openFDB is set by open_fdb.go when the binary is built with -tags fdb.
 var openFDB func(clusterFile string, opts Options) (kv.Engine, error)
@@ -55,12 +58,18 @@ func OpenWith(spec string, opts Options) (kv.Engine, error) {
 			return nil, fmt.Errorf("KV spec %q: %w", spec, ErrFDBNotBuilt)
 		}
 		return openFDB(arg, opts)
+	case "etcd":
+		endpoints, prefix, err := ParseEtcd(arg)
+		if err != nil {
+			return nil, fmt.Errorf("KV spec %q: %w", spec, err)
+		}
+		return etcdkv.Open(etcdkv.Options{Endpoints: endpoints, Prefix: prefix, MaxRetries: opts.MaxRetries, Logger: opts.Logger})
 	}
 	panic("unreachable: ParseSpec returned scheme " + scheme)
 }
 
-// ParseSpec splits spec into an engine name ("memory", "badger" or "fdb")
-// and its argument (a directory, a cluster file, or "").
+// ParseSpec splits spec into an engine name ("memory", "badger", "fdb" or
+// "etcd") and its argument (a directory, a cluster file, etcd's members, or "").
 func ParseSpec(spec string) (scheme, arg string, err error) {
 	if strings.TrimSpace(spec) == "" {
 		return "", "", fmt.Errorf("kvopen: empty KV spec; %s", specHelp)
@@ -88,6 +97,11 @@ func ParseSpec(spec string) (scheme, arg string, err error) {
 		return scheme, arg, nil
 	case "fdb":
 		return scheme, arg, nil // "" selects FoundationDB's default cluster file
+	case "etcd":
+		if _, _, err := ParseEtcd(arg); err != nil {
+			return "", "", fmt.Errorf("kvopen: KV spec %q: %w", spec, err)
+		}
+		return scheme, arg, nil
 	}
 	return "", "", fmt.Errorf("kvopen: unknown KV engine %q in spec %q; %s", scheme, spec, specHelp)
 }
@@ -108,3 +122,21 @@ func isScheme(s string) bool {
 }
 
 func isLetter(c byte) bool { return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' }
+
+// ParseEtcd splits the argument of an etcd spec, "HOST:PORT,HOST:PORT[/PREFIX]",
+// into the members' client addresses and the key prefix (everything after
+// the first '/', "" if none).
+func ParseEtcd(arg string) (endpoints []string, prefix string, err error) {
+	hosts, prefix, _ := strings.Cut(arg, "/")
+	if hosts == "" {
+		return nil, "", fmt.Errorf("etcd spec names no members; want etcd:HOST:PORT,HOST:PORT[/PREFIX]")
+	}
+	for _, h := range strings.Split(hosts, ",") {
+		host, port, ok := strings.Cut(h, ":")
+		if !ok || host == "" || port == "" || strings.Trim(port, "0123456789") != "" {
+			return nil, "", fmt.Errorf("etcd member %q is not HOST:PORT (no scheme: etcd:10.0.0.1:2379,10.0.0.2:2379)", h)
+		}
+		endpoints = append(endpoints, h)
+	}
+	return endpoints, prefix, nil
+}
