@@ -36,7 +36,7 @@ entry, in the directory its inode names as parent; parent chains reach the
 root (no cycles); link counts match entries; no orphan inodes (except files
 unlinked while open for writing); sessions and xattrs of existing inodes.
 Fsck writes nothing. A badger: directory can be open in one process only, so
-stop the meta server that uses it first; FoundationDB (fdb:) can be checked
+stop the meta server that uses it first; FoundationDB (fdb:) and etcd (etcd:) can be checked
 while servers run.
 
 With --mgmtd (and --token), every storage target's chunk metadata is listed
@@ -48,7 +48,7 @@ is reported as a problem: its chunks were not checked.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if kvSpec == "" {
-				return errors.New("fsck: --kv is required (the meta KV: badger:/dir or fdb:/cluster-file)")
+				return errors.New("fsck: --kv is required (the meta KV: badger:/dir, fdb:/cluster-file or etcd:host:port,...)")
 			}
 			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 			eng, err := kvopen.OpenWith(kvSpec, kvopen.Options{Logger: log})
@@ -94,7 +94,7 @@ is reported as a problem: its chunks were not checked.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&kvSpec, "kv", "", `the meta KV: "badger:/dir" or "fdb:/cluster-file"`)
+	cmd.Flags().StringVar(&kvSpec, "kv", "", `the meta KV: "badger:/dir", "fdb:/cluster-file" or "etcd:host:port,...[/prefix]"`)
 	cmd.Flags().IntVar(&maxProblems, "max-problems", 1000, "list at most this many problems")
 	return cmd
 }

@@ -28,7 +28,7 @@ func newMetaCmd() *cobra.Command {
 		Use:   "meta",
 		Short: "Run a metadata server (the POSIX namespace over the shared KV)",
 		Long: `Run a meta server. It keeps no state of its own: any number of them serve one
-namespace over a shared KV (FoundationDB with fdb:; a badger: directory is
+namespace over a shared KV (etcd with etcd:, FoundationDB with fdb:; a badger: directory is
 usable by one process). It registers with mgmtd as a meta node (clients find
 it in routing), takes chain tables for new files from routing, serves /metrics,
 and runs the removal collector and the pruner of dead clients' sessions.
@@ -41,7 +41,7 @@ EMBERFS_TOKEN.`,
 		func(c *metad.Config) *string { return &c.Token }, func(c *metad.Config) string { return c.TOML() })
 	f := cmd.Flags()
 	f.StringVar(&rc.cfg.Listen, "listen", rc.cfg.Listen, "gRPC listen address (overrides the config)")
-	f.StringVar(&rc.cfg.KV, "kv", rc.cfg.KV, `KV store: "memory", "badger:/dir" or "fdb:/cluster-file" (overrides the config)`)
+	f.StringVar(&rc.cfg.KV, "kv", rc.cfg.KV, `KV store: "memory", "badger:/dir", "fdb:/cluster-file" or "etcd:host:port,host:port[/prefix]" (overrides the config)`)
 	f.StringVar(&rc.cfg.Token, "token", "", "cluster token (overrides the config)")
 	f.Var(addrList{&rc.cfg.Mgmtd}, "mgmtd", `mgmtd addresses, comma separated ("" runs standalone; overrides the config)`)
 	f.StringVar(&rc.cfg.MetricsListen, "metrics-listen", rc.cfg.MetricsListen, `HTTP address for /metrics ("" disables; overrides the config)`)

@@ -26,7 +26,7 @@ func newMgmtdCmd() *cobra.Command {
 		Use:   "mgmtd",
 		Short: "Run the cluster manager (membership, leases, chains, routing)",
 		Long: `Run an mgmtd instance. Several instances may share one KV (badger on a
-shared engine is single-process; use fdb: for instances on several hosts):
+shared engine is single-process; use etcd: or fdb: for instances on several hosts):
 one becomes primary, the others redirect callers to it.
 Settings come from --config (TOML; see --print-config for every setting and
 its default); flags override the file. The token may also come from
@@ -37,7 +37,7 @@ EMBERFS_TOKEN.`,
 		func(c *mgmtd.Config) *string { return &c.Token }, func(c *mgmtd.Config) string { return c.TOML() })
 	f := cmd.Flags()
 	f.StringVar(&rc.cfg.Listen, "listen", rc.cfg.Listen, "gRPC listen address (overrides the config)")
-	f.StringVar(&rc.cfg.KV, "kv", rc.cfg.KV, `KV store: "memory", "badger:/dir" or "fdb:/cluster-file" (overrides the config)`)
+	f.StringVar(&rc.cfg.KV, "kv", rc.cfg.KV, `KV store: "memory", "badger:/dir", "fdb:/cluster-file" or "etcd:host:port,host:port[/prefix]" (overrides the config)`)
 	f.StringVar(&rc.cfg.Token, "token", "", "cluster token (overrides the config)")
 	f.StringVar(&rc.cfg.MetricsListen, "metrics-listen", rc.cfg.MetricsListen, `HTTP address for /metrics ("" disables; overrides the config)`)
 	f.StringVar(&rc.cfg.AdvertiseAddress, "advertise", rc.cfg.AdvertiseAddress, "address handed to callers in redirects (overrides the config)")

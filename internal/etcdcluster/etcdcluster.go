@@ -258,3 +258,35 @@ func moduleRoot() (string, error) {
 		dir = parent
 	}
 }
+
+// Leader returns the index of the member that is raft leader now.
+func (c *Cluster) Leader() int {
+	c.t.Helper()
+	deadline := time.Now().Add(Eventually)
+	for {
+		for i, m := range c.members {
+			if leader, ok := isLeader(m.clientURL); ok && leader {
+				return i
+			}
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("etcdcluster: no leader after %v\n%s", Eventually, c.Logs())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func isLeader(endpoint string) (leader, ok bool) {
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, DialTimeout: time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		return false, false
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	st, err := cli.Status(ctx, endpoint)
+	if err != nil {
+		return false, false
+	}
+	return st.Leader == st.Header.MemberId, true
+}

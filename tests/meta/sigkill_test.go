@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/emberfs/emberfs/internal/errcode"
+	"github.com/emberfs/emberfs/internal/etcdcluster"
 	"github.com/emberfs/emberfs/service/meta"
 	"github.com/emberfs/emberfs/service/meta/metaclient"
 	"github.com/emberfs/emberfs/service/mgmtd/mgmtdclient"
@@ -171,9 +172,37 @@ func listAll(t *testing.T, ctx context.Context, fs meta.FS, workers int) []model
 // restarted server serves; SIGTERM stops it cleanly and fsck is clean.
 func TestSIGKILLMetaDuringStorm(t *testing.T) {
 	dir := t.TempDir()
+	runStorm(t, dir, stormConfig{metaKV: "badger:" + filepath.Join(dir, "meta-kv"), mgmtdKV: "memory"})
+}
+
+// TestSIGKILLMetaDuringStormEtcd is the same storm with meta and mgmtd on
+// a real three-member etcd cluster (separate processes); halfway to the
+// meta kill, the etcd leader is SIGKILLed. Acknowledged operations must
+// survive both kills, and fsck must be clean with one etcd member down.
+func TestSIGKILLMetaDuringStormEtcd(t *testing.T) {
+	cluster := etcdcluster.Start(t, 3)
+	runStorm(t, t.TempDir(), stormConfig{
+		metaKV:  cluster.Spec("meta/"),
+		mgmtdKV: cluster.Spec("mgmtd/"),
+		midStorm: func() {
+			leader := cluster.Leader()
+			cluster.Kill(leader)
+			t.Logf("SIGKILLed etcd member %d (the leader) mid-storm", leader)
+		},
+	})
+}
+
+// stormConfig says which KVs the storm runs on and what else happens
+// halfway to the meta kill.
+type stormConfig struct {
+	metaKV, mgmtdKV string
+	midStorm        func()
+}
+
+func runStorm(t *testing.T, dir string, cfg stormConfig) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*testproc.Eventually)
 	defer cancel()
-	mgmtdAddr := testproc.StartMgmtd(t, emberfsBin, dir, token)
+	mgmtdAddr := testproc.StartMgmtdKV(t, emberfsBin, dir, token, cfg.mgmtdKV)
 	startStorage(t, dir, mgmtdAddr)
 	conn, err := mgmtdclient.Dial([]string{mgmtdAddr}, token)
 	if err != nil {
@@ -194,7 +223,7 @@ func TestSIGKILLMetaDuringStorm(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	kvSpec := "badger:" + filepath.Join(dir, "meta-kv")
+	kvSpec := cfg.metaKV
 	metaCfg := testproc.WriteFile(t, filepath.Join(dir, "meta.toml"), fmt.Sprintf(`listen = "127.0.0.1:0"
 metrics_listen = "127.0.0.1:0"
 kv = %q
@@ -234,7 +263,8 @@ gc_interval = "200ms"
 	const workers, killAfter = 16, 4000
 	var (
 		acked       atomic.Int64
-		workersDone atomic.Bool // all stopped early (a model mismatch)
+		midStormAt  atomic.Int64 // acknowledged ops when midStorm ran
+		workersDone atomic.Bool  // all stopped early (a model mismatch)
 		killed      = make(chan struct{})
 		wg          sync.WaitGroup
 		models      = make([]model, workers)
@@ -245,6 +275,13 @@ gc_interval = "200ms"
 	)
 	go func() {
 		defer close(killed)
+		if cfg.midStorm != nil {
+			for acked.Load() < killAfter/2 && ctx.Err() == nil && !workersDone.Load() {
+				time.Sleep(time.Millisecond)
+			}
+			cfg.midStorm()
+			midStormAt.Store(acked.Load())
+		}
 		for acked.Load() < killAfter && ctx.Err() == nil && !workersDone.Load() {
 			time.Sleep(time.Millisecond)
 		}
@@ -291,7 +328,13 @@ gc_interval = "200ms"
 	if len(failures) > 0 {
 		t.Fatalf("answers differ from the model:\n%s", strings.Join(failures, "\n"))
 	}
-	t.Logf("acknowledged ops before the kill: %d %v", acked.Load(), opsByKind)
+	stopped := 0
+	for _, o := range inFlight {
+		if o != nil {
+			stopped++
+		}
+	}
+	t.Logf("acknowledged ops before the kill: %d %v (mid-storm event after %d); workers stopped by an unavailable answer: %d", acked.Load(), opsByKind, midStormAt.Load(), stopped)
 	if acked.Load() < killAfter {
 		t.Fatalf("storm ended after %d acknowledged ops without the kill", acked.Load())
 	}

@@ -166,13 +166,19 @@ func WriteFile(t *testing.T, path, content string) string {
 // 100 ms, failure timeout 600 ms) and returns its address.
 func StartMgmtd(t *testing.T, bin, dir, token string) string {
 	t.Helper()
-	cfg := WriteFile(t, filepath.Join(dir, "mgmtd.toml"), `listen = "127.0.0.1:0"
+	return StartMgmtdKV(t, bin, dir, token, "memory")
+}
+
+// StartMgmtdKV is StartMgmtd on the KV that kvSpec names (kvopen syntax).
+func StartMgmtdKV(t *testing.T, bin, dir, token, kvSpec string) string {
+	t.Helper()
+	cfg := WriteFile(t, filepath.Join(dir, "mgmtd.toml"), fmt.Sprintf(`listen = "127.0.0.1:0"
 metrics_listen = ""
-kv = "memory"
+kv = %q
 scan_interval = "20ms"
 heartbeat_interval = "100ms"
 node_failure_timeout = "600ms"
-`)
+`, kvSpec))
 	return Start(t, bin, filepath.Join(dir, "mgmtd.log"), "mgmtd", "--config", cfg, "--token", token).Wait(t, ListeningRE)
 }
 

@@ -2,6 +2,7 @@ package etcdkv_test
 
 import (
 	"fmt"
+	"log/slog"
 	"sync/atomic"
 	"testing"
 
@@ -40,4 +41,17 @@ func TestConformance(t *testing.T) {
 func TestRangeConflicts(t *testing.T) {
 	c := etcdcluster.Start(t, 3)
 	kvtest.RunRangeConflictConformance(t, opener(c))
+}
+
+// BenchmarkEtcd runs the shared benchmarks on a 3-member loopback cluster.
+func BenchmarkEtcd(b *testing.B) {
+	c := etcdcluster.Start(b, 3)
+	kvtest.RunBenchmarks(b, func(b *testing.B) kv.Engine {
+		e, err := etcdkv.Open(etcdkv.Options{Endpoints: c.Endpoints(), Prefix: fmt.Sprintf("b%d/", prefixes.Add(1)), Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { e.Close() })
+		return e
+	})
 }
