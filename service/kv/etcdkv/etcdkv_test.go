@@ -1,8 +1,10 @@
 package etcdkv_test
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -54,4 +56,50 @@ func BenchmarkEtcd(b *testing.B) {
 		b.Cleanup(func() { e.Close() })
 		return e
 	})
+}
+
+// TestEtcdOpLimits: a commit over the operation limit fails with
+// kv.ErrTxnTooLarge naming etcd's flag, whether the engine refuses it
+// before sending (its configured limit) or the server does (an engine told
+// a limit above the server's --max-txn-ops 65536); nothing is written.
+func TestEtcdOpLimits(t *testing.T) {
+	c := etcdcluster.Start(t, 3)
+	for _, tc := range []struct {
+		name      string
+		engineMax int
+		keys      int
+		mention   string
+	}{
+		{"engine", 10, 11, "--max-txn-ops"},
+		{"server", 1 << 20, etcdkv.DefaultMaxTxnOps + 1, "too many operations"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e, err := etcdkv.Open(etcdkv.Options{Endpoints: c.Endpoints(), Prefix: fmt.Sprintf("lim%d/", prefixes.Add(1)), MaxTxnOps: tc.engineMax, Logger: slog.New(slog.DiscardHandler)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer e.Close()
+			err = e.Transact(t.Context(), func(tx kv.Tx) error {
+				for i := range tc.keys {
+					if err := tx.Set(fmt.Appendf(nil, "k%06d", i), nil); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			if !errors.Is(err, kv.ErrTxnTooLarge) || !strings.Contains(err.Error(), tc.mention) {
+				t.Fatalf("commit of %d keys with limit %d: %v, want ErrTxnTooLarge mentioning %q", tc.keys, tc.engineMax, err, tc.mention)
+			}
+			err = e.ReadTransact(t.Context(), func(tx kv.ReadTx) error {
+				kvs, err := tx.GetRange(nil, []byte("\xff"), kv.RangeOptions{Limit: 1})
+				if err == nil && len(kvs) != 0 {
+					err = fmt.Errorf("refused transaction left %q behind", kvs[0].Key)
+				}
+				return err
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
 }
