@@ -62,6 +62,19 @@ func (m *Manifest) TotalBytes() int64 {
 	return n
 }
 
+// DataBytes is what the checkpoint holds: the tensors' bytes, or for a
+// manifest that lists files only (a DCP checkpoint), the files' sizes.
+func (m *Manifest) DataBytes() int64 {
+	if len(m.Tensors) > 0 {
+		return m.TotalBytes()
+	}
+	var n int64
+	for _, f := range m.Files {
+		n += f.Size
+	}
+	return n
+}
+
 // ParseManifest decodes and checks a manifest. A manifest the caller
 // hands to Commit may leave Format, Version, Name, Files and the creation
 // time empty (Commit fills them).

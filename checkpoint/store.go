@@ -15,6 +15,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"io"
 	"os"
@@ -106,6 +107,12 @@ type Save struct {
 // writers need, and renews its lease until Commit or Abort. A checkpoint
 // already published under name is an AlreadyExists error.
 func (s *Store) Begin(ctx context.Context, dir, name string) (*Save, error) {
+	return s.BeginWith(ctx, dir, name, false)
+}
+
+// BeginWith is Begin; with replace, an existing checkpoint of the name is
+// no error (commit with CommitOptions.Replace to publish over it).
+func (s *Store) BeginWith(ctx context.Context, dir, name string, replace bool) (*Save, error) {
 	if err := validName(name); err != nil {
 		return nil, err
 	}
@@ -114,14 +121,12 @@ func (s *Store) Begin(ctx context.Context, dir, name string) (*Save, error) {
 		return nil, err
 	}
 	final := path.Join(dir, name)
-	if _, err := s.c.Stat(ctx, s.u, meta.PathAt{Path: final, NoFollow: true}); err == nil {
+	if _, err := s.c.Stat(ctx, s.u, meta.PathAt{Path: final, NoFollow: true}); err == nil && !replace {
 		return nil, errcode.New(errcode.AlreadyExists, "checkpoint %s already exists", final)
-	} else if !errcode.Is(err, errcode.NotFound) {
+	} else if err != nil && !errcode.Is(err, errcode.NotFound) {
 		return nil, err
 	}
-	var id [16]byte
-	_, _ = rand.Read(id[:])
-	pending := path.Join(dir, pendingPrefix+name+"-"+hex.EncodeToString(id[:]))
+	pending := pendingPath(dir, name)
 	if _, err := s.c.Mkdir(ctx, s.u, meta.P(pending), 0o755, false); err != nil {
 		return nil, err
 	}
@@ -163,9 +168,18 @@ func (s *Store) keepLease(pending string) func() {
 
 // Commit publishes the save with manifest m (see Store.Commit).
 func (sv *Save) Commit(ctx context.Context, m *Manifest, keepLast int) (string, error) {
-	defer sv.stop()
-	return sv.s.Commit(ctx, sv.Pending, m, keepLast)
+	return sv.CommitWith(ctx, m, CommitOptions{KeepLast: keepLast})
 }
+
+// CommitWith publishes the save with manifest m (see Store.CommitWith).
+func (sv *Save) CommitWith(ctx context.Context, m *Manifest, o CommitOptions) (string, error) {
+	defer sv.stop()
+	return sv.s.CommitWith(ctx, sv.Pending, m, o)
+}
+
+// Stop stops renewing the lease without removing anything (the save is
+// published or aborted by another process, or abandoned).
+func (sv *Save) Stop() { sv.stop() }
 
 // Abort removes the pending directory.
 func (sv *Save) Abort(ctx context.Context) error {
@@ -181,6 +195,25 @@ func (sv *Save) Abort(ctx context.Context) error {
 // DIR/latest at it and, with keepLast > 0, removes older checkpoints so
 // that keepLast remain. It returns the published path.
 func (s *Store) Commit(ctx context.Context, pending string, m *Manifest, keepLast int) (string, error) {
+	return s.CommitWith(ctx, pending, m, CommitOptions{KeepLast: keepLast})
+}
+
+// CommitOptions tune a commit.
+type CommitOptions struct {
+	// KeepLast > 0 removes older checkpoints of the job so that KeepLast
+	// remain (never the one latest names).
+	KeepLast int
+	// Replace publishes over an existing checkpoint of the same name: the
+	// old one is first renamed aside (one rename), the new one renamed in,
+	// then the old one removed, so readers see the old or the new one (or
+	// for an instant none), never a mix.
+	Replace bool
+	// NoLatest leaves DIR/latest alone.
+	NoLatest bool
+}
+
+// CommitWith is Commit with options.
+func (s *Store) CommitWith(ctx context.Context, pending string, m *Manifest, o CommitOptions) (string, error) {
 	dir, name, err := splitPending(pending)
 	if err != nil {
 		return "", err
@@ -215,23 +248,54 @@ func (s *Store) Commit(ctx context.Context, pending string, m *Manifest, keepLas
 		return "", err
 	}
 	final := path.Join(dir, name)
+	aside := ""
+	if o.Replace {
+		if _, err := s.Inspect(ctx, final); err == nil {
+			aside = pendingPath(dir, name)
+			if err := s.c.Rename(ctx, s.u, meta.P(final), meta.P(aside), meta.RenameNoReplace); err != nil {
+				if !errcode.Is(err, errcode.NotFound) {
+					return "", err
+				}
+				aside = "" // removed meanwhile
+			}
+		}
+	}
 	if err := s.c.Rename(ctx, s.u, meta.P(pending), meta.P(final), meta.RenameNoReplace); err != nil {
+		if aside != "" {
+			_ = s.c.Rename(ctx, s.u, meta.P(aside), meta.P(final), meta.RenameNoReplace)
+		}
 		if errcode.Is(err, errcode.AlreadyExists) || errcode.Is(err, errcode.NotEmpty) {
 			_ = s.c.RemoveAll(ctx, s.u, meta.P(pending))
-			return "", errcode.New(errcode.AlreadyExists, "commit: checkpoint %s already exists (published by another save); this save was discarded", final)
+			return "", errcode.New(errcode.AlreadyExists, "commit: checkpoint %s already exists (another save published it first); this save was discarded", final)
 		}
 		return "", err
 	}
 	_ = s.c.Remove(ctx, s.u, meta.P(path.Join(final, leaseName)))
-	if err := s.setLatest(ctx, dir, name); err != nil {
-		return final, err
+	if aside != "" {
+		if err := s.c.RemoveAll(ctx, s.u, meta.P(aside)); err != nil && !errcode.Is(err, errcode.NotFound) {
+			return final, err
+		}
 	}
-	if keepLast > 0 {
-		if _, err := s.Retain(ctx, dir, keepLast); err != nil {
+	if !o.NoLatest {
+		if err := s.setLatest(ctx, dir, name); err != nil {
+			return final, err
+		}
+	}
+	if o.KeepLast > 0 {
+		if _, err := s.Retain(ctx, dir, o.KeepLast); err != nil {
 			return final, err
 		}
 	}
 	return final, nil
+}
+
+// pendingPath is a new pending directory path for name in dir (also used
+// for a checkpoint moved aside to be removed: Reclaim finishes the job if
+// the remover dies).
+func pendingPath(dir, name string) string {
+	var id [16]byte
+	_, _ = rand.Read(id[:])
+	return path.Join(dir, pendingPrefix+name+"-"+hex.EncodeToString(id[:]))
 }
 
 // writeNew writes a new file (failing if it exists) and syncs it.
@@ -273,14 +337,38 @@ func (s *Store) Abort(ctx context.Context, pending string) error {
 	return s.c.RemoveAll(ctx, s.u, meta.P(pending))
 }
 
-// Latest returns the path of the checkpoint DIR/latest names; NotFound if
-// there is none.
+// Latest returns the path of the checkpoint DIR/latest names. When the
+// pointer is missing or names a checkpoint that is gone (removed by hand,
+// or a crash between publish and pointer update), it is the newest
+// published checkpoint; NotFound if there is none.
 func (s *Store) Latest(ctx context.Context, dir string) (string, error) {
 	dir = path.Clean(dir)
-	b, err := s.c.ReadFile(ctx, s.u, meta.P(path.Join(dir, latestName)))
+	if p, err := s.pointer(ctx, dir); err != nil {
+		return "", err
+	} else if p != "" {
+		if _, err := s.Inspect(ctx, p); err == nil {
+			return p, nil
+		}
+	}
+	all, err := s.List(ctx, dir)
 	if err != nil {
 		if errcode.Is(err, errcode.NotFound) {
 			return "", errcode.New(errcode.NotFound, "no latest checkpoint in %s", dir)
+		}
+		return "", err
+	}
+	if len(all) == 0 {
+		return "", errcode.New(errcode.NotFound, "no latest checkpoint in %s", dir)
+	}
+	return all[len(all)-1].Path, nil
+}
+
+// pointer is the path DIR/latest names ("" when there is no pointer).
+func (s *Store) pointer(ctx context.Context, dir string) (string, error) {
+	b, err := s.c.ReadFile(ctx, s.u, meta.P(path.Join(dir, latestName)))
+	if err != nil {
+		if errcode.Is(err, errcode.NotFound) {
+			return "", nil
 		}
 		return "", err
 	}
@@ -297,8 +385,10 @@ type Info struct {
 	Path    string
 	Created time.Time
 	Tensors int
-	Bytes   int64
+	Bytes   int64 // Manifest.DataBytes
 	Latest  bool
+	// Metadata is the caller's JSON from the manifest.
+	Metadata json.RawMessage
 }
 
 // List returns the published checkpoints in dir, oldest first. A
@@ -310,7 +400,7 @@ func (s *Store) List(ctx context.Context, dir string) ([]Info, error) {
 	if err != nil {
 		return nil, err
 	}
-	latest, _ := s.Latest(ctx, dir)
+	latest, _ := s.pointer(ctx, dir)
 	var out []Info
 	for _, e := range entries {
 		if e.Type != meta.TypeDir || strings.HasPrefix(e.Name, ".") {
@@ -325,7 +415,7 @@ func (s *Store) List(ctx context.Context, dir string) ([]Info, error) {
 			return nil, err
 		}
 		out = append(out, Info{Name: e.Name, Path: p, Created: time.Unix(0, m.CreatedUnixNano), Tensors: len(m.Tensors),
-			Bytes: m.TotalBytes(), Latest: p == latest})
+			Bytes: m.DataBytes(), Latest: p == latest, Metadata: m.Metadata})
 	}
 	sort.SliceStable(out, func(i, j int) bool {
 		if !out[i].Created.Equal(out[j].Created) {
@@ -341,8 +431,11 @@ func (s *Store) Inspect(ctx context.Context, p string) (*Manifest, error) {
 	p = path.Clean(p)
 	b, err := s.c.ReadFile(ctx, s.u, meta.P(path.Join(p, ManifestName)))
 	if err != nil {
-		if errcode.Is(err, errcode.NotFound) {
-			return nil, errcode.New(errcode.NotFound, "%s is not a published checkpoint (no %s)", p, ManifestName)
+		if errcode.Is(err, errcode.NotFound) || errcode.Is(err, errcode.NotDirectory) {
+			if _, serr := s.c.Stat(ctx, s.u, meta.PathAt{Path: p, NoFollow: true}); serr == nil {
+				return nil, errcode.New(errcode.InvalidArgument, "%s is not a published checkpoint: it has no %s", p, ManifestName)
+			}
+			return nil, errcode.New(errcode.NotFound, "no checkpoint at %s", p)
 		}
 		return nil, err
 	}
@@ -363,11 +456,18 @@ func (s *Store) Remove(ctx context.Context, p string) error {
 	if _, err := s.Inspect(ctx, p); err != nil {
 		return err
 	}
-	if err := s.c.RemoveAll(ctx, s.u, meta.P(p)); err != nil {
+	// Out of sight first (one rename: readers see it whole or not at
+	// all), then deleted; a remover that dies leaves a pending directory
+	// for Reclaim.
+	dir := path.Dir(p)
+	aside := pendingPath(dir, path.Base(p))
+	if err := s.c.Rename(ctx, s.u, meta.P(p), meta.P(aside), meta.RenameNoReplace); err != nil {
 		return err
 	}
-	dir := path.Dir(p)
-	latest, err := s.Latest(ctx, dir)
+	if err := s.c.RemoveAll(ctx, s.u, meta.P(aside)); err != nil {
+		return err
+	}
+	latest, err := s.pointer(ctx, dir)
 	if err != nil || latest != p {
 		return nil
 	}
@@ -417,11 +517,12 @@ type Pending struct {
 }
 
 // Reclaim removes the pending directories of dir whose lease has not been
-// renewed for grace (their writers died: a killed save never renews
+// renewed for grace (negative: DefaultReclaimGrace; 0: every pending
+// directory, live or not) (their writers died: a killed save never renews
 // again); a pending directory without a lease file counts from its own
 // modification time. It returns every pending directory it saw.
 func (s *Store) Reclaim(ctx context.Context, dir string, grace time.Duration, progress io.Writer) ([]Pending, error) {
-	if grace <= 0 {
+	if grace < 0 {
 		grace = DefaultReclaimGrace
 	}
 	dir = path.Clean(dir)

@@ -6,22 +6,29 @@ package pybind
 // (e.g. with array('q') or numpy) and passes by address, so one call moves
 // many tensors and the GIL stays released for all of it.
 //
-// Saving (any rank may write shards; one coordinator begins and commits):
+// Saving (any rank may write shards; one coordinator begins and commits).
+// Every function that can fail takes an *Err last (pybind.go), left out
+// below:
 //
-//	sv = c.CheckpointBegin(dir, name)            -> *CheckpointSave; sv.Pending() is the
+//	sv = c.CheckpointBegin(dir, name, replace)   -> *CheckpointSave; sv.Pending() is the
 //	                                                pending directory the ranks write into
 //	w  = c.CheckpointOpenShard(pending, "rank-0.bin")
 //	w.WriteRegions(table, count, out)            table: count x (addr, len) int64 pairs;
 //	                                                out:   count x (offset, len, crc32c) int64
 //	                                                triples written by Go
-//	w.Size(); w.Close()                          Close waits for every write in flight:
-//	                                                a save is complete only if it returns None
-//	sv.Commit(manifestJSON, keepLast) -> path    or c.CheckpointCommit(pending, json, keepLast)
+//	w.Size(); w.Acked(); w.Close()               Acked: bytes acknowledged so far (poll it for
+//	                                                progress while WriteRegions runs in another
+//	                                                thread); Close finalizes the file: a save is
+//	                                                complete only if it succeeds
+//	sv.Commit(manifestJSON, keepLast, replace, updateLatest) -> path
+//	                                             or c.CheckpointCommit(pending, json, keepLast)
+//	sv.Stop()                                    stop renewing the lease (abandon)
 //	sv.Abort()                                   or c.CheckpointAbort(pending)
 //
 // manifestJSON is {"tensors": [{"name","file","offset","length","dtype",
 // "shape","crc32c"}, ...], "metadata": <any JSON>}; Commit adds format,
-// version, name, files and created_unix_ns.
+// version, name, files and created_unix_ns. "tensors" may be empty (a
+// file-only manifest: DCP).
 //
 // Loading:
 //
@@ -33,14 +40,17 @@ package pybind
 //	r.ReadRanges(filesJSON, table)               raw ranges: n x (offset, addr, len), no CRC
 //	r.Close()
 //
-// Lifecycle: c.CheckpointList(dir) -> JSON list; c.CheckpointInspect(path)
-// -> manifest JSON; c.CheckpointLatest(dir) -> path; c.CheckpointRemove(path);
+// Lifecycle: c.CheckpointList(dir) -> JSON list (with each manifest's
+// metadata); c.CheckpointInspect(path) -> manifest JSON;
+// c.CheckpointLatest(dir) -> path; c.CheckpointRemove(path);
 // c.CheckpointRetain(dir, keep) -> JSON list of removed paths;
 // c.CheckpointReclaim(dir, graceSeconds) -> JSON list of pending dirs seen.
 //
-// Errors are "[errno N] message" like every pybind error; a CRC mismatch is
-// EIO naming the tensor and file, a missing shard ENOENT naming the file, a
-// published name that exists EEXIST.
+// Failures fill the Err: a CRC mismatch is code ChecksumMismatch naming the
+// tensor and file, a missing shard NotFound naming the file and tensor, a
+// truncated one OutOfRange, a path with no checkpoint NotFound, a directory
+// without a manifest InvalidArgument, a published name that exists
+// AlreadyExists.
 
 import (
 	"context"
@@ -96,9 +106,11 @@ type CheckpointSave struct {
 	sv *checkpoint.Save
 }
 
-// CheckpointBegin starts saving checkpoint name under job directory dir.
-func (c *Client) CheckpointBegin(dir, name string, e *Err) *CheckpointSave {
-	sv, err := c.store().Begin(context.Background(), dir, name)
+// CheckpointBegin starts saving checkpoint name under job directory dir;
+// an existing checkpoint of that name is EEXIST unless replace (then
+// commit with replace to publish over it).
+func (c *Client) CheckpointBegin(dir, name string, replace bool, e *Err) *CheckpointSave {
+	sv, err := c.store().BeginWith(context.Background(), dir, name, replace)
 	if err != nil {
 		e.set(err)
 		return nil
@@ -110,16 +122,23 @@ func (c *Client) CheckpointBegin(dir, name string, e *Err) *CheckpointSave {
 func (s *CheckpointSave) Pending() string { return s.sv.Pending }
 
 // Commit writes the manifest and publishes; it returns the final path.
-func (s *CheckpointSave) Commit(manifestJSON string, keepLast int, e *Err) string {
+// keepLast > 0 applies retention; replace publishes over an existing
+// checkpoint of the name (old one renamed aside, then removed);
+// updateLatest points DIR/latest at it.
+func (s *CheckpointSave) Commit(manifestJSON string, keepLast int, replace, updateLatest bool, e *Err) string {
 	m, err := checkpoint.ParseManifest([]byte(manifestJSON))
 	if err != nil {
 		e.set(err)
 		return ""
 	}
-	p, err := s.sv.Commit(context.Background(), m, keepLast)
+	p, err := s.sv.CommitWith(context.Background(), m, checkpoint.CommitOptions{KeepLast: keepLast, Replace: replace, NoLatest: !updateLatest})
 	e.set(err)
 	return p
 }
+
+// Stop stops renewing the lease and leaves the pending directory as it
+// is (for tests of abandoned saves; Reclaim removes it later).
+func (s *CheckpointSave) Stop() { s.sv.Stop() }
 
 // Abort removes the pending directory.
 func (s *CheckpointSave) Abort(e *Err) {
@@ -184,8 +203,12 @@ func (w *ShardWriter) WriteRegions(table uintptr, count int, out uintptr, e *Err
 	return
 }
 
-// Size is the bytes appended so far.
+// Size is the shard file's length so far.
 func (w *ShardWriter) Size() int64 { return w.w.Size() }
+
+// Acked is the region bytes storage acknowledged so far; another thread
+// may poll it while WriteRegions runs (progress).
+func (w *ShardWriter) Acked() int64 { return w.w.Acked() }
 
 // Path is the shard file's path.
 func (w *ShardWriter) Path() string { return w.w.Path() }
@@ -268,6 +291,8 @@ type infoJSON struct {
 	Tensors       int    `json:"tensors"`
 	Bytes         int64  `json:"bytes"`
 	Latest        bool   `json:"latest"`
+	// Metadata is the caller's manifest metadata (null when none).
+	Metadata json.RawMessage `json:"metadata"`
 }
 
 // CheckpointList lists the published checkpoints of dir, oldest first, as
@@ -280,7 +305,7 @@ func (c *Client) CheckpointList(dir string, e *Err) string {
 	}
 	out := make([]infoJSON, len(infos))
 	for i, x := range infos {
-		out[i] = infoJSON{Name: x.Name, Path: x.Path, CreatedUnixNs: x.Created.UnixNano(), Tensors: x.Tensors, Bytes: x.Bytes, Latest: x.Latest}
+		out[i] = infoJSON{Name: x.Name, Path: x.Path, CreatedUnixNs: x.Created.UnixNano(), Tensors: x.Tensors, Bytes: x.Bytes, Latest: x.Latest, Metadata: x.Metadata}
 	}
 	return toJSON(out)
 }
@@ -323,10 +348,14 @@ func (c *Client) CheckpointRetain(dir string, keep int, e *Err) string {
 }
 
 // CheckpointReclaim removes pending directories of dir whose lease was
-// not renewed for graceSeconds (<= 0: the default, 5 minutes) and returns
+// not renewed for graceSeconds (< 0: the default, 5 minutes; 0: all) and returns
 // every pending directory seen as JSON [{"path","name","lease_age_s","reclaimed"}].
 func (c *Client) CheckpointReclaim(dir string, graceSeconds float64, e *Err) string {
-	ps, err := c.store().Reclaim(context.Background(), dir, time.Duration(graceSeconds*float64(time.Second)), nil)
+	grace := time.Duration(graceSeconds * float64(time.Second))
+	if graceSeconds < 0 {
+		grace = -1
+	}
+	ps, err := c.store().Reclaim(context.Background(), dir, grace, nil)
 	if err != nil {
 		e.set(err)
 		return ""

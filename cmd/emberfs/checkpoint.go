@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sort"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -81,6 +82,25 @@ func newCheckpointCmd() *cobra.Command {
 					return err
 				}
 				o := newTabOut(cmd.OutOrStdout())
+				if len(m.Tensors) == 0 {
+					// A manifest that lists files only (a DCP checkpoint:
+					// its own .metadata says where each item is).
+					names := make([]string, 0, len(m.Files))
+					for n := range m.Files {
+						names = append(names, n)
+					}
+					sort.Strings(names)
+					o.row("FILE", "SIZE")
+					for _, n := range names {
+						o.row(n, humanBytes(m.Files[n].Size))
+					}
+					if err := o.flush(); err != nil {
+						return err
+					}
+					fmt.Fprintf(cmd.OutOrStdout(), "\n%s: %d files, %s, created %s (no tensor entries: a DCP checkpoint)\n", args[0], len(m.Files),
+						humanBytes(m.DataBytes()), time.Unix(0, m.CreatedUnixNano).Format(time.RFC3339))
+					return nil
+				}
 				o.row("TENSOR", "FILE", "OFFSET", "SIZE", "DTYPE", "SHAPE", "CRC32C")
 				byDtype := map[string]int64{}
 				for _, t := range m.Tensors {

@@ -155,18 +155,19 @@ def test_save_to_existing_path_fails_and_keeps_old(fs, tmpdir_fs):
 
 
 def test_two_jobs_race_to_one_path(fs, tmpdir_fs):
-    # Both pass the up-front existence check; only one publish can win.
-    from emberfs.checkpoint import _store
-    saves = [_store.PendingSave(fs, f"{tmpdir_fs}/c") for _ in range(2)]
-    blobs = []
-    for i, p in enumerate(saves):
-        plan = ckpt.api._plan.make_plan([(("a",), torch.full((1000,), float(i)))], snapshot=False)
-        p.write_shards(0, plan.blobs, 2)
-        blobs.append(plan)
-    saves[0].commit(_store.new_manifest("c", blobs[0].blobs, blobs[0].leaves, {}))
+    # Both begin before either publishes (both pass the up-front existence
+    # check); only one publish can win, and nothing is mixed.
+    from emberfs.checkpoint import _store, api
+    n = _store.native(fs)
+    saves = [_store.call(n.CheckpointBegin, tmpdir_fs, "c", False) for _ in range(2)]
+    plans = []
+    for i, sv in enumerate(saves):
+        plan = api._plan.make_plan([(("a",), torch.full((1000,), float(i)))], snapshot=False)
+        api._write_shard(n, sv.Pending(), "rank-0-0.bin", plan.blobs, [])
+        plans.append(plan)
+    _store.call(saves[0].Commit, api._manifest_json(plans[0].blobs, {}), 0, False, False)
     with pytest.raises(FileExistsError, match="another save published it first"):
-        saves[1].commit(_store.new_manifest("c", blobs[1].blobs, blobs[1].leaves, {}))
-    saves[1].abort()
+        _store.call(saves[1].Commit, api._manifest_json(plans[1].blobs, {}), 0, False, False)
     assert torch.equal(ckpt.load(f"{tmpdir_fs}/c", client=fs)["a"], torch.zeros(1000))
     assert sorted(fs.listdir(tmpdir_fs)) == ["c"]
 
@@ -294,12 +295,14 @@ def test_latest_retention_list_remove(fs, tmpdir_fs):
 
 
 def test_reclaim_removes_only_stale_pending(fs, tmpdir_fs):
-    from emberfs.checkpoint import _store
-    dead = _store.PendingSave(fs, f"{tmpdir_fs}/x")
-    dead.write_shards(0, ckpt.api._plan.make_plan([(("a",), torch.ones(10))], False).blobs, 1)
+    from emberfs.checkpoint import _store, api
+    n = _store.native(fs)
+    dead = _store.call(n.CheckpointBegin, tmpdir_fs, "x", False)
+    api._write_shard(n, dead.Pending(), "rank-0-0.bin", api._plan.make_plan([(("a",), torch.ones(10))], False).blobs, [])
+    dead.Stop()  # its process "died": the lease is no longer renewed
     ckpt.save({"a": torch.ones(1)}, f"{tmpdir_fs}/y", client=fs)
     assert ckpt.reclaim(tmpdir_fs, older_than=3600, client=fs) == []
-    assert ckpt.reclaim(tmpdir_fs, older_than=0, client=fs) == [dead.pending]
+    assert ckpt.reclaim(tmpdir_fs, older_than=0, client=fs) == [dead.Pending()]
     assert sorted(fs.listdir(tmpdir_fs)) == ["latest", "y"]
 
 

@@ -108,6 +108,12 @@ def test_dcp_world4_save_then_load_resharded_2_and_1(cluster, fs, tmpdir_fs):
     assert sorted(n for n in fs.listdir(job)) == ["latest", "step-1", "step-2"]
     assert ckpt.latest(job, client=fs) == f"{job}/step-2"
     assert [i.name for i in ckpt.list_checkpoints(job, client=fs)] == ["step-1", "step-2"]
+    # One protocol: the Go manifest lists a DCP checkpoint's files.
+    info = ckpt.inspect(f"{job}/step-2", client=fs)
+    assert info.num_tensors == 0 and ".metadata" in info.files
+    assert sum(f.endswith(".distcp") for f in info.files) >= 4  # every rank wrote
+    assert all(fs.getsize(f"{job}/step-2/{f}") == size for f, size in info.files.items())
+    assert info.nbytes == sum(info.files.values()) > 0
     mp.spawn(_load_worker, args=(2, _free_port()) + args, nprocs=2, join=True)
     # world size 1, no process group: this process loads full tensors
     for step in (1, 2):

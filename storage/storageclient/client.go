@@ -509,3 +509,17 @@ func (c *Client) inodeCall(ctx context.Context, r *routing.Routing, op transport
 	}
 	return rsp, nil
 }
+
+// WriteV writes the concatenation of data at offset of a chunk, sent as
+// one request with the buffers as a scatter list (no copy into one
+// buffer); see Write.
+func (c *Client) WriteV(ctx context.Context, chain uint32, chunk ChunkID, chunkSize, offset uint32, data ...[]byte) (ChunkState, error) {
+	n := 0
+	for _, d := range data {
+		n += len(d)
+	}
+	if n == 0 {
+		return ChunkState{}, errcode.New(errcode.InvalidArgument, "write to chunk %s: no data", chunk)
+	}
+	return c.update(ctx, wire.UpdateReq{Chain: chain, Chunk: chunk, Kind: wire.KindWrite, Offset: offset, ChunkSize: chunkSize}, data...)
+}

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import errno
+import json
 import posixpath
 import threading
-import uuid
 from dataclasses import dataclass, field
 
 from . import _plan, _store, _tree
@@ -37,8 +38,6 @@ def _python_metadata(skeleton_bytes: bytes, plan) -> dict:
 
 
 def _check_user_metadata(metadata):
-    import json
-
     if metadata is None:
         return {}
     if not isinstance(metadata, dict):
@@ -50,23 +49,79 @@ def _check_user_metadata(metadata):
     return metadata
 
 
+def _manifest_json(blobs, metadata: dict) -> str:
+    return json.dumps({
+        "tensors": [
+            {"name": b.name, "file": b.file, "offset": b.offset, "length": b.nbytes,
+             "dtype": b.dtype, "shape": b.shape, "crc32c": b.crc32c}
+            for b in blobs
+        ],
+        "metadata": metadata,
+    }, separators=(",", ":"))
+
+
+def _write_shard(n, pending: str, file: str, blobs, writers: list):
+    """Write blobs into one new shard file (one Go call: every region at
+    once, straight from tensor memory) and record where each went."""
+    w = _store.call(n.CheckpointOpenShard, pending, file, path=pending)
+    writers.append(w)
+    regions = _store.table(v for b in blobs for v in (_store.tensor_addr(b.tensor, b.nbytes), b.nbytes))
+    out = _store.table([0] * (3 * len(blobs)))
+    try:
+        _store.call(w.WriteRegions, _store.addr(regions), len(blobs), _store.addr(out), path=pending)
+    finally:
+        err = None
+        try:
+            _store.call(w.Close, path=pending)
+        except BaseException as exc:  # noqa: BLE001 - the write's own error wins
+            err = exc
+    if err is not None:
+        raise err
+    for i, b in enumerate(blobs):
+        b.file, b.offset, b.crc32c = file, out[3 * i], out[3 * i + 2] & 0xFFFFFFFF
+
+
 def _write_and_publish(c, path, skeleton_bytes, plan, user_md, concurrency, progress, keep_last, update_latest,
                        overwrite=False):
-    pending = _store.PendingSave(c, path, replace=overwrite)
+    """Begin (pending dir + lease), write the shards in parallel, commit
+    (manifest last, one rename, latest, retention), all in Go."""
+    job, name = _store.split_path(path)
+    n = _store.native(c)
+    sv = _store.call(n.CheckpointBegin, job, name, bool(overwrite), path=posixpath.join(job, name))
     try:
-        pending.write_shards(0, plan.blobs, concurrency, progress)
-        manifest = _store.new_manifest(pending.name, plan.blobs, plan.leaves, {
-            "user": user_md, "python": _python_metadata(skeleton_bytes, plan),
-        })
-        pending.commit(manifest, replace=overwrite)
+        pending = sv.Pending()
+        groups = _store.balance(plan.blobs, concurrency)
+        writers: list = []
+        errors: list = []
+
+        def run(i, group):
+            try:
+                _write_shard(n, pending, f"rank-0-{i}.bin", group, writers)
+            except BaseException as exc:  # noqa: BLE001 - re-raised below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run, args=(i, g), name=f"emberfs-ckpt-w{i}") for i, g in enumerate(groups)]
+        for t in threads:
+            t.start()
+        # Poll the writers' acknowledged bytes for progress while Go works.
+        while True:
+            alive = [t for t in threads if t.is_alive()]
+            progress.set(sum(w.Acked() for w in list(writers)))
+            if not alive:
+                break
+            alive[0].join(0.05)
+        if errors:
+            raise errors[0]
+        progress.set(progress.total)
+        md = {"user": user_md, "python": _python_metadata(skeleton_bytes, plan)}
+        return _store.call(sv.Commit, _manifest_json(plan.blobs, md), keep_last or 0, bool(overwrite),
+                           bool(update_latest), path=posixpath.join(job, name))
     except BaseException:
-        pending.abort()
+        try:
+            _store.call(sv.Abort)
+        except (OSError, _store.EmberFSError):
+            pass  # reclaim() removes what is left
         raise
-    if update_latest:
-        _set_latest(c, pending.job, pending.name)
-    if keep_last is not None:
-        _retain(c, pending.job, keep_last, keep=pending.name)
-    return pending.path
 
 
 def _prepare(state_dict, snapshot: bool, metadata, keep_last, concurrency):
@@ -190,9 +245,13 @@ def load(path, into=None, keys=None, *, client=None, fs=None, concurrency: int =
     import torch
 
     c = _client(client, fs)
-    reader = _store.Reader(c, path)
+    job, name = _store.split_path(path)
+    p = posixpath.join(job, name)
+    reader = _store.call(_store.native(c).CheckpointOpen, p, path=p)
     try:
-        leaves, py = _leaves_of(reader.manifest)
+        manifest = json.loads(reader.ManifestJSON())
+        entries = {e["name"]: e for e in manifest["tensors"]}
+        leaves, py = _leaves_of(manifest)
         chosen = _select(leaves, keys)
         by_blob: dict = {}
         for lf in chosen:
@@ -205,8 +264,8 @@ def load(path, into=None, keys=None, *, client=None, fs=None, concurrency: int =
                 t = _tree.lookup(into, lf.path)
                 if not isinstance(t, torch.Tensor):
                     raise TypeError(f"into[{lf.name!r}] is a {type(t).__name__}, not a tensor")
-                e = reader.entries[lf.blob]
-                want_dt, want_shape = (lf.view["dtype"], lf.view["shape"]) if lf.view else (e["dtype"], e["shape"])
+                e = entries[lf.blob]
+                want_dt, want_shape = (lf.view["dtype"], lf.view["shape"]) if lf.view else (e.get("dtype"), e.get("shape", []))
                 if _plan.dtype_name(t.dtype) != want_dt or list(t.shape) != list(want_shape):
                     raise ValueError(
                         f"tensor {lf.name!r}: checkpoint has {_describe(want_dt, want_shape)}, "
@@ -217,22 +276,34 @@ def load(path, into=None, keys=None, *, client=None, fs=None, concurrency: int =
         reads, blob_tensors = [], {}
         for blob, lfs in by_blob.items():
             try:
-                e = reader.entries[blob]
+                e = entries[blob]
             except KeyError:
-                raise CheckpointError(f"manifest of {reader.path} lists no data for {blob!r}") from None
+                raise CheckpointError(f"manifest of {p} lists no data for {blob!r}") from None
             dest = None
             first = targets.get(lfs[0].name)
             if first is not None and lfs[0].view is None and first.device.type == "cpu" and first.is_contiguous():
                 dest = first.detach()  # read straight into the caller's tensor
             if dest is None:
-                dest = torch.empty(e["shape"], dtype=_plan.dtype_of(e["dtype"]))
+                dest = torch.empty(e.get("shape", []), dtype=_plan.dtype_of(e.get("dtype", "uint8")))
             if dest.numel() * dest.element_size() != e["length"]:
-                raise CheckpointError(f"manifest of {reader.path}: tensor {blob!r} length {e['length']} does not match {_describe(e['dtype'], e['shape'])}")
+                raise CheckpointError(f"manifest of {p}: tensor {blob!r} length {e['length']} does not match "
+                                      f"{_describe(e.get('dtype'), e.get('shape', []))}")
             reads.append((e, dest))
             blob_tensors[blob] = dest
-        reader.read(reads, concurrency, verify=verify, progress=Progress(sum(e["length"] for e, _ in reads), progress))
+        # One Go call reads everything: chunk-planned parallel reads straight
+        # into the tensors, each tensor's CRC32C checked as it completes.
+        total = sum(e["length"] for e, _ in reads)
+        if verify:
+            tbl = _store.table(v for e, t in reads for v in (_store.tensor_addr(t, e["length"]), e["length"]))
+            _store.call(reader.ReadTensors, json.dumps([e["name"] for e, _ in reads]), _store.addr(tbl), path=p,
+                        reading=True)
+        else:
+            tbl = _store.table(v for e, t in reads for v in (e["offset"], _store.tensor_addr(t, e["length"]), e["length"]))
+            _store.call(reader.ReadRanges, json.dumps([e["file"] for e, _ in reads]), _store.addr(tbl), path=p,
+                        reading=True)
+        Progress(total, progress).set(total)
     finally:
-        reader.close()
+        _store.call(reader.Close, path=p)
 
     values = {}
     for lf in chosen:
@@ -263,75 +334,59 @@ class CheckpointInfo:
     num_tensors: int
     metadata: dict = field(default_factory=dict)
     tensors: list = field(default_factory=list)
+    files: dict = field(default_factory=dict)  # inspect(): data file -> size
 
 
-def _info(path, m, with_tensors: bool) -> CheckpointInfo:
-    job, name = _store.split_path(path)
-    tensors = m["tensors"]
+def _info(m, path, with_tensors: bool) -> CheckpointInfo:
+    tensors = m.get("tensors") or []
+    md = m.get("metadata") or {}
+    files = {f: v["size"] for f, v in (m.get("files") or {}).items()}
     return CheckpointInfo(
-        path=posixpath.join(job, name), name=name, created_unix_ns=m.get("created_unix_ns", 0),
-        nbytes=sum(e["length"] for e in tensors), num_tensors=len(tensors),
-        metadata=m.get("metadata", {}).get("user", {}),
-        tensors=[{k: e[k] for k in ("name", "dtype", "shape", "length", "file", "offset", "crc32c")} for e in tensors]
+        path=path, name=posixpath.basename(path), created_unix_ns=m.get("created_unix_ns", 0),
+        nbytes=sum(e["length"] for e in tensors) if tensors else sum(files.values()), num_tensors=len(tensors),
+        metadata=md.get("user", {}) if isinstance(md, dict) else {},
+        tensors=[{"name": e["name"], "dtype": e.get("dtype"), "shape": e.get("shape", []), "length": e["length"],
+                  "file": e["file"], "offset": e["offset"], "crc32c": e["crc32c"]} for e in tensors]
         if with_tensors else [],
+        files=files if with_tensors else {},
     )
 
 
 def inspect(path, *, client=None, fs=None) -> CheckpointInfo:
-    """Manifest summary of one checkpoint: tensors, sizes, dtypes, metadata."""
+    """Manifest summary of one checkpoint: tensors, sizes, dtypes, metadata
+    (a DCP checkpoint has no tensor entries; its files are listed)."""
     c = _client(client, fs)
-    return _info(path, _store.read_manifest(c, path), True)
+    job, name = _store.split_path(path)
+    p = posixpath.join(job, name)
+    return _info(json.loads(_store.call(_store.native(c).CheckpointInspect, p, path=p)), p, True)
 
 
 def list_checkpoints(job_dir, *, client=None, fs=None) -> list[CheckpointInfo]:
     """Published checkpoints in job_dir, oldest first (pending saves excluded)."""
-    from ..client import _abs
-
     c = _client(client, fs)
-    job = _abs(_store.strip_scheme(job_dir))
+    job = _store.job_dir(job_dir)
     out = []
-    for name in c.listdir(job):
-        if name.startswith(".") or name == _store.LATEST:
-            continue
-        p = posixpath.join(job, name)
-        try:
-            m = _store.read_manifest(c, p)
-        except (OSError, CheckpointError):
-            continue  # not a checkpoint (or removed meanwhile)
-        out.append(_info(p, m, False))
-    out.sort(key=lambda i: (i.created_unix_ns, i.name))
+    for x in json.loads(_store.call(_store.native(c).CheckpointList, job, path=job)):
+        md = x.get("metadata") or {}
+        out.append(CheckpointInfo(path=x["path"], name=x["name"], created_unix_ns=x["created_unix_ns"],
+                                  nbytes=x["bytes"], num_tensors=x["tensors"],
+                                  metadata=md.get("user", {}) if isinstance(md, dict) else {}))
     return out
 
 
-def _set_latest(c, job, name):
-    tmp = posixpath.join(job, f".latest-{uuid.uuid4().hex}")
-    with c.open(tmp, "xb", buffering=0) as f:
-        f.write((name + "\n").encode())
-        f.fsync()
-    try:
-        c.rename(tmp, posixpath.join(job, _store.LATEST))
-    except BaseException:
-        c.remove(tmp)
-        raise
-
-
 def latest(job_dir, *, client=None, fs=None) -> str | None:
-    """Path of the job's latest published checkpoint, or None if it has none."""
-    from ..client import _abs
-
+    """Path of the job's latest published checkpoint (the `latest` pointer,
+    or the newest one when the pointer is missing or stale), or None."""
     c = _client(client, fs)
-    job = _abs(_store.strip_scheme(job_dir))
+    job = _store.job_dir(job_dir)
     try:
-        with c.open(posixpath.join(job, _store.LATEST), "rb") as f:
-            name = f.read().decode().strip()
-        p = posixpath.join(job, name)
-        if name and c.exists(posixpath.join(p, _store.MANIFEST)):
-            return p
+        return _store.call(_store.native(c).CheckpointLatest, job, path=job)
     except FileNotFoundError:
-        pass
-    # No pointer, or it names a removed checkpoint: the newest one left.
-    cps = list_checkpoints(job, client=c)
-    return cps[-1].path if cps else None
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            return None
+        raise
 
 
 def remove(path, *, client=None, fs=None) -> None:
@@ -339,63 +394,20 @@ def remove(path, *, client=None, fs=None) -> None:
     reader sees it whole or not at all; latest moves to the newest left."""
     c = _client(client, fs)
     job, name = _store.split_path(path)
-    _store.read_manifest(c, path)  # refuse anything that is not a checkpoint
-    doomed = posixpath.join(job, f"{_store.PENDING_PREFIX}{name}-removing-{uuid.uuid4().hex}")
-    c.rename(posixpath.join(job, name), doomed)
-    c.rmtree(doomed)
-    lp = posixpath.join(job, _store.LATEST)
-    try:
-        with c.open(lp, "rb") as f:
-            current = f.read().decode().strip()
-    except FileNotFoundError:
-        return
-    if current == name:
-        cps = list_checkpoints(job, client=c)
-        if cps:
-            _set_latest(c, job, cps[-1].name)
-        else:
-            c.remove(lp)
-
-
-def _retain(c, job, keep_last: int, keep: str):
-    cps = list_checkpoints(job, client=c)
-    extra = len(cps) - keep_last
-    for info in cps:
-        if extra <= 0:
-            break
-        if info.name == keep:
-            continue
-        try:
-            remove(info.path, client=c)
-        except (FileNotFoundError, CheckpointError):
-            pass  # another process removed it first
-        extra -= 1
+    p = posixpath.join(job, name)
+    _store.call(_store.native(c).CheckpointRemove, p, path=p)
 
 
 def reclaim(job_dir, *, older_than: float = 3600.0, client=None, fs=None) -> list[str]:
-    """Remove pending directories of saves that died, untouched for older_than
-    seconds; returns the paths removed."""
-    import time
-
-    from ..client import _abs
-
+    """Remove pending directories of saves that died: those whose lease was
+    not renewed for older_than seconds (0: every pending directory); returns
+    the paths removed."""
     c = _client(client, fs)
-    job = _abs(_store.strip_scheme(job_dir))
-    now = time.time()
-    removed = []
-    for name in c.listdir(job):
-        if not name.startswith(_store.PENDING_PREFIX):
-            continue
-        p = posixpath.join(job, name)
-        try:
-            newest = max([c.stat(p).st_mtime] + [e.stat().st_mtime for e in c.scandir(p)])
-            if now - newest < older_than:
-                continue
-            c.rmtree(p)
-            removed.append(p)
-        except FileNotFoundError:
-            continue
-    return removed
+    job = _store.job_dir(job_dir)
+    if older_than < 0:
+        raise ValueError(f"older_than must be >= 0, not {older_than!r}")
+    seen = json.loads(_store.call(_store.native(c).CheckpointReclaim, job, float(older_than), path=job))
+    return [x["path"] for x in seen if x["reclaimed"]]
 
 
 __all__ = ["CheckpointError", "CheckpointInfo", "SaveFuture", "async_save", "inspect", "latest",

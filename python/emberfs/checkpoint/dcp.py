@@ -10,11 +10,14 @@ DCP's FileSystemWriter / FileSystemReader with `fs` replaced by an EmberFS
 FileSystemBase, so DCP's planning, file format (.distcp files and a pickled
 .metadata) and resharding are unchanged. On top of that:
 
-  * Atomic publish. The coordinator's prepare_global_plan creates
-    <job>/.pending-<name>-<uuid> and hands its path to every rank inside the
-    plan; ranks write their .distcp files there; finish() (coordinator, after
-    every rank succeeded) writes .metadata and a manifest.json, then renames
-    the pending directory to <name>. A rank that dies or fails leaves only the
+  * Atomic publish through the Go commit protocol (checkpoint/, the same as
+    emberfs.checkpoint.save): the coordinator's prepare_global_plan begins a
+    save (pending directory <job>/.pending-<name>-<id> with a lease it
+    renews) and hands its path to every rank inside the plan; ranks write
+    their .distcp files there; finish() (coordinator, after every rank
+    succeeded) writes .metadata, then commits: a manifest.json listing the
+    files (no tensor entries: DCP's .metadata locates the items), one
+    rename to <name>, latest, keep_last. A rank that dies or fails leaves only the
     pending directory (emberfs.checkpoint.reclaim removes it). If <name>
     already exists the save fails with FileExistsError unless overwrite=True.
   * The job directory's `latest` pointer and keep_last retention, shared with
@@ -30,8 +33,8 @@ from __future__ import annotations
 import dataclasses
 import errno
 import io
+import json
 import posixpath
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
@@ -43,7 +46,6 @@ from torch.distributed.checkpoint.filesystem import (
 )
 
 from . import _store
-from . import api as _api
 
 _SCHEME = "emberfs://"
 _STREAM_BUFFER = 8 << 20
@@ -134,10 +136,7 @@ class EmberFSStorageWriter(FileSystemWriter):
         self.keep_last = keep_last
         self.update_latest = update_latest
         self._pending = None
-
-    def reset(self, checkpoint_id=None) -> None:
-        super().reset(checkpoint_id)
-        self._pending = None
+        self._save = None
 
     def set_up_storage_writer(self, is_coordinator: bool, *args, **kwargs) -> None:
         super().set_up_storage_writer(is_coordinator, *args, **kwargs)
@@ -152,10 +151,12 @@ class EmberFSStorageWriter(FileSystemWriter):
         return plan
 
     def prepare_global_plan(self, plans):
+        # The Go commit protocol (checkpoint/): pending directory with a
+        # lease this coordinator renews until finish() commits.
         job, name = _store.split_path(self.path)
-        self.fs.mkdir(job)
-        self._pending = posixpath.join(job, f"{_store.PENDING_PREFIX}{name}-{uuid.uuid4().hex}")
-        self.fs.client.mkdir(self._pending)
+        n = _store.native(self.fs.client)
+        self._save = _store.call(n.CheckpointBegin, job, name, bool(self.overwrite), path=self.path)
+        self._pending = self._save.Pending()
         return [dataclasses.replace(p, storage_data=_PendingPrefix(f"__{i}_", self._pending)) for i, p in enumerate(plans)]
 
     def write_data(self, plan, planner):
@@ -167,25 +168,36 @@ class EmberFSStorageWriter(FileSystemWriter):
             self.path = final
 
     def finish(self, metadata, results) -> None:
-        c = self.fs.client
         final = self.path
-        job, name = _store.split_path(final)
         self.path = self._pending
         try:
-            super().finish(metadata, results)  # .metadata into the pending dir
+            try:
+                super().finish(metadata, results)  # .metadata into the pending dir
+            finally:
+                self.path = final
+            files = {}
+            for wr_list in results:
+                for wr in wr_list:
+                    rel = wr.storage_data.relative_path
+                    files[rel] = max(files.get(rel, 0), wr.storage_data.offset + wr.storage_data.length)
+            # A file-only manifest: DCP's .metadata says where every item
+            # is; the manifest lists the files (Go fills in their sizes).
+            manifest = json.dumps({"tensors": [], "metadata": {"dcp": {"files": files}}})
+            _store.call(self._save.Commit, manifest, self.keep_last or 0, bool(self.overwrite),
+                        bool(self.update_latest), path=final)
+        except BaseException:
+            try:
+                _store.call(self._save.Abort)
+            except (OSError, _store.EmberFSError):
+                pass  # reclaim() removes what is left
+            raise
         finally:
-            self.path = final
-        files = {}
-        for wr_list in results:
-            for wr in wr_list:
-                files[wr.storage_data.relative_path] = max(files.get(wr.storage_data.relative_path, 0),
-                                                           wr.storage_data.offset + wr.storage_data.length)
-        manifest = _store.new_manifest(name, [], [], {"dcp": {"files": files}}, files=files)
-        _store.PendingSave.attach(c, final, self._pending).commit(manifest, replace=self.overwrite)
-        if self.update_latest:
-            _api._set_latest(c, job, name)
-        if self.keep_last is not None:
-            _api._retain(c, job, self.keep_last, keep=name)
+            self._save = None
+
+    def reset(self, checkpoint_id=None) -> None:
+        super().reset(checkpoint_id)
+        self._pending = None
+        self._save = None
 
     @classmethod
     def validate_checkpoint_id(cls, checkpoint_id) -> bool:
