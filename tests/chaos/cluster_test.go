@@ -1,0 +1,303 @@
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/emberfs/emberfs/service/mgmtd/mgmtdclient"
+	pb "github.com/emberfs/emberfs/service/proto"
+	"github.com/emberfs/emberfs/service/routing"
+	"github.com/emberfs/emberfs/tests/testproc"
+)
+
+const (
+	token      = "chaos-test-token"
+	chainTable = 1
+	// chunkSize is small so that writes of a few blocks cross chunks.
+	chunkSize = 64 << 10
+	// failureTimeout is mgmtd's node failure timeout; pauses run longer.
+	failureTimeout = time.Second
+	// storageNodes services with targetsPerNode targets each; the last
+	// target of every node lives on a small tmpfs that the nemesis fills.
+	storageNodes   = 4
+	targetsPerNode = 3
+	replicas       = 3
+	tmpfsSize      = 24 << 20
+)
+
+// role is one restartable process of the cluster: its start command is
+// fixed, so a restart after SIGKILL runs the same config on the same data.
+type role struct {
+	name   string // "mgmtd1", "meta1", "storage3"
+	args   []string
+	dir    string
+	mu     sync.Mutex
+	p      *testproc.Proc
+	starts int
+	paused bool
+	ready  func(p *testproc.Proc) // waits until the process serves
+	t      *testing.T
+}
+
+func (r *role) start() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.starts++
+	r.p = testproc.Start(r.t, emberfsBin, filepath.Join(r.dir, fmt.Sprintf("%s.%d.log", r.name, r.starts)), r.args...)
+	r.paused = false
+	if r.ready != nil {
+		r.ready(r.p)
+	}
+}
+
+func (r *role) kill() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.paused {
+		_ = r.p.Cmd.Process.Signal(syscall.SIGCONT)
+		r.paused = false
+	}
+	r.p.Kill()
+}
+
+func (r *role) signal(sig syscall.Signal) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	select {
+	case <-r.p.Done():
+		r.t.Errorf("%s: process exited unexpectedly (%v):\n%s", r.name, r.p.Err(), tail(r.p.Output(), 3000))
+		return
+	default:
+	}
+	if err := r.p.Cmd.Process.Signal(sig); err != nil {
+		r.t.Errorf("%s: %v: %v", r.name, sig, err)
+	}
+	r.paused = sig == syscall.SIGSTOP
+}
+
+// alive reports whether the process is still running (a role that died on
+// its own, not by the nemesis, is a failure the test reports).
+func (r *role) alive() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	select {
+	case <-r.p.Done():
+		return false
+	default:
+		return true
+	}
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "..." + s[len(s)-n:]
+	}
+	return s
+}
+
+// cluster is mgmtd, meta and storage as separate processes of the emberfs
+// binary, every storage target fsyncing.
+type cluster struct {
+	t        *testing.T
+	dir      string
+	mgmtd    []*role
+	meta     []*role
+	storage  []*role
+	mgmtdAdr []string
+	metaKV   string
+	tmpfs    []string // per storage node: the mount holding its last target
+	targets  [][]string
+	conn     *mgmtdclient.Conn
+	cache    *mgmtdclient.Cache
+}
+
+// freeAddr picks a loopback port the kernel considers free. mgmtd gets
+// fixed ports because clients and services dial it by address, across its
+// restarts.
+func freeAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func startCluster(t *testing.T, ctx context.Context) *cluster {
+	if os.Geteuid() != 0 {
+		t.Fatal("the chaos test needs root: it mounts size-limited tmpfs directories for the disk-full fault")
+	}
+	c := &cluster{t: t, dir: t.TempDir()}
+	// One mgmtd and one meta: each keeps its state in a Badger directory,
+	// which only one process can open. Two of each need a KV that several
+	// processes share (etcd, FoundationDB); see docs/reliability.md.
+	addr := freeAddr(t)
+	c.mgmtdAdr = []string{addr}
+	mcfg := testproc.WriteFile(t, filepath.Join(c.dir, "mgmtd1.toml"), fmt.Sprintf(`listen = %q
+metrics_listen = ""
+kv = %q
+token = %q
+scan_interval = "50ms"
+heartbeat_interval = "100ms"
+node_failure_timeout = %q
+primary_lease = "1s"
+`, addr, "badger:"+filepath.Join(c.dir, "mgmtd1-kv"), token, failureTimeout.String()))
+	mg := &role{t: t, name: "mgmtd1", dir: c.dir, args: []string{"mgmtd", "--config", mcfg},
+		ready: func(p *testproc.Proc) { p.Wait(t, testproc.ListeningRE) }}
+	mg.start()
+	c.mgmtd = append(c.mgmtd, mg)
+
+	var err error
+	if c.conn, err = mgmtdclient.Dial(c.mgmtdAdr, token); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.conn.Close() })
+	c.cache = mgmtdclient.NewCache(c.conn)
+	c.cache.Start()
+	t.Cleanup(c.cache.Close)
+
+	for n := 1; n <= storageNodes; n++ {
+		var targets []string
+		for i := 0; i < targetsPerNode-1; i++ {
+			targets = append(targets, filepath.Join(c.dir, fmt.Sprintf("store%d", n), fmt.Sprintf("t%d", i)))
+		}
+		mnt := filepath.Join(c.dir, fmt.Sprintf("tmpfs%d", n))
+		if err := os.MkdirAll(mnt, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := syscall.Mount("tmpfs", mnt, "tmpfs", 0, fmt.Sprintf("size=%d", tmpfsSize)); err != nil {
+			t.Fatalf("mount tmpfs at %s: %v", mnt, err)
+		}
+		// Runs after the processes' own cleanups (registered later, run
+		// earlier), so nothing holds files there any more.
+		t.Cleanup(func() { _ = syscall.Unmount(mnt, syscall.MNT_DETACH) })
+		c.tmpfs = append(c.tmpfs, mnt)
+		targets = append(targets, filepath.Join(mnt, "t"))
+		c.targets = append(c.targets, targets)
+		quoted := make([]string, len(targets))
+		for i, p := range targets {
+			quoted[i] = fmt.Sprintf("%q", p)
+		}
+		// verify_interval < 0: every read checks the whole chunk's CRC, so
+		// a byte the nemesis flips on disk is caught by the next read (the
+		// default trusts a check made within the last minute and would
+		// send the flipped byte; docs/chunk-engine.md).
+		scfg := testproc.WriteFile(t, filepath.Join(c.dir, fmt.Sprintf("storage%d.toml", n)), fmt.Sprintf(`node_id = %d
+targets = [%s]
+mgmtd = [%q]
+token = %q
+listen = "127.0.0.1:0"
+data_listen = "127.0.0.1:0"
+metrics_listen = ""
+repair_interval = "200ms"
+verify_interval = "-1s"
+forward_timeout = "5s"
+no_sync = false
+`, n, strings.Join(quoted, ", "), addr, token))
+		s := &role{t: t, name: fmt.Sprintf("storage%d", n), dir: c.dir, args: []string{"storage", "--config", scfg},
+			ready: func(p *testproc.Proc) { p.Wait(t, regexp1) }}
+		s.start()
+		c.storage = append(c.storage, s)
+	}
+	if _, err := c.cache.WaitFor(ctx, func(r *routing.Routing) bool { return len(r.Info.Targets) == storageNodes*targetsPerNode }); err != nil {
+		t.Fatalf("storage targets never all registered: %v", err)
+	}
+	err = c.conn.Call(ctx, func(ctx context.Context, cl pb.MgmtdClient) error {
+		_, err := cl.CreateChainTable(ctx, &pb.MgmtdCreateChainTableReq{TableId: chainTable, ReplicationFactor: replicas})
+		return err
+	})
+	if err != nil {
+		t.Fatalf("create chain table: %v", err)
+	}
+	if err := c.waitAllServing(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	c.metaKV = "badger:" + filepath.Join(c.dir, "meta1-kv")
+	metaCfg := testproc.WriteFile(t, filepath.Join(c.dir, "meta1.toml"), fmt.Sprintf(`listen = "127.0.0.1:0"
+metrics_listen = ""
+kv = %q
+mgmtd = [%q]
+token = %q
+root_chain_table = %d
+root_chunk_size = %d
+root_stripe_size = %d
+gc_interval = "500ms"
+`, c.metaKV, addr, token, chainTable, chunkSize, storageNodes))
+	mt := &role{t: t, name: "meta1", dir: c.dir, args: []string{"meta", "--config", metaCfg},
+		ready: func(p *testproc.Proc) { p.Wait(t, testproc.ListeningRE) }}
+	mt.start()
+	c.meta = append(c.meta, mt)
+	return c
+}
+
+// regexp1 matches the line a storage service logs once it has started.
+var regexp1 = regexp.MustCompile(`storage node \d+ control (\S+)`)
+
+// allServing reports whether every chain of the table serves on all its
+// targets, and otherwise which do not.
+func allServing(r *routing.Routing) (bool, string) {
+	tbl, ok := r.Table(chainTable)
+	if !ok {
+		return false, "no chain table"
+	}
+	var bad []string
+	for _, id := range tbl.ChainIds {
+		ch, _ := r.Chain(id)
+		for _, ct := range ch.GetTargets() {
+			if ct.PublicState != pb.MgmtdPublicState_MGMTD_PUBLIC_SERVING {
+				bad = append(bad, fmt.Sprintf("chain %d target %d %v", id, ct.TargetId, ct.PublicState))
+			}
+		}
+	}
+	return len(bad) == 0, strings.Join(bad, "; ")
+}
+
+// waitAllServing waits until mgmtd's routing shows every target serving.
+func (c *cluster) waitAllServing(ctx context.Context) error {
+	var last string
+	_ = c.cache.Refresh(ctx)
+	_, err := c.cache.WaitFor(ctx, func(r *routing.Routing) bool {
+		ok, why := allServing(r)
+		last = why
+		return ok
+	})
+	if err != nil {
+		return fmt.Errorf("cluster did not return to all-serving: %v (last: %s)", err, last)
+	}
+	return nil
+}
+
+// fsck stops meta (a Badger KV is open in one process only) and runs
+// `emberfs admin fsck` on its KV and every storage target; meta is started
+// again afterwards when restart is set.
+func (c *cluster) fsck(ctx context.Context) (string, error) {
+	for _, m := range c.meta {
+		m.mu.Lock()
+		m.p.Signal(syscall.SIGTERM)
+		m.mu.Unlock()
+	}
+	cmd := exec.CommandContext(ctx, emberfsBin, "admin", "--mgmtd", c.mgmtdAdr[0], "--token", token, "fsck", "--kv", c.metaKV)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// storageFiles lists the chunk data files of node n's targets.
+func (c *cluster) storageFiles(n int) []string {
+	var out []string
+	for _, tgt := range c.targets[n] {
+		files, _ := filepath.Glob(filepath.Join(tgt, "data", "*", "*"))
+		out = append(out, files...)
+	}
+	return out
+}
