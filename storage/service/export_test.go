@@ -30,3 +30,9 @@ func (s *Service) RoutingVersionsForTest() (held, mgmtd uint64) {
 // PeakBatchOpenRegionsForTest is the most data files batch reads held open
 // at once since the service started.
 func (s *Service) PeakBatchOpenRegionsForTest() int64 { return s.peakRegions.Load() }
+
+// StopHeartbeatsForTest stops the service's heartbeats while it keeps
+// serving: its lease runs out at mgmtd, which times the node out and
+// reroutes, as for a process paused past the failure timeout or cut off
+// from mgmtd alone. Only a restart (StopNode, StartNode) heartbeats again.
+func (s *Service) StopHeartbeatsForTest() { s.agent.Stop() }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/emberfs/emberfs/internal/errcode"
 	"github.com/emberfs/emberfs/storage/chunkengine"
+	"github.com/emberfs/emberfs/storage/localcluster"
 	"github.com/emberfs/emberfs/storage/storageclient"
 )
 
@@ -72,11 +73,16 @@ var registerModel = porcupine.Model{
 	},
 }
 
-// TestLinearizableUnderRestarts records random reads and writes on a few
-// chunks of a 3-replica chain while a nemesis stops and restarts storage
-// nodes (head, middle or tail), and checks the history with porcupine. A
-// write that failed may or may not have happened (its return is left
-// open); failed reads are dropped.
+// TestLinearizableUnderRestarts records random reads and writes of 8-byte
+// registers at non-zero offsets in a few chunks (two registers per chunk,
+// so writes of one land beside the other's bytes) of a 3-replica chain
+// while a nemesis, each round, either stops and restarts one node (head,
+// middle or tail), stops two nodes at once and restarts both, or stops one
+// node's heartbeats while it keeps running (its lease runs out at mgmtd,
+// which reroutes around a service that still holds connections and
+// in-flight requests) and restarts it later; then it checks the history
+// with porcupine. A write that failed may or may not have happened (its
+// return is left open); failed reads are dropped.
 func TestLinearizableUnderRestarts(t *testing.T) {
 	for seed := 1; seed <= *porcupineSeeds; seed++ {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) { linearizabilityRun(t, uint64(seed)) })
@@ -88,7 +94,7 @@ func linearizabilityRun(t *testing.T, seed uint64) {
 	chain := chains[0]
 	cl := c.Client(storageclient.Config{RetryTimeout: 5 * time.Second})
 	defer cl.Close()
-	const keys, workers = 3, 4
+	const keys, workers = 6, 4
 	start := time.Now()
 	now := func() int64 { return int64(time.Since(start)) }
 	var mu sync.Mutex
@@ -104,12 +110,12 @@ func linearizabilityRun(t *testing.T, seed uint64) {
 			buf := make([]byte, 8)
 			for n := uint64(1); !stop.Load(); n++ {
 				key := rng.IntN(keys)
-				id := chunkengine.ChunkID{Inode: 900, Index: uint32(key)}
+				id, off := registerAt(key)
 				in := regInput{key: key, write: rng.IntN(2) == 0, value: uint64(w+1)<<32 | n}
 				op := porcupine.Operation{ClientId: w, Input: in, Call: now()}
 				if in.write {
 					binary.LittleEndian.PutUint64(buf, in.value)
-					st, err := cl.Write(context.Background(), chain, id, chunkSize, 0, buf)
+					st, err := cl.Write(context.Background(), chain, id, chunkSize, off, buf)
 					op.Return = now()
 					in.version = st.Version
 					if err != nil {
@@ -119,7 +125,8 @@ func linearizabilityRun(t *testing.T, seed uint64) {
 						okWrites.Add(1)
 					}
 				} else {
-					res, err := cl.Read(context.Background(), chain, id, 0, buf, storageclient.ReadOptions{})
+					clear(buf)
+					res, err := cl.Read(context.Background(), chain, id, off, buf, storageclient.ReadOptions{})
 					op.Return = now()
 					switch {
 					case errcode.Is(err, errcode.NotFound):
@@ -127,10 +134,14 @@ func linearizabilityRun(t *testing.T, seed uint64) {
 					case err != nil:
 						failed.Add(1)
 						continue
-					case res.N != 8:
-						t.Errorf("read of %s returned %d bytes", id, res.N)
+					case res.N != 8 && res.N != 0:
+						// Registers are written whole: a chunk ends before
+						// a register or after it, never inside.
+						t.Errorf("read of %s at %d returned %d bytes", id, off, res.N)
 						return
 					default:
+						// N == 0: the chunk ends before this register (the
+						// other one was written): it reads as zeros.
 						op.Output = binary.LittleEndian.Uint64(buf)
 						in.version, in.target = res.Version, res.Target
 					}
@@ -143,23 +154,42 @@ func linearizabilityRun(t *testing.T, seed uint64) {
 			}
 		}()
 	}
-	// Nemesis: stop a random node, restart it, wait for it to serve again.
+	// Nemesis: one fault per round, healed, then wait for all three
+	// replicas to serve again.
 	rng := rand.New(rand.NewPCG(seed, 99))
-	restarts := 0
-	for time.Since(start) < *porcupineDuration {
+	faults := map[string]int{}
+	for time.Since(start) < *porcupineDuration || len(faults) < 3 {
 		time.Sleep(time.Duration(50+rng.IntN(150)) * time.Millisecond)
 		n := 1 + rng.IntN(3)
-		c.StopNode(n)
-		time.Sleep(time.Duration(rng.IntN(300)) * time.Millisecond)
-		if err := c.StartNode(n); err != nil {
-			t.Fatal(err)
+		switch kind := []string{"restart", "two-down", "lease-expiry"}[rng.IntN(3)]; kind {
+		case "restart":
+			c.StopNode(n)
+			time.Sleep(time.Duration(rng.IntN(300)) * time.Millisecond)
+			restartNodes(t, c, n)
+			faults[kind]++
+		case "two-down":
+			// Two of three replicas gone: the survivor is head and tail.
+			m := 1 + (n+rng.IntN(2))%3
+			c.StopNode(n)
+			c.StopNode(m)
+			time.Sleep(time.Duration(rng.IntN(400)) * time.Millisecond)
+			restartNodes(t, c, n, m)
+			faults[kind]++
+		case "lease-expiry":
+			// The node keeps running and serving its connections while
+			// mgmtd times it out (failure timeout 600 ms) and reroutes:
+			// what a long GC pause or a partition from mgmtd looks like.
+			c.Service(n).StopHeartbeatsForTest()
+			time.Sleep(time.Duration(900+rng.IntN(600)) * time.Millisecond)
+			c.StopNode(n)
+			restartNodes(t, c, n)
+			faults[kind]++
 		}
 		waitServing(t, c, chain, 3)
-		restarts++
 	}
 	stop.Store(true)
 	wg.Wait()
-	t.Logf("seed %d: %d restarts, %d writes and %d reads acknowledged, %d failed", seed, restarts, okWrites.Load(), okReads.Load(), failed.Load())
+	t.Logf("seed %d: faults %v, %d writes and %d reads acknowledged, %d failed", seed, faults, okWrites.Load(), okReads.Load(), failed.Load())
 	if okWrites.Load() == 0 || okReads.Load() == 0 {
 		t.Fatal("history has no successful writes or reads")
 	}
@@ -170,6 +200,21 @@ func linearizabilityRun(t *testing.T, seed uint64) {
 	}
 	if res == porcupine.Unknown {
 		t.Logf("porcupine timed out on %d operations (no verdict)", len(history))
+	}
+}
+
+// registerAt places register key: two per chunk, at non-zero offsets
+// (one in each half of the chunk).
+func registerAt(key int) (chunkengine.ChunkID, uint32) {
+	return chunkengine.ChunkID{Inode: 900, Index: uint32(key / 2)}, uint32(key%2)*(chunkSize/2) + 24
+}
+
+func restartNodes(t *testing.T, c *localcluster.Cluster, nodes ...int) {
+	t.Helper()
+	for _, n := range nodes {
+		if err := c.StartNode(n); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
