@@ -1,5 +1,6 @@
-// Package chaos runs an EmberFS cluster as separate processes (mgmtd,
-// meta, four storage services with fsync on), a workload of native
+// Package chaos runs an EmberFS cluster as separate processes (three etcd
+// members, two mgmtd, two meta, four storage services with fsync on), a
+// workload of native
 // clients writing self-describing files, and a nemesis that kills, pauses,
 // corrupts and fills; a checker then verifies with porcupine that every
 // read returned what a linearizable file system could have returned, that
@@ -144,8 +145,7 @@ func TestChaos(t *testing.T) {
 
 	violations, keys, undecided := h.check(2 * time.Minute)
 
-	// fsck stops meta (its Badger KV is open in one process only) and
-	// checks the namespace and every target's chunks.
+	// fsck checks the namespace and every target's chunks.
 	out, ferr := c.fsck(final)
 	if ferr != nil || !strings.Contains(out, "clean") {
 		violations = append(violations, fmt.Sprintf("fsck: %v\n%s", ferr, out))

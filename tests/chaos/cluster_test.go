@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emberfs/emberfs/internal/etcdcluster"
 	"github.com/emberfs/emberfs/service/mgmtd/mgmtdclient"
 	pb "github.com/emberfs/emberfs/service/proto"
 	"github.com/emberfs/emberfs/service/routing"
@@ -115,6 +116,7 @@ type cluster struct {
 	storage  []*role
 	mgmtdAdr []string
 	metaKV   string
+	etcd     *etcdcluster.Cluster
 	tmpfs    []string // per storage node: the mount holding its last target
 	targets  [][]string
 	conn     *mgmtdclient.Conn
@@ -138,24 +140,31 @@ func startCluster(t *testing.T, ctx context.Context) *cluster {
 		t.Fatal("the chaos test needs root: it mounts size-limited tmpfs directories for the disk-full fault")
 	}
 	c := &cluster{t: t, dir: t.TempDir()}
-	// One mgmtd and one meta: each keeps its state in a Badger directory,
-	// which only one process can open. Two of each need a KV that several
-	// processes share (etcd, FoundationDB); see docs/reliability.md.
-	addr := freeAddr(t)
-	c.mgmtdAdr = []string{addr}
-	mcfg := testproc.WriteFile(t, filepath.Join(c.dir, "mgmtd1.toml"), fmt.Sprintf(`listen = %q
+	// mgmtd and meta keep their state in a three-member etcd cluster
+	// (separate processes), which both instances of each share.
+	c.etcd = etcdcluster.Start(t, 3)
+	c.metaKV = c.etcd.Spec("meta")
+	for i := 1; i <= 2; i++ {
+		c.mgmtdAdr = append(c.mgmtdAdr, freeAddr(t))
+	}
+	for i, addr := range c.mgmtdAdr {
+		name := fmt.Sprintf("mgmtd%d", i+1)
+		mcfg := testproc.WriteFile(t, filepath.Join(c.dir, name+".toml"), fmt.Sprintf(`listen = %q
 metrics_listen = ""
 kv = %q
 token = %q
+instance_id = %q
 scan_interval = "50ms"
 heartbeat_interval = "100ms"
 node_failure_timeout = %q
 primary_lease = "1s"
-`, addr, "badger:"+filepath.Join(c.dir, "mgmtd1-kv"), token, failureTimeout.String()))
-	mg := &role{t: t, name: "mgmtd1", dir: c.dir, args: []string{"mgmtd", "--config", mcfg},
-		ready: func(p *testproc.Proc) { p.Wait(t, testproc.ListeningRE) }}
-	mg.start()
-	c.mgmtd = append(c.mgmtd, mg)
+`, addr, c.etcd.Spec("mgmtd"), token, name, failureTimeout.String()))
+		mg := &role{t: t, name: name, dir: c.dir, args: []string{"mgmtd", "--config", mcfg},
+			ready: func(p *testproc.Proc) { p.Wait(t, testproc.ListeningRE) }}
+		mg.start()
+		c.mgmtd = append(c.mgmtd, mg)
+	}
+	mgmtdList := quoteAll(c.mgmtdAdr)
 
 	var err error
 	if c.conn, err = mgmtdclient.Dial(c.mgmtdAdr, token); err != nil {
@@ -184,17 +193,13 @@ primary_lease = "1s"
 		c.tmpfs = append(c.tmpfs, mnt)
 		targets = append(targets, filepath.Join(mnt, "t"))
 		c.targets = append(c.targets, targets)
-		quoted := make([]string, len(targets))
-		for i, p := range targets {
-			quoted[i] = fmt.Sprintf("%q", p)
-		}
 		// verify_interval < 0: every read checks the whole chunk's CRC, so
 		// a byte the nemesis flips on disk is caught by the next read (the
 		// default trusts a check made within the last minute and would
 		// send the flipped byte; docs/chunk-engine.md).
 		scfg := testproc.WriteFile(t, filepath.Join(c.dir, fmt.Sprintf("storage%d.toml", n)), fmt.Sprintf(`node_id = %d
 targets = [%s]
-mgmtd = [%q]
+mgmtd = [%s]
 token = %q
 listen = "127.0.0.1:0"
 data_listen = "127.0.0.1:0"
@@ -203,7 +208,7 @@ repair_interval = "200ms"
 verify_interval = "-1s"
 forward_timeout = "5s"
 no_sync = false
-`, n, strings.Join(quoted, ", "), addr, token))
+`, n, quoteAll(targets), mgmtdList, token))
 		s := &role{t: t, name: fmt.Sprintf("storage%d", n), dir: c.dir, args: []string{"storage", "--config", scfg},
 			ready: func(p *testproc.Proc) { p.Wait(t, regexp1) }}
 		s.start()
@@ -223,21 +228,23 @@ no_sync = false
 		t.Fatal(err)
 	}
 
-	c.metaKV = "badger:" + filepath.Join(c.dir, "meta1-kv")
-	metaCfg := testproc.WriteFile(t, filepath.Join(c.dir, "meta1.toml"), fmt.Sprintf(`listen = "127.0.0.1:0"
+	for i := 1; i <= 2; i++ {
+		name := fmt.Sprintf("meta%d", i)
+		metaCfg := testproc.WriteFile(t, filepath.Join(c.dir, name+".toml"), fmt.Sprintf(`listen = "127.0.0.1:0"
 metrics_listen = ""
 kv = %q
-mgmtd = [%q]
+mgmtd = [%s]
 token = %q
 root_chain_table = %d
 root_chunk_size = %d
 root_stripe_size = %d
 gc_interval = "500ms"
-`, c.metaKV, addr, token, chainTable, chunkSize, storageNodes))
-	mt := &role{t: t, name: "meta1", dir: c.dir, args: []string{"meta", "--config", metaCfg},
-		ready: func(p *testproc.Proc) { p.Wait(t, testproc.ListeningRE) }}
-	mt.start()
-	c.meta = append(c.meta, mt)
+`, c.metaKV, mgmtdList, token, chainTable, chunkSize, storageNodes))
+		mt := &role{t: t, name: name, dir: c.dir, args: []string{"meta", "--config", metaCfg},
+			ready: func(p *testproc.Proc) { p.Wait(t, testproc.ListeningRE) }}
+		mt.start()
+		c.meta = append(c.meta, mt)
+	}
 	return c
 }
 
@@ -278,15 +285,9 @@ func (c *cluster) waitAllServing(ctx context.Context) error {
 	return nil
 }
 
-// fsck stops meta (a Badger KV is open in one process only) and runs
-// `emberfs admin fsck` on its KV and every storage target; meta is started
-// again afterwards when restart is set.
+// fsck runs `emberfs admin fsck` on meta's KV (etcd: while meta runs)
+// and every storage target's chunks.
 func (c *cluster) fsck(ctx context.Context) (string, error) {
-	for _, m := range c.meta {
-		m.mu.Lock()
-		m.p.Signal(syscall.SIGTERM)
-		m.mu.Unlock()
-	}
 	cmd := exec.CommandContext(ctx, emberfsBin, "admin", "--mgmtd", c.mgmtdAdr[0], "--token", token, "fsck", "--kv", c.metaKV)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
@@ -300,4 +301,12 @@ func (c *cluster) storageFiles(n int) []string {
 		out = append(out, files...)
 	}
 	return out
+}
+
+func quoteAll(ss []string) string {
+	q := make([]string, len(ss))
+	for i, s := range ss {
+		q[i] = fmt.Sprintf("%q", s)
+	}
+	return strings.Join(q, ", ")
 }

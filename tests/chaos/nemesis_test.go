@@ -34,7 +34,7 @@ var faults = []struct {
 	weight int
 }{
 	{"kill-storage", 4}, {"pause-storage", 3}, {"kill-meta", 2}, {"pause-meta", 1},
-	{"kill-mgmtd", 2}, {"pause-mgmtd", 1}, {"corrupt-chunk", 3}, {"delete-chunk", 1}, {"fill-disk", 2},
+	{"kill-mgmtd", 2}, {"pause-mgmtd", 1}, {"kill-etcd", 1}, {"corrupt-chunk", 3}, {"delete-chunk", 1}, {"fill-disk", 2},
 }
 
 func (n *nemesis) pick() string {
@@ -107,6 +107,12 @@ func (n *nemesis) inject(kind string) {
 		d := n.sleep(failureTimeout+failureTimeout/2, failureTimeout)
 		r.signal(syscall.SIGCONT)
 		n.note("SIGSTOP %s for %v", r.name, d.Round(time.Millisecond))
+	case "kill-etcd":
+		i := n.rng.IntN(3)
+		c.etcd.Kill(i)
+		d := n.sleep(0, 1500*time.Millisecond)
+		n.note("SIGKILL etcd member %d, restarted after %v", i, d.Round(time.Millisecond))
+		c.etcd.Restart(i)
 	case "corrupt-chunk", "delete-chunk":
 		node := n.rng.IntN(len(c.storage))
 		files := c.storageFiles(node)
