@@ -59,6 +59,9 @@ type Options struct {
 	// the operating system's, if nil). Tests inject faults through it.
 	// OpenRegion needs files that vfs.OSFile can unwrap to an *os.File.
 	FS vfs.FS
+	// MaxWriteOutcomes bounds the write outcomes kept (one per client
+	// channel; outcomes.go). 0 means DefaultMaxWriteOutcomes.
+	MaxWriteOutcomes int
 }
 
 // Defaults for Options.
@@ -115,6 +118,12 @@ type Engine struct {
 	// damage describes metadata log records the last open could not read
 	// (set once by open; see MetaDamage).
 	damage []string
+
+	// outcomes: the latest committed tagged write per client channel
+	// (outcomes.go). Noted after the record is durable, before compactMu
+	// is released, so a snapshot holds every outcome the log it replaces
+	// held.
+	outcomes *outcomeTable
 }
 
 // Open opens (creating if needed) the target directory dir, takes its lock
@@ -134,7 +143,8 @@ func Open(dir string, opts Options) (*Engine, error) {
 	if opts.FS == nil {
 		opts.FS = vfs.Default
 	}
-	e := &Engine{dir: dir, opts: opts, log: opts.Logger.With("target", dir), fs: opts.FS, inodes: make(map[uint64]map[uint32]*chunk)}
+	e := &Engine{dir: dir, opts: opts, log: opts.Logger.With("target", dir), fs: opts.FS, inodes: make(map[uint64]map[uint32]*chunk),
+		outcomes: newOutcomeTable(opts.MaxWriteOutcomes)}
 	if err := e.makeTargetDir(); err != nil {
 		return nil, err
 	}
@@ -178,7 +188,7 @@ func (e *Engine) open() error {
 		return ioErr0(err, "create data dir")
 	}
 	_ = e.fs.Remove(filepath.Join(e.dir, snapTmpName)) // an interrupted compaction
-	states, valid, damage, err := loadMeta(e.fs, e.dir)
+	states, valid, damage, err := loadMeta(e.fs, e.dir, e.outcomes)
 	if err != nil {
 		return ioErr0(err, "load chunk metadata of %s", e.dir)
 	}
@@ -545,6 +555,12 @@ func (e *Engine) persist(c *chunk, st *chunkState) error {
 	if err := e.appendDurable(rec); err != nil {
 		return err
 	}
+	// c.st is stable: the caller holds c.upd, which every change takes.
+	if st != nil && (st.Committed.Tag != c.st.Committed.Tag || st.Committed.Version != c.st.Committed.Version) {
+		if o, ok := committedOutcome(c.id, st); ok {
+			e.outcomes.note(o)
+		}
+	}
 	e.mu.Lock()
 	if st == nil {
 		e.deleteLocked(c)
@@ -632,7 +648,7 @@ func (e *Engine) compact() error {
 		}
 	}
 	e.mu.RUnlock()
-	if err := writeSnapshot(e.fs, e.dir, states, e.opts.NoSync); err != nil {
+	if err := writeSnapshot(e.fs, e.dir, states, e.outcomes.list(), e.opts.NoSync); err != nil {
 		return ioErr0(err, "write metadata snapshot")
 	}
 	// A crash here replays the old log over the new snapshot: harmless,

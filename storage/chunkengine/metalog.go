@@ -36,14 +36,22 @@ const (
 	recSet    = 1
 	recDelete = 2
 	recEnd    = 3 // snapshot trailer: u64 record count
+	// recTag is a write outcome (outcomes.go): in snapshots, and in the
+	// log for outcomes a sync handed over.
+	recTag = 4
+	// recSetTagged is recSet followed by the committed and the pending
+	// version's write tags (outcomes.go); written only when one is set,
+	// so targets without client dedupe keys keep plain recSet records.
+	recSetTagged = 5
 
 	flagCorrupt       = 1 << 0
 	flagPending       = 1 << 1
 	flagPendingRemove = 1 << 2
 	flagPendingFresh  = 1 << 3
 
-	verStateLen  = 8 + 4 + 4 + 4 + 8
-	setRecordLen = 1 + ChunkIDSize + 4 + verStateLen + 1 + verStateLen
+	verStateLen        = 8 + 4 + 4 + 4 + 8
+	setRecordLen       = 1 + ChunkIDSize + 4 + verStateLen + 1 + verStateLen
+	setTaggedRecordLen = setRecordLen + 2*writeTagLen
 )
 
 // verState is one version of a chunk's content.
@@ -53,6 +61,9 @@ type verState struct {
 	Length   uint32
 	Checksum uint32 // CRC32C of bytes [0, Length)
 	Gen      uint64 // data file generation; 0: no data file (Length is 0)
+	// Tag is the client write that produced this version (zero: none or
+	// unknown), recorded so a retry of it is recognised after a restart.
+	Tag WriteTag
 }
 
 // chunkState is everything the engine persists about one chunk.
@@ -91,8 +102,13 @@ func frame(b []byte, payload []byte) []byte {
 }
 
 func encodeSet(b []byte, id ChunkID, s *chunkState) []byte {
-	p := make([]byte, 0, setRecordLen)
-	p = append(p, recSet)
+	tagged := !s.Committed.Tag.IsZero() || (s.Pending.Version != 0 && !s.Pending.Tag.IsZero())
+	p := make([]byte, 0, setTaggedRecordLen)
+	if tagged {
+		p = append(p, recSetTagged)
+	} else {
+		p = append(p, recSet)
+	}
 	p = id.AppendBytes(p)
 	p = binary.LittleEndian.AppendUint32(p, s.Size)
 	p = appendVer(p, s.Committed)
@@ -111,6 +127,10 @@ func encodeSet(b []byte, id ChunkID, s *chunkState) []byte {
 	}
 	p = append(p, flags)
 	p = appendVer(p, s.Pending)
+	if tagged {
+		p = appendTag(p, s.Committed.Tag)
+		p = appendTag(p, s.Pending.Tag)
+	}
 	return frame(b, p)
 }
 
@@ -122,10 +142,11 @@ func encodeDelete(b []byte, id ChunkID) []byte {
 
 // record is one decoded log record.
 type record struct {
-	kind  byte
-	id    ChunkID
-	state chunkState
-	count uint64 // recEnd only
+	kind    byte
+	id      ChunkID
+	state   chunkState
+	count   uint64       // recEnd only
+	outcome WriteOutcome // recTag only
 }
 
 func decodeRecord(p []byte) (record, error) {
@@ -134,9 +155,13 @@ func decodeRecord(p []byte) (record, error) {
 	}
 	r := record{kind: p[0]}
 	switch r.kind {
-	case recSet:
-		if len(p) != setRecordLen {
-			return r, fmt.Errorf("set record has %d bytes, want %d", len(p), setRecordLen)
+	case recSet, recSetTagged:
+		want := setRecordLen
+		if r.kind == recSetTagged {
+			want = setTaggedRecordLen
+		}
+		if len(p) != want {
+			return r, fmt.Errorf("set record has %d bytes, want %d", len(p), want)
 		}
 		id, _ := ParseChunkID(p[1 : 1+ChunkIDSize])
 		r.id = id
@@ -148,6 +173,12 @@ func decodeRecord(p []byte) (record, error) {
 		r.state.Corrupt = flags&flagCorrupt != 0
 		r.state.PendingRemove = flags&flagPendingRemove != 0
 		r.state.PendingFresh = flags&flagPendingFresh != 0
+		if r.kind == recSetTagged {
+			t := q[5+2*verStateLen:]
+			r.state.Committed.Tag = parseTag(t)
+			r.state.Pending.Tag = parseTag(t[writeTagLen:])
+			r.kind = recSet
+		}
 		if flags&flagPending == 0 {
 			r.state.Pending = verState{}
 		}
@@ -156,6 +187,12 @@ func decodeRecord(p []byte) (record, error) {
 			return r, fmt.Errorf("delete record has %d bytes, want %d", len(p), 1+ChunkIDSize)
 		}
 		r.id, _ = ParseChunkID(p[1:])
+	case recTag:
+		o, err := decodeTagRecord(p)
+		if err != nil {
+			return r, err
+		}
+		r.outcome = o
 	case recEnd:
 		if len(p) != 9 {
 			return r, fmt.Errorf("end record has %d bytes, want 9", len(p))
@@ -314,7 +351,7 @@ func (l *metaLog) close() error { return l.f.Close() }
 
 // writeSnapshot writes all states to dir/meta.snap atomically: temporary
 // file, fsync, rename, fsync of the directory.
-func writeSnapshot(fs vfs.FS, dir string, states map[ChunkID]*chunkState, noSync bool) error {
+func writeSnapshot(fs vfs.FS, dir string, states map[ChunkID]*chunkState, outcomes []WriteOutcome, noSync bool) error {
 	tmp := filepath.Join(dir, snapTmpName)
 	f, err := fs.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
@@ -324,10 +361,31 @@ func writeSnapshot(fs vfs.FS, dir string, states map[ChunkID]*chunkState, noSync
 	buf := make([]byte, 0, 1<<20)
 	buf = append(buf, snapMagic...)
 	var count uint64
+	flush := func() error {
+		if len(buf) < 1<<20-2*setTaggedRecordLen {
+			return nil
+		}
+		if err := vfs.WriteFull(f, buf, off); err != nil {
+			return err
+		}
+		off += int64(len(buf))
+		buf = buf[:0]
+		return nil
+	}
+	// Outcomes first (oldest first), so that replaying the states after
+	// them notes each chunk's own committed outcome last.
+	for _, o := range outcomes {
+		buf = encodeTagRecord(buf, o)
+		count++
+		if err := flush(); err != nil {
+			f.Close()
+			return err
+		}
+	}
 	for id, s := range states {
 		buf = encodeSet(buf, id, s)
 		count++
-		if len(buf) >= 1<<20-2*setRecordLen {
+		if len(buf) >= 1<<20-2*setTaggedRecordLen {
 			if err := vfs.WriteFull(f, buf, off); err != nil {
 				f.Close()
 				return err
@@ -362,7 +420,7 @@ func writeSnapshot(fs vfs.FS, dir string, states map[ChunkID]*chunkState, noSync
 
 // loadMeta reads the snapshot and replays the log over it. It returns the
 // states and the length of the log's valid prefix.
-func loadMeta(fs vfs.FS, dir string) (map[ChunkID]*chunkState, int64, []string, error) {
+func loadMeta(fs vfs.FS, dir string, outcomes *outcomeTable) (map[ChunkID]*chunkState, int64, []string, error) {
 	states := make(map[ChunkID]*chunkState)
 	snap, err := vfs.ReadFile(fs, filepath.Join(dir, snapName))
 	switch {
@@ -383,11 +441,18 @@ func loadMeta(fs vfs.FS, dir string) (map[ChunkID]*chunkState, int64, []string, 
 			return nil, 0, nil, fmt.Errorf("%s is damaged: missing or wrong end record", snapName)
 		}
 		for _, r := range recs[:len(recs)-1] {
-			if r.kind != recSet {
+			switch r.kind {
+			case recSet:
+				s := r.state
+				states[r.id] = &s
+				if o, ok := committedOutcome(r.id, &s); ok {
+					outcomes.note(o)
+				}
+			case recTag:
+				outcomes.note(r.outcome)
+			default:
 				return nil, 0, nil, fmt.Errorf("%s is damaged: record type %d", snapName, r.kind)
 			}
-			s := r.state
-			states[r.id] = &s
 		}
 	}
 	logData, err := vfs.ReadFile(fs, filepath.Join(dir, logName))
@@ -400,6 +465,11 @@ func loadMeta(fs vfs.FS, dir string) (map[ChunkID]*chunkState, int64, []string, 
 		case recSet:
 			s := r.state
 			states[r.id] = &s
+			if o, ok := committedOutcome(r.id, &s); ok {
+				outcomes.note(o)
+			}
+		case recTag:
+			outcomes.note(r.outcome)
 		case recDelete:
 			delete(states, r.id)
 		}

@@ -61,6 +61,10 @@ type Update struct {
 	// check of what the sender meant to write).
 	DataCRC      uint32
 	CheckDataCRC bool
+	// Tag is the client's dedupe key of this write (zero: none). It is
+	// persisted with the version the update produces and, once that
+	// version is committed, kept as a write outcome (outcomes.go).
+	Tag WriteTag
 }
 
 // ChunkMeta is the metadata of one chunk, as Dump and Stat report it.
@@ -77,7 +81,8 @@ type ChunkMeta struct {
 	PendingChainVer uint32
 	PendingLength   uint32
 	PendingChecksum uint32
-	PendingRemove   bool // the pending update removes the chunk
+	PendingRemove   bool     // the pending update removes the chunk
+	PendingTag      WriteTag // the client write that produced the pending version
 }
 
 func (c *chunk) meta() ChunkMeta {
@@ -88,6 +93,7 @@ func (c *chunk) meta() ChunkMeta {
 		Checksum: s.Committed.Checksum, Corrupt: s.Corrupt,
 		PendingVersion: s.Pending.Version, PendingChainVer: s.Pending.ChainVer,
 		PendingLength: s.Pending.Length, PendingChecksum: s.Pending.Checksum, PendingRemove: s.PendingRemove,
+		PendingTag: s.Pending.Tag,
 	}
 }
 
@@ -324,6 +330,7 @@ func (e *Engine) writeContent(c *chunk, u *Update, ver uint64) (*chunkState, err
 	if err != nil {
 		return nil, err
 	}
+	p.Tag = u.Tag
 	st.Pending, st.PendingFresh = p, fresh
 	if u.Kind != UpdateRemove {
 		st.PendingRemove = false

@@ -267,6 +267,30 @@ func (d *dedupeTable) merge(recs []dedupeRecord) {
 	}
 }
 
+// outcomeRecords turns a chunk engine's persisted write outcomes into
+// dedupe records.
+func outcomeRecords(os []chunkengine.WriteOutcome) []dedupeRecord {
+	out := make([]dedupeRecord, len(os))
+	for i, o := range os {
+		out[i] = dedupeRecord{client: o.Tag.Client, channel: o.Tag.Channel, seq: o.Tag.Seq, chunk: o.Chunk,
+			rsp: wire.UpdateRsp{Version: o.Version, Length: o.Length, Checksum: o.Checksum}}
+	}
+	return out
+}
+
+// engineOutcomes is the reverse of outcomeRecords.
+func engineOutcomes(recs []dedupeRecord) []chunkengine.WriteOutcome {
+	out := make([]chunkengine.WriteOutcome, 0, len(recs))
+	for _, r := range recs {
+		if r.client == 0 {
+			continue
+		}
+		out = append(out, chunkengine.WriteOutcome{Tag: chunkengine.WriteTag{Client: r.client, Channel: r.channel, Seq: r.seq},
+			Chunk: r.chunk, Version: r.rsp.Version, Length: r.rsp.Length, Checksum: r.rsp.Checksum})
+	}
+	return out
+}
+
 const dedupeRecordSize = 8 + 4 + 8 + 8 + 4 + 8 + 4 + 4
 
 func encodeDedupeRecords(recs []dedupeRecord) []byte {

@@ -148,6 +148,10 @@ func Start(cfg Config, logger *slog.Logger) (*Service, error) {
 		}
 		s.targets[t.id] = t
 		s.order = append(s.order, t)
+		// Write outcomes persisted with their updates: a client retrying
+		// a write this process applied before it restarted is answered,
+		// not applied again (issue 13, hole 6).
+		s.dedupe.merge(outcomeRecords(t.eng.WriteOutcomes()))
 	}
 	s.metrics = newMetrics(s)
 
@@ -227,7 +231,7 @@ func (s *Service) goLoop(f func()) {
 func (s *Service) openTarget(dir string, defaultID uint64) (*target, error) {
 	eng, err := chunkengine.Open(dir, chunkengine.Options{
 		NoSync: s.cfg.NoSync, VerifyInterval: s.cfg.VerifyInterval.Duration,
-		Logger: s.log,
+		Logger: s.log, MaxWriteOutcomes: s.cfg.DedupeMaxEntries,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("storage: open target %s: %w", dir, err)

@@ -410,6 +410,11 @@ func (s *Service) handleSyncDedupe(ctx context.Context, req *transport.ServerReq
 	if st := r.TargetState(t.id); st != pb.MgmtdPublicState_MGMTD_PUBLIC_SYNCING {
 		return nil, errcode.New(errcode.StaleVersion, "dedupe sync for target %d, which is %s at chain %d version %d", t.id, st, q.Chain, q.ChainVer)
 	}
+	// Persisted first, so they survive this target's own restart (one
+	// metadata fsync for the lot).
+	if err := t.eng.RecordOutcomes(engineOutcomes(recs)); err != nil {
+		return nil, err
+	}
 	s.dedupe.merge(recs)
 	return &transport.ServerResponse{}, nil
 }

@@ -58,8 +58,17 @@ func decodeUpdate(req *transport.ServerRequest) (*update, error) {
 func (u *update) engineUpdate(chainVer uint64) chunkengine.Update {
 	return chunkengine.Update{
 		Kind: chunkengine.UpdateKind(u.Kind), Offset: u.Offset, Data: u.data, Length: u.Length,
-		ChunkSize: u.ChunkSize, Version: u.Version, ChainVer: uint32(chainVer),
+		ChunkSize: u.ChunkSize, Version: u.Version, ChainVer: uint32(chainVer), Tag: u.tag(),
 	}
+}
+
+// tag is the update's dedupe key as the engine persists it with the
+// version it produces (zero without a client id).
+func (u *update) tag() chunkengine.WriteTag {
+	if u.ClientID == 0 {
+		return chunkengine.WriteTag{}
+	}
+	return chunkengine.WriteTag{Client: u.ClientID, Channel: u.Channel, Seq: u.Seq}
 }
 
 func rspOf(eng *chunkengine.Engine, id chunkengine.ChunkID) wire.UpdateRsp {
@@ -217,6 +226,12 @@ func (s *Service) headUpdate(t *target, r *routing.Routing, u *update) (wire.Upd
 			if err := s.redrivePending(t, r, u, tail); err != nil {
 				return wire.UpdateRsp{}, err
 			}
+			if tag := u.tag(); !tag.IsZero() && m.PendingTag == tag {
+				// The orphaned version was this very write (its head
+				// restarted before answering): it is done now; applying
+				// the retry too would apply the write twice.
+				return rspOf(t.eng, id), nil
+			}
 			continue
 		case headNothing:
 			return rspOf(t.eng, id), nil
@@ -264,7 +279,8 @@ func (s *Service) redrivePending(t *target, r *routing.Routing, u *update, tail 
 	s.log.Warn("head found an orphaned pending version; re-driving it down the chain",
 		"target", t.id, "chunk", id, "pending", m.PendingVersion, "committed", m.Version, "remove", m.PendingRemove)
 	pu := &update{UpdateReq: wire.UpdateReq{Target: t.id, Chain: u.Chain, ChainVer: u.ChainVer, Chunk: id,
-		Kind: wire.KindReplace, Flags: wire.FlagFull, ChunkSize: m.ChunkSize, Version: m.PendingVersion}, data: data}
+		Kind: wire.KindReplace, Flags: wire.FlagFull, ChunkSize: m.ChunkSize, Version: m.PendingVersion,
+		ClientID: m.PendingTag.Client, Channel: m.PendingTag.Channel, Seq: m.PendingTag.Seq}, data: data}
 	if m.PendingRemove {
 		pu.Kind, pu.data = wire.KindRemove, nil
 	}
@@ -333,7 +349,7 @@ func (s *Service) applyFull(t *target, u *update, commit bool) error {
 		if m.Version == 0 {
 			return nil
 		}
-		eu := chunkengine.Update{Kind: chunkengine.UpdateRemove, ChainVer: uint32(u.ChainVer)}
+		eu := chunkengine.Update{Kind: chunkengine.UpdateRemove, ChainVer: uint32(u.ChainVer), Tag: u.tag()}
 		var err error
 		if commit {
 			_, err = t.eng.Apply(id, eu)
@@ -353,7 +369,7 @@ func (s *Service) applyFull(t *target, u *update, commit bool) error {
 		return err
 	}
 	eu := chunkengine.Update{Kind: chunkengine.UpdateReplace, Data: u.data, ChunkSize: u.ChunkSize,
-		Version: u.Version, ChainVer: uint32(u.ChainVer)}
+		Version: u.Version, ChainVer: uint32(u.ChainVer), Tag: u.tag()}
 	if commit {
 		_, err := t.eng.Apply(id, eu)
 		return err
