@@ -39,6 +39,9 @@ var _ Caller = (*Client)(nil)
 type ClientConfig struct {
 	// Token is the cluster token presented at connection set-up.
 	Token string `toml:"token"`
+	// Peer is who this caller says it is at connection set-up (storage
+	// services set it; the zero value is a plain client).
+	Peer Peer `toml:"-"`
 	// ConnsPerAddr is the size of the connection pool per server (default
 	// 2); requests are multiplexed and pipelined over each connection.
 	ConnsPerAddr int `toml:"conns_per_addr"`
@@ -365,7 +368,7 @@ func (c *Client) dial(ctx context.Context, addr string) (*clientConn, error) {
 	}
 	deadline, _ := dctx.Deadline()
 	_ = nc.SetDeadline(deadline)
-	lim, err := handshake(nc, c.cfg.Token)
+	lim, err := handshake(nc, c.cfg.Token, c.cfg.Peer)
 	if err != nil {
 		_ = nc.Close()
 		if errcode.Is(err, errcode.Unauthenticated) {
@@ -387,15 +390,22 @@ func (c *Client) dial(ctx context.Context, addr string) (*clientConn, error) {
 	return cc, nil
 }
 
-// handshake sends the token and reads the server's limits.
-func handshake(nc net.Conn, token string) (Limits, error) {
+// handshake sends the token (and the caller's identity, if it has a
+// role) and reads the server's limits.
+func handshake(nc net.Conn, token string, peer Peer) (Limits, error) {
 	if len(token) > MaxTokenLen {
 		return Limits{}, errcode.New(errcode.InvalidArgument, "cluster token of %d bytes exceeds %d", len(token), MaxTokenLen)
 	}
-	h := Header{Op: OpHandshake, ExtLen: uint32(len(token))}
+	ext := []byte(token)
+	h := Header{Op: OpHandshake}
+	if peer != (Peer{}) {
+		h.Flags |= FlagPeer
+		ext = peer.append(ext)
+	}
+	h.ExtLen = uint32(len(ext))
 	var hdr [HeaderSize]byte
 	h.Encode(hdr[:])
-	bufs := net.Buffers{hdr[:], []byte(token)}
+	bufs := net.Buffers{hdr[:], ext}
 	if _, err := bufs.WriteTo(nc); err != nil {
 		return Limits{}, err
 	}
@@ -406,7 +416,7 @@ func handshake(nc net.Conn, token string) (Limits, error) {
 	if err != nil {
 		return Limits{}, err
 	}
-	ext := make([]byte, rh.ExtLen)
+	ext = make([]byte, rh.ExtLen)
 	if _, err := io.ReadFull(nc, ext); err != nil {
 		return Limits{}, fmt.Errorf("read handshake response: %w", err)
 	}

@@ -37,9 +37,39 @@ const (
 	// FlagBatch marks a frame whose extension holds a batch table
 	// (see batch.go); the payload is the sub-payloads back to back.
 	FlagBatch Flags = 1 << 2
+	// FlagPeer (handshake only) says the extension ends with the caller's
+	// Peer identity (peerLen bytes) after the token.
+	FlagPeer Flags = 1 << 3
 
-	knownFlags = FlagResponse | FlagCRC | FlagBatch
+	knownFlags = FlagResponse | FlagCRC | FlagBatch | FlagPeer
 )
+
+// PeerRole is what a connection's caller says it is in the handshake.
+type PeerRole uint8
+
+const (
+	// PeerClient (the zero value) is any caller that gives no role.
+	PeerClient PeerRole = iota
+	// PeerStorage is a storage service: chain traffic (forwards, syncs)
+	// is taken only from such connections.
+	PeerStorage
+)
+
+// Peer identifies the caller of a connection, as it said in the
+// handshake: its role and, for a service, the node id mgmtd registered.
+// It is vouched for by the cluster token only: it separates roles (a
+// client process cannot send chain traffic by mistake or by a forged
+// field) rather than authenticating nodes to each other.
+type Peer struct {
+	Role PeerRole
+	Node uint32
+}
+
+const peerLen = 1 + 4
+
+func (p Peer) append(b []byte) []byte {
+	return binary.LittleEndian.AppendUint32(append(b, byte(p.Role)), p.Node)
+}
 
 // Wire constants. Everything is little-endian (the byte order of every
 // machine EmberFS runs on, so encoding is a plain load/store).

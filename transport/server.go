@@ -100,6 +100,8 @@ type ServerRequest struct {
 	Ext        []byte
 	Payload    []byte
 	RemoteAddr net.Addr
+	// Peer is who the connection's caller said it is in the handshake.
+	Peer Peer
 }
 
 // Segment is one piece of a response payload: either bytes in memory or a
@@ -356,6 +358,8 @@ type serverConn struct {
 	cancel context.CancelFunc
 	slots  chan struct{}
 
+	peer Peer // from the handshake
+
 	wmu       sync.Mutex
 	draining  atomic.Bool
 	closeOnce sync.Once
@@ -488,8 +492,10 @@ func (c *serverConn) handshake() bool {
 	case err != nil:
 	case h.Op != OpHandshake:
 		err = &FrameError{fmt.Sprintf("first frame must be a handshake (opcode %#x), got opcode %d", uint16(OpHandshake), h.Op)}
-	case h.ExtLen > MaxTokenLen || h.PayloadLen != 0:
-		err = &FrameError{fmt.Sprintf("handshake with a %d-byte token and %d payload bytes (want at most %d and 0)", h.ExtLen, h.PayloadLen, MaxTokenLen)}
+	case h.ExtLen > MaxTokenLen+peerLen || h.PayloadLen != 0:
+		err = &FrameError{fmt.Sprintf("handshake with a %d-byte extension and %d payload bytes (want at most %d and 0)", h.ExtLen, h.PayloadLen, MaxTokenLen+peerLen)}
+	case h.Flags&FlagPeer != 0 && h.ExtLen < peerLen:
+		err = &FrameError{fmt.Sprintf("handshake flags a caller identity but its extension has %d bytes, fewer than %d", h.ExtLen, peerLen)}
 	}
 	if err != nil {
 		c.frameFailure(h.ID, OpHandshake, err)
@@ -499,6 +505,11 @@ func (c *serverConn) handshake() bool {
 	if _, err := io.ReadFull(c.br, token); err != nil {
 		c.frameFailure(h.ID, OpHandshake, &FrameError{fmt.Sprintf("truncated handshake token: %v", err)})
 		return false
+	}
+	if h.Flags&FlagPeer != 0 {
+		p := token[len(token)-peerLen:]
+		c.peer = Peer{Role: PeerRole(p[0]), Node: binary.LittleEndian.Uint32(p[1:])}
+		token = token[:len(token)-peerLen]
 	}
 	if subtle.ConstantTimeCompare(token, []byte(c.s.cfg.Token)) != 1 {
 		c.s.nAuthFail.Add(1)
@@ -541,7 +552,7 @@ func (c *serverConn) serve(h Header, ext, payload []byte, memN int64) {
 	} else if hd := c.s.handler(h.Op); hd == nil {
 		err = errcode.New(errcode.NotSupported, "no handler registered for opcode %d", h.Op)
 	} else {
-		req := &ServerRequest{Op: h.Op, ID: h.ID, Flags: h.Flags, Ext: ext, Payload: payload, RemoteAddr: c.nc.RemoteAddr()}
+		req := &ServerRequest{Op: h.Op, ID: h.ID, Flags: h.Flags, Ext: ext, Payload: payload, RemoteAddr: c.nc.RemoteAddr(), Peer: c.peer}
 		resp, err = callHandler(c.ctx, hd, req)
 	}
 	if resp != nil && resp.Done != nil {

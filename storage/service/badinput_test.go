@@ -115,7 +115,7 @@ func TestBadInputOnDataPort(t *testing.T) {
 			u := upd(wire.UpdateReq{Chunk: id, Kind: wire.KindWrite, Version: 9})
 			return u.Encode(nil)
 		}(),
-			[]byte("x"), errcode.StaleVersion, "takes no forwards"},
+			[]byte("x"), errcode.PermissionDenied, "chain traffic comes only from storage peers"},
 	}
 	for _, tc2 := range cases {
 		req := &transport.Request{Op: tc2.op, Ext: tc2.ext}

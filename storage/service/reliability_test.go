@@ -3,6 +3,7 @@ package service_test
 import (
 	"bytes"
 	"context"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -134,7 +135,11 @@ func TestSyncFrameOnlyFromSyncingPredecessor(t *testing.T) {
 	for _, from := range []uint64{order[1], order[0], 0} {
 		u := wire.UpdateReq{Target: tail, Chain: chain, ChainVer: r.ChainVersion(chain), Chunk: id, Kind: wire.KindReplace,
 			Flags: wire.FlagFull, Version: 1, ChunkSize: chunkSize, From: from}
-		_, err := tc.Call(ctx, addr, &transport.Request{Op: wire.OpSync, Ext: u.Encode(nil), Payload: [][]byte{old}}, nil)
+		// Over a storage connection of the node the sender lives on, so
+		// the sync admission itself (not the peer check) is what refuses.
+		pc := transport.NewClient(transport.ClientConfig{Token: c.Token(), Peer: transport.Peer{Role: transport.PeerStorage, Node: uint32(nodeOf(from))}})
+		_, err := pc.Call(ctx, addr, &transport.Request{Op: wire.OpSync, Ext: u.Encode(nil), Payload: [][]byte{old}}, nil)
+		pc.Close()
 		if err == nil {
 			t.Errorf("sync replace to serving tail %d from %d accepted, want refused", tail, from)
 		}
@@ -147,9 +152,11 @@ func TestSyncFrameOnlyFromSyncingPredecessor(t *testing.T) {
 	// A forward from a target that is not the predecessor is refused too.
 	u := wire.UpdateReq{Target: tail, Chain: chain, ChainVer: r.ChainVersion(chain), Chunk: id, Kind: wire.KindWrite,
 		Version: 3, ChunkSize: chunkSize, From: order[0]}
-	_, err = tc.Call(ctx, addr, &transport.Request{Op: wire.OpForward, Ext: u.Encode(nil), Payload: [][]byte{[]byte("zz")}}, nil)
-	if err == nil {
-		t.Errorf("forward to tail %d from head %d (not its predecessor) accepted", tail, order[0])
+	hc := transport.NewClient(transport.ClientConfig{Token: c.Token(), Peer: transport.Peer{Role: transport.PeerStorage, Node: uint32(nodeOf(order[0]))}})
+	defer hc.Close()
+	_, err = hc.Call(ctx, addr, &transport.Request{Op: wire.OpForward, Ext: u.Encode(nil), Payload: [][]byte{[]byte("zz")}}, nil)
+	if err == nil || !strings.Contains(err.Error(), "predecessor") {
+		t.Errorf("forward to tail %d from head %d (not its predecessor) over the head's storage connection: %v, want refused by the forward admission", tail, order[0], err)
 	}
 	if m, _ := s.Engine(tail).Stat(id); m.Version != 2 || m.PendingVersion != 0 {
 		t.Fatalf("tail at version %d pending %d after the refused forward, want 2 and none", m.Version, m.PendingVersion)
@@ -356,5 +363,51 @@ func TestKVBatchDoesNotOpenAFilePerEntry(t *testing.T) {
 	}
 	if peak := c.Service(1).PeakBatchOpenRegionsForTest(); peak > 64 {
 		t.Fatalf("kv batches held %d data files open at once, want at most 64", peak)
+	}
+}
+
+// TestClientConnectionCannotSendChainTraffic (hole 1, role separation):
+// Forward and Sync were admitted from any holder of the cluster token
+// that named the right predecessor in UpdateReq.From. Now the data-port
+// handshake says who is calling (a storage service gives its role and
+// node id); chain traffic is taken only from storage connections, and
+// only for a sending target that routing places on the calling node.
+func TestClientConnectionCannotSendChainTraffic(t *testing.T) {
+	c, chains, cl := startCluster(t, 3, 3)
+	chain := chains[0]
+	ctx := context.Background()
+	id := chunkengine.ChunkID{Inode: 98}
+	if _, err := cl.Write(ctx, chain, id, chunkSize, 0, []byte("v1")); err != nil {
+		t.Fatal(err)
+	}
+	r := c.Current()
+	order := r.ServingTargets(chain)
+	mid, tail := order[1], order[2]
+	_, addr, _ := r.TargetAddress(tail)
+	fwd := wire.UpdateReq{Target: tail, Chain: chain, ChainVer: r.ChainVersion(chain), Chunk: id, Kind: wire.KindWrite,
+		Version: 2, ChunkSize: chunkSize, From: mid}
+	syn := wire.UpdateReq{Target: tail, Chain: chain, ChainVer: r.ChainVersion(chain), Chunk: id, Kind: wire.KindReplace,
+		Flags: wire.FlagFull | wire.FlagRepair, Version: 9, ChunkSize: chunkSize, From: mid}
+	callers := map[string]transport.ClientConfig{
+		"client connection":                  {Token: c.Token()},
+		"storage connection of another node": {Token: c.Token(), Peer: transport.Peer{Role: transport.PeerStorage, Node: uint32(nodeOf(order[0]))}},
+	}
+	for name, cfg := range callers {
+		tc := transport.NewClient(cfg)
+		for op, u := range map[transport.Op]wire.UpdateReq{wire.OpForward: fwd, wire.OpSync: syn} {
+			_, err := tc.Call(ctx, addr, &transport.Request{Op: op, Ext: u.Encode(nil), Payload: [][]byte{[]byte("XX")}}, nil)
+			if !errcode.Is(err, errcode.PermissionDenied) {
+				t.Errorf("%s sending op %d claiming target %d: %v, want PermissionDenied", name, op, mid, err)
+			}
+		}
+		tc.Close()
+	}
+	s := c.Service(nodeOf(tail))
+	if got, ver, err := s.Engine(tail).Read(id, 0, 2, false); err != nil || string(got) != "v1" || ver != 1 {
+		t.Fatalf("tail holds %q at version %d (%v) after the refused chain traffic, want v1 at 1", got, ver, err)
+	}
+	// The chain itself still works.
+	if _, err := cl.Write(ctx, chain, id, chunkSize, 0, []byte("v2")); err != nil {
+		t.Fatalf("write through the chain after the refusals: %v", err)
 	}
 }

@@ -187,7 +187,10 @@ func Start(cfg Config, logger *slog.Logger) (*Service, error) {
 		s.log.Info("metrics", "url", "http://"+mlis.Addr().String()+"/metrics")
 	}
 
-	s.tc = tf.NewCaller(transport.ClientConfig{Token: cfg.Token, Logger: logger})
+	// Chain traffic (forwards, syncs) says it comes from this storage
+	// node: receivers take it only from storage connections (admitPeer).
+	s.tc = tf.NewCaller(transport.ClientConfig{Token: cfg.Token, Logger: logger,
+		Peer: transport.Peer{Role: transport.PeerStorage, Node: cfg.NodeID}})
 	s.conn, err = mgmtdclient.Dial(cfg.Mgmtd, cfg.Token)
 	if err != nil {
 		return nil, fmt.Errorf("storage: %w", err)

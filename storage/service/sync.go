@@ -229,6 +229,9 @@ func (s *Service) handleSync(ctx context.Context, req *transport.ServerRequest) 
 	if err != nil {
 		return nil, err
 	}
+	if err := admitPeer(r, req.Peer, "sync", u.From); err != nil {
+		return nil, err
+	}
 	if tt, ok := r.Target(t.id); !ok || tt.ChainId != u.Chain {
 		return nil, errcode.New(errcode.StaleVersion, "sync of chunk %s to target %d, which is not in chain %d", u.Chunk, t.id, u.Chain)
 	}
@@ -391,6 +394,9 @@ func (s *Service) handleSyncDedupe(ctx context.Context, req *transport.ServerReq
 	q, err := wire.DecodeInodeReq(req.Ext)
 	if err != nil {
 		return nil, err
+	}
+	if req.Peer.Role != transport.PeerStorage {
+		return nil, errcode.New(errcode.PermissionDenied, "dedupe sync from a connection that is not a storage service's")
 	}
 	recs, err := decodeDedupeRecords(req.Payload)
 	if err != nil {

@@ -161,6 +161,9 @@ func (s *Service) handleForward(ctx context.Context, req *transport.ServerReques
 	if err != nil {
 		return nil, err
 	}
+	if err := admitPeer(r, req.Peer, "forward", u.From); err != nil {
+		return nil, err
+	}
 	if err := admitForward(positionIn(r.WriteTargets(u.Chain), t.id), u.From, t.id, u.Chain, u.ChainVer); err != nil {
 		return nil, err
 	}
@@ -585,4 +588,19 @@ func (s *Service) handleRemoveInode(ctx context.Context, req *transport.ServerRe
 		removed++
 	}
 	return &transport.ServerResponse{Ext: wire.LastChunkRsp{Found: removed > 0, Index: removed}.Encode(nil)}, nil
+}
+
+// admitPeer decides whether chain traffic (what: forward or sync) naming
+// sending target from may come over a connection whose caller said it is
+// peer: only a storage service's connection, and only for a target that
+// routing places on that service's node. The sender's target id alone is
+// a field anyone holding the cluster token can fill in (issue 13, hole 1).
+func admitPeer(r *routing.Routing, peer transport.Peer, what string, from uint64) error {
+	if peer.Role != transport.PeerStorage {
+		return errcode.New(errcode.PermissionDenied, "%s from target %d over a connection that is not a storage service's (role %d); chain traffic comes only from storage peers", what, from, peer.Role)
+	}
+	if t, ok := r.Target(from); !ok || t.NodeId != peer.Node {
+		return errcode.New(errcode.PermissionDenied, "%s from target %d over a connection of storage node %d, which routing %d does not place that target on", what, from, peer.Node, r.Version())
+	}
+	return nil
 }
