@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/emberfs/emberfs/internal/errcode"
@@ -428,9 +429,22 @@ func (c *Client) KVStats(ctx context.Context, ns uint32, chains []uint32) (kvfor
 			if len(ts) == 0 || !ok {
 				return errcode.New(errcode.Unavailable, "chain %d has no serving head at routing version %d", chain, r.Version())
 			}
-			for _, t := range ts {
+			// Every target of the chain, not only the serving ones: a
+			// replica that is briefly not serving (a missed heartbeat)
+			// still holds the hits it served. Only serving ones must answer.
+			all := ts
+			if ch, ok := r.Chain(chain); ok {
+				all = all[:0:0]
+				for _, ct := range ch.Targets {
+					all = append(all, ct.TargetId)
+				}
+			}
+			for _, t := range all {
 				rsp, err := c.kvNamespaceCall(ctx, r, wire.OpKVStats, t, ns)
 				if err != nil {
+					if !slices.Contains(ts, t) {
+						continue // down or recovering: its counters are not reachable
+					}
 					return err
 				}
 				st, err := wire.DecodeKVStatsRsp(rsp)
