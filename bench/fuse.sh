@@ -17,11 +17,17 @@
 #                    replica is killed 3 s in)
 #   HEARTBEAT [100ms], FAILURE [1s]  mgmtd heartbeat interval and node
 #                    failure timeout (the stall depends on them)
+#   REPLICAS [3]     chain length (1 or 3)
+#   PARTS [fio mdtest lsdir stall]  which tests to run; "lsdir" creates
+#                    LS_FILES [20000] files in one directory with LS_THREADS [8]
+#                    workers, drops the kernel caches and times `ls -l` of it
 #   KEEP [unset]     set to keep the work directory (logs) afterwards
 set -euo pipefail
 
 SIZE=${SIZE:-256M} RUNTIME=${RUNTIME:-20} THREADS=${THREADS:-4} FILES=${FILES:-1000}
 STALL_MB=${STALL_MB:-64} STALL_SECS=${STALL_SECS:-12} HEARTBEAT=${HEARTBEAT:-100ms} FAILURE=${FAILURE:-1s}
+REPLICAS=${REPLICAS:-3} PARTS=${PARTS:-fio mdtest lsdir stall} LS_FILES=${LS_FILES:-20000} LS_THREADS=${LS_THREADS:-8}
+part() { [[ " $PARTS " == *" $1 "* ]]; }
 [ $# -eq 0 ] || { echo "bench/fuse.sh takes no arguments; set SIZE, RUNTIME, THREADS, FILES, ... (see its header)" >&2; exit 2; }
 command -v fio >/dev/null || { echo "fio is not installed (apt-get install fio)" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || { echo "bench/fuse.sh needs root (FUSE mount)" >&2; exit 1; }
@@ -77,7 +83,7 @@ for n in 1 2 3; do
   start_storage $n
 done
 for _ in $(seq 600); do [ "$("$E" admin list-targets 2>/dev/null | grep -c online)" = 6 ] && break; sleep 0.1; done
-"$E" admin create-chain-table --table 1 --replicas 3 >&2
+"$E" admin create-chain-table --table 1 --replicas "$REPLICAS" >&2
 printf '%s\n' 'listen = "127.0.0.1:0"' 'metrics_listen = ""' "kv = \"badger:$WORK/meta\"" "mgmtd = [\"$MGMTD\"]" \
   'root_chain_table = 1' 'root_stripe_size = 2' >"$WORK/meta.toml"
 "$E" meta --config "$WORK/meta.toml" >"$WORK/meta.log" 2>&1 & PIDS+=($!)
@@ -102,24 +108,49 @@ run_fio() {
   echo "$w $r $iops"
 }
 
-echo "fio on the mount and on local disk ($SIZE, ${RUNTIME}s per read test) ..." >&2
-read -r MW MR MI < <(run_fio "$MNT")
-read -r LW LR LI < <(run_fio "$LOCAL")
+MW=- MR=- MI=- LW=- LR=- LI=- MD_M= MD_L= LS_M= LS_L= STALL=-
+if part fio; then
+  echo "fio on the mount and on local disk ($SIZE, ${RUNTIME}s per read test) ..." >&2
+  read -r MW MR MI < <(run_fio "$MNT")
+  read -r LW LR LI < <(run_fio "$LOCAL")
+fi
 
-echo "mdtest ($THREADS threads x $FILES files) ..." >&2
-MD_M=$("$BIN/mdtest" --dir "$MNT/mdtest" --threads "$THREADS" --files "$FILES" --label "EmberFS mount")
-MD_L=$("$BIN/mdtest" --dir "$LOCAL/mdtest" --threads "$THREADS" --files "$FILES" --label "local disk")
+if part mdtest; then
+  echo "mdtest ($THREADS threads x $FILES files) ..." >&2
+  MD_M=$("$BIN/mdtest" --dir "$MNT/mdtest" --threads "$THREADS" --files "$FILES" --label "EmberFS mount")
+  MD_L=$("$BIN/mdtest" --dir "$LOCAL/mdtest" --threads "$THREADS" --files "$FILES" --label "local disk")
+fi
 
-echo "read stall while a storage replica is SIGKILLed ..." >&2
-dd if=/dev/urandom of="$MNT/stall" bs=1M count="$STALL_MB" status=none
-"$BIN/readstall" --file "$MNT/stall" --duration "${STALL_SECS}s" --mark 3s >"$WORK/stall.txt" &
-RS=$!
-sleep 3
-kill -KILL "${STORAGE_PID[2]}"
-if wait "$RS"; then STALL="$(grep STALL_MS "$WORK/stall.txt" | cut -d= -f2) ms"
-else STALL="reads failed: $(head -n1 "$WORK/stall.txt")"; fi
-cat "$WORK/stall.txt" >&2
-start_storage 2 # so the cluster shuts down whole
+# lsdir DIR LABEL: creates LS_FILES files in one directory, then times a
+# cold-cache `ls -l` of it; prints a table row.
+lsdir() {
+  local per=$((LS_FILES / LS_THREADS)) row t0 t1
+  row=$("$BIN/mdtest" --dir "$1" --threads "$LS_THREADS" --files "$per" --shared --keep --label "$2")
+  sync; echo 2 >/proc/sys/vm/drop_caches # forget dentries and inodes: a cold listing
+  t0=$(date +%s.%N)
+  [ "$(ls -l "$1/shared" | wc -l)" -gt "$((per * LS_THREADS))" ] || { echo "ls -l of $1/shared listed too few entries" >&2; exit 1; }
+  t1=$(date +%s.%N)
+  echo "| $2 | $LS_THREADS | $((per * LS_THREADS)) | $(echo "$row" | cut -d'|' -f4 | tr -d ' ') | $(awk "BEGIN{printf \"%.2f\", $t1-$t0}") |"
+  rm -rf "$1"
+}
+if part lsdir; then
+  echo "one directory of $LS_FILES files, $LS_THREADS threads, then ls -l ..." >&2
+  LS_M=$(lsdir "$MNT/lsdir" "EmberFS mount")
+  LS_L=$(lsdir "$LOCAL/lsdir" "local disk")
+fi
+
+if part stall; then
+  echo "read stall while a storage replica is SIGKILLed ..." >&2
+  dd if=/dev/urandom of="$MNT/stall" bs=1M count="$STALL_MB" status=none
+  "$BIN/readstall" --file "$MNT/stall" --duration "${STALL_SECS}s" --mark 3s >"$WORK/stall.txt" &
+  RS=$!
+  sleep 3
+  kill -KILL "${STORAGE_PID[2]}"
+  if wait "$RS"; then STALL="$(grep STALL_MS "$WORK/stall.txt" | cut -d= -f2) ms"
+  else STALL="reads failed: $(head -n1 "$WORK/stall.txt")"; fi
+  cat "$WORK/stall.txt" >&2
+  start_storage 2 # so the cluster shuts down whole
+fi
 
 cat <<TABLE
 
@@ -134,7 +165,12 @@ cat <<TABLE
 $MD_M
 $MD_L
 
-Read stall after SIGKILL of one of 3 storage replicas (worst 1 MiB O_DIRECT read; mgmtd heartbeat $HEARTBEAT, failure timeout $FAILURE): $STALL
+| one directory | threads | files | create/s | cold \`ls -l\` (s) |
+|---|---|---|---|---|
+$LS_M
+$LS_L
 
-Settings: fio $SIZE file, ${RUNTIME} s per read test, direct=1, psync, 1 job; mdtest $THREADS threads x $FILES files; storage with fsync on every chunk write (default durability).
+Read stall after SIGKILL of one of $REPLICAS storage replicas (worst 1 MiB O_DIRECT read; mgmtd heartbeat $HEARTBEAT, failure timeout $FAILURE): $STALL
+
+Settings: replicas $REPLICAS; parts: $PARTS; fio $SIZE file, ${RUNTIME} s per read test, direct=1, psync, 1 job; mdtest $THREADS threads x $FILES files; storage with fsync on every chunk write (default durability); commit $(cd "$ROOT" && git rev-parse --short HEAD), $(date -u +%Y-%m-%dT%H:%MZ), load $(cut -d' ' -f1-3 /proc/loadavg).
 TABLE

@@ -22,6 +22,7 @@ func main() {
 	files := flag.Int("files", 1000, "files per worker")
 	shared := flag.Bool("shared", false, "all workers in one directory (default: one directory each)")
 	label := flag.String("label", "", "name of this run in the output table")
+	keep := flag.Bool("keep", false, "create and stat only: keep the files (for a listing test afterwards); unlink/s prints as -")
 	flag.Parse()
 	if *dir == "" || *threads <= 0 || *files <= 0 {
 		fmt.Fprintln(os.Stderr, "mdtest: --dir is required; --threads and --files must be positive")
@@ -30,16 +31,20 @@ func main() {
 	if *label == "" {
 		*label = *dir
 	}
-	res, err := run(*dir, *threads, *files, *shared)
+	res, err := run(*dir, *threads, *files, *shared, *keep)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "mdtest:", err)
 		os.Exit(1)
 	}
-	fmt.Printf("| %s | %d | %.0f | %.0f | %.0f |\n", *label, *threads, res[0], res[1], res[2])
+	unlink := fmt.Sprintf("%.0f", res[2])
+	if *keep {
+		unlink = "-"
+	}
+	fmt.Printf("| %s | %d | %.0f | %.0f | %s |\n", *label, *threads, res[0], res[1], unlink)
 }
 
 // run returns create, stat and unlink ops/s.
-func run(dir string, threads, files int, shared bool) ([3]float64, error) {
+func run(dir string, threads, files int, shared, keep bool) ([3]float64, error) {
 	var res [3]float64
 	workDir := func(w int) string {
 		if shared {
@@ -62,6 +67,9 @@ func run(dir string, threads, files int, shared bool) ([3]float64, error) {
 		},
 		func(p string) error { _, err := os.Stat(p); return err },
 		os.Remove,
+	}
+	if keep {
+		phases = phases[:2]
 	}
 	for i, op := range phases {
 		start := time.Now()
@@ -88,8 +96,10 @@ func run(dir string, threads, files int, shared bool) ([3]float64, error) {
 		res[i] = float64(threads*files) / time.Since(start).Seconds()
 		fmt.Fprintf(os.Stderr, "mdtest %s: %s %.0f ops/s\n", dir, []string{"create", "stat", "unlink"}[i], res[i])
 	}
-	for w := 0; w < threads; w++ {
-		os.Remove(workDir(w))
+	if !keep {
+		for w := 0; w < threads; w++ {
+			os.Remove(workDir(w))
+		}
 	}
 	return res, nil
 }
