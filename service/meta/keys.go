@@ -46,7 +46,7 @@ func dentryKey(parent uint64, name string) []byte {
 }
 
 // dirInsertMarker is the conflict key every insert into directory parent
-// writes (AddWriteConflictKey) and every emptiness check reads
+// writes (txn.touchMarker) and every emptiness check reads
 // (AddReadConflictKey): engines need not detect phantoms in range scans.
 func dirInsertMarker(parent uint64) []byte { return dirPrefix(parent) }
 

@@ -268,7 +268,7 @@ func (t *txn) openSession(id uint64, client string) (uint64, error) {
 	if err := t.tx.Set(sessionKey(id, sess), session{Client: client, Created: t.now}.encode()); err != nil {
 		return 0, err
 	}
-	if err := t.tx.AddWriteConflictKey(sessionPrefix(id)); err != nil {
+	if err := t.touchMarker(sessionPrefix(id)); err != nil {
 		return 0, err
 	}
 	return sess, t.tx.Set(clientKey(client), appendBE64(nil, uint64(t.now.Add(t.s.cfg.ClientTTL).UnixNano())))

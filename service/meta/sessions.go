@@ -160,7 +160,7 @@ func (t *txn) removeIfClosed(n *Inode) error {
 	if err != nil || open {
 		return err
 	}
-	if err := t.tx.AddWriteConflictKey(sessionPrefix(n.ID)); err != nil {
+	if err := t.touchMarker(sessionPrefix(n.ID)); err != nil {
 		return err
 	}
 	return t.removeInode(n)
