@@ -61,7 +61,7 @@ func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, 
 }
 
 func (d *dirHandle) fill(ctx context.Context) syscall.Errno {
-	d.since = d.n.fsys.releases.Load()
+	d.since = d.n.fsys.releases.now()
 	page, err := d.n.fsys.meta.ReadDir(opCtx(ctx), d.n.fsys.creds.user(ctx), d.n.self(),
 		meta.ReadDirOptions{Cursor: d.cursor, Limit: readdirPage, WithStat: true})
 	if err != nil {

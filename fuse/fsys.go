@@ -29,11 +29,13 @@ type fileSystem struct {
 	opts  Options
 	log   *slog.Logger
 	creds *credCache
+	// xattrs remembers xattr names found absent (xattr.go).
+	xattrs *missingXattrs
 
 	mu   sync.Mutex
 	open map[uint64]*openInode // inode id -> handles open through this mount
-	// releases counts handles unregistered; see fillAttr.
-	releases atomic.Uint64
+	// releases records which inodes had handles released; see fillAttr.
+	releases releaseLog
 }
 
 // openInode is what this mount has open of one inode. pin is a write session
@@ -51,7 +53,7 @@ func newFileSystem(b Backend, opts Options) *fileSystem {
 		m = boundedMeta{fs: b.Meta(), d: opts.MetaTimeout}
 	}
 	return &fileSystem{b: b, meta: m, opts: opts, log: opts.Logger.With("component", "fuse"),
-		creds: newCredCache(), open: map[uint64]*openInode{}}
+		creds: newCredCache(), open: map[uint64]*openInode{}, xattrs: newMissingXattrs(opts.AttrTimeout)}
 }
 
 // ctx strips the FUSE interrupt from a request's context: a call that is
@@ -95,13 +97,52 @@ func typeMode(t meta.FileType) uint32 {
 	return syscall.S_IFREG
 }
 
+// releaseLog numbers handle releases and remembers the inodes of the last
+// few, so that an attribute read can tell whether a handle of *its* inode was
+// released while it ran (a mount-wide counter made every stat that overlapped
+// any close elsewhere on the mount ask meta a second time).
+type releaseLog struct {
+	mu  sync.Mutex
+	seq uint64
+	ids [256]uint64 // ids[n % 256] is the inode of release n
+}
+
+func (l *releaseLog) now() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.seq
+}
+
+func (l *releaseLog) add(id uint64) {
+	l.mu.Lock()
+	l.seq++
+	l.ids[l.seq%uint64(len(l.ids))] = id
+	l.mu.Unlock()
+}
+
+// releasedSince reports whether a handle of id may have been released after
+// now() returned since (true when too many releases happened to tell).
+func (l *releaseLog) releasedSince(id, since uint64) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.seq-since > uint64(len(l.ids)) {
+		return true
+	}
+	for n := since + 1; n <= l.seq; n++ {
+		if l.ids[n%uint64(len(l.ids))] == id {
+			return true
+		}
+	}
+	return false
+}
+
 // fillAttr converts an inode to FUSE attributes. Files this mount has open
 // for writing report the size their handles see (buffered writes included);
 // the metadata service learns it on flush, fsync or close.
 //
-// since is fsys.releases read before in was fetched: a handle released
-// meanwhile may have finalized a length newer than in's, so the size is
-// read again.
+// since is fsys.releases.now() read before in was fetched: a handle of in
+// released meanwhile may have finalized a length newer than in's, so the
+// size is read again.
 func (fsys *fileSystem) fillAttr(ctx context.Context, in *meta.Inode, since uint64, out *gofuse.Attr) {
 	out.Ino = in.ID
 	out.Mode = typeMode(in.Type) | in.Mode&meta.ModePerm
@@ -111,7 +152,7 @@ func (fsys *fileSystem) fillAttr(ctx context.Context, in *meta.Inode, since uint
 	if in.Type == meta.TypeFile {
 		if sz, ok := fsys.openSize(in.ID); ok {
 			out.Size = sz
-		} else if fsys.releases.Load() != since {
+		} else if fsys.releases.releasedSince(in.ID, since) {
 			if fresh, err := fsys.meta.Stat(ctx, root, meta.PathAt{Parent: in.ID}); err == nil {
 				out.Size = fresh.Size
 			}
@@ -135,8 +176,8 @@ func (fsys *fileSystem) openSize(id uint64) (uint64, bool) {
 	}
 	var size int64 = -1
 	for h := range oi.handles {
-		if h.writable {
-			size = max(size, h.f.Size())
+		if f := h.opened(); h.writable && f != nil {
+			size = max(size, f.Size())
 		}
 	}
 	return uint64(size), size >= 0
@@ -177,7 +218,7 @@ func (fsys *fileSystem) unregister(h *fileHandle) File {
 		return nil
 	}
 	delete(oi.handles, h)
-	fsys.releases.Add(1)
+	fsys.releases.add(h.id)
 	if len(oi.handles) > 0 {
 		return nil
 	}
@@ -215,16 +256,65 @@ func (fsys *fileSystem) pinIfOpen(ctx context.Context, id uint64) {
 type fileHandle struct {
 	fsys     *fileSystem
 	id       uint64
-	f        File
 	writable bool
 	// releasing (guarded by fsys.mu) is set once Release starts closing f:
 	// the kernel sends RELEASE after close(2) has returned, so a truncate(2)
 	// may arrive meanwhile and must not use the closing handle.
 	releasing bool
+
+	// cur is the client's open file. It is nil for a file this mount
+	// created and has not read or written yet (see createFile): meta
+	// created it without a write session, and the file is opened on first
+	// use, as root with lazyFlags (the creator may write a new file
+	// whatever its mode; the kernel checked the create).
+	cur       atomic.Pointer[openedFile]
+	openMu    sync.Mutex // serializes the lazy open
+	lazyFlags int
+	created   meta.Inode // the inode as created, for a handle not opened yet
+}
+
+type openedFile struct{ File }
+
+// opened is the client file, nil while the handle is lazy.
+func (h *fileHandle) opened() File {
+	if o := h.cur.Load(); o != nil {
+		return o.File
+	}
+	return nil
+}
+
+// file is the client file, opened now if the handle was lazy.
+func (h *fileHandle) file(ctx context.Context) (File, error) {
+	if f := h.opened(); f != nil {
+		return f, nil
+	}
+	h.openMu.Lock()
+	defer h.openMu.Unlock()
+	if f := h.opened(); f != nil {
+		return f, nil
+	}
+	f, err := h.fsys.openClient(ctx, root, meta.PathAt{Parent: h.id}, h.lazyFlags, 0)
+	if err != nil {
+		return nil, err
+	}
+	h.cur.Store(&openedFile{f})
+	return f, nil
+}
+
+// inode is the handle's inode as the client file sees it.
+func (h *fileHandle) inode() meta.Inode {
+	if f := h.opened(); f != nil {
+		return f.Inode()
+	}
+	return h.created
 }
 
 func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (gofuse.ReadResult, syscall.Errno) {
-	n, err := h.f.ReadAt(dest, off)
+	f, err := h.file(opCtx(ctx))
+	if err != nil {
+		return nil, h.fsys.errno("read", err)
+	}
+	n, err := f.ReadAt(dest, off)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, h.fsys.errno("read", err)
 	}
@@ -232,7 +322,11 @@ func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (gofuse.R
 }
 
 func (h *fileHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
-	n, err := h.f.WriteAt(data, off)
+	f, err := h.file(opCtx(ctx))
+	if err != nil {
+		return 0, h.fsys.errno("write", err)
+	}
+	n, err := f.WriteAt(data, off)
 	if err != nil {
 		return uint32(n), h.fsys.errno("write", err)
 	}
@@ -240,27 +334,40 @@ func (h *fileHandle) Write(ctx context.Context, data []byte, off int64) (uint32,
 }
 
 // Flush runs on every close(2) of a descriptor (and dup); its error is what
-// close returns, so buffered writes are pushed here.
+// close returns, so buffered writes are pushed here. A lazy handle has
+// nothing buffered.
 func (h *fileHandle) Flush(ctx context.Context) syscall.Errno {
-	if !h.writable {
+	f := h.opened()
+	if !h.writable || f == nil {
 		return 0
 	}
-	return h.fsys.errno("flush", h.f.Flush())
+	return h.fsys.errno("flush", f.Flush())
 }
 
+// Fsync: a lazy handle has written nothing, and its create was durable
+// when it returned.
 func (h *fileHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
-	if !h.writable {
+	f := h.opened()
+	if !h.writable || f == nil {
 		return 0
 	}
-	return h.fsys.errno("fsync", h.f.Sync())
+	return h.fsys.errno("fsync", f.Sync())
 }
 
 // Release runs when the kernel drops the last reference to the open file.
+// A lazy handle has no session to end: a create-and-close costs one
+// metadata commit.
 func (h *fileHandle) Release(ctx context.Context) syscall.Errno {
 	h.fsys.mu.Lock()
 	h.releasing = true
 	h.fsys.mu.Unlock()
-	err := h.f.Close()
+	h.openMu.Lock() // no lazy open may start after this
+	var err error
+	if f := h.opened(); f != nil {
+		err = f.Close()
+	}
+	h.cur.Store(&openedFile{closedFile{}})
+	h.openMu.Unlock()
 	if pin := h.fsys.unregister(h); pin != nil {
 		if perr := pin.Close(); perr != nil {
 			h.fsys.log.Warn("closing the session that kept an unlinked file alive", "inode", h.id, "err", perr)
@@ -276,27 +383,56 @@ func (fsys *fileSystem) openFlags(flags uint32) int {
 	return f
 }
 
-// openFile opens p through the client; with the writeback cache the kernel
-// may read pages of a file opened write-only (to fill partial pages), so
-// such opens ask for read access too when the caller has it.
+// openClient opens p through the client; with the writeback cache the
+// kernel may read pages of a file opened write-only (to fill partial pages),
+// so such opens ask for read access too when the caller has it.
+func (fsys *fileSystem) openClient(ctx context.Context, u meta.User, p meta.PathAt, f int, mode uint32) (File, error) {
+	if fsys.opts.WritebackCache && f&syscall.O_ACCMODE == syscall.O_WRONLY {
+		file, err := fsys.openBounded(ctx, u, p, f&^syscall.O_ACCMODE|syscall.O_RDWR, mode)
+		if errcode.ErrnoOf(err) != syscall.EACCES {
+			return file, err
+		}
+	}
+	return fsys.openBounded(ctx, u, p, f, mode)
+}
+
+// openFile opens p through the client as u and registers the handle.
 func (fsys *fileSystem) openFile(ctx context.Context, u meta.User, p meta.PathAt, flags uint32, mode uint32) (*fileHandle, syscall.Errno) {
 	f := fsys.openFlags(flags)
-	var file File
-	var err error
-	if fsys.opts.WritebackCache && f&syscall.O_ACCMODE == syscall.O_WRONLY {
-		file, err = fsys.openBounded(ctx, u, p, f&^syscall.O_ACCMODE|syscall.O_RDWR, mode)
-		if errcode.ErrnoOf(err) == syscall.EACCES {
-			file, err = fsys.openBounded(ctx, u, p, f, mode)
-		}
-	} else {
-		file, err = fsys.openBounded(ctx, u, p, f, mode)
-	}
+	file, err := fsys.openClient(ctx, u, p, f, mode)
 	if err != nil {
 		return nil, fsys.errno("open", err)
 	}
-	h := &fileHandle{fsys: fsys, id: file.Inode().ID, f: file, writable: f&syscall.O_ACCMODE != syscall.O_RDONLY}
+	h := &fileHandle{fsys: fsys, id: file.Inode().ID, writable: f&syscall.O_ACCMODE != syscall.O_RDONLY}
+	h.cur.Store(&openedFile{file})
 	fsys.register(h)
 	return h, 0
+}
+
+// createFile serves create(2) (open with O_CREAT) with one metadata call
+// when the file is new: meta creates it without a write session, and the
+// handle opens the client file (which starts the session) only if it is
+// read or written. A create-and-close thus costs one commit instead of
+// three (create with a session and a client lease, then the close that
+// ends the session). A name that already exists is opened the ordinary
+// way, as the caller, with the caller's flags (O_TRUNC included).
+func (fsys *fileSystem) createFile(ctx context.Context, u meta.User, p meta.PathAt, flags uint32, mode uint32) (*fileHandle, meta.Inode, syscall.Errno) {
+	f := fsys.openFlags(flags)
+	res, err := fsys.meta.Create(ctx, u, p, meta.CreateOptions{Mode: mode, Exclusive: f&syscall.O_EXCL != 0})
+	if err != nil {
+		return nil, meta.Inode{}, fsys.errno("create", err)
+	}
+	if !res.Created || res.Inode.Type != meta.TypeFile {
+		h, errno := fsys.openFile(ctx, u, p, flags|syscall.O_CREAT, mode)
+		if errno != 0 {
+			return nil, meta.Inode{}, errno
+		}
+		return h, h.inode(), 0
+	}
+	h := &fileHandle{fsys: fsys, id: res.Inode.ID, writable: f&syscall.O_ACCMODE != syscall.O_RDONLY,
+		lazyFlags: f &^ (syscall.O_CREAT | syscall.O_EXCL | syscall.O_TRUNC), created: res.Inode}
+	fsys.register(h)
+	return h, res.Inode, 0
 }
 
 func (fsys *fileSystem) fuseOpenFlags() uint32 {
@@ -307,3 +443,18 @@ func (fsys *fileSystem) fuseOpenFlags() uint32 {
 }
 
 func setTime(t time.Time) *time.Time { return &t }
+
+// closedFile stands in for the file of a released handle, so that a late
+// lazy open cannot start a session nobody would end.
+type closedFile struct{}
+
+var errReleased = errcode.New(errcode.BadFile, "file handle already released")
+
+func (closedFile) ReadAt([]byte, int64) (int, error)  { return 0, errReleased }
+func (closedFile) WriteAt([]byte, int64) (int, error) { return 0, errReleased }
+func (closedFile) Truncate(int64) error               { return errReleased }
+func (closedFile) Flush() error                       { return nil }
+func (closedFile) Sync() error                        { return nil }
+func (closedFile) Close() error                       { return nil }
+func (closedFile) Inode() meta.Inode                  { return meta.Inode{} }
+func (closedFile) Size() int64                        { return -1 }

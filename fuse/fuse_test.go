@@ -85,19 +85,23 @@ func TestFillAttrPrefersOpenWriterSize(t *testing.T) {
 	fsys := newFileSystem(nil, Options{Logger: slog.Default()})
 	in := meta.Inode{ID: 5000, Type: meta.TypeFile, Mode: 0o4755, UID: 3, GID: 4, Nlink: 2, Size: 10}
 	var a gofuse.Attr
-	fsys.fillAttr(t.Context(), &in, fsys.releases.Load(), &a)
+	fsys.fillAttr(t.Context(), &in, fsys.releases.now(), &a)
 	if a.Mode != syscall.S_IFREG|0o4755 || a.Size != 10 || a.Nlink != 2 || a.Uid != 3 || a.Gid != 4 || a.Ino != 5000 {
 		t.Fatalf("attr %+v", a)
 	}
-	r := &fileHandle{fsys: fsys, id: 5000, f: sizedFile{size: 1}}
+	r := &fileHandle{fsys: fsys, id: 5000}
+	r.cur.Store(&openedFile{sizedFile{size: 1}})
 	fsys.register(r)
-	fsys.fillAttr(t.Context(), &in, fsys.releases.Load(), &a)
+	fsys.fillAttr(t.Context(), &in, fsys.releases.now(), &a)
 	if a.Size != 10 {
 		t.Fatalf("a read-only handle changed the size to %d", a.Size)
 	}
-	w := &fileHandle{fsys: fsys, id: 5000, f: sizedFile{size: 1 << 20}, writable: true}
+	w := &fileHandle{fsys: fsys, id: 5000, writable: true}
+	w.cur.Store(&openedFile{sizedFile{size: 1 << 20}})
 	fsys.register(w)
-	fsys.fillAttr(t.Context(), &in, fsys.releases.Load(), &a)
+	lazy := &fileHandle{fsys: fsys, id: 5000, writable: true} // created, not opened: holds no size
+	fsys.register(lazy)
+	fsys.fillAttr(t.Context(), &in, fsys.releases.now(), &a)
 	if a.Size != 1<<20 || a.Blocks != 2048 {
 		t.Fatalf("size %d blocks %d with a writer at 1 MiB", a.Size, a.Blocks)
 	}
@@ -105,8 +109,35 @@ func TestFillAttrPrefersOpenWriterSize(t *testing.T) {
 		t.Fatal("unexpected pin")
 	}
 	fsys.unregister(r)
+	fsys.unregister(lazy)
 	if len(fsys.open) != 0 {
 		t.Fatal("open table not emptied")
+	}
+}
+
+// TestReleaseLog: an attribute read must re-read the size when a handle of
+// its own inode was released while it ran, and only then (or when the log
+// overflowed and cannot tell).
+func TestReleaseLog(t *testing.T) {
+	var l releaseLog
+	since := l.now()
+	if l.releasedSince(7, since) {
+		t.Fatal("no release yet, but releasedSince says yes")
+	}
+	l.add(8)
+	if l.releasedSince(7, since) || !l.releasedSince(8, since) {
+		t.Fatal("release of inode 8 must count for 8 only")
+	}
+	after := l.now()
+	l.add(7)
+	if !l.releasedSince(7, since) || !l.releasedSince(7, after) || l.releasedSince(8, after) {
+		t.Fatal("release of inode 7 after the second read not seen")
+	}
+	for i := 0; i < 300; i++ {
+		l.add(9)
+	}
+	if !l.releasedSince(7, after) {
+		t.Fatal("an overflowed log must answer yes")
 	}
 }
 

@@ -34,8 +34,10 @@ type Options struct {
 	// Debug logs every FUSE request and reply.
 	Debug bool
 	// EntryTimeout, AttrTimeout and NegativeTimeout are how long the kernel
-	// caches names, attributes and failed lookups. 0 picks the default (1 s,
-	// 1 s, none); a negative value disables that cache.
+	// caches names, attributes and failed lookups. 0 picks the default
+	// (DefaultEntryTimeout, ...); a negative value disables that cache.
+	// Whatever the attribute timeout, open(2) re-reads the attributes
+	// (close-to-open consistency, docs/fuse.md).
 	EntryTimeout    time.Duration
 	AttrTimeout     time.Duration
 	NegativeTimeout time.Duration
@@ -51,12 +53,26 @@ type Options struct {
 	Logger      *slog.Logger
 }
 
+// Kernel cache defaults. Names and attributes are cached long enough that a
+// stat after a create or a listing is answered by the kernel; what another
+// client changes is seen at the next open (close-to-open, as NFS), or once
+// the timeout passes for stat. A failed lookup is cached briefly: a name
+// another client creates stays invisible here for up to that long.
+const (
+	DefaultEntryTimeout    = 10 * time.Second
+	DefaultAttrTimeout     = 10 * time.Second
+	DefaultNegativeTimeout = time.Second
+)
+
 func (o *Options) setDefaults() {
 	if o.EntryTimeout == 0 {
-		o.EntryTimeout = time.Second
+		o.EntryTimeout = DefaultEntryTimeout
 	}
 	if o.AttrTimeout == 0 {
-		o.AttrTimeout = time.Second
+		o.AttrTimeout = DefaultAttrTimeout
+	}
+	if o.NegativeTimeout == 0 {
+		o.NegativeTimeout = DefaultNegativeTimeout
 	}
 	for _, d := range []*time.Duration{&o.EntryTimeout, &o.AttrTimeout, &o.NegativeTimeout} {
 		if *d < 0 {

@@ -3,6 +3,7 @@ package fuse
 import (
 	"context"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -18,6 +19,17 @@ import (
 type node struct {
 	fs.Inode
 	fsys *fileSystem
+	// kSize and kMtime (ns) are the size and mtime this mount last gave
+	// the kernel for the inode; open compares them with what meta says now
+	// (see Open).
+	kSize  atomic.Uint64
+	kMtime atomic.Int64
+}
+
+// noteAttr records what the kernel was told (and now caches).
+func (n *node) noteAttr(a *gofuse.Attr) {
+	n.kSize.Store(a.Size)
+	n.kMtime.Store(int64(a.Mtime)*1e9 + int64(a.Mtimensec))
 }
 
 var (
@@ -53,11 +65,15 @@ func (n *node) child(name string) meta.PathAt { return meta.PathAt{Parent: n.id(
 // and fills the entry the kernel caches.
 func (n *node) newChild(ctx context.Context, in *meta.Inode, since uint64, out *gofuse.EntryOut) *fs.Inode {
 	n.fsys.fillAttr(opCtx(ctx), in, since, &out.Attr)
-	return n.NewInode(ctx, &node{fsys: n.fsys}, fs.StableAttr{Mode: typeMode(in.Type), Ino: in.ID})
+	child := n.NewInode(ctx, &node{fsys: n.fsys}, fs.StableAttr{Mode: typeMode(in.Type), Ino: in.ID})
+	if cn, ok := child.Operations().(*node); ok {
+		cn.noteAttr(&out.Attr)
+	}
+	return child
 }
 
 func (n *node) Lookup(ctx context.Context, name string, out *gofuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	since := n.fsys.releases.Load()
+	since := n.fsys.releases.now()
 	in, err := n.fsys.meta.Lookup(opCtx(ctx), n.fsys.creds.user(ctx), n.id(), name)
 	if err != nil {
 		return nil, n.fsys.errno("lookup", err)
@@ -66,24 +82,25 @@ func (n *node) Lookup(ctx context.Context, name string, out *gofuse.EntryOut) (*
 }
 
 func (n *node) Getattr(ctx context.Context, fh fs.FileHandle, out *gofuse.AttrOut) syscall.Errno {
-	since := n.fsys.releases.Load()
+	since := n.fsys.releases.now()
 	in, err := n.fsys.meta.Stat(opCtx(ctx), root, n.self())
 	if err != nil {
 		// An open file whose inode is gone (removed by another client):
 		// answer from the handle rather than fail fstat.
 		if h, ok := fh.(*fileHandle); ok && (errcode.Is(err, errcode.NotFound) || errcode.Is(err, errcode.Stale)) {
-			in = h.f.Inode()
+			in = h.inode()
 			in.Nlink = 0
 		} else {
 			return n.fsys.errno("getattr", err)
 		}
 	}
 	n.fsys.fillAttr(opCtx(ctx), &in, since, &out.Attr)
+	n.noteAttr(&out.Attr)
 	return 0
 }
 
 func (n *node) Setattr(ctx context.Context, fh fs.FileHandle, in *gofuse.SetAttrIn, out *gofuse.AttrOut) syscall.Errno {
-	since := n.fsys.releases.Load()
+	since := n.fsys.releases.now()
 	c := opCtx(ctx)
 	u := n.fsys.creds.user(ctx)
 	if size, ok := in.GetSize(); ok {
@@ -129,6 +146,7 @@ func (n *node) Setattr(ctx context.Context, fh fs.FileHandle, in *gofuse.SetAttr
 		return n.fsys.errno("setattr", err)
 	}
 	n.fsys.fillAttr(c, &ino, since, &out.Attr)
+	n.noteAttr(&out.Attr)
 	return 0
 }
 
@@ -138,25 +156,32 @@ func (n *node) Setattr(ctx context.Context, fh fs.FileHandle, in *gofuse.SetAttr
 // writing so that its view of the size (and buffered data) follows.
 func (n *node) truncate(ctx context.Context, u meta.User, fh fs.FileHandle, size uint64) syscall.Errno {
 	if h, ok := fh.(*fileHandle); ok && h.writable {
-		return n.fsys.errno("truncate", h.f.Truncate(int64(size)))
+		f, err := h.file(ctx)
+		if err != nil {
+			return n.fsys.errno("truncate", err)
+		}
+		return n.fsys.errno("truncate", f.Truncate(int64(size)))
 	}
-	h := n.fsys.writableHandle(n.id())
-	if h != nil {
-		if err := h.f.Flush(); err != nil {
+	var f File // a file of this mount open for writing (not a lazy one: it holds nothing)
+	if h := n.fsys.writableHandle(n.id()); h != nil {
+		f = h.opened()
+	}
+	if f != nil {
+		if err := f.Flush(); err != nil {
 			return n.fsys.errno("truncate", err)
 		}
 	}
 	if _, err := n.fsys.meta.Truncate(ctx, u, n.self(), size); err != nil {
 		return n.fsys.errno("truncate", err)
 	}
-	if h != nil {
-		return n.fsys.errno("truncate", h.f.Truncate(int64(size)))
+	if f != nil {
+		return n.fsys.errno("truncate", f.Truncate(int64(size)))
 	}
 	return 0
 }
 
 func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *gofuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	since := n.fsys.releases.Load()
+	since := n.fsys.releases.now()
 	in, err := n.fsys.meta.Mkdir(opCtx(ctx), n.fsys.creds.user(ctx), n.child(name), mode&meta.ModePerm, false)
 	if err != nil {
 		return nil, n.fsys.errno("mkdir", err)
@@ -168,7 +193,7 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *gofuse.
 // nodes, and answers EPERM for them as Linux does for a file system that
 // cannot hold them.
 func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *gofuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	since := n.fsys.releases.Load()
+	since := n.fsys.releases.now()
 	if t := mode & syscall.S_IFMT; t != 0 && t != syscall.S_IFREG {
 		return nil, syscall.EPERM
 	}
@@ -181,19 +206,34 @@ func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 }
 
 func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *gofuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
-	since := n.fsys.releases.Load()
-	h, errno := n.fsys.openFile(opCtx(ctx), n.fsys.creds.user(ctx), n.child(name), flags|syscall.O_CREAT, mode&meta.ModePerm)
+	since := n.fsys.releases.now()
+	h, in, errno := n.fsys.createFile(opCtx(ctx), n.fsys.creds.user(ctx), n.child(name), flags|syscall.O_CREAT, mode&meta.ModePerm)
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
-	in := h.f.Inode()
 	return n.newChild(ctx, &in, since, out), h, n.fsys.fuseOpenFlags(), 0
 }
 
+// Open opens the file through the client, which reads the inode from meta.
+// The kernel keeps attributes for AttrTimeout and cuts reads at the size
+// it caches, so when the size or mtime differ from what this mount last told
+// it (another client wrote the file), the kernel's attributes and pages of
+// the inode are dropped before open returns: every open sees what was
+// closed before it began (close-to-open consistency), whatever the timeout.
 func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	h, errno := n.fsys.openFile(opCtx(ctx), n.fsys.creds.user(ctx), n.self(), flags&^(syscall.O_CREAT|syscall.O_EXCL), 0)
 	if errno != 0 {
 		return nil, 0, errno
+	}
+	var a gofuse.Attr
+	in := h.inode()
+	n.fsys.fillAttr(opCtx(ctx), &in, n.fsys.releases.now(), &a)
+	if a.Size != n.kSize.Load() || int64(a.Mtime)*1e9+int64(a.Mtimensec) != n.kMtime.Load() {
+		// ENOENT: the kernel holds no attributes of it; nothing to drop.
+		if errno := n.NotifyContent(0, 0); errno != 0 && errno != syscall.ENOENT {
+			n.fsys.log.Warn("cannot drop the kernel's cached attributes", "inode", n.id(), "errno", errno)
+		}
+		n.noteAttr(&a)
 	}
 	return h, n.fsys.fuseOpenFlags(), 0
 }
@@ -257,7 +297,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 }
 
 func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *gofuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	since := n.fsys.releases.Load()
+	since := n.fsys.releases.now()
 	src := meta.PathAt{Parent: target.EmbeddedInode().StableAttr().Ino, NoFollow: true}
 	in, err := n.fsys.meta.Link(opCtx(ctx), n.fsys.creds.user(ctx), src, n.child(name))
 	if err != nil {
@@ -267,7 +307,7 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 }
 
 func (n *node) Symlink(ctx context.Context, target, name string, out *gofuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	since := n.fsys.releases.Load()
+	since := n.fsys.releases.now()
 	in, err := n.fsys.meta.Symlink(opCtx(ctx), n.fsys.creds.user(ctx), n.child(name), target)
 	if err != nil {
 		return nil, n.fsys.errno("symlink", err)
@@ -307,10 +347,23 @@ func (n *node) Statfs(ctx context.Context, out *gofuse.StatfsOut) syscall.Errno 
 
 // Xattrs follow the getxattr(2) size protocol: an empty buffer asks for the
 // size, a short one is ERANGE.
+// security.selinux is not kept per file (see selinuxXattr); names found
+// absent are remembered for a while (see missingXattrs).
 func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	if attr == selinuxXattr {
+		return 0, syscall.EOPNOTSUPP
+	}
+	if n.fsys.xattrs.known(n.id(), attr) {
+		return 0, syscall.ENODATA
+	}
+	gen := n.fsys.xattrs.generation()
 	v, err := n.fsys.meta.GetXattr(opCtx(ctx), n.fsys.creds.user(ctx), n.self(), attr)
 	if err != nil {
-		return 0, n.fsys.errno("getxattr", err)
+		errno := n.fsys.errno("getxattr", err)
+		if errno == syscall.ENODATA {
+			n.fsys.xattrs.add(n.id(), attr, gen)
+		}
+		return 0, errno
 	}
 	return copyOut(dest, v)
 }
@@ -339,11 +392,16 @@ func copyOut(dest, v []byte) (uint32, syscall.Errno) {
 }
 
 func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	if attr == selinuxXattr {
+		return syscall.EOPNOTSUPP
+	}
+	defer n.fsys.xattrs.forget(n.id())
 	// XATTR_CREATE and XATTR_REPLACE have the values of meta.XattrCreate/Replace.
 	err := n.fsys.meta.SetXattr(opCtx(ctx), n.fsys.creds.user(ctx), n.self(), attr, data, int(flags&(meta.XattrCreate|meta.XattrReplace)))
 	return n.fsys.errno("setxattr", err)
 }
 
 func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	defer n.fsys.xattrs.forget(n.id())
 	return n.fsys.errno("removexattr", n.fsys.meta.RemoveXattr(opCtx(ctx), n.fsys.creds.user(ctx), n.self(), attr))
 }

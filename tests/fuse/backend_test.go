@@ -46,19 +46,30 @@ func startCluster() (stop func(), err error) {
 }
 
 // recordingBackend is the native client's backend with the largest single
-// write request it passed on recorded (to check the 1 MiB FUSE requests).
+// write request it passed on recorded (to check the 1 MiB FUSE requests),
+// and the number of client files it opened.
 type recordingBackend struct {
 	fuse.Backend
 	mu       sync.Mutex
 	maxWrite int
+	opens    int
 }
 
 func (b *recordingBackend) Open(ctx context.Context, u meta.User, p meta.PathAt, flags int, mode uint32) (fuse.File, error) {
+	b.mu.Lock()
+	b.opens++
+	b.mu.Unlock()
 	f, err := b.Backend.Open(ctx, u, p, flags, mode)
 	if err != nil {
 		return nil, err
 	}
 	return recordingFile{File: f, b: b}, nil
+}
+
+func (b *recordingBackend) openCount() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.opens
 }
 
 func (b *recordingBackend) largestWrite() int {
