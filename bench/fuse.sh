@@ -49,6 +49,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
+COMMIT=$(cd "$ROOT" && git rev-parse --short HEAD)$(cd "$ROOT" && git diff --quiet HEAD -- . 2>/dev/null || echo +changes)
 echo "building..." >&2
 (cd "$ROOT" && go build -o "$BIN/emberfs" ./cmd/emberfs && go build -o "$BIN/mdtest" ./bench/mdtest \
   && go build -o "$BIN/readstall" ./bench/readstall)
@@ -172,5 +173,5 @@ $LS_L
 
 Read stall after SIGKILL of one of $REPLICAS storage replicas (worst 1 MiB O_DIRECT read; mgmtd heartbeat $HEARTBEAT, failure timeout $FAILURE): $STALL
 
-Settings: replicas $REPLICAS; parts: $PARTS; fio $SIZE file, ${RUNTIME} s per read test, direct=1, psync, 1 job; mdtest $THREADS threads x $FILES files; storage with fsync on every chunk write (default durability); commit $(cd "$ROOT" && git rev-parse --short HEAD), $(date -u +%Y-%m-%dT%H:%MZ), load $(cut -d' ' -f1-3 /proc/loadavg).
+Settings: replicas $REPLICAS; parts: $PARTS; fio $SIZE file, ${RUNTIME} s per read test, direct=1, psync, 1 job; mdtest $THREADS threads x $FILES files; storage with fsync on every chunk write (default durability); commit $COMMIT, $(date -u +%Y-%m-%dT%H:%MZ), load $(cut -d' ' -f1-3 /proc/loadavg).
 TABLE
