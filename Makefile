@@ -11,7 +11,7 @@ GO_TEST_TIMEOUT ?= 15m
 VENV ?= $(HOME)/.cache/emberfs/venv
 PY := $(VENV)/bin/python
 
-.PHONY: all build up test test-go test-python lint proto venv python clean etcd
+.PHONY: all build up test test-go test-python lint proto venv python clean etcd bench
 
 all: build
 
@@ -56,6 +56,18 @@ python: venv
 
 test-python: python
 	cd python/tests && EMBERFS_WHEEL=$$(ls $(CURDIR)/dist/emberfs-*.whl) $(PY) -m pytest -q -p no:cacheprovider .
+
+# Runs the storage, metadata, FUSE and Python benchmarks and prints their
+# tables (Markdown; progress on stderr): about 15 minutes on the 2-core VM.
+# The FUSE part needs root and fio; BENCH_REPLICAS sets its chain length.
+# Each benchmark runs its baseline (plain TCP, local disk, Redis) in the same
+# run; none asserts a speed.
+BENCH_REPLICAS ?= 1
+bench: build python
+	$(BIN) bench storage
+	d=$$(mktemp -d /tmp/emberfs-benchmeta-XXXXXX); $(BIN) bench meta --kv badger:$$d; rc=$$?; rm -rf $$d; exit $$rc
+	REPLICAS=$(BENCH_REPLICAS) bench/fuse.sh
+	$(PY) -m emberfs.bench torch --size-gib 1
 
 clean:
 	rm -rf bin .tools

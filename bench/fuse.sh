@@ -18,7 +18,7 @@
 #   HEARTBEAT [100ms], FAILURE [1s]  mgmtd heartbeat interval and node
 #                    failure timeout (the stall depends on them)
 #   REPLICAS [3]     chain length (1 or 3)
-#   PARTS [fio mdtest lsdir stall]  which tests to run; "lsdir" creates
+#   PARTS [fio mdtest lsdir stall; no stall at REPLICAS=1]  which tests to run; "lsdir" creates
 #                    LS_FILES [20000] files in one directory with LS_THREADS [8]
 #                    workers, drops the kernel caches and times `ls -l` of it
 #   KEEP [unset]     set to keep the work directory (logs) afterwards
@@ -26,7 +26,9 @@ set -euo pipefail
 
 SIZE=${SIZE:-256M} RUNTIME=${RUNTIME:-20} THREADS=${THREADS:-4} FILES=${FILES:-1000}
 STALL_MB=${STALL_MB:-64} STALL_SECS=${STALL_SECS:-12} HEARTBEAT=${HEARTBEAT:-100ms} FAILURE=${FAILURE:-1s}
-REPLICAS=${REPLICAS:-3} PARTS=${PARTS:-fio mdtest lsdir stall} LS_FILES=${LS_FILES:-20000} LS_THREADS=${LS_THREADS:-8}
+REPLICAS=${REPLICAS:-3}
+if [ "$REPLICAS" -gt 1 ]; then PARTS=${PARTS:-fio mdtest lsdir stall}; else PARTS=${PARTS:-fio mdtest lsdir}; fi
+LS_FILES=${LS_FILES:-20000} LS_THREADS=${LS_THREADS:-8}
 part() { [[ " $PARTS " == *" $1 "* ]]; }
 [ $# -eq 0 ] || { echo "bench/fuse.sh takes no arguments; set SIZE, RUNTIME, THREADS, FILES, ... (see its header)" >&2; exit 2; }
 command -v fio >/dev/null || { echo "fio is not installed (apt-get install fio)" >&2; exit 1; }
