@@ -150,9 +150,23 @@ func (fsys *fileSystem) fillAttr(ctx context.Context, in *meta.Inode, since uint
 	out.Owner = gofuse.Owner{Uid: in.UID, Gid: in.GID}
 	out.Size = in.Size
 	if in.Type == meta.TypeFile {
-		if sz, ok := fsys.openSize(in.ID); ok {
+		sz, ok, releasing := fsys.openSize(in.ID)
+		if len(releasing) > 0 {
+			// A writable handle is being released: its close is setting
+			// the final length in meta. Neither the handle's size (a
+			// truncate by path may have passed it by) nor in's (older than
+			// the close) is the answer; the length after the close is.
+			for _, done := range releasing {
+				<-done
+			}
+			if fresh, err := fsys.meta.Stat(ctx, root, meta.PathAt{Parent: in.ID}); err == nil {
+				out.Size = fresh.Size
+			}
+			sz, ok, _ = fsys.openSize(in.ID)
+		}
+		if ok {
 			out.Size = sz
-		} else if fsys.releases.releasedSince(in.ID, since) {
+		} else if len(releasing) == 0 && fsys.releases.releasedSince(in.ID, since) {
 			if fresh, err := fsys.meta.Stat(ctx, root, meta.PathAt{Parent: in.ID}); err == nil {
 				out.Size = fresh.Size
 			}
@@ -166,21 +180,28 @@ func (fsys *fileSystem) fillAttr(ctx context.Context, in *meta.Inode, since uint
 	out.SetTimes(&in.Atime, &in.Mtime, &in.Ctime)
 }
 
-// openSize is the largest size a writable handle of inode id reports.
-func (fsys *fileSystem) openSize(id uint64) (uint64, bool) {
+// openSize is the largest size a writable handle of inode id reports, and
+// the release-finished channels of writable handles being released (their
+// sizes do not count).
+func (fsys *fileSystem) openSize(id uint64) (uint64, bool, []chan struct{}) {
 	fsys.mu.Lock()
 	defer fsys.mu.Unlock()
 	oi := fsys.open[id]
 	if oi == nil {
-		return 0, false
+		return 0, false, nil
 	}
 	var size int64 = -1
+	var releasing []chan struct{}
 	for h := range oi.handles {
-		if f := h.opened(); h.writable && f != nil {
+		switch f := h.opened(); {
+		case !h.writable:
+		case h.releasing:
+			releasing = append(releasing, h.released)
+		case f != nil:
 			size = max(size, f.Size())
 		}
 	}
-	return uint64(size), size >= 0
+	return uint64(size), size >= 0, releasing
 }
 
 // writableHandle returns a handle of inode id open for writing, if any.
@@ -259,8 +280,10 @@ type fileHandle struct {
 	writable bool
 	// releasing (guarded by fsys.mu) is set once Release starts closing f:
 	// the kernel sends RELEASE after close(2) has returned, so a truncate(2)
-	// may arrive meanwhile and must not use the closing handle.
+	// may arrive meanwhile and must not use the closing handle. released
+	// is closed once Release has finished.
 	releasing bool
+	released  chan struct{}
 
 	// cur is the client's open file. It is nil for a file this mount
 	// created and has not read or written yet (see createFile): meta
@@ -360,7 +383,9 @@ func (h *fileHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 func (h *fileHandle) Release(ctx context.Context) syscall.Errno {
 	h.fsys.mu.Lock()
 	h.releasing = true
+	h.released = make(chan struct{})
 	h.fsys.mu.Unlock()
+	defer close(h.released)
 	h.openMu.Lock() // no lazy open may start after this
 	var err error
 	if f := h.opened(); f != nil {

@@ -110,6 +110,9 @@ func TestFillAttrPrefersOpenWriterSize(t *testing.T) {
 	}
 	fsys.unregister(r)
 	fsys.unregister(lazy)
+	if _, ok, releasing := fsys.openSize(5000); ok || releasing != nil {
+		t.Fatal("sizes of unregistered handles reported")
+	}
 	if len(fsys.open) != 0 {
 		t.Fatal("open table not emptied")
 	}
