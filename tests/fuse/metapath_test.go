@@ -93,9 +93,25 @@ func TestCloseToOpenAcrossMounts(t *testing.T) {
 	b := mount(t, fuse.Options{AttrTimeout: 3600e9, EntryTimeout: 3600e9})
 	pa := a.path("shared")
 	pb := filepath.Join(b.root, filepath.Base(a.dir), "shared")
-	if err := os.WriteFile(pa, []byte("v1"), 0o644); err != nil {
-		t.Fatal(err)
+	// fsync before close: the length reaches meta at fsync, or at close
+	// only once the kernel's asynchronous RELEASE has run (docs/fuse.md).
+	writeSynced := func(p string, data []byte, flags int) {
+		t.Helper()
+		f, err := os.OpenFile(p, flags, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.WriteAt(data, 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
 	}
+	writeSynced(pa, []byte("v1"), os.O_CREATE|os.O_EXCL|os.O_WRONLY)
 	if got, err := os.ReadFile(pb); err != nil || string(got) != "v1" {
 		t.Fatalf("mount b reads %q %v, want v1", got, err)
 	}
@@ -103,20 +119,7 @@ func TestCloseToOpenAcrossMounts(t *testing.T) {
 		t.Fatalf("size on b %d", st.Size)
 	}
 	v2 := bytes.Repeat([]byte("version two "), 100)
-	f, err := os.OpenFile(pa, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.WriteAt(v2, 0); err != nil {
-		t.Fatal(err)
-	}
-	// fsync: the length reaches meta here (close hands it over asynchronously).
-	if err := f.Sync(); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
+	writeSynced(pa, v2, os.O_WRONLY)
 	got, err := os.ReadFile(pb)
 	if err != nil || !bytes.Equal(got, v2) {
 		t.Fatalf("mount b reads %d bytes (%v) after a's close, want %d", len(got), err, len(v2))
