@@ -218,6 +218,9 @@ func (s *Service) handleSync(ctx context.Context, req *transport.ServerRequest) 
 	if u.Kind == wire.KindReplace && u.Version == 0 {
 		return nil, errcode.New(errcode.InvalidArgument, "sync replace of chunk %s without a version", u.Chunk)
 	}
+	if err := admitPeer(s.cache.Current(), req.Peer, "sync", u.From); err != nil {
+		return nil, err
+	}
 	t, err := s.target(u.Target)
 	if err != nil {
 		return nil, err
@@ -227,9 +230,6 @@ func (s *Service) handleSync(ctx context.Context, req *transport.ServerRequest) 
 	}
 	r, err := s.checkChain(ctx, u.Chain, u.ChainVer)
 	if err != nil {
-		return nil, err
-	}
-	if err := admitPeer(r, req.Peer, "sync", u.From); err != nil {
 		return nil, err
 	}
 	if tt, ok := r.Target(t.id); !ok || tt.ChainId != u.Chain {

@@ -150,6 +150,11 @@ func (s *Service) handleForward(ctx context.Context, req *transport.ServerReques
 	if u.Version == 0 {
 		return nil, errcode.New(errcode.InvalidArgument, "forward of chunk %s without a version", u.Chunk)
 	}
+	// Who may send it comes first: a refusal does not depend on this
+	// node's lease or chain version.
+	if err := admitPeer(s.cache.Current(), req.Peer, "forward", u.From); err != nil {
+		return nil, err
+	}
 	t, err := s.target(u.Target)
 	if err != nil {
 		return nil, err
@@ -159,9 +164,6 @@ func (s *Service) handleForward(ctx context.Context, req *transport.ServerReques
 	}
 	r, err := s.checkChain(ctx, u.Chain, u.ChainVer)
 	if err != nil {
-		return nil, err
-	}
-	if err := admitPeer(r, req.Peer, "forward", u.From); err != nil {
 		return nil, err
 	}
 	if err := admitForward(positionIn(r.WriteTargets(u.Chain), t.id), u.From, t.id, u.Chain, u.ChainVer); err != nil {
@@ -593,13 +595,17 @@ func (s *Service) handleRemoveInode(ctx context.Context, req *transport.ServerRe
 // admitPeer decides whether chain traffic (what: forward or sync) naming
 // sending target from may come over a connection whose caller said it is
 // peer: only a storage service's connection, and only for a target that
-// routing places on that service's node. The sender's target id alone is
+// routing places on another node. The sender's target id alone is
 // a field anyone holding the cluster token can fill in (issue 13, hole 1).
 func admitPeer(r *routing.Routing, peer transport.Peer, what string, from uint64) error {
 	if peer.Role != transport.PeerStorage {
 		return errcode.New(errcode.PermissionDenied, "%s from target %d over a connection that is not a storage service's (role %d); chain traffic comes only from storage peers", what, from, peer.Role)
 	}
-	if t, ok := r.Target(from); !ok || t.NodeId != peer.Node {
+	// A target never moves between nodes, so any routing that knows it
+	// places it right; one our routing does not know yet (a node that
+	// just joined) is left to admitForward/admitSync, which take only the
+	// predecessor after refreshing to the sender's chain version.
+	if t, ok := r.Target(from); ok && t.NodeId != peer.Node {
 		return errcode.New(errcode.PermissionDenied, "%s from target %d over a connection of storage node %d, which routing %d does not place that target on", what, from, peer.Node, r.Version())
 	}
 	return nil
