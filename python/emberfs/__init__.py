@@ -7,27 +7,40 @@
     emberfs.save(model.state_dict(), "/ckpt/step100.pt")
     state = emberfs.load("/ckpt/step100.pt", map_location="cpu")
     kv = emberfs.KVCache(fs, "llama-8b")      # inference KV blocks, see emberfs.kvcache
+
+    fsspec.open("emberfs:///data/x.bin")      # fsspec, see emberfs.filesystem
+    emberfs.datasets.EmberMapDataset.from_prefix("emberfs:///data/train/")
+
+Importing emberfs does not start its Go runtime; the first call that needs
+it does (see emberfs._runtime for why that matters to fork()).
 """
 
 from __future__ import annotations
 
+from typing import Sequence
+
 from ._errors import EmberFSError
+from ._runtime import ForkedRuntimeError
 from .client import Client, DirEntry, StatResult
 from .cluster import LocalCluster
+from .config import ConfigError
 from .kvcache import KVCache
 
-__all__ = ["Client", "DirEntry", "EmberFSError", "KVCache", "LocalCluster", "StatResult", "connect", "load", "save", "__version__"]
+__all__ = ["Client", "ConfigError", "DirEntry", "EmberFSError", "ForkedRuntimeError", "KVCache", "LocalCluster",
+           "StatResult", "connect", "load", "save", "__version__"]
 
 _default: Client | None = None
 
 
-def connect(address: str, token: str) -> Client:
+def connect(address: str | Sequence[str] | None = None, token: str | None = None, *, config: str | None = None) -> Client:
     """Connect to the cluster whose mgmtd is at address ("host:port[,host:port]").
 
-    The first client connected becomes the default for save() and load().
+    address and token default to EMBERFS_MGMTD/EMBERFS_TOKEN, then the
+    client config file (emberfs.config). The first client connected becomes
+    the default for save() and load().
     """
     global _default
-    c = Client(address, token)
+    c = Client(address, token, config=config)
     if _default is None:
         _default = c
     return c
@@ -56,12 +69,17 @@ def load(path, map_location=None, weights_only: bool = True, client: Client | No
 
 
 def _version() -> str:
-    from ._native import pybind
+    from . import _runtime
 
-    return pybind.Version()
+    return _runtime.native().Version()
 
 
 def __getattr__(name):
     if name == "__version__":
         return _version()
+    if name in ("datasets", "filesystem"):
+        # Imported on first use: datasets needs torch, filesystem fsspec.
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(name)

@@ -41,15 +41,15 @@ def _err():
     # One Err per thread: calls release the GIL, so threads must not share.
     e = getattr(_local, "err", None)
     if e is None:
-        from ._native import pybind
-
-        e = _local.err = pybind.Err()
+        e = _local.err = _runtime.native().Err()
     return e
 
 
 def call(fn, *args):
     """Call extension function fn with args and a per-thread Err; raise
     NativeError if it reports a failure, else return its result."""
+    if _runtime._forked_after_load:
+        _runtime.check()  # a call into Go would hang this forked process
     e = _err()
     result = fn(*args, e)
     errno = e.Errno
@@ -87,3 +87,7 @@ def raises_oserror(fn):
             raise translate(exc, path, path2) from None
 
     return wrapper
+
+
+# Last: _runtime imports EmberFSError from here.
+from . import _runtime  # noqa: E402

@@ -1,0 +1,138 @@
+"""emberfs.datasets with real DataLoader workers under fork and spawn,
+against a real local cluster. Each test runs in a fresh interpreter
+(subprocess) where needed, because the pytest process itself has loaded the
+Go runtime (other tests use EmberFS), and a child forked from it must be
+refused, not used; that refusal is tested too."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from emberfs.datasets import EmberIterableDataset, EmberMapDataset, EmberReader
+
+N = 23  # not a multiple of any worker count below
+
+
+def read_all(r: EmberReader):
+    """A transform: (path, bytes) of the file (module level: spawn pickles it)."""
+    return r.path, r.read()
+
+
+@pytest.fixture(scope="module")
+def files(fs):
+    root = "/ds-" + os.urandom(6).hex()
+    fs.makedirs(f"{root}/train/b")
+    want = {}
+    for i in range(N):
+        p = f"{root}/train/{'b/' if i % 3 == 0 else ''}s{i:03d}.bin"
+        data = f"sample {i} ".encode() * (i + 1)
+        with fs.open(p, "wb") as f:
+            f.write(data)
+        want[p] = data
+    with fs.open(f"{root}/other.bin", "wb") as f:
+        f.write(b"not in the prefix")
+    return root, want
+
+
+def test_map_dataset_in_process(cluster, files):
+    root, want = files
+    ds = EmberMapDataset.from_prefix(f"emberfs://{root}/train/", transform=read_all,
+                                     mgmtd=cluster.mgmtd, token=cluster.token)
+    assert len(ds) == N
+    got = [ds[i] for i in range(len(ds))]
+    assert [p for p, _ in got] == sorted(want)  # path order
+    assert dict(got) == want
+    # A name prefix, like S3's: only s00x under train/ (b/ is a directory name).
+    ds2 = EmberMapDataset.from_prefix(f"emberfs://{root}/train/s00", transform=read_all,
+                                      mgmtd=cluster.mgmtd, token=cluster.token)
+    assert [p for p, _ in (ds2[i] for i in range(len(ds2)))] == sorted(
+        p for p in want if p.startswith(f"{root}/train/s00"))
+    r = EmberMapDataset.from_prefix(f"emberfs://{root}/train", mgmtd=cluster.mgmtd, token=cluster.token)[0]
+    assert isinstance(r, EmberReader) and r.uri == f"emberfs://{sorted(want)[0]}" and r.size == len(want[r.path])
+    assert r.read(3) == want[r.path][:3] and r.seek(0) == 0 and r.read() == want[r.path]
+
+
+def test_missing_prefix_and_bad_uri(cluster):
+    ds = EmberMapDataset.from_prefix("emberfs:///no-such-dir/", mgmtd=cluster.mgmtd, token=cluster.token)
+    with pytest.raises(FileNotFoundError):
+        len(ds)
+    with pytest.raises(ValueError, match="not an emberfs:// URI"):
+        EmberMapDataset.from_prefix("s3://bucket/x", mgmtd=cluster.mgmtd, token=cluster.token)
+    with pytest.raises(TypeError, match="transform must be callable"):
+        EmberIterableDataset.from_prefix("emberfs:///x", transform=3, mgmtd=cluster.mgmtd, token=cluster.token)
+    with pytest.raises(ValueError, match="rank 2 is not in"):
+        EmberIterableDataset.from_prefix("emberfs:///x", rank=2, world_size=2, mgmtd=cluster.mgmtd, token=cluster.token)
+
+
+def test_iterable_shards_by_rank_and_worker_in_process(cluster, files):
+    root, want = files
+    seen = []
+    for rank in range(3):
+        ds = EmberIterableDataset.from_prefix(f"emberfs://{root}/train/", transform=read_all, rank=rank,
+                                              world_size=3, mgmtd=cluster.mgmtd, token=cluster.token)
+        part = list(ds)
+        assert [p for p, _ in part] == sorted(want)[rank::3]
+        seen += part
+    assert dict(seen) == want and len(seen) == N  # every file once across ranks
+
+
+_CHILD = textwrap.dedent("""
+    import json, sys
+    import torch
+    from torch.utils.data import DataLoader
+    sys.path.insert(0, {testdir!r})
+    from test_datasets import read_all
+    from emberfs.datasets import EmberIterableDataset, EmberMapDataset
+    from emberfs import _runtime
+    args = json.loads(sys.argv[1])
+    kw = dict(transform=read_all, mgmtd=args["mgmtd"], token=args["token"])
+    out = {{}}
+    m = EmberMapDataset.from_prefix(args["uri"], **kw)
+    dl = DataLoader(m, batch_size=None, num_workers=3, multiprocessing_context=args["method"])
+    out["map"] = [[p, d.decode()] for p, d in dl]
+    for rank in range(2):
+        it = EmberIterableDataset.from_prefix(args["uri"], rank=rank, world_size=2, **kw)
+        dl = DataLoader(it, batch_size=None, num_workers=2, multiprocessing_context=args["method"])
+        out["iter%d" % rank] = [[p, d.decode()] for p, d in dl]
+    out["parent_loaded_runtime"] = _runtime.loaded()
+    print(json.dumps(out))
+""")
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_dataloader_workers(cluster, files, method, tmp_path):
+    root, want = files
+    script = tmp_path / "child.py"
+    script.write_text(_CHILD.format(testdir=os.path.dirname(__file__)))
+    args = json.dumps({"mgmtd": cluster.mgmtd, "token": cluster.token, "uri": f"emberfs://{root}/train/",
+                       "method": method})
+    proc = subprocess.run([sys.executable, str(script), args], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    wanted = {p: d.decode() for p, d in want.items()}
+    # Map: every file exactly once, in sampler order.
+    assert [p for p, _ in out["map"]] == sorted(want) and dict(out["map"]) == wanted
+    # Iterable: ranks x workers cover every file exactly once.
+    both = out["iter0"] + out["iter1"]
+    assert sorted(p for p, _ in both) == sorted(want) and dict(both) == wanted
+    assert len(out["iter0"]) == len(sorted(want)[0::2])
+    # The parent never loaded the runtime, which is what lets fork work.
+    assert out["parent_loaded_runtime"] is False
+
+
+def test_fork_after_the_parent_used_emberfs_is_refused_clearly(cluster, files):
+    """This pytest process has loaded the runtime (the fixtures connected),
+    so a forked worker must raise ForkedRuntimeError, not hang."""
+    root, _ = files
+    ds = EmberMapDataset.from_prefix(f"emberfs://{root}/train/", transform=read_all,
+                                     mgmtd=cluster.mgmtd, token=cluster.token)
+    assert len(ds) == N
+    dl = DataLoader(ds, batch_size=None, num_workers=1, multiprocessing_context="fork")
+    with pytest.raises(Exception, match="forked from process .* EmberFS \\(Go\\) runtime.*spawn"):
+        next(iter(dl))

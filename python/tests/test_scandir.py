@@ -1,0 +1,130 @@
+"""scandir/walk use the stats the listing carries; public calls are typed
+and documented; a forked child of a process that loaded the runtime is
+refused instead of hanging."""
+
+import errno
+import gc
+import inspect
+import os
+import signal
+import stat
+import time
+
+import pytest
+
+import emberfs
+from emberfs import _runtime
+
+
+def _tree(fs, root):
+    fs.makedirs(f"{root}/d1/d2")
+    for p, data in ((f"{root}/a b ü.txt", b"1234"), (f"{root}/d1/f", b"x" * 300), (f"{root}/d1/d2/g", b"")):
+        with fs.open(p, "wb") as f:
+            f.write(data)
+    fs.symlink("d1", f"{root}/to-d1")
+    fs.symlink("missing", f"{root}/dangling")
+
+
+def test_scandir_stats_come_with_the_listing(fs, tmpdir_fs, monkeypatch):
+    _tree(fs, tmpdir_fs)
+    want = {n: fs.lstat(f"{tmpdir_fs}/{n}") for n in fs.listdir(tmpdir_fs)}
+    entries = list(fs.scandir(tmpdir_fs))
+
+    def no_stat(*a, **k):
+        raise AssertionError("scandir entry asked meta for a stat the listing carried")
+
+    monkeypatch.setattr(fs, "_stat", no_stat)
+    assert [e.name for e in entries] == sorted(want) == ["a b ü.txt", "d1", "dangling", "to-d1"]
+    for e in entries:
+        assert e.stat(follow_symlinks=False) == want[e.name]
+        assert e.path == f"{tmpdir_fs}/{e.name}" and os.fspath(e) == e.path
+    by = {e.name: e for e in entries}
+    assert by["a b ü.txt"].is_file() and by["a b ü.txt"].stat().st_size == 4
+    assert by["d1"].is_dir() and not by["d1"].is_symlink()
+    assert by["to-d1"].is_symlink() and not by["to-d1"].is_dir(follow_symlinks=False)
+    monkeypatch.undo()
+    # Following a link is the one case that asks meta.
+    assert by["to-d1"].is_dir() and by["to-d1"].stat().st_ino == want["d1"].st_ino
+    assert not by["dangling"].is_file() and not by["dangling"].is_dir()
+
+
+def test_walk_matches_the_tree(fs, tmpdir_fs, monkeypatch):
+    _tree(fs, tmpdir_fs)
+    monkeypatch.setattr(fs, "_stat", lambda *a: (_ for _ in ()).throw(AssertionError("stat per entry")))
+    got = list(fs.walk(tmpdir_fs))
+    assert got == [
+        (tmpdir_fs, ["d1"], ["a b ü.txt", "dangling", "to-d1"]),
+        (f"{tmpdir_fs}/d1", ["d2"], ["f"]),
+        (f"{tmpdir_fs}/d1/d2", [], ["g"]),
+    ]
+    # topdown pruning, bottom-up order
+    pruned = []
+    for top, dirs, files in fs.walk(tmpdir_fs):
+        pruned.append(top)
+        dirs.clear()
+    assert pruned == [tmpdir_fs]
+    assert [t for t, _, _ in fs.walk(tmpdir_fs, topdown=False)] == [f"{tmpdir_fs}/d1/d2", f"{tmpdir_fs}/d1", tmpdir_fs]
+    errs = []
+    assert list(fs.walk(f"{tmpdir_fs}/nope", onerror=errs.append)) == []
+    assert isinstance(errs[0], FileNotFoundError) and errs[0].errno == errno.ENOENT
+
+
+def test_scandir_errors_carry_errno_and_path(fs, tmpdir_fs):
+    with pytest.raises(FileNotFoundError) as ei:
+        fs.scandir(f"{tmpdir_fs}/nope")
+    assert ei.value.errno == errno.ENOENT and ei.value.filename == f"{tmpdir_fs}/nope"
+    with fs.open(f"{tmpdir_fs}/file", "wb"):
+        pass
+    with pytest.raises(NotADirectoryError) as ei:
+        fs.scandir(f"{tmpdir_fs}/file")
+    assert ei.value.errno == errno.ENOTDIR
+    assert list(fs.scandir(tmpdir_fs))[0].is_file()
+
+
+def test_public_client_calls_are_typed_and_documented():
+    missing = []
+    for name, fn in inspect.getmembers(emberfs.Client, inspect.isfunction):
+        if name.startswith("_") and name != "__init__":
+            continue
+        sig = inspect.signature(fn)
+        params = [p for p in sig.parameters.values() if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        if not fn.__doc__:
+            missing.append(f"{name}: no docstring")
+        if any(p.annotation is inspect.Parameter.empty for p in params):
+            missing.append(f"{name}: unannotated parameter")
+        if name != "__init__" and sig.return_annotation is inspect.Signature.empty:
+            missing.append(f"{name}: no return annotation")
+    assert missing == []
+
+
+def test_forked_child_is_refused_not_hung(fs, tmpdir_fs):
+    assert _runtime.loaded()
+    pid = os.fork()
+    if pid == 0:  # child: must not touch pytest state; report through the exit code
+        code = 1
+        try:
+            try:
+                fs.listdir(tmpdir_fs)
+            except emberfs.ForkedRuntimeError as exc:
+                code = 0 if "spawn" in str(exc) else 2
+            try:
+                emberfs.Client("127.0.0.1:1", "t")
+                code = 3
+            except emberfs.ForkedRuntimeError:
+                pass
+            # Dropping inherited Go objects must not call into Go either.
+            emberfs._errors._local.__dict__.pop("err", None)
+            gc.collect()
+        finally:
+            os._exit(code)
+    for _ in range(600):  # a hang guard, not a timing assertion
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("forked child hung calling EmberFS")
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert fs.listdir(tmpdir_fs) == []  # the parent is unaffected
