@@ -90,18 +90,22 @@ _CHILD = textwrap.dedent("""
     from test_datasets import read_all
     from emberfs.datasets import EmberIterableDataset, EmberMapDataset
     from emberfs import _runtime
-    args = json.loads(sys.argv[1])
-    kw = dict(transform=read_all, mgmtd=args["mgmtd"], token=args["token"])
-    out = {{}}
-    m = EmberMapDataset.from_prefix(args["uri"], **kw)
-    dl = DataLoader(m, batch_size=None, num_workers=3, multiprocessing_context=args["method"])
-    out["map"] = [[p, d.decode()] for p, d in dl]
-    for rank in range(2):
-        it = EmberIterableDataset.from_prefix(args["uri"], rank=rank, world_size=2, **kw)
+    def main():
+        args = json.loads(sys.argv[1])
+        kw = dict(transform=read_all, mgmtd=args["mgmtd"], token=args["token"])
+        out = {{}}
+        m = EmberMapDataset.from_prefix(args["uri"], **kw)
+        dl = DataLoader(m, batch_size=None, num_workers=2, multiprocessing_context=args["method"])
+        out["map"] = [[p, d.decode()] for p, d in dl]
+        # Rank 1 of 2, two workers: each worker takes its quarter.
+        it = EmberIterableDataset.from_prefix(args["uri"], rank=1, world_size=2, **kw)
         dl = DataLoader(it, batch_size=None, num_workers=2, multiprocessing_context=args["method"])
-        out["iter%d" % rank] = [[p, d.decode()] for p, d in dl]
-    out["parent_loaded_runtime"] = _runtime.loaded()
-    print(json.dumps(out))
+        out["iter"] = [[p, d.decode()] for p, d in dl]
+        out["parent_loaded_runtime"] = _runtime.loaded()
+        print(json.dumps(out))
+
+    if __name__ == "__main__":  # spawned workers import this file again
+        main()
 """)
 
 
@@ -118,10 +122,11 @@ def test_dataloader_workers(cluster, files, method, tmp_path):
     wanted = {p: d.decode() for p, d in want.items()}
     # Map: every file exactly once, in sampler order.
     assert [p for p, _ in out["map"]] == sorted(want) and dict(out["map"]) == wanted
-    # Iterable: ranks x workers cover every file exactly once.
-    both = out["iter0"] + out["iter1"]
-    assert sorted(p for p, _ in both) == sorted(want) and dict(both) == wanted
-    assert len(out["iter0"]) == len(sorted(want)[0::2])
+    # Iterable, rank 1 of 2 with 2 workers: worker w takes files (2+w)::4;
+    # the DataLoader interleaves the workers' items.
+    names = sorted(want)
+    assert sorted(p for p, _ in out["iter"]) == sorted(names[2::4] + names[3::4])
+    assert all(wanted[p] == d for p, d in out["iter"])
     # The parent never loaded the runtime, which is what lets fork work.
     assert out["parent_loaded_runtime"] is False
 
