@@ -49,7 +49,9 @@ func settings(t *testing.T) (time.Duration, uint64) {
 	return d, seed
 }
 
-const workers = 4
+// workers clients run the workload; the last fuseWorkers of them through
+// a FUSE mount, the others with the native Go client.
+const workers, fuseWorkers = 4, 1
 
 func TestChaos(t *testing.T) {
 	duration, seed := settings(t)
@@ -62,16 +64,26 @@ func TestChaos(t *testing.T) {
 	h := newHistory()
 	st := &stats{}
 	ws := make([]*worker, workers)
+	var mnt fsys
 	for i := range ws {
 		cl, err := newClient(setup, c.mgmtdAdr, fmt.Sprintf("chaos-w%d", i))
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { cl.Close() })
-		ws[i] = &worker{id: i, cl: cl, h: h, rng: rand.New(rand.NewPCG(seed, uint64(i))), names: map[string]*file{}, all: ws, stats: st}
 		if _, err := cl.Mkdir(setup, meta.Root, at(fmt.Sprintf("/w%d", i)), 0o755, false); err != nil {
 			t.Fatal(err)
 		}
+		var fs fsys = native{cl}
+		if i >= workers-fuseWorkers {
+			// The last workers go through a FUSE mount (one
+			// `emberfs mount` process they share).
+			if mnt == nil {
+				mnt = c.mount(t)
+			}
+			fs = mnt
+		}
+		ws[i] = &worker{id: i, fs: fs, h: h, rng: rand.New(rand.NewPCG(seed, uint64(i))), names: map[string]*file{}, all: ws, stats: st}
 	}
 
 	run, stopRun := context.WithTimeout(context.Background(), duration)
@@ -125,7 +137,7 @@ func TestChaos(t *testing.T) {
 		if !slices.Equal(got, want) {
 			h.violate("worker %d: names %v, the acknowledged operations leave %v", w.id, got, want)
 		}
-		r := &worker{id: 100 + w.id, cl: reader, h: h, stats: st}
+		r := &worker{id: 100 + w.id, fs: native{reader}, h: h, stats: st}
 		for _, p := range want {
 			f := w.names[p]
 			fid, ok := r.read(p, "final read")
@@ -159,6 +171,14 @@ func TestChaos(t *testing.T) {
 	}
 	t.Logf("chaos summary: seed %d, %v; %s; %d faults injected (%s); %d final files read back; %d block histories checked by porcupine (%d undecided); fsck: %s; violations = %d",
 		seed, duration, st, total, strings.Join(kinds, ", "), files, keys, undecided, strings.TrimSpace(lastLine(out)), len(violations))
+	var per []string
+	for _, w := range ws {
+		per = append(per, fmt.Sprintf("w%d %s %d", w.id, w.fs.kind(), w.acked))
+		if w.acked == 0 {
+			t.Errorf("worker %d (%s) had no operation acknowledged", w.id, w.fs.kind())
+		}
+	}
+	t.Logf("acknowledged per worker: %s", strings.Join(per, ", "))
 	if total == 0 || st.ops.Load() == 0 || st.reads.Load() == 0 {
 		t.Errorf("the run proved nothing: %d faults, %d acknowledged ops, %d reads", total, st.ops.Load(), st.reads.Load())
 	}

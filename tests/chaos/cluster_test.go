@@ -310,3 +310,48 @@ func quoteAll(ss []string) string {
 	}
 	return strings.Join(q, ", ")
 }
+
+// mount runs `emberfs mount` as a process at dir/mnt with the kernel's
+// attribute and name caches off (an open then sees the cluster's current
+// name and length, close-to-open, like the native client) and waits for
+// the mount; it is detached when the test ends, before the processes go.
+func (c *cluster) mount(t *testing.T) mount {
+	dir := filepath.Join(c.dir, "mnt")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p := testproc.Start(t, emberfsBin, filepath.Join(c.dir, "mount.log"), "mount", dir, "--mgmtd", strings.Join(c.mgmtdAdr, ","),
+		"--token", token, "--attr-timeout=-1s", "--entry-timeout=-1s", "--client-id", "chaos-fuse")
+	t.Cleanup(func() {
+		if isMounted(t, dir) {
+			_ = syscall.Unmount(dir, syscall.MNT_DETACH)
+		}
+	})
+	deadline := time.Now().Add(testproc.Eventually)
+	for !isMounted(t, dir) {
+		select {
+		case <-p.Done():
+			t.Fatalf("emberfs mount exited: %v\n%s", p.Err(), p.Output())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("emberfs mount never mounted:\n%s", p.Output())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return mount{dir: dir}
+}
+
+// isMounted tells whether dir is a mount point in /proc/self/mountinfo.
+func isMounted(t *testing.T, dir string) bool {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && f[4] == dir {
+			return true
+		}
+	}
+	return false
+}

@@ -6,13 +6,11 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"os"
 	"slices"
 	"sync/atomic"
 	"time"
 
 	"github.com/emberfs/emberfs/client"
-	"github.com/emberfs/emberfs/internal/errcode"
 	"github.com/emberfs/emberfs/internal/testutil"
 	"github.com/emberfs/emberfs/service/meta"
 )
@@ -36,13 +34,14 @@ type file struct {
 // looking (stat) before the worker goes on.
 type worker struct {
 	id    int
-	cl    *client.Client
+	fs    fsys
 	h     *history
 	rng   *rand.Rand
 	names map[string]*file // present names
 	next  uint64           // fids: id<<40 | next
 	all   []*worker
 	stats *stats
+	acked int // operations acknowledged (reads included)
 	// recovering is set while resolving a failed operation.
 }
 
@@ -100,7 +99,7 @@ func (w *worker) step() {
 
 // writeBlocks writes blocks [b0, b1) of f through an open handle and
 // records one register write per block.
-func (w *worker) writeBlocks(fh *client.File, f *file, b0, b1 int, what string) (seqs []uint64, err error) {
+func (w *worker) writeBlocks(fh handle, f *file, b0, b1 int, what string) (seqs []uint64, err error) {
 	buf := make([]byte, (b1-b0)*blockSize)
 	for b := b0; b < b1; b++ {
 		w.next++
@@ -125,12 +124,12 @@ func (w *worker) create(p string) {
 	w.next++
 	f := &file{fid: uint64(w.id+1)<<40 | w.next}
 	n := 1 + w.rng.IntN(maxBlocks)
-	what := fmt.Sprintf("w%d create %s (file %d, %d blocks)", w.id, p, f.fid, n)
+	what := fmt.Sprintf("w%d (%s) create %s (file %d, %d blocks)", w.id, w.fs.kind(), p, f.fid, n)
 	call := w.h.now()
-	fh, err := w.cl.Open(ctx, meta.Root, at(p), os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o644)
+	fh, ino, err := w.fs.create(ctx, p)
 	var seqs []uint64
 	if err == nil {
-		f.inode = fh.Inode().ID
+		f.inode = ino
 		seqs, err = w.writeBlocks(fh, f, 0, n, what)
 		if cerr := fh.Close(); err == nil {
 			err = cerr
@@ -139,7 +138,7 @@ func (w *worker) create(p string) {
 	if err != nil {
 		w.recordWrites(f, 0, seqs, what, call, unknown)
 		w.stats.failed.Add(1)
-		if errcode.Is(err, errcode.AlreadyExists) {
+		if isExist(err) {
 			w.stats.retriedAnswers.Add(1)
 		}
 		// The name was absent (only this worker makes it): whatever the
@@ -149,6 +148,7 @@ func (w *worker) create(p string) {
 	}
 	w.recordWrites(f, 0, seqs, what, call, w.h.now())
 	w.names[p] = f
+	w.acked++
 	w.stats.ops.Add(1)
 	w.stats.creates.Add(1)
 	w.stats.bytesWritten.Add(int64(n * blockSize))
@@ -159,19 +159,19 @@ func (w *worker) write(p string, f *file) {
 	defer cancel()
 	b0 := w.rng.IntN(maxBlocks)
 	b1 := min(maxBlocks, b0+1+w.rng.IntN(24))
-	what := fmt.Sprintf("w%d write %s (file %d) blocks [%d,%d)", w.id, p, f.fid, b0, b1)
+	what := fmt.Sprintf("w%d (%s) write %s (file %d) blocks [%d,%d)", w.id, w.fs.kind(), p, f.fid, b0, b1)
 	call := w.h.now()
-	fh, err := w.cl.Open(ctx, meta.Root, at(p), os.O_RDWR, 0)
+	fh, ino, _, err := w.fs.open(ctx, p, true)
 	var seqs []uint64
 	if err == nil {
-		if fh.Inode().ID != f.inode {
-			w.h.violate("%s: opened inode %d, the model has %d there", what, fh.Inode().ID, f.inode)
+		if ino != f.inode {
+			w.h.violate("%s: opened inode %d, the model has %d there", what, ino, f.inode)
 		}
 		seqs, err = w.writeBlocks(fh, f, b0, b1, what)
 		if cerr := fh.Close(); err == nil {
 			err = cerr
 		}
-	} else if errcode.Is(err, errcode.NotFound) {
+	} else if isNotFound(err) {
 		w.h.violate("%s: open: %v (the model has file %d there)", what, err, f.fid)
 	}
 	if err != nil {
@@ -180,6 +180,7 @@ func (w *worker) write(p string, f *file) {
 		return
 	}
 	w.recordWrites(f, b0, seqs, what, call, w.h.now())
+	w.acked++
 	w.stats.ops.Add(1)
 	w.stats.writes.Add(1)
 	w.stats.bytesWritten.Add(int64((b1 - b0) * blockSize))
@@ -191,17 +192,18 @@ func (w *worker) truncate(p string, f *file) {
 	ctx, cancel := opCtx()
 	defer cancel()
 	n := 1 + w.rng.IntN(maxBlocks)
-	what := fmt.Sprintf("w%d truncate %s (file %d) to %d blocks", w.id, p, f.fid, n)
+	what := fmt.Sprintf("w%d (%s) truncate %s (file %d) to %d blocks", w.id, w.fs.kind(), p, f.fid, n)
 	call := w.h.now()
-	err := w.cl.Truncate(ctx, meta.Root, at(p), int64(n)*blockSize)
+	err := w.fs.truncate(ctx, p, int64(n)*blockSize)
 	ret := w.h.now()
 	if err != nil {
 		ret = unknown
 		w.stats.failed.Add(1)
-		if errcode.Is(err, errcode.NotFound) {
+		if isNotFound(err) {
 			w.h.violate("%s: %v (the model has file %d there)", what, err, f.fid)
 		}
 	} else {
+		w.acked++
 		w.stats.ops.Add(1)
 		w.stats.truncates.Add(1)
 	}
@@ -214,16 +216,17 @@ func (w *worker) rename(src, dst string) {
 	ctx, cancel := opCtx()
 	defer cancel()
 	f, g := w.names[src], w.names[dst]
-	err := w.cl.Rename(ctx, meta.Root, at(src), at(dst), 0)
+	err := w.fs.rename(ctx, src, dst)
 	if err == nil {
 		delete(w.names, src)
 		w.names[dst] = f
+		w.acked++
 		w.stats.ops.Add(1)
 		w.stats.renames.Add(1)
 		return
 	}
 	w.stats.failed.Add(1)
-	if errcode.Is(err, errcode.NotFound) {
+	if isNotFound(err) {
 		w.stats.retriedAnswers.Add(1)
 	}
 	// Before: src has f, dst has g (or nothing). After: src empty, dst f.
@@ -247,9 +250,10 @@ func (w *worker) remove(p string) {
 	ctx, cancel := opCtx()
 	defer cancel()
 	f := w.names[p]
-	err := w.cl.Remove(ctx, meta.Root, at(p))
+	err := w.fs.remove(ctx, p)
 	if err == nil {
 		delete(w.names, p)
+		w.acked++
 		w.stats.ops.Add(1)
 		w.stats.deletes.Add(1)
 		return
@@ -271,9 +275,9 @@ func (w *worker) removeUntilGone(p string) {
 	deadline := time.Now().Add(2 * time.Minute)
 	for time.Now().Before(deadline) {
 		ctx, cancel := opCtx()
-		err := w.cl.Remove(ctx, meta.Root, at(p))
+		err := w.fs.remove(ctx, p)
 		cancel()
-		if err == nil || errcode.Is(err, errcode.NotFound) {
+		if err == nil || isNotFound(err) {
 			delete(w.names, p)
 			return
 		}
@@ -293,17 +297,17 @@ func (w *worker) resolve(what string, names ...string) map[string]*file {
 		ok := true
 		for _, p := range names {
 			ctx, cancel := opCtx()
-			n, err := w.cl.Stat(ctx, meta.Root, at(p))
+			ino, err := w.fs.stat(ctx, p)
 			cancel()
 			switch {
-			case errcode.Is(err, errcode.NotFound):
+			case isNotFound(err):
 				got[p] = nil
 			case err != nil:
 				ok = false
 			default:
-				got[p] = &file{inode: n.ID}
+				got[p] = &file{inode: ino}
 				for _, f := range w.names {
-					if f != nil && f.inode == n.ID {
+					if f != nil && f.inode == ino {
 						got[p] = f
 					}
 				}
@@ -348,12 +352,11 @@ func (w *worker) read(p, kind string) (fid uint64, ok bool) {
 	ctx, cancel := opCtx()
 	defer cancel()
 	call := w.h.now()
-	fh, err := w.cl.Open(ctx, meta.Root, at(p), os.O_RDONLY, 0)
+	fh, ino, size, err := w.fs.open(ctx, p, false)
 	if err != nil {
 		return 0, false
 	}
 	defer fh.Close()
-	size := fh.Size()
 	buf := make([]byte, size)
 	n, err := fh.ReadAt(buf, 0)
 	if err != nil && !errors.Is(err, io.EOF) {
@@ -361,7 +364,7 @@ func (w *worker) read(p, kind string) (fid uint64, ok bool) {
 	}
 	ret := w.h.now()
 	w.stats.bytesRead.Add(int64(n))
-	what := fmt.Sprintf("w%d %s %s (inode %d, %d bytes)", w.id, kind, p, fh.Inode().ID, size)
+	what := fmt.Sprintf("w%d (%s) %s %s (inode %d, %d bytes)", w.id, w.fs.kind(), kind, p, ino, size)
 	if int64(n) != size {
 		w.h.violate("%s: read %d bytes of %d", what, n, size)
 		return 0, false
@@ -397,6 +400,7 @@ func (w *worker) read(p, kind string) (fid uint64, ok bool) {
 		}
 		w.h.add(w.id, regOp{key: regKey{fid, b}, value: 0, what: what}, seq, call, ret)
 	}
+	w.acked++
 	w.stats.reads.Add(1)
 	return fid, true
 }
