@@ -119,7 +119,7 @@ func TestChaos(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer reader.Close()
-	files := 0
+	files, latent := 0, 0
 	for _, w := range ws {
 		ents, err := reader.ReadDir(final, meta.Root, at(fmt.Sprintf("/w%d", w.id)), false)
 		if err != nil {
@@ -152,6 +152,14 @@ func TestChaos(t *testing.T) {
 				h.add(r.id, regOp{key: regKey{f.fid, 0}, what: "final read " + p}, 0, h.now(), h.now())
 			}
 			files++
+			// Every replica of every chunk holds the same bytes.
+			diffs, err := auditReplicas(final, reader, p, &latent)
+			if err != nil {
+				h.violate("replica audit of %s: %v", p, err)
+			}
+			for _, d := range diffs {
+				h.violate("%s", d)
+			}
 		}
 	}
 
@@ -169,8 +177,8 @@ func TestChaos(t *testing.T) {
 		kinds = append(kinds, fmt.Sprintf("%s %d", f.name, nem.counts[f.name]))
 		total += nem.counts[f.name]
 	}
-	t.Logf("chaos summary: seed %d, %v; %s; %d faults injected (%s); %d final files read back; %d block histories checked by porcupine (%d undecided); fsck: %s; violations = %d",
-		seed, duration, st, total, strings.Join(kinds, ", "), files, keys, undecided, strings.TrimSpace(lastLine(out)), len(violations))
+	t.Logf("chaos summary: seed %d, %v; %s; %d faults injected (%s); %d final files read back, every chunk compared across its replicas (%d latent corrupt copies found); %d block histories checked by porcupine (%d undecided); fsck: %s; violations = %d",
+		seed, duration, st, total, strings.Join(kinds, ", "), files, latent, keys, undecided, strings.TrimSpace(lastLine(out)), len(violations))
 	var per []string
 	for _, w := range ws {
 		per = append(per, fmt.Sprintf("w%d %s %d", w.id, w.fs.kind(), w.acked))

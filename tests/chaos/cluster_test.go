@@ -140,6 +140,15 @@ func startCluster(t *testing.T, ctx context.Context) *cluster {
 		t.Fatal("the chaos test needs root: it mounts size-limited tmpfs directories for the disk-full fault")
 	}
 	c := &cluster{t: t, dir: t.TempDir()}
+	if keep := os.Getenv("CHAOS_DIR"); keep != "" {
+		// Kept after the test: process logs and target directories (the
+		// tmpfs targets go with their mounts) for diagnosing a failure.
+		var err error
+		if c.dir, err = os.MkdirTemp(keep, "chaos-"); err != nil {
+			t.Fatalf("CHAOS_DIR=%q: %v", keep, err)
+		}
+		t.Logf("cluster directory (kept): %s", c.dir)
+	}
 	// mgmtd and meta keep their state in a three-member etcd cluster
 	// (separate processes), which both instances of each share.
 	c.etcd = etcdcluster.Start(t, 3)
