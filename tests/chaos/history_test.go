@@ -3,6 +3,7 @@ package chaos
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -122,6 +123,7 @@ func (h *history) check(timeout time.Duration) (violations []string, checked int
 		keys = append(keys, k)
 	}
 	slices.SortFunc(keys, func(a, b regKey) int { return cmp.Or(cmp.Compare(a.fid, b.fid), cmp.Compare(a.block, b.block)) })
+	badFiles := map[uint64]bool{}
 	for _, k := range keys {
 		ops := byKey[k]
 		res, _ := porcupine.CheckOperationsVerbose(registerModel, ops, timeout)
@@ -129,9 +131,38 @@ func (h *history) check(timeout time.Duration) (violations []string, checked int
 		switch res {
 		case porcupine.Illegal:
 			violations = append(violations, fmt.Sprintf("file %d block %d: history not linearizable:\n%s", k.fid, k.block, h.describe(ops)))
+			badFiles[k.fid] = true
 		case porcupine.Unknown:
 			undecided++
 		}
+	}
+	// The whole story of each file with a violation: every operation that
+	// changed it, once (a write op appears once per block it wrote).
+	for _, fid := range slices.Sorted(maps.Keys(badFiles)) {
+		type change struct {
+			call, ret int64
+			what      string
+		}
+		seen := map[string]bool{}
+		var cs []change
+		for _, op := range h.ops {
+			in := op.Input.(regOp)
+			if in.key.fid != fid || !in.write || seen[in.what] {
+				continue
+			}
+			seen[in.what] = true
+			cs = append(cs, change{op.Call, op.Return, in.what})
+		}
+		slices.SortFunc(cs, func(a, b change) int { return cmp.Compare(a.call, b.call) })
+		var b strings.Builder
+		for _, c := range cs {
+			ret := "?"
+			if c.ret != unknown {
+				ret = fmt.Sprintf("%.3fs", time.Duration(c.ret).Seconds())
+			}
+			fmt.Fprintf(&b, "    [%.3fs, %s] %s\n", time.Duration(c.call).Seconds(), ret, c.what)
+		}
+		violations = append(violations, fmt.Sprintf("file %d: every change (? = failed, outcome unknown):\n%s", fid, b.String()))
 	}
 	return violations, checked, undecided
 }
