@@ -90,3 +90,28 @@ func blockSeqs(data []byte) string {
 	}
 	return "[" + strings.Join(s, " ") + "]"
 }
+
+// probeChunk asks every replica of chunk idx of inode ino what it holds,
+// right after a read found the chunk all zeros inside the file's length
+// (a hole, or a replica that lacks a write): the answer goes into a
+// violation report if porcupine later rejects that block's history.
+func probeChunk(ctx context.Context, cl *client.Client, ino uint64, idx uint32) string {
+	n, err := cl.Stat(ctx, meta.Root, meta.PathAt{Parent: ino})
+	if err != nil {
+		return fmt.Sprintf("probe: stat inode %d: %v", ino, err)
+	}
+	chains, err := meta.LayoutChains(ctx, cl.Routing(), n.Layout)
+	if err != nil {
+		return fmt.Sprintf("probe: chains of inode %d: %v", ino, err)
+	}
+	r := cl.Routing().Current()
+	chain := meta.ChunkChain(chains, idx)
+	ch, _ := r.Chain(chain)
+	var out []string
+	for _, ct := range ch.GetTargets() {
+		buf := make([]byte, chunkSize)
+		res, err := cl.Storage().Read(ctx, chain, storageclient.ChunkID{Inode: ino, Index: idx}, 0, buf, storageclient.ReadOptions{Target: ct.TargetId})
+		out = append(out, fmt.Sprintf("target %d (%v): version %d, %d bytes, blocks %s, err %v", ct.TargetId, ct.PublicState, res.Version, res.N, blockSeqs(buf[:res.N]), err))
+	}
+	return fmt.Sprintf("probe of inode %d chunk %d on chain %d (version %d, routing %d):\n      %s", ino, idx, chain, ch.GetVersion(), r.Version(), strings.Join(out, "\n      "))
+}

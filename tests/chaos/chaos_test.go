@@ -75,6 +75,7 @@ func TestChaos(t *testing.T) {
 			t.Fatal(err)
 		}
 		var fs fsys = native{cl}
+		diag := cl
 		if i >= workers-fuseWorkers {
 			// The last workers go through a FUSE mount (one
 			// `emberfs mount` process they share).
@@ -82,8 +83,12 @@ func TestChaos(t *testing.T) {
 				mnt = c.mount(t)
 			}
 			fs = mnt
+			if diag, err = newClient(setup, c.mgmtdAdr, fmt.Sprintf("chaos-w%d-probe", i)); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { diag.Close() })
 		}
-		ws[i] = &worker{id: i, fs: fs, h: h, rng: rand.New(rand.NewPCG(seed, uint64(i))), names: map[string]*file{}, all: ws, stats: st}
+		ws[i] = &worker{id: i, fs: fs, h: h, rng: rand.New(rand.NewPCG(seed, uint64(i))), names: map[string]*file{}, all: ws, stats: st, diag: diag}
 	}
 
 	run, stopRun := context.WithTimeout(context.Background(), duration)

@@ -74,10 +74,11 @@ type history struct {
 	ops        []porcupine.Operation
 	violations []string
 	written    map[regKey]map[uint64]bool
+	notes      map[uint64][]string // per file: replica probes
 }
 
 func newHistory() *history {
-	return &history{start: time.Now(), written: map[regKey]map[uint64]bool{}}
+	return &history{start: time.Now(), written: map[regKey]map[uint64]bool{}, notes: map[uint64][]string{}}
 }
 
 func (h *history) now() int64 { return int64(time.Since(h.start)) }
@@ -92,6 +93,12 @@ func (h *history) add(client int, in regOp, out uint64, call, ret int64) {
 		h.written[in.key][in.value] = true
 	}
 	h.ops = append(h.ops, porcupine.Operation{ClientId: client, Input: in, Output: out, Call: call, Return: ret})
+}
+
+func (h *history) note(fid uint64, s string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.notes[fid] = append(h.notes[fid], fmt.Sprintf("%.3fs: %s", time.Since(h.start).Seconds(), s))
 }
 
 func (h *history) violate(format string, args ...any) {
@@ -161,6 +168,9 @@ func (h *history) check(timeout time.Duration) (violations []string, checked int
 				ret = fmt.Sprintf("%.3fs", time.Duration(c.ret).Seconds())
 			}
 			fmt.Fprintf(&b, "    [%.3fs, %s] %s\n", time.Duration(c.call).Seconds(), ret, c.what)
+		}
+		for _, n := range h.notes[fid] {
+			fmt.Fprintf(&b, "    note %s\n", n)
 		}
 		violations = append(violations, fmt.Sprintf("file %d: every change (? = failed, outcome unknown):\n%s", fid, b.String()))
 	}

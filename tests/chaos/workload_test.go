@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -42,6 +43,9 @@ type worker struct {
 	all   []*worker
 	stats *stats
 	acked int // operations acknowledged (reads included)
+	// diag is a native client for probes of replicas (any worker's,
+	// FUSE ones too).
+	diag *client.Client
 	// recovering is set while resolving a failed operation.
 }
 
@@ -389,6 +393,7 @@ func (w *worker) read(p, kind string) (fid uint64, ok bool) {
 		w.h.violate("%s: block 0 is no block header: %v", what, derr)
 		return 0, false
 	}
+	w.probeZeroChunks(buf, ino, fid, what)
 	for b := 0; b < maxBlocks; b++ {
 		var seq uint64
 		if int64(b+1)*blockSize <= size {
@@ -403,4 +408,21 @@ func (w *worker) read(p, kind string) (fid uint64, ok bool) {
 	w.acked++
 	w.stats.reads.Add(1)
 	return fid, true
+}
+
+// probeZeroChunks probes the replicas of every whole chunk of buf that is
+// all zeros (see probeChunk) and notes the answers under the file.
+func (w *worker) probeZeroChunks(buf []byte, ino, fid uint64, what string) {
+	if w.diag == nil {
+		return
+	}
+	for off := 0; off+chunkSize <= len(buf); off += chunkSize {
+		if bytes.Count(buf[off:off+chunkSize], []byte{0}) != chunkSize {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		note := probeChunk(ctx, w.diag, ino, uint32(off/chunkSize))
+		cancel()
+		w.h.note(fid, fmt.Sprintf("%s found chunk %d all zeros; %s", what, off/chunkSize, note))
+	}
 }
