@@ -103,7 +103,7 @@ func TestChaos(t *testing.T) {
 			}
 		}()
 	}
-	nem := &nemesis{t: t, c: c, rng: rand.New(rand.NewPCG(seed, 1<<32)), h: h, counts: map[string]int{}}
+	nem := &nemesis{t: t, c: c, rng: rand.New(rand.NewPCG(seed, 1<<32)), h: h, counts: map[string]int{}, damaged: map[string]bool{}}
 	nem.run(run)
 	wg.Wait()
 	t.Logf("faults:\n  %s", strings.Join(nem.log, "\n  "))

@@ -26,6 +26,9 @@ type nemesis struct {
 	h      *history
 	counts map[string]int
 	log    []string
+	// damaged holds the chunks ("inode.index") whose file on some
+	// replica the nemesis damaged.
+	damaged map[string]bool
 }
 
 // faults are the kinds the nemesis picks from, with weights.
@@ -120,7 +123,21 @@ func (n *nemesis) inject(kind string) {
 			n.note("%s: storage%d has no chunk files yet", kind, node+1)
 			return
 		}
-		f := files[n.rng.IntN(len(files))]
+		// At most one damaged replica per chunk in a run: damage is only
+		// repaired when something reads or writes that chunk, and three
+		// damaged replicas would be a loss no replication can prevent.
+		f := ""
+		for try := 0; try < 20 && f == ""; try++ {
+			cand := files[n.rng.IntN(len(files))]
+			if chunk := chunkOfFile(cand); !n.damaged[chunk] {
+				n.damaged[chunk] = true
+				f = cand
+			}
+		}
+		if f == "" {
+			n.note("%s: storage%d: no chunk file left that is undamaged elsewhere", kind, node+1)
+			return
+		}
 		if kind == "delete-chunk" {
 			err := os.Remove(f)
 			n.note("deleted chunk file %s of storage%d: %v", shortPath(c.dir, f), node+1, err)
@@ -206,4 +223,14 @@ func fill(path string) (int64, error) {
 			return n, err
 		}
 	}
+}
+
+// chunkOfFile names the chunk a data file holds: its file name is
+// <inode:016x>.<index:08x>.<gen:016x> (docs/chunk-engine.md).
+func chunkOfFile(path string) string {
+	parts := strings.Split(filepath.Base(path), ".")
+	if len(parts) != 3 {
+		return path
+	}
+	return parts[0] + "." + parts[1]
 }
