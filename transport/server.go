@@ -161,6 +161,7 @@ type ServerStats struct {
 	RefusedConns   int64 // connections closed at once: MaxConns reached
 	BufferedBytes  int64 // request bytes held now (MaxBufferedBytes bounds it)
 	MemoryWaiters  int   // connections waiting for request memory now
+	PreadBytes     int64 // bytes of small file regions read into memory and sent with their frame
 }
 
 // Server serves framed requests on a TCP data port.
@@ -181,7 +182,7 @@ type Server struct {
 	loops    sync.WaitGroup // accept loop and connection readers
 	inflight sync.WaitGroup // running handlers
 
-	nConns, nActive, nReq, nFrameErr, nAuthFail, nSendfile, nCopied, nRefused atomic.Int64
+	nConns, nActive, nReq, nFrameErr, nAuthFail, nSendfile, nCopied, nRefused, nPread atomic.Int64
 }
 
 // NewServer listens on cfg.Addr and starts serving. Register handlers
@@ -236,6 +237,7 @@ func (s *Server) Stats() ServerStats {
 		FrameErrors: s.nFrameErr.Load(), AuthFailures: s.nAuthFail.Load(),
 		SendfileBytes: s.nSendfile.Load(), CopiedFileByte: s.nCopied.Load(),
 		RefusedConns: s.nRefused.Load(), BufferedBytes: cur, MemoryWaiters: waiting,
+		PreadBytes: s.nPread.Load(),
 	}
 }
 
@@ -348,8 +350,9 @@ func (s *Server) acceptLoop() {
 }
 
 // serverConn is one client connection: a reader goroutine that parses
-// frames and starts a goroutine per request, and a write mutex that keeps
-// each response's header and payload contiguous on the wire.
+// frames and starts a goroutine per request, and a send queue (send.go)
+// through which responses go out whole, several per system call when
+// they are ready together.
 type serverConn struct {
 	s      *Server
 	nc     net.Conn
@@ -360,7 +363,7 @@ type serverConn struct {
 
 	peer Peer // from the handshake
 
-	wmu       sync.Mutex
+	out       sendQueue
 	draining  atomic.Bool
 	closeOnce sync.Once
 }
@@ -382,7 +385,7 @@ func (c *serverConn) close() {
 func (c *serverConn) frameFailure(id uint64, op Op, err error) {
 	c.s.nFrameErr.Add(1)
 	c.s.log.Warn("closing data connection after bad frame", "remote", c.nc.RemoteAddr().String(), "err", err)
-	c.writeError(id, op, errcode.New(errcode.InvalidArgument, "%v; closing connection", err))
+	c.sendSync(c.errorFrame(id, op, errcode.New(errcode.InvalidArgument, "%v; closing connection", err)))
 	c.close()
 }
 
@@ -518,7 +521,7 @@ func (c *serverConn) handshake() bool {
 			msg = "missing cluster token"
 		}
 		c.s.log.Warn("data connection refused", "remote", c.nc.RemoteAddr().String(), "reason", msg)
-		c.writeError(h.ID, OpHandshake, errcode.New(errcode.Unauthenticated, "%s", msg))
+		c.sendSync(c.errorFrame(h.ID, OpHandshake, errcode.New(errcode.Unauthenticated, "%s", msg)))
 		return false
 	}
 	_ = c.nc.SetReadDeadline(time.Time{})
@@ -526,22 +529,32 @@ func (c *serverConn) handshake() bool {
 	binary.LittleEndian.PutUint32(limits[0:], c.s.lim.MaxExt)
 	binary.LittleEndian.PutUint32(limits[4:], c.s.lim.MaxPayload)
 	rh := Header{Flags: FlagResponse, Op: OpHandshake, ID: h.ID, ExtLen: uint32(len(limits))}
-	return c.writeFrame(&rh, limits[:], nil) == nil
+	return c.sendSync(newFrame(&rh, limits[:], nil)) == nil
 }
 
 func (c *serverConn) serve(h Header, ext, payload []byte, memN int64) {
-	defer func() {
+	// The request's buffers, its memory grant, its slot and the handler's
+	// Done are released once the response has been written (by whichever
+	// goroutine writes it: see sendQueue), since a response may point into
+	// them.
+	var respDone func()
+	release := func() {
+		if respDone != nil {
+			respDone()
+		}
 		PutBuffer(ext)
 		PutBuffer(payload)
 		c.s.mem.release(memN)
 		<-c.slots
 		c.s.inflight.Done()
-	}()
+	}
 	c.s.nReq.Add(1)
 	if h.Flags&FlagCRC != 0 {
 		if got := crcOf(payload); got != h.CRC {
-			c.writeError(h.ID, h.Op, errcode.New(errcode.ChecksumMismatch,
+			f := c.errorFrame(h.ID, h.Op, errcode.New(errcode.ChecksumMismatch,
 				"request payload CRC32C %#08x, header says %#08x", got, h.CRC))
+			f.done = release
+			c.send(f)
 			return
 		}
 	}
@@ -556,16 +569,25 @@ func (c *serverConn) serve(h Header, ext, payload []byte, memN int64) {
 		resp, err = callHandler(c.ctx, hd, req)
 	}
 	if resp != nil && resp.Done != nil {
-		defer resp.Done()
+		respDone = resp.Done
 	}
 	if err == nil && resp == nil {
 		err = errcode.New(errcode.Internal, "handler for opcode %d returned neither response nor error", h.Op)
 	}
+	var f *outFrame
 	if err != nil {
-		c.writeError(h.ID, h.Op, err)
-		return
+		f = c.errorFrame(h.ID, h.Op, err)
+	} else {
+		f = c.responseFrame(h, resp)
 	}
-	c.writeResponse(h, resp)
+	inner := f.done
+	f.done = func() {
+		if inner != nil {
+			inner()
+		}
+		release()
+	}
+	c.send(f)
 }
 
 func callHandler(ctx context.Context, hd Handler, req *ServerRequest) (resp *ServerResponse, err error) {
@@ -577,8 +599,8 @@ func callHandler(ctx context.Context, hd Handler, req *ServerRequest) (resp *Ser
 	return hd(ctx, req)
 }
 
-// writeError sends a response carrying err's code and message.
-func (c *serverConn) writeError(id uint64, op Op, err error) {
+// errorFrame is a response carrying err's code and message.
+func (c *serverConn) errorFrame(id uint64, op Op, err error) *outFrame {
 	code := errcode.CodeOf(err)
 	if code == errcode.OK {
 		code = errcode.Internal
@@ -588,55 +610,94 @@ func (c *serverConn) writeError(id uint64, op Op, err error) {
 		msg = msg[:4096]
 	}
 	rh := Header{Flags: FlagResponse, Op: op, ID: id, Status: code, ExtLen: uint32(len(msg))}
-	_ = c.writeFrame(&rh, []byte(msg), nil)
+	return newFrame(&rh, []byte(msg), nil)
 }
 
-func (c *serverConn) writeResponse(h Header, resp *ServerResponse) {
+// smallRegion is the largest file region read into memory (pread into a
+// pooled buffer) rather than sent with sendfile: for small reads one
+// pread plus the frame's single writev costs less than writev + sendfile,
+// and a short file shows up before the header is out.
+const smallRegion = 64 << 10
+
+// responseFrame checks resp and turns it into a frame; small file
+// regions are read into pooled buffers here, in the handler's goroutine,
+// so the connection's writer only writes.
+func (c *serverConn) responseFrame(h Header, resp *ServerResponse) *outFrame {
 	var total int64
-	for _, seg := range resp.Payload {
+	var pooled [][]byte
+	releasePooled := func() {
+		for _, b := range pooled {
+			PutBuffer(b)
+		}
+	}
+	segs := resp.Payload
+	copied := false
+	for i, seg := range segs {
 		total += seg.size()
 		if seg.File == nil {
 			continue
 		}
 		if seg.Offset < 0 || seg.Length < 0 {
-			c.writeError(h.ID, h.Op, errcode.New(errcode.Internal, "file region offset %d length %d is negative", seg.Offset, seg.Length))
-			return
+			releasePooled()
+			return c.errorFrame(h.ID, h.Op, errcode.New(errcode.Internal, "file region offset %d length %d is negative", seg.Offset, seg.Length))
+		}
+		if seg.Length <= smallRegion && !c.s.cfg.DisableSendfile {
+			buf := GetBuffer(int(seg.Length))
+			n, err := seg.File.ReadAt(buf, seg.Offset)
+			if n < len(buf) {
+				PutBuffer(buf)
+				releasePooled()
+				if err == nil || err == io.EOF {
+					return c.errorFrame(h.ID, h.Op, errcode.New(errcode.Internal, "file region [%d, %d) of %s ends beyond end of file",
+						seg.Offset, seg.Offset+seg.Length, seg.File.Name()))
+				}
+				return c.errorFrame(h.ID, h.Op, errcode.New(errcode.Internal, "read response file region: %v", err))
+			}
+			pooled = append(pooled, buf)
+			if !copied {
+				segs = append([]Segment(nil), segs...)
+				copied = true
+			}
+			segs[i] = Bytes(buf)
+			c.s.nPread.Add(seg.Length)
+			continue
 		}
 		// Check the region now: once the header is out, a short file
 		// could only be answered by closing the connection.
 		fi, err := seg.File.Stat()
 		if err != nil {
-			c.writeError(h.ID, h.Op, errcode.New(errcode.Internal, "stat response file: %v", err))
-			return
+			releasePooled()
+			return c.errorFrame(h.ID, h.Op, errcode.New(errcode.Internal, "stat response file: %v", err))
 		}
 		if seg.Offset+seg.Length > fi.Size() {
-			c.writeError(h.ID, h.Op, errcode.New(errcode.Internal, "file region [%d, %d) of %s ends beyond end of file (size %d)",
+			releasePooled()
+			return c.errorFrame(h.ID, h.Op, errcode.New(errcode.Internal, "file region [%d, %d) of %s ends beyond end of file (size %d)",
 				seg.Offset, seg.Offset+seg.Length, seg.File.Name(), fi.Size()))
-			return
 		}
 	}
 	if total > int64(c.s.lim.MaxPayload) || len(resp.Ext) > int(c.s.lim.MaxExt) {
-		c.writeError(h.ID, h.Op, errcode.New(errcode.Internal, "response of %d payload bytes and %d extension bytes exceeds the frame limits (%d, %d)",
+		releasePooled()
+		return c.errorFrame(h.ID, h.Op, errcode.New(errcode.Internal, "response of %d payload bytes and %d extension bytes exceeds the frame limits (%d, %d)",
 			total, len(resp.Ext), c.s.lim.MaxPayload, c.s.lim.MaxExt))
-		return
 	}
 	rh := Header{Flags: FlagResponse, Op: h.Op, ID: h.ID, ExtLen: uint32(len(resp.Ext)), PayloadLen: uint32(total)}
 	if resp.batch {
 		rh.Flags |= FlagBatch
 	}
 	if h.Flags&FlagCRC != 0 {
-		crc, err := segmentsCRC(resp.Payload)
+		crc, err := segmentsCRC(segs)
 		if err != nil {
-			c.writeError(h.ID, h.Op, errcode.New(errcode.Internal, "checksum response file region: %v", err))
-			return
+			releasePooled()
+			return c.errorFrame(h.ID, h.Op, errcode.New(errcode.Internal, "checksum response file region: %v", err))
 		}
 		rh.Flags |= FlagCRC
 		rh.CRC = crc
 	}
-	if err := c.writeFrame(&rh, resp.Ext, resp.Payload); err != nil {
-		c.s.log.Warn("closing data connection after failed write", "remote", c.nc.RemoteAddr().String(), "err", err)
-		c.close()
+	f := newFrame(&rh, resp.Ext, segs)
+	if len(pooled) > 0 {
+		f.done = releasePooled
 	}
+	return f
 }
 
 // segmentsCRC is the CRC32C of a payload; file regions are read for it, so
@@ -662,60 +723,4 @@ func segmentsCRC(segs []Segment) (uint32, error) {
 		PutBuffer(buf)
 	}
 	return crc, nil
-}
-
-// writeFrame writes header, extension and payload segments as one unit:
-// memory pieces go out with writev (net.Buffers), file regions with
-// sendfile. A failed write leaves a partial frame on the wire, so the
-// caller must close the connection.
-func (c *serverConn) writeFrame(h *Header, ext []byte, segs []Segment) error {
-	var hdr [HeaderSize]byte
-	h.Encode(hdr[:])
-	var vec [8][]byte
-	bufs := append(vec[:0], hdr[:])
-	if len(ext) > 0 {
-		bufs = append(bufs, ext)
-	}
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	_ = c.nc.SetWriteDeadline(time.Now().Add(c.s.cfg.FrameTimeout))
-	for _, seg := range segs {
-		if seg.File == nil {
-			if len(seg.Data) > 0 {
-				bufs = append(bufs, seg.Data)
-			}
-			continue
-		}
-		if len(bufs) > 0 {
-			nb := net.Buffers(bufs)
-			if _, err := nb.WriteTo(c.nc); err != nil {
-				return err
-			}
-			bufs = vec[:0]
-		}
-		if c.s.cfg.DisableSendfile {
-			n, err := copyRegion(c.nc, seg.File, seg.Offset, seg.Length)
-			c.s.nCopied.Add(n)
-			if err != nil {
-				return err
-			}
-			continue
-		}
-		n, zero, err := sendFileRegion(c.nc, seg.File, seg.Offset, seg.Length)
-		if zero {
-			c.s.nSendfile.Add(n)
-		} else {
-			c.s.nCopied.Add(n)
-		}
-		if err != nil {
-			return err
-		}
-	}
-	if len(bufs) > 0 {
-		nb := net.Buffers(bufs)
-		if _, err := nb.WriteTo(c.nc); err != nil {
-			return err
-		}
-	}
-	return nil
 }

@@ -166,8 +166,8 @@ func TestBatchRead(t *testing.T) {
 			}
 		}
 	}
-	if ts.Stats().SendfileBytes != int64(total) {
-		t.Fatalf("sendfile sent %d bytes, want %d", ts.Stats().SendfileBytes, total)
+	if st := ts.Stats(); st.SendfileBytes+st.PreadBytes != int64(total) || st.CopiedFileByte != 0 {
+		t.Fatalf("stats %+v: want %d bytes sent by sendfile or pread, none copied", st, total)
 	}
 
 	// A malformed batch table is refused with a clear error; the
@@ -190,7 +190,7 @@ func TestFileRegionUsesSendfile(t *testing.T) {
 			ts := startTestServer(t, ServerConfig{DisableSendfile: disable})
 			c := newTestClient(t, ClientConfig{})
 			ctx := testCtx(t)
-			var sent int64
+			var sent, small int64
 			for _, r := range [][2]int{{0, 0}, {0, 1}, {12345, 4096}, {1 << 20, 1 << 20}, {100, 4<<20 + 17}, {0, len(ts.content)}} {
 				buf := make([]byte, r[1])
 				resp, err := c.Call(ctx, ts.Addr(), &Request{Op: opFile, Ext: u64s(uint64(r[0]), uint64(r[1]))}, buf)
@@ -201,19 +201,24 @@ func TestFileRegionUsesSendfile(t *testing.T) {
 					t.Fatalf("region %v: content mismatch", r)
 				}
 				sent += int64(r[1])
+				if r[1] <= smallRegion {
+					small += int64(r[1])
+				}
 			}
 			// The server adds to its counters after sendfile returns, which
 			// can be after the client already holds every byte: wait until
 			// all bytes are counted, then check which path counted them.
 			st := ts.Stats()
-			for deadline := time.Now().Add(10 * time.Second); st.SendfileBytes+st.CopiedFileByte < sent && time.Now().Before(deadline); st = ts.Stats() {
+			for deadline := time.Now().Add(10 * time.Second); st.SendfileBytes+st.CopiedFileByte+st.PreadBytes < sent && time.Now().Before(deadline); st = ts.Stats() {
 				time.Sleep(time.Millisecond)
 			}
-			if disable && (st.SendfileBytes != 0 || st.CopiedFileByte != sent) {
+			if disable && (st.SendfileBytes != 0 || st.PreadBytes != 0 || st.CopiedFileByte != sent) {
 				t.Fatalf("copy path: stats %+v, want %d copied", st, sent)
 			}
-			if !disable && (st.SendfileBytes != sent || st.CopiedFileByte != 0) {
-				t.Fatalf("sendfile path: stats %+v, want %d sent with sendfile", st, sent)
+			// Small regions are read into memory and leave with their frame;
+			// larger ones go by sendfile.
+			if !disable && (st.SendfileBytes != sent-small || st.PreadBytes != small || st.CopiedFileByte != 0) {
+				t.Fatalf("sendfile path: stats %+v, want %d read with pread and %d sent with sendfile", st, small, sent-small)
 			}
 			// A region past the end of the file is refused before anything
 			// is sent, so the connection stays good.

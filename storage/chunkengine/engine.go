@@ -55,6 +55,9 @@ type Options struct {
 	CompactBytes int64
 	// Logger receives recovery and corruption reports (slog.Default if nil).
 	Logger *slog.Logger
+	// OpenFiles bounds the data files kept open between reads (0:
+	// DefaultOpenFiles, negative: none kept).
+	OpenFiles int
 	// FS is the file system the target directory lives on (vfs.Default,
 	// the operating system's, if nil). Tests inject faults through it.
 	// OpenRegion needs files that vfs.OSFile can unwrap to an *os.File.
@@ -124,6 +127,8 @@ type Engine struct {
 	// is released, so a snapshot holds every outcome the log it replaces
 	// held.
 	outcomes *outcomeTable
+
+	fds *fdCache // read descriptors of committed data files
 }
 
 // Open opens (creating if needed) the target directory dir, takes its lock
@@ -143,8 +148,11 @@ func Open(dir string, opts Options) (*Engine, error) {
 	if opts.FS == nil {
 		opts.FS = vfs.Default
 	}
+	if opts.OpenFiles == 0 {
+		opts.OpenFiles = DefaultOpenFiles
+	}
 	e := &Engine{dir: dir, opts: opts, log: opts.Logger.With("target", dir), fs: opts.FS, inodes: make(map[uint64]map[uint32]*chunk),
-		outcomes: newOutcomeTable(opts.MaxWriteOutcomes)}
+		outcomes: newOutcomeTable(opts.MaxWriteOutcomes), fds: newFDCache(max(opts.OpenFiles, 0))}
 	if err := e.makeTargetDir(); err != nil {
 		return nil, err
 	}
@@ -457,6 +465,7 @@ func (e *Engine) Close() error {
 }
 
 func (e *Engine) closeFiles() error {
+	e.fds.closeAll()
 	var err error
 	if e.mlog != nil {
 		err = e.mlog.close()

@@ -149,11 +149,12 @@ func (e *Engine) writeTail(id ChunkID, base verState, off uint32, data []byte, n
 func (e *Engine) copyMerge(c *chunk, base verState, newLen uint32, off uint32, data []byte) (uint64, uint32, error) {
 	var src vfs.File
 	if base.Gen != 0 {
-		var err error
-		if src, err = e.fs.OpenFile(e.dataPath(c.id, base.Gen), os.O_RDONLY, 0); err != nil {
+		of, err := e.openCached(c.id, base.Gen)
+		if err != nil {
 			return 0, 0, ioErr(c.id, "open data file", err)
 		}
-		defer src.Close()
+		defer e.fds.release(of)
+		src = of.f
 	}
 	dst, gen, err := e.createFile(c.id)
 	if err != nil {
@@ -218,6 +219,7 @@ func (e *Engine) markCorruptHeld(c *chunk, ver uint64, reason string) {
 // removeFile deletes a data file no metadata points at any more. Failure
 // only leaves garbage that the next open removes.
 func (e *Engine) removeFile(id ChunkID, gen uint64) {
+	e.fds.drop(fdKey{id: id, gen: gen})
 	if err := e.fs.Remove(e.dataPath(id, gen)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		e.log.Warn("remove old chunk data file", "chunk", id, "gen", gen, "err", err)
 	}

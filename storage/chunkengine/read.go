@@ -56,23 +56,52 @@ func (e *Engine) markVerified(c *chunk, v verState) {
 	e.mu.Unlock()
 }
 
-// openView opens the data file of rv. A file that vanished because a
-// commit replaced the version is reported as retry.
-func (e *Engine) openView(id ChunkID, rv readView) (f vfs.File, retry bool, err error) {
-	f, err = e.fs.OpenFile(e.dataPath(id, rv.v.Gen), os.O_RDONLY, 0)
+// openView opens the data file of rv, through the engine's descriptor
+// cache; the caller releases it with e.fds.release. A file that vanished
+// because a commit replaced the version is reported as retry.
+func (e *Engine) openView(id ChunkID, rv readView) (of *openFile, retry bool, err error) {
+	k := fdKey{id: id, gen: rv.v.Gen}
+	of, err = e.openCached(id, rv.v.Gen)
 	if err == nil {
-		return f, false, nil
+		// A commit may have replaced this generation, and dropped it from
+		// the cache, between our view and the add: then unlist it again,
+		// or the cache would keep a removed file's space in use. (The
+		// descriptor itself stays good for this read.)
+		if e.genGone(rv) {
+			e.fds.drop(k)
+		}
+		return of, false, nil
 	}
 	if !errors.Is(err, os.ErrNotExist) {
 		return nil, false, ioErr(id, "open data file", err)
 	}
-	e.mu.RLock()
-	changed := rv.c.dead || rv.c.st.Committed.Version != rv.v.Version || rv.c.st.Committed.Gen != rv.v.Gen
-	e.mu.RUnlock()
-	if changed {
+	if e.genGone(rv) {
 		return nil, true, nil
 	}
 	return nil, false, e.corrupt(id, rv.v, "data file missing")
+}
+
+// openCached returns data file (id, gen) opened for reading, from the
+// descriptor cache or newly opened and cached; release it with
+// e.fds.release.
+func (e *Engine) openCached(id ChunkID, gen uint64) (*openFile, error) {
+	k := fdKey{id: id, gen: gen}
+	if of := e.fds.get(k); of != nil {
+		return of, nil
+	}
+	f, err := e.fs.OpenFile(e.dataPath(id, gen), os.O_RDONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	return e.fds.add(k, f), nil
+}
+
+// genGone reports whether the data file rv read from is no longer the
+// chunk's committed one (a commit replaced it, or the chunk was removed).
+func (e *Engine) genGone(rv readView) bool {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return rv.c.dead || rv.c.st.Committed.Version != rv.v.Version || rv.c.st.Committed.Gen != rv.v.Gen
 }
 
 // corrupt marks the committed version v of id corrupt and returns the
@@ -121,15 +150,15 @@ func (e *Engine) read(id ChunkID, off uint32, relaxed bool, buf func(avail int) 
 		if len(p) == 0 {
 			return p, rv.v.Version, nil
 		}
-		f, retry, err := e.openView(id, rv)
+		of, retry, err := e.openView(id, rv)
 		if retry {
 			continue
 		}
 		if err != nil {
 			return nil, 0, err
 		}
-		err = e.readVerified(id, f, rv, p, off)
-		f.Close()
+		err = e.readVerified(id, of.f, rv, p, off)
+		e.fds.release(of)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -231,15 +260,15 @@ func (e *Engine) Verify(id ChunkID) error {
 			}
 			return nil
 		}
-		f, retry, err := e.openView(id, rv)
+		of, retry, err := e.openView(id, rv)
 		if retry {
 			continue
 		}
 		if err != nil {
 			return err
 		}
-		err = e.verifyFile(id, f, rv, nil, 0)
-		f.Close()
+		err = e.verifyFile(id, of.f, rv, nil, 0)
+		e.fds.release(of)
 		return err
 	}
 }
@@ -249,19 +278,23 @@ func (e *Engine) Verify(id ChunkID) error {
 // change while the file exists, and an open file stays readable after a
 // later commit unlinks it, so the range stays valid until Close.
 type Region struct {
-	File     *os.File // nil when Length is 0
+	File     *os.File // nil when Length is 0; owned by the engine's descriptor cache
 	Offset   int64
 	Length   int64
 	Version  uint64 // committed version the region belongs to
 	Checksum uint32 // CRC32C of the whole committed content
+
+	release func()
 }
 
-// Close releases the region's file.
+// Close releases the region's file (the descriptor is shared and cached:
+// do not close File itself). Closing twice is harmless.
 func (r *Region) Close() error {
-	if r.File == nil {
-		return nil
+	if r.release != nil {
+		r.release()
+		r.release = nil
 	}
-	return r.File.Close()
+	return nil
 }
 
 // OpenRegion returns committed bytes [off, off+n) of chunk id (clipped to
@@ -278,7 +311,7 @@ func (e *Engine) OpenRegion(id ChunkID, off, n uint32, relaxed bool) (*Region, e
 		if off >= rv.v.Length || n == 0 {
 			return &Region{Offset: int64(off), Version: rv.v.Version, Checksum: rv.v.Checksum}, nil
 		}
-		f, retry, err := e.openView(id, rv)
+		of, retry, err := e.openView(id, rv)
 		if retry {
 			continue
 		}
@@ -286,18 +319,19 @@ func (e *Engine) OpenRegion(id ChunkID, off, n uint32, relaxed bool) (*Region, e
 			return nil, err
 		}
 		if !rv.verified {
-			if err := e.verifyFile(id, f, rv, nil, 0); err != nil {
-				f.Close()
+			if err := e.verifyFile(id, of.f, rv, nil, 0); err != nil {
+				e.fds.release(of)
 				return nil, err
 			}
 		}
-		osf := vfs.OSFile(f)
+		osf := vfs.OSFile(of.f)
 		if osf == nil {
-			f.Close()
+			e.fds.release(of)
 			return nil, errcode.New(errcode.Internal, "chunk %s: the engine's file system has no OS files to hand out as regions", id)
 		}
 		length := min(uint64(n), uint64(rv.v.Length-off))
-		return &Region{File: osf, Offset: int64(off), Length: int64(length), Version: rv.v.Version, Checksum: rv.v.Checksum}, nil
+		return &Region{File: osf, Offset: int64(off), Length: int64(length), Version: rv.v.Version, Checksum: rv.v.Checksum,
+			release: func() { e.fds.release(of) }}, nil
 	}
 }
 
@@ -317,15 +351,15 @@ func (e *Engine) ReadPrefix(id ChunkID, p []byte) (n int, version uint64, length
 		if k == 0 {
 			return 0, rv.v.Version, rv.v.Length, nil
 		}
-		f, retry, err := e.openView(id, rv)
+		of, retry, err := e.openView(id, rv)
 		if retry {
 			continue
 		}
 		if err != nil {
 			return 0, 0, 0, err
 		}
-		_, err = f.ReadAt(p[:k], 0)
-		f.Close()
+		_, err = of.f.ReadAt(p[:k], 0)
+		e.fds.release(of)
 		if err == io.EOF {
 			return 0, 0, 0, e.corrupt(id, rv.v, "data file shorter than chunk length")
 		}

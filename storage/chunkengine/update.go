@@ -349,6 +349,7 @@ func (e *Engine) discardStaged(c *chunk, st *chunkState, perr error) {
 		return
 	}
 	if g := st.Pending.Gen; g != 0 && g != c.st.Committed.Gen {
+		e.fds.drop(fdKey{id: c.id, gen: g})
 		e.fs.Remove(e.dataPath(c.id, g))
 	}
 }
