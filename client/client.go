@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emberfs/emberfs/internal/errcode"
@@ -98,6 +99,20 @@ type Client struct {
 
 	mu     sync.Mutex
 	inodes map[uint64]*inodeState
+
+	storageReadBytes atomic.Int64
+}
+
+// Stats are a client's cumulative counters.
+type Stats struct {
+	// StorageReadBytes counts file bytes asked of storage: reads, their
+	// read-ahead and the blocks fetched for the hot-data cache.
+	StorageReadBytes int64
+}
+
+// Stats returns the client's counters.
+func (c *Client) Stats() Stats {
+	return Stats{StorageReadBytes: c.storageReadBytes.Load()}
 }
 
 // New connects to the cluster: it dials mgmtd and waits for the first

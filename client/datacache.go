@@ -21,7 +21,7 @@ import (
 //   - it is younger than the TTL, which bounds staleness for in-place
 //     overwrites by other clients that change neither size nor mtime.
 type dataCache struct {
-	c   *ristretto.Cache[string, *cacheEntry]
+	c   *ristretto.Cache[uint64, *cacheEntry]
 	ttl time.Duration
 
 	mu     sync.Mutex
@@ -30,8 +30,15 @@ type dataCache struct {
 }
 
 type cacheEntry struct {
+	key   blockKey // checked on every hit: cache keys are hashes of it
 	epoch uint64
 	data  []byte
+}
+
+// blockKey names a cached block: an inode, its stamp at open, a block.
+type blockKey struct {
+	ino, stamp uint64
+	block      int64
 }
 
 // maxEpochs bounds the epoch map: past it the whole cache is cleared and
@@ -40,7 +47,7 @@ type cacheEntry struct {
 const maxEpochs = 1 << 16
 
 func newDataCache(bytes int64, ttl time.Duration) (*dataCache, error) {
-	c, err := ristretto.NewCache(&ristretto.Config[string, *cacheEntry]{
+	c, err := ristretto.NewCache(&ristretto.Config[uint64, *cacheEntry]{
 		NumCounters: max(10*bytes/cacheBlock, 1000),
 		MaxCost:     bytes,
 		BufferItems: 64,
@@ -51,8 +58,21 @@ func newDataCache(bytes int64, ttl time.Duration) (*dataCache, error) {
 	return &dataCache{c: c, ttl: ttl, next: 1, epochs: map[uint64]uint64{}}, nil
 }
 
-func cacheKey(ino, stamp uint64, block int64) string {
-	return fmt.Sprintf("%d/%x/%d", ino, stamp, block)
+// hash is the cache key of k: a 64-bit mix of its fields, with no
+// allocation (a formatted string key cost an allocation and a format per
+// lookup). Two keys hashing alike only cost a miss: a hit is used only
+// when the entry's full key matches.
+func (k blockKey) hash() uint64 {
+	return mix64(mix64(mix64(k.ino)^k.stamp) ^ uint64(k.block))
+}
+
+// mix64 is splitmix64's finalizer.
+func mix64(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	return x ^ x>>31
 }
 
 func (d *dataCache) epoch(ino uint64) uint64 {
@@ -74,8 +94,9 @@ func (d *dataCache) dropInode(ino uint64) {
 }
 
 func (d *dataCache) get(ino, stamp uint64, block int64) ([]byte, bool) {
-	e, ok := d.c.Get(cacheKey(ino, stamp, block))
-	if !ok || e.epoch != d.epoch(ino) {
+	k := blockKey{ino, stamp, block}
+	e, ok := d.c.Get(k.hash())
+	if !ok || e.key != k || e.epoch != d.epoch(ino) {
 		return nil, false
 	}
 	return e.data, true
@@ -87,7 +108,11 @@ func (d *dataCache) put(ino, stamp uint64, block int64, epoch uint64, data []byt
 	if d.epoch(ino) != epoch {
 		return
 	}
-	d.c.SetWithTTL(cacheKey(ino, stamp, block), &cacheEntry{epoch: epoch, data: data}, int64(len(data))+64, d.ttl)
+	k := blockKey{ino, stamp, block}
+	d.c.SetWithTTL(k.hash(), &cacheEntry{key: k, epoch: epoch, data: data}, int64(len(data))+64, d.ttl)
+	// Sets are applied asynchronously; without waiting, the next small
+	// read of the block (usually right after) misses and fetches it again.
+	d.c.Wait()
 }
 
 func (d *dataCache) close() { d.c.Close() }

@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/emberfs/emberfs/internal/errcode"
@@ -38,6 +39,7 @@ type File struct {
 	read    bool
 	write   bool
 	append  bool
+	direct  bool // O_DIRECT: reads bypass read-ahead and the hot-data cache
 
 	wmu    sync.Mutex // serializes writes, flushes, truncate, close
 	closed bool
@@ -76,7 +78,9 @@ type prefetch struct {
 
 // Open opens (and with os.O_CREATE creates) the file p names, as user u.
 // flags are os.O_* flags: access mode O_RDONLY, O_WRONLY or O_RDWR, and
-// O_CREATE, O_EXCL, O_TRUNC, O_APPEND; mode holds the permission bits of a
+// O_CREATE, O_EXCL, O_TRUNC, O_APPEND, O_DIRECT (reads then skip this
+// client's read-ahead and hot-data cache; writes are unchanged: durable
+// at Sync or Close); mode holds the permission bits of a
 // new file (umask already applied). PathAt{Parent: id} opens inode id.
 // Every open starts a meta session, ended by Close: a write session, or a
 // read session that keeps the file's data if it is unlinked meanwhile.
@@ -98,7 +102,8 @@ func (c *Client) Open(ctx context.Context, u meta.User, p meta.PathAt, flags int
 	if err != nil {
 		return nil, err
 	}
-	f := &File{c: c, u: u, ino: res.Inode, session: res.Session, read: read, write: write, append: flags&os.O_APPEND != 0}
+	f := &File{c: c, u: u, ino: res.Inode, session: res.Session, read: read, write: write, append: flags&os.O_APPEND != 0,
+		direct: flags&syscall.O_DIRECT != 0}
 	f.pcond = sync.NewCond(&f.pmu)
 	fail := func(err error) (*File, error) {
 		if f.session != 0 {
@@ -186,13 +191,25 @@ func (f *File) ReadAt(p []byte, off int64) (int, error) {
 }
 
 func (f *File) readRange(p []byte, off, size int64) error {
+	if f.direct {
+		// O_DIRECT: no caching in this client either; the caller asked
+		// for exactly these bytes from storage.
+		return f.readDirect(p, off)
+	}
+	f.mu.Lock()
+	seq := off == f.lastEnd
+	f.mu.Unlock()
 	if f.c.cfg.ReadAhead > 0 {
 		if done, err := f.readAhead(p, off, size); done {
 			return err
 		}
+	} else {
+		f.mu.Lock()
+		f.lastEnd = off + int64(len(p))
+		f.mu.Unlock()
 	}
 	if f.c.data != nil && len(p) < cacheBlock {
-		return f.readCached(p, off, size)
+		return f.readCached(p, off, size, seq)
 	}
 	return f.readDirect(p, off)
 }
@@ -276,10 +293,22 @@ func (f *File) dropReadAhead() {
 	f.mu.Unlock()
 }
 
-// readCached serves a small read from cached blocks, fetching missing ones.
-func (f *File) readCached(p []byte, off, size int64) error {
+// readCached serves a small read from cached blocks. Missing blocks are
+// fetched whole and cached only when the read continues the previous one
+// (seq): a random small read fetches just its own bytes, since fetching
+// the aligned block around each would move 32 times the data of a 4 KiB
+// read for blocks that random access rarely comes back to.
+func (f *File) readCached(p []byte, off, size int64, seq bool) error {
 	d := f.c.data
 	end := off + int64(len(p))
+	if !seq {
+		for b := off / cacheBlock; b*cacheBlock < end; b++ {
+			bLen := min(int64(cacheBlock), size-b*cacheBlock)
+			if data, ok := d.get(f.ino.ID, f.stamp, b); !ok || int64(len(data)) < bLen {
+				return f.readDirect(p, off)
+			}
+		}
+	}
 	for b := off / cacheBlock; b*cacheBlock < end; b++ {
 		bOff := b * cacheBlock
 		bLen := min(int64(cacheBlock), size-bOff)

@@ -70,6 +70,7 @@ func (c *Client) fanOut(ctx context.Context, ps []piece, fn func(ctx context.Con
 // (one call per read that met a missing chunk) and fails with ESTALE if not,
 // instead of returning zeros for data that is gone (issue 13, hole 8).
 func (f *File) readDirect(p []byte, off int64) error {
+	f.c.storageReadBytes.Add(int64(len(p)))
 	ps := splitRange(off, len(p), f.ino.Layout.ChunkSize)
 	var missing atomic.Bool
 	errs := f.c.fanOut(f.c.ctx, ps, func(ctx context.Context, pc piece) error {

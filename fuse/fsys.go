@@ -402,9 +402,10 @@ func (h *fileHandle) Release(ctx context.Context) syscall.Errno {
 }
 
 // openFlags maps open(2) flags to what the client is asked for. O_APPEND is
-// dropped: the kernel computes the offset of every append itself.
+// dropped: the kernel computes the offset of every append itself. O_DIRECT
+// is passed on: the client then skips its read-ahead and data cache.
 func (fsys *fileSystem) openFlags(flags uint32) int {
-	f := int(flags) & (syscall.O_ACCMODE | syscall.O_CREAT | syscall.O_EXCL | syscall.O_TRUNC)
+	f := int(flags) & (syscall.O_ACCMODE | syscall.O_CREAT | syscall.O_EXCL | syscall.O_TRUNC | syscall.O_DIRECT)
 	return f
 }
 
@@ -460,11 +461,18 @@ func (fsys *fileSystem) createFile(ctx context.Context, u meta.User, p meta.Path
 	return h, res.Inode, 0
 }
 
-func (fsys *fileSystem) fuseOpenFlags() uint32 {
-	if fsys.opts.DirectIO {
+// fuseOpenFlags are the FOPEN_* flags answered to an open with open(2)
+// flags. An O_DIRECT open (or a --direct-io mount) gets FOPEN_DIRECT_IO:
+// no page cache for the handle, every read and write reaches EmberFS with
+// the caller's size. Every other open gets FOPEN_KEEP_CACHE: the kernel
+// keeps the file's cached pages instead of dropping them at each open,
+// which is safe because node.Open first drops them itself when the file
+// changed since this mount last described it (close-to-open).
+func (fsys *fileSystem) fuseOpenFlags(flags uint32) uint32 {
+	if fsys.opts.DirectIO || flags&syscall.O_DIRECT != 0 {
 		return gofuse.FOPEN_DIRECT_IO
 	}
-	return 0
+	return gofuse.FOPEN_KEEP_CACHE
 }
 
 func setTime(t time.Time) *time.Time { return &t }

@@ -211,7 +211,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
-	return n.newChild(ctx, &in, since, out), h, n.fsys.fuseOpenFlags(), 0
+	return n.newChild(ctx, &in, since, out), h, n.fsys.fuseOpenFlags(flags), 0
 }
 
 // Open opens the file through the client, which reads the inode from meta.
@@ -235,7 +235,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 		}
 		n.noteAttr(&a)
 	}
-	return h, n.fsys.fuseOpenFlags(), 0
+	return h, n.fsys.fuseOpenFlags(flags), 0
 }
 
 // Fsync on a node without a file handle (fsync of a directory): every

@@ -186,3 +186,50 @@ func TestCacheCloseToOpen(t *testing.T) {
 		t.Fatal("reopened file served stale cached data")
 	}
 }
+
+// Small reads fetch whole cache blocks only when access is sequential: a
+// random 4 KiB read asks storage for its own 4 KiB (not the aligned 128 KiB
+// block around it), and a sequential run of small reads is served by
+// read-ahead or cached blocks, fetched once.
+func TestSmallRandomReadsFetchOnlyTheirBytes(t *testing.T) {
+	c := startCluster(t)
+	ctx := ctxT(t)
+	cl := newClient(t, c, client.Config{})
+	size := 8 * testChunk
+	m := &model{}
+	m.writeAt(pattern(size, 8), 0)
+	if err := cl.WriteFile(ctx, meta.Root, meta.P("/rand"), m.data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := cl.Open(ctx, meta.Root, meta.P("/rand"), os.O_RDONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	before := cl.Stats().StorageReadBytes
+	const reads, step = 40, 4096
+	for i := range reads {
+		// Offsets far apart, never continuing the previous read.
+		off := int64((i*7919+13)%(size/step-1)+1) * step
+		checkRead(t, "random", f, m, off, step)
+	}
+	if got := cl.Stats().StorageReadBytes - before; got != reads*step {
+		t.Fatalf("%d random 4 KiB reads asked storage for %d bytes, want exactly %d", reads, got, reads*step)
+	}
+	// Sequential small reads without read-ahead: the first read (it does
+	// not continue an earlier one) fetches its own bytes; from then on
+	// each aligned 128 KiB block is fetched once, whole, and cached.
+	seqClient := newClient(t, c, client.Config{ReadAhead: -1})
+	g, err := seqClient.Open(ctx, meta.Root, meta.P("/rand"), os.O_RDONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	before = seqClient.Stats().StorageReadBytes
+	for off := int64(step); off <= 256<<10; off += step {
+		checkRead(t, "sequential", g, m, off, step)
+	}
+	if got, want := seqClient.Stats().StorageReadBytes-before, int64(step+3*128<<10); got != want {
+		t.Fatalf("sequential 4 KiB reads over [4K, 260K) asked storage for %d bytes, want %d (the first read, then blocks 0-2 once each)", got, want)
+	}
+}

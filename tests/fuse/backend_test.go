@@ -47,17 +47,33 @@ func startCluster() (stop func(), err error) {
 
 // recordingBackend is the native client's backend with the largest single
 // write request it passed on recorded (to check the 1 MiB FUSE requests),
-// and the number of client files it opened.
+// the number of client files it opened, their flags, and the reads that
+// reached the client.
 type recordingBackend struct {
 	fuse.Backend
-	mu       sync.Mutex
-	maxWrite int
-	opens    int
+	mu        sync.Mutex
+	maxWrite  int
+	opens     int
+	openFlags []int // flags of every open, in order
+	reads     int   // ReadAt calls that reached the client
+}
+
+func (b *recordingBackend) readCalls() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.reads
+}
+
+func (b *recordingBackend) lastOpenFlags() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.openFlags[len(b.openFlags)-1]
 }
 
 func (b *recordingBackend) Open(ctx context.Context, u meta.User, p meta.PathAt, flags int, mode uint32) (fuse.File, error) {
 	b.mu.Lock()
 	b.opens++
+	b.openFlags = append(b.openFlags, flags)
 	b.mu.Unlock()
 	f, err := b.Backend.Open(ctx, u, p, flags, mode)
 	if err != nil {
@@ -88,6 +104,13 @@ func (f recordingFile) WriteAt(p []byte, off int64) (int, error) {
 	f.b.maxWrite = max(f.b.maxWrite, len(p))
 	f.b.mu.Unlock()
 	return f.File.WriteAt(p, off)
+}
+
+func (f recordingFile) ReadAt(p []byte, off int64) (int, error) {
+	f.b.mu.Lock()
+	f.b.reads++
+	f.b.mu.Unlock()
+	return f.File.ReadAt(p, off)
 }
 
 func newClient(ctx context.Context, id string) (*client.Client, error) {
