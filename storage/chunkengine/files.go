@@ -76,14 +76,20 @@ func (e *Engine) createFile(id ChunkID) (vfs.File, uint64, error) {
 // finishNew syncs a freshly written data file and its directory entry;
 // on error it removes the file.
 func (e *Engine) finishNew(id ChunkID, f vfs.File, gen uint64, werr error) (uint64, error) {
-	if werr == nil {
+	if werr == nil && !e.opts.NoSync {
+		// Both must be durable before the metadata record names the file,
+		// in no particular order: sync them concurrently, so the file
+		// system can serve both with one journal commit instead of two in
+		// a row.
+		dirDone := make(chan error, 1)
+		go func() { dirDone <- e.syncShard(id) }()
 		werr = e.fdatasync(f)
+		if derr := <-dirDone; werr == nil {
+			werr = derr
+		}
 	}
 	if cerr := f.Close(); werr == nil {
 		werr = cerr
-	}
-	if werr == nil {
-		werr = e.syncShard(id)
 	}
 	if werr != nil {
 		e.fs.Remove(e.dataPath(id, gen))
