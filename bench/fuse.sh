@@ -8,6 +8,9 @@
 #   - fio 1 MiB sequential write and read, 4 KiB random read (direct I/O);
 #   - mdtest-like create/stat/unlink ops/s (bench/mdtest);
 #   - the read stall when a storage replica is SIGKILLed (bench/readstall).
+# For each fio test it also reports the CPU-seconds per GB moved of the
+# mount process (the client) and of the storage services together, and
+# their peak RSS (VmHWM).
 # Prints a Markdown table on stdout (progress on stderr). Needs root (FUSE),
 # fio and Go. Settings come from the environment [defaults]:
 #   SIZE [256M]      fio file size
@@ -95,27 +98,63 @@ waitlog "$WORK/meta.log" 'meta listening on ([^ ]+)' >/dev/null
 for _ in $(seq 600); do mountpoint -q "$MNT" && break; sleep 0.1; done
 mountpoint -q "$MNT" || { echo "the mount did not come up:" >&2; cat "$WORK/mount.log" >&2; exit 1; }
 
-# fio on one directory: prints "write_MiBps read_MiBps randread_IOPS"
-# (terse v3 fields: 7 read KiB/s, 8 read IOPS, 48 write KiB/s).
-run_fio() {
-  local dir=$1 out w r iops
+# cpu PID...: user+system CPU seconds of the processes so far.
+cpu() {
+  local tck t=0 p
+  tck=$(getconf CLK_TCK)
+  for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
+  awk -v t="$t" -v k="$tck" 'BEGIN {printf "%.2f", t / k}'
+}
+# hwm PID...: summed peak RSS (VmHWM) in MiB.
+hwm() {
+  local t=0 p
+  for p in "$@"; do t=$((t + $(awk '/^VmHWM/ {print $2}' "/proc/$p/status"))); done
+  echo $((t / 1024))
+}
+# perGB SECONDS KB: CPU-seconds per GB moved.
+perGB() { awk -v s="$1" -v kb="$2" 'BEGIN {if (kb > 0) printf "%.2f", s / (kb * 1024 / 1e9); else print "-"}'; }
+
+# fio1 DIR NAME ARGS...: one fio test; prints fio's terse line followed by
+# ";client;servers" CPU-seconds per GB on the mount (";-;-" elsewhere).
+fio1() {
+  local dir=$1 name=$2 out c0 s0 c1 s1 kb
+  shift 2
   local common=(--directory="$dir" --filename=fio.data --size="$SIZE" --direct=1 --ioengine=psync --numjobs=1
                 --group_reporting --output-format=terse --terse-version=3)
-  out=$(fio --name=seqwrite --rw=write --bs=1M "${common[@]}")
-  w=$(echo "$out" | awk -F';' '{printf "%.0f", $48/1024}')
-  out=$(fio --name=seqread --rw=read --bs=1M --time_based --runtime="$RUNTIME" "${common[@]}")
-  r=$(echo "$out" | awk -F';' '{printf "%.0f", $7/1024}')
-  out=$(fio --name=randread --rw=randread --bs=4k --time_based --runtime="$RUNTIME" "${common[@]}")
-  iops=$(echo "$out" | awk -F';' '{print $8}')
+  if [ "$dir" = "$MNT" ]; then c0=$(cpu "$MOUNT_PID"); s0=$(cpu "${STORAGE_PID[@]}"); fi
+  out=$(fio --name="$name" "$@" "${common[@]}")
+  kb=$(echo "$out" | awk -F';' '{print $6 + $47}') # read + write KiB moved
+  if [ "$dir" = "$MNT" ]; then
+    c1=$(cpu "$MOUNT_PID"); s1=$(cpu "${STORAGE_PID[@]}")
+    echo "$out;$(perGB "$(awk -v a="$c0" -v b="$c1" 'BEGIN{print b-a}')" "$kb");$(perGB "$(awk -v a="$s0" -v b="$s1" 'BEGIN{print b-a}')" "$kb")"
+  else
+    echo "$out;-;-"
+  fi
+}
+
+# fio on one directory: prints "write_MiBps read_MiBps randread_IOPS" and
+# the client and server CPU-seconds per GB of each test (terse v3 fields:
+# 6 read KiB, 7 read KiB/s, 8 read IOPS, 47 write KiB, 48 write KiB/s).
+run_fio() {
+  local dir=$1 out w r iops wc ws rc rs ic is
+  out=$(fio1 "$dir" seqwrite --rw=write --bs=1M)
+  w=$(echo "$out" | awk -F';' '{printf "%.0f", $48/1024}'); wc=$(echo "$out" | awk -F';' '{print $(NF-1)}'); ws=$(echo "$out" | awk -F';' '{print $NF}')
+  out=$(fio1 "$dir" seqread --rw=read --bs=1M --time_based --runtime="$RUNTIME")
+  r=$(echo "$out" | awk -F';' '{printf "%.0f", $7/1024}'); rc=$(echo "$out" | awk -F';' '{print $(NF-1)}'); rs=$(echo "$out" | awk -F';' '{print $NF}')
+  out=$(fio1 "$dir" randread --rw=randread --bs=4k --time_based --runtime="$RUNTIME")
+  iops=$(echo "$out" | awk -F';' '{print $8}'); ic=$(echo "$out" | awk -F';' '{print $(NF-1)}'); is=$(echo "$out" | awk -F';' '{print $NF}')
   rm -f "$dir/fio.data"
-  echo "$w $r $iops"
+  echo "$w $r $iops $wc $ws $rc $rs $ic $is"
 }
 
 MW=- MR=- MI=- LW=- LR=- LI=- MD_M= MD_L= LS_M= LS_L= STALL=-
+MWC=- MWS=- MRC=- MRS=- MIC=- MIS=- RSS_CLIENT=- RSS_SERVERS=-
 if part fio; then
   echo "fio on the mount and on local disk ($SIZE, ${RUNTIME}s per read test) ..." >&2
-  read -r MW MR MI < <(run_fio "$MNT")
-  read -r LW LR LI < <(run_fio "$LOCAL")
+  read -r MW MR MI MWC MWS MRC MRS MIC MIS < <(run_fio "$MNT")
+  # Peak RSS so far (before the stall test restarts a storage process).
+  RSS_CLIENT=$(hwm "$MOUNT_PID") RSS_SERVERS=$(hwm "${STORAGE_PID[@]}")
+  read -r LW LR LI _ < <(run_fio "$LOCAL")
 fi
 
 if part mdtest; then
@@ -157,11 +196,13 @@ fi
 
 cat <<TABLE
 
-| test | EmberFS mount | local disk |
-|---|---|---|
-| fio 1 MiB sequential write (MiB/s) | $MW | $LW |
-| fio 1 MiB sequential read (MiB/s) | $MR | $LR |
-| fio 4 KiB random read (IOPS) | $MI | $LI |
+| test | EmberFS mount | local disk | client CPU s/GB | servers CPU s/GB |
+|---|---|---|---|---|
+| fio 1 MiB sequential write (MiB/s) | $MW | $LW | $MWC | $MWS |
+| fio 1 MiB sequential read (MiB/s) | $MR | $LR | $MRC | $MRS |
+| fio 4 KiB random read (IOPS) | $MI | $LI | $MIC | $MIS |
+
+Peak RSS after the fio tests: client (mount process) $RSS_CLIENT MiB, storage services together $RSS_SERVERS MiB.
 
 | mdtest | threads | create/s | stat/s | unlink/s |
 |---|---|---|---|---|

@@ -90,6 +90,9 @@ same sizes with as many connections. Prints a Markdown table.`,
 			fmt.Fprintf(out, "# storage bench: %v per cell, fsync %v\n", duration, sync)
 			fmt.Fprintln(out, storagebench.Header)
 			_, err = storagebench.Run(cmd.Context(), o, func(r storagebench.Row) { fmt.Fprintln(out, r.Markdown()) })
+			if err == nil {
+				fmt.Fprintf(out, "\nPeak RSS of the process (client and storage services together): %d MiB\n", storagebench.PeakRSS()>>20)
+			}
 			return err
 		},
 	}

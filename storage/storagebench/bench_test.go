@@ -39,8 +39,9 @@ func TestRowMarkdown(t *testing.T) {
 	r := Row{Replicas: 3, Size: 1 << 20, InFlight: 4}
 	r.Read.MBps, r.RawRead.MBps = 900, 1000
 	r.Read.P50, r.Read.P99 = 500*time.Microsecond, 20*time.Millisecond
+	r.WriteCPU, r.ReadCPU, r.RawReadCPU = 2.5, 0.75, 0.5
 	got := r.Markdown()
-	want := "| 3 | 1 MiB | 4 | 0 | 0 µs / 0 µs | 0 | 900 | 500 µs / 20.0 ms | 1000 | 90% |"
+	want := "| 3 | 1 MiB | 4 | 0 | 0 µs / 0 µs | 0 | 900 | 500 µs / 20.0 ms | 1000 | 90% | 2.50 | 0.75 (0.50) |"
 	if got != want {
 		t.Fatalf("got  %s\nwant %s", got, want)
 	}

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"syscall"
 	"time"
 
 	"github.com/emberfs/emberfs/storage/chunkengine"
@@ -34,6 +35,42 @@ type Row struct {
 	Replicas, Size, InFlight int
 	Write, RawWrite          transport.Result
 	Read, RawRead            transport.Result
+	// CPU-seconds of this process (client and servers together) per GB
+	// moved, for the storage path's writes and reads and for plain TCP
+	// reads: unlike MB/s on a shared machine, these hardly depend on what
+	// else runs.
+	WriteCPU, ReadCPU, RawReadCPU float64
+}
+
+// cpuSeconds is this process's user+system CPU time so far.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+}
+
+// PeakRSS is this process's peak resident set size in bytes.
+func PeakRSS() int64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return ru.Maxrss << 10 // kilobytes on Linux
+}
+
+// measured runs fn and returns its result with the CPU-seconds per GB it
+// moved.
+func measured(fn func() (transport.Result, error)) (transport.Result, float64, error) {
+	c0 := cpuSeconds()
+	r, err := fn()
+	cpu := cpuSeconds() - c0
+	perGB := 0.0
+	if r.Bytes > 0 {
+		perGB = cpu / (float64(r.Bytes) / 1e9)
+	}
+	return r, perGB, err
 }
 
 // chunkSize fits the largest size measured.
@@ -101,9 +138,11 @@ func runCell(ctx context.Context, cl *storageclient.Client, chain uint32, reps, 
 		return chunkengine.ChunkID{Inode: uint64(1000 + size), Index: uint32(w)}
 	}
 	var err error
-	row.Write, err = transport.RunLoad(ctx, transport.LoadSpec{Size: size, InFlight: inflight, Duration: d}, func(ctx context.Context, w int) error {
-		_, err := cl.Write(ctx, chain, id(w), chunkSize(size), 0, data)
-		return err
+	row.Write, row.WriteCPU, err = measured(func() (transport.Result, error) {
+		return transport.RunLoad(ctx, transport.LoadSpec{Size: size, InFlight: inflight, Duration: d}, func(ctx context.Context, w int) error {
+			_, err := cl.Write(ctx, chain, id(w), chunkSize(size), 0, data)
+			return err
+		})
 	})
 	if err != nil {
 		return row, err
@@ -115,17 +154,21 @@ func runCell(ctx context.Context, cl *storageclient.Client, chain uint32, reps, 
 	for w := range bufs {
 		bufs[w] = make([]byte, size)
 	}
-	row.Read, err = transport.RunLoad(ctx, transport.LoadSpec{Size: size, InFlight: inflight, Duration: d}, func(ctx context.Context, w int) error {
-		res, err := cl.Read(ctx, chain, id(w), 0, bufs[w], storageclient.ReadOptions{})
-		if err == nil && res.N != size {
-			err = fmt.Errorf("short read: %d of %d bytes", res.N, size)
-		}
-		return err
+	row.Read, row.ReadCPU, err = measured(func() (transport.Result, error) {
+		return transport.RunLoad(ctx, transport.LoadSpec{Size: size, InFlight: inflight, Duration: d}, func(ctx context.Context, w int) error {
+			res, err := cl.Read(ctx, chain, id(w), 0, bufs[w], storageclient.ReadOptions{})
+			if err == nil && res.N != size {
+				err = fmt.Errorf("short read: %d of %d bytes", res.N, size)
+			}
+			return err
+		})
 	})
 	if err != nil {
 		return row, err
 	}
-	row.RawRead, err = transport.RawTCPBaseline(ctx, transport.RawRead, size, inflight, d)
+	row.RawRead, row.RawReadCPU, err = measured(func() (transport.Result, error) {
+		return transport.RawTCPBaseline(ctx, transport.RawRead, size, inflight, d)
+	})
 	return row, err
 }
 
@@ -141,8 +184,8 @@ func SizeName(n int) string {
 }
 
 // Header is the Markdown table header matching Row.Markdown.
-const Header = "| replicas | size | in flight | write MB/s | write p50 / p99 | raw TCP write MB/s | read MB/s | read p50 / p99 | raw TCP read MB/s | read / raw |\n" +
-	"|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+const Header = "| replicas | size | in flight | write MB/s | write p50 / p99 | raw TCP write MB/s | read MB/s | read p50 / p99 | raw TCP read MB/s | read / raw | CPU s/GB write | CPU s/GB read (raw TCP) |\n" +
+	"|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 
 func us(d time.Duration) string {
 	if d >= 10*time.Millisecond {
@@ -157,7 +200,7 @@ func (r Row) Markdown() string {
 	if r.RawRead.MBps > 0 {
 		ratio = r.Read.MBps / r.RawRead.MBps
 	}
-	return fmt.Sprintf("| %d | %s | %d | %.0f | %s / %s | %.0f | %.0f | %s / %s | %.0f | %.0f%% |",
+	return fmt.Sprintf("| %d | %s | %d | %.0f | %s / %s | %.0f | %.0f | %s / %s | %.0f | %.0f%% | %.2f | %.2f (%.2f) |",
 		r.Replicas, SizeName(r.Size), r.InFlight, r.Write.MBps, us(r.Write.P50), us(r.Write.P99), r.RawWrite.MBps,
-		r.Read.MBps, us(r.Read.P50), us(r.Read.P99), r.RawRead.MBps, 100*ratio)
+		r.Read.MBps, us(r.Read.P50), us(r.Read.P99), r.RawRead.MBps, 100*ratio, r.WriteCPU, r.ReadCPU, r.RawReadCPU)
 }
