@@ -1,17 +1,22 @@
 """EmberFS Python benchmarks.
 
-    python -m emberfs.bench torch [--size-gib 2] [--mgmtd ADDR --token T]
+    python -m emberfs.bench torch [--size-gib 2] [--replicas 3] [--mgmtd ADDR --token T]
     python -m emberfs.bench kvcache [--sizes 4K,...,4M] [--threads 1,16]   (see emberfs.bench_kvcache)
 
-Without --mgmtd a LocalCluster is started in a temporary directory. Prints
-torch.save/torch.load GB/s through EmberFS beside the same to local disk,
-then raw read/write GB/s through the file API with 1, 4 and 16 threads.
+Without --mgmtd a LocalCluster (--storage services, --replicas per chain,
+fsync on) is started in a temporary directory. Prints torch.save/torch.load
+GB/s through EmberFS beside the same to local disk, then raw read/write GB/s
+through the file API with 1, 4 and 16 threads beside plain files on local
+disk (written, then fsynced at close: EmberFS data is durable at close), and
+the CPU-seconds per GB of this process (the client) and of the local
+cluster's process (the servers).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import tempfile
 import threading
 import time
@@ -35,7 +40,37 @@ def _timed(fn):
     return out, time.perf_counter() - t0
 
 
-def bench_torch(fs, size: int, local_dir: str):
+def _self_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _proc_cpu(pid) -> float:
+    """User+system CPU seconds of process pid (0.0 when unknown)."""
+    if not pid:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except OSError:
+        return 0.0
+
+
+class _CPU:
+    """CPU-seconds per GB of the client (this process) and the servers."""
+
+    def __init__(self, server_pid):
+        self.server_pid = server_pid
+
+    def measure(self, fn, nbytes):
+        c0, s0 = _self_cpu(), _proc_cpu(self.server_pid)
+        out = fn()
+        gb = nbytes / 1e9
+        return out, (_self_cpu() - c0) / gb, (_proc_cpu(self.server_pid) - s0) / gb if self.server_pid else None
+
+
+def bench_torch(fs, size: int, local_dir: str, cpu: _CPU):
     import torch
 
     import emberfs
@@ -44,10 +79,10 @@ def bench_torch(fs, size: int, local_dir: str):
     nbytes = sum(t.numel() * t.element_size() for t in sd.values())
     rows = []
     path = "/bench-torch.pt"
-    _, t = _timed(lambda: emberfs.save(sd, path, client=fs))
-    rows.append(("torch.save", "emberfs", _gbps(nbytes, t)))
-    _, t = _timed(lambda: emberfs.load(path, client=fs))
-    rows.append(("torch.load", "emberfs", _gbps(nbytes, t)))
+    (_, t), cc, sc = cpu.measure(lambda: _timed(lambda: emberfs.save(sd, path, client=fs)), nbytes)
+    rows.append(("torch.save", "emberfs", _gbps(nbytes, t), cc, sc))
+    (_, t), cc, sc = cpu.measure(lambda: _timed(lambda: emberfs.load(path, client=fs)), nbytes)
+    rows.append(("torch.load", "emberfs", _gbps(nbytes, t), cc, sc))
     fs.remove(path)
     lp = os.path.join(local_dir, "bench-torch.pt")
 
@@ -58,14 +93,16 @@ def bench_torch(fs, size: int, local_dir: str):
             os.fsync(f.fileno())
 
     _, t = _timed(local_save)
-    rows.append(("torch.save", "local disk", _gbps(nbytes, t)))
+    rows.append(("torch.save", "local disk", _gbps(nbytes, t), None, None))
     _, t = _timed(lambda: torch.load(lp, weights_only=True))
-    rows.append(("torch.load", "local disk", _gbps(nbytes, t)))
+    rows.append(("torch.load", "local disk", _gbps(nbytes, t), None, None))
     os.remove(lp)
     return nbytes, rows
 
 
-def bench_raw(fs, size: int, threads: int):
+def bench_raw(fs, size: int, threads: int, local_dir: str, cpu: _CPU):
+    """Raw write and read GB/s through EmberFS and on local disk, and the
+    EmberFS runs' client and server CPU-seconds per GB."""
     per = max(size // threads, 1 << 20)
     block = bytearray(os.urandom(4 << 20))
 
@@ -101,11 +138,37 @@ def bench_raw(fs, size: int, threads: int):
             while f.readinto(buf):
                 pass
 
-    tw = run(write)
-    tr = run(read)
+    def local_write(i):
+        with open(os.path.join(local_dir, f"bench-raw-{i}"), "wb", buffering=0) as f:
+            left = per
+            while left > 0:
+                left -= f.write(memoryview(block)[: min(len(block), left)])
+            os.fsync(f.fileno())
+
+    def local_read(i):
+        buf = bytearray(len(block))
+        with open(os.path.join(local_dir, f"bench-raw-{i}"), "rb", buffering=0) as f:
+            while f.readinto(buf):
+                pass
+
+    total = per * threads
+    tw, wc, ws = cpu.measure(lambda: run(write), total)
+    tr, rc, rs = cpu.measure(lambda: run(read), total)
     for i in range(threads):
         fs.remove(f"/bench-raw-{i}")
-    return _gbps(per * threads, tw), _gbps(per * threads, tr)
+    ltw = run(local_write)
+    ltr = run(local_read)
+    for i in range(threads):
+        os.remove(os.path.join(local_dir, f"bench-raw-{i}"))
+    return {
+        "write": _gbps(total, tw), "read": _gbps(total, tr),
+        "local_write": _gbps(total, ltw), "local_read": _gbps(total, ltr),
+        "cpu": (wc, ws, rc, rs),
+    }
+
+
+def _cpu_str(v) -> str:
+    return "-" if v is None else f"{v:.2f}"
 
 
 def main(argv=None):
@@ -125,26 +188,41 @@ def main(argv=None):
     ap.add_argument("--mgmtd")
     ap.add_argument("--token")
     ap.add_argument("--local-dir", default=tempfile.gettempdir())
+    ap.add_argument("--storage", type=int, default=3, help="storage services of the local cluster")
+    ap.add_argument("--replicas", type=int, default=3, help="replicas per chain of the local cluster")
     args = ap.parse_args(argv)
 
     cluster = None
     if args.mgmtd:
         fs = emberfs.connect(args.mgmtd, args.token or os.environ.get("EMBERFS_TOKEN", ""))
     else:
-        print("starting a local cluster (3 storage services, 3 replicas) ...", flush=True)
-        cluster = emberfs.LocalCluster()
+        print(f"starting a local cluster ({args.storage} storage services, {args.replicas} replicas) ...", flush=True)
+        cluster = emberfs.LocalCluster(storage=args.storage, replicas=args.replicas)
         fs = cluster.connect()
+    cpu = _CPU(cluster._proc.pid if cluster else None)
     try:
-        nbytes, rows = bench_torch(fs, int(args.size_gib * (1 << 30)), args.local_dir)
+        nbytes, rows = bench_torch(fs, int(args.size_gib * (1 << 30)), args.local_dir, cpu)
         print(f"\nstate_dict of {nbytes / (1 << 30):.2f} GiB")
-        print(f"{'operation':<12} {'target':<11} {'GB/s':>7}")
-        for op, target, gbps in rows:
-            print(f"{op:<12} {target:<11} {gbps:>7.2f}")
-        print(f"\nraw file I/O, {args.raw_mib} MiB per run, 4 MiB requests")
-        print(f"{'threads':>7} {'write GB/s':>11} {'read GB/s':>10}")
+        print(f"{'operation':<12} {'target':<11} {'GB/s':>7} {'client CPU s/GB':>16} {'server CPU s/GB':>16}")
+        for op, target, gbps, cc, sc in rows:
+            print(f"{op:<12} {target:<11} {gbps:>7.2f} {_cpu_str(cc):>16} {_cpu_str(sc):>16}")
+        print(f"\nraw file I/O, {args.raw_mib} MiB per run, 4 MiB requests; CPU-seconds per GB: client / servers")
+        print(f"{'threads':>7} {'write GB/s':>11} {'local write':>12} {'read GB/s':>10} {'local read':>11} {'write CPU':>12} {'read CPU':>12}")
         for n in (1, 4, 16):
-            w, r = bench_raw(fs, args.raw_mib << 20, n)
-            print(f"{n:>7} {w:>11.2f} {r:>10.2f}", flush=True)
+            r = bench_raw(fs, args.raw_mib << 20, n, args.local_dir, cpu)
+            wc, ws, rc, rs = r["cpu"]
+            print(f"{n:>7} {r['write']:>11.2f} {r['local_write']:>12.2f} {r['read']:>10.2f} {r['local_read']:>11.2f}"
+                  f" {_cpu_str(wc) + ' / ' + _cpu_str(ws):>12} {_cpu_str(rc) + ' / ' + _cpu_str(rs):>12}", flush=True)
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10
+        srv = ""
+        if cluster:
+            try:
+                with open(f"/proc/{cluster._proc.pid}/status") as f:
+                    hwm = [ln.split()[1] for ln in f if ln.startswith("VmHWM")]
+                srv = f", servers (emberfs up) {int(hwm[0]) >> 10} MiB" if hwm else ""
+            except OSError:
+                pass
+        print(f"\npeak RSS: client (this Python process, tensors included) {rss} MiB{srv}")
     finally:
         fs.close()
         if cluster:

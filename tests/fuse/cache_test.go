@@ -39,7 +39,15 @@ func TestPageCacheKeptAcrossOpens(t *testing.T) {
 	p := m.path("kept")
 	const n = 256 << 10
 	data := bytes.Repeat([]byte("0123456789abcdef"), n/16)
-	if err := os.WriteFile(p, data, 0o644); err != nil {
+	// Another client writes the file: a write through the mount would be
+	// finalized by the kernel's asynchronous RELEASE, which may move the
+	// mtime between the two reads below (correctly dropping the cache).
+	other, err := newClient(t.Context(), fmt.Sprintf("fusetest-other-%d", os.Getpid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if err := other.WriteFile(t.Context(), meta.User{}, meta.P(p[len(m.root):]), data, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if got := readWhole(t, p, os.O_RDONLY, n); !bytes.Equal(got, data) {
@@ -53,12 +61,7 @@ func TestPageCacheKeptAcrossOpens(t *testing.T) {
 		t.Fatalf("reading an unchanged file again made %d reads to EmberFS, want 0 (page cache kept)", r)
 	}
 
-	// Another client overwrites in place (same size) and closes.
-	other, err := newClient(t.Context(), fmt.Sprintf("fusetest-other-%d", os.Getpid()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
+	// The other client overwrites in place (same size) and closes.
 	f, err := other.Open(t.Context(), meta.User{}, meta.P(p[len(m.root):]), os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
