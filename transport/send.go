@@ -108,6 +108,8 @@ func (c *serverConn) sendSync(f *outFrame) error {
 // A failed write leaves a partial frame on the wire, so the caller must
 // close the connection.
 func (c *serverConn) writeFrames(frames []*outFrame) error {
+	c.s.nBatches.Add(1)
+	c.s.nFrames.Add(int64(len(frames)))
 	_ = c.nc.SetWriteDeadline(time.Now().Add(c.s.cfg.FrameTimeout))
 	var vec [64][]byte
 	bufs := vec[:0]

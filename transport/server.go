@@ -162,6 +162,8 @@ type ServerStats struct {
 	BufferedBytes  int64 // request bytes held now (MaxBufferedBytes bounds it)
 	MemoryWaiters  int   // connections waiting for request memory now
 	PreadBytes     int64 // bytes of small file regions read into memory and sent with their frame
+	Frames         int64 // response frames written (handshakes included)
+	WriteBatches   int64 // runs of frames written together (Frames / WriteBatches = coalescing)
 }
 
 // Server serves framed requests on a TCP data port.
@@ -182,7 +184,7 @@ type Server struct {
 	loops    sync.WaitGroup // accept loop and connection readers
 	inflight sync.WaitGroup // running handlers
 
-	nConns, nActive, nReq, nFrameErr, nAuthFail, nSendfile, nCopied, nRefused, nPread atomic.Int64
+	nConns, nActive, nReq, nFrameErr, nAuthFail, nSendfile, nCopied, nRefused, nPread, nFrames, nBatches atomic.Int64
 }
 
 // NewServer listens on cfg.Addr and starts serving. Register handlers
@@ -237,7 +239,7 @@ func (s *Server) Stats() ServerStats {
 		FrameErrors: s.nFrameErr.Load(), AuthFailures: s.nAuthFail.Load(),
 		SendfileBytes: s.nSendfile.Load(), CopiedFileByte: s.nCopied.Load(),
 		RefusedConns: s.nRefused.Load(), BufferedBytes: cur, MemoryWaiters: waiting,
-		PreadBytes: s.nPread.Load(),
+		PreadBytes: s.nPread.Load(), Frames: s.nFrames.Load(), WriteBatches: s.nBatches.Load(),
 	}
 }
 
