@@ -371,6 +371,12 @@ func (c *Client) dial(ctx context.Context, addr string) (*clientConn, error) {
 	lim, err := handshake(nc, c.cfg.Token, c.cfg.Peer)
 	if err != nil {
 		_ = nc.Close()
+		if ctx.Err() != nil {
+			// The caller's deadline ran out during the handshake (the
+			// connection's deadline is the caller's): say so, not
+			// "unavailable".
+			return nil, ctxError(ctx, "handshake with data port "+addr)
+		}
 		if errcode.Is(err, errcode.Unauthenticated) {
 			return nil, errcode.New(errcode.Unauthenticated, "data port %s refused the connection: %s", addr, errMessage(err))
 		}
