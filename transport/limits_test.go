@@ -48,6 +48,10 @@ func TestServerMemoryBudget(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// A request's memory is released once its response has been written,
+	// which the client may see a moment before the server's writer
+	// finishes: wait for it.
+	testutil.WaitUntil(t, "request memory released", func() bool { return ts.Stats().BufferedBytes == 0 })
 	if st := ts.Stats(); st.BufferedBytes != 0 || ts.peak.Load() != 2 {
 		t.Fatalf("after: %d bytes buffered, peak %d handlers; want 0 and 2", st.BufferedBytes, ts.peak.Load())
 	}
