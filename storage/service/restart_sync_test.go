@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emberfs/emberfs/internal/errcode"
 	"github.com/emberfs/emberfs/internal/testutil"
 	pb "github.com/emberfs/emberfs/service/proto"
 	"github.com/emberfs/emberfs/storage/chunkengine"
@@ -201,6 +202,22 @@ func TestRetryAfterResyncIsNotAppliedTwice(t *testing.T) {
 		u := wire.UpdateReq{Target: h, Chain: chain, ChainVer: r.ChainVersion(chain), Chunk: id, Kind: wire.KindWrite,
 			ChunkSize: chunkSize, ClientID: 0x5eed0001, Channel: 3, Seq: 9}
 		resp, err := tc.Call(ctx, addr, &transport.Request{Op: wire.OpWrite, Ext: u.Encode(nil), Payload: [][]byte{data}}, nil)
+		// A loaded machine can let a lease lapse or move the chain for a
+		// moment; a client retries then, with the same dedupe key, which
+		// is the very thing under test.
+		for err != nil && (errcode.Is(err, errcode.Unavailable) || errcode.Is(err, errcode.StaleVersion)) && ctx.Err() == nil {
+			time.Sleep(20 * time.Millisecond)
+			_ = c.Cache.Refresh(ctx)
+			r = c.Current()
+			if h, ok = r.Head(chain); !ok {
+				continue
+			}
+			if _, addr, err = r.TargetAddress(h); err != nil {
+				continue
+			}
+			u.Target, u.ChainVer = h, r.ChainVersion(chain)
+			resp, err = tc.Call(ctx, addr, &transport.Request{Op: wire.OpWrite, Ext: u.Encode(nil), Payload: [][]byte{data}}, nil)
+		}
 		if err != nil {
 			t.Fatalf("write to head %d: %v", h, err)
 		}
