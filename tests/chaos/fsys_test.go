@@ -19,6 +19,12 @@ import (
 // ("/w0/n1").
 type fsys interface {
 	kind() string
+	// syncBeforeClose: the write contract of this way in. A FUSE
+	// mount's close(2) returns before the kernel's RELEASE has put the
+	// length in meta, so a write is acknowledged to readers elsewhere
+	// only by fsync (docs/fuse.md, close-to-open); the native client's
+	// Close does it.
+	syncBeforeClose() bool
 	// create makes p (O_CREAT|O_EXCL, read-write); open opens it
 	// read-write or read-only. Each returns the inode id and the length
 	// the open saw.
@@ -34,6 +40,7 @@ type fsys interface {
 type handle interface {
 	io.ReaderAt
 	io.WriterAt
+	Sync() error
 	Close() error
 }
 
@@ -48,7 +55,8 @@ func isExist(err error) bool {
 // native is the Go client.
 type native struct{ cl *client.Client }
 
-func (n native) kind() string { return "native" }
+func (n native) kind() string          { return "native" }
+func (n native) syncBeforeClose() bool { return false }
 
 func (n native) create(ctx context.Context, p string) (handle, uint64, error) {
 	f, err := n.cl.Open(ctx, meta.Root, at(p), os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o644)
@@ -102,9 +110,10 @@ func (n native) readDir(ctx context.Context, p string) ([]string, error) {
 // does. The context is not passed on: the mount bounds its own calls.
 type mount struct{ dir string }
 
-func (m mount) kind() string         { return "fuse" }
-func (m mount) path(p string) string { return filepath.Join(m.dir, p) }
-func inodeOf(fi os.FileInfo) uint64  { return fi.Sys().(*syscall.Stat_t).Ino }
+func (m mount) kind() string          { return "fuse" }
+func (m mount) syncBeforeClose() bool { return true }
+func (m mount) path(p string) string  { return filepath.Join(m.dir, p) }
+func inodeOf(fi os.FileInfo) uint64   { return fi.Sys().(*syscall.Stat_t).Ino }
 func (m mount) stat(_ context.Context, p string) (uint64, error) {
 	fi, err := os.Lstat(m.path(p))
 	if err != nil {

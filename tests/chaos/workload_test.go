@@ -111,7 +111,9 @@ func (w *worker) writeBlocks(fh handle, f *file, b0, b1 int, what string) (seqs 
 		seqs = append(seqs, seq)
 	}
 	f.touched = max(f.touched, b1)
-	_, err = fh.WriteAt(buf, int64(b0)*blockSize)
+	if _, err = fh.WriteAt(buf, int64(b0)*blockSize); err == nil && w.fs.syncBeforeClose() {
+		err = fh.Sync()
+	}
 	return seqs, err
 }
 
