@@ -11,7 +11,7 @@ GO_TEST_TIMEOUT ?= 15m
 VENV ?= $(HOME)/.cache/emberfs/venv
 PY := $(VENV)/bin/python
 
-.PHONY: all build up test test-go test-python lint proto venv python clean etcd bench
+.PHONY: all build up test test-go test-python test-chaos lint proto venv python clean etcd bench
 
 all: build
 
@@ -24,6 +24,12 @@ up: build
 	$(BIN) up --data ./data --mount ./mnt
 
 test: lint test-go test-python
+
+# The chaos run (tests/chaos, build tag "chaos") breaks a cluster of real
+# processes for CHAOS_DURATION (default 60s). It is not part of `make test`
+# while it still finds the open storage bug in docs/reliability.md.
+test-chaos: etcd
+	$(GO) test -tags chaos -count=1 -v -timeout 60m -run TestChaos ./tests/chaos
 
 # The etcd engine's tests run a real etcd cluster; the server is built from
 # the Go module proxy once per machine and cached (scripts/build-etcd.sh).
