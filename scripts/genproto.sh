@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Regenerates the protobuf/gRPC Go code under service/proto from the .proto
-# files there. Uses Debian's protoc and pinned Go plugins; the output is
+# Regenerates the protobuf/gRPC Go code under service/proto/<svc>pb from the
+# .proto file in each. Uses Debian's protoc and pinned Go plugins; the output is
 # committed so that users never need protoc.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,10 +20,14 @@ fi
 export PATH="$bin:$PATH"
 
 shopt -s nullglob
-protos=(service/proto/*.proto)
+# One Go package per service: service/proto/<svc>pb/<svc>.proto.
+protos=(service/proto/*/*.proto)
 [ ${#protos[@]} -gt 0 ] || { echo "no .proto files"; exit 0; }
-protoc -I service/proto \
-  --go_out=service/proto --go_opt=paths=source_relative \
-  --go-grpc_out=service/proto --go-grpc_opt=paths=source_relative \
-  "${protos[@]}"
+for p in "${protos[@]}"; do
+  d=$(dirname "$p")
+  protoc -I "$d" \
+    --go_out="$d" --go_opt=paths=source_relative \
+    --go-grpc_out="$d" --go-grpc_opt=paths=source_relative \
+    "$p"
+done
 echo "generated: ${protos[*]}"

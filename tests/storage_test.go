@@ -17,7 +17,8 @@ import (
 
 	"github.com/emberfs/emberfs/internal/rpcauth"
 	"github.com/emberfs/emberfs/service/mgmtd/mgmtdclient"
-	pb "github.com/emberfs/emberfs/service/proto"
+	"github.com/emberfs/emberfs/service/proto/mgmtdpb"
+	"github.com/emberfs/emberfs/service/proto/storagepb"
 	"github.com/emberfs/emberfs/service/routing"
 	"github.com/emberfs/emberfs/storage/chunkengine"
 	"github.com/emberfs/emberfs/storage/storageclient"
@@ -66,10 +67,10 @@ func TestSIGKILLMiddleThenHeadDuringWrites(t *testing.T) {
 	if _, err := cache.WaitFor(ctx, func(r *routing.Routing) bool { return len(r.Info.Targets) == 3 }); err != nil {
 		t.Fatalf("storage targets never registered: %v", err)
 	}
-	var created *pb.MgmtdCreateChainTableRsp
-	err = conn.Call(ctx, func(ctx context.Context, cl pb.MgmtdClient) error {
+	var created *mgmtdpb.CreateChainTableRsp
+	err = conn.Call(ctx, func(ctx context.Context, cl mgmtdpb.MgmtdClient) error {
 		var err error
-		created, err = cl.CreateChainTable(ctx, &pb.MgmtdCreateChainTableReq{ReplicationFactor: 3})
+		created, err = cl.CreateChainTable(ctx, &mgmtdpb.CreateChainTableReq{ReplicationFactor: 3})
 		return err
 	})
 	if err != nil {
@@ -149,7 +150,7 @@ func TestSIGKILLMiddleThenHeadDuringWrites(t *testing.T) {
 			}
 		}
 	}
-	dumps := map[uint64]map[chunkengine.ChunkID]*pb.StorageChunkMeta{}
+	dumps := map[uint64]map[chunkengine.ChunkID]*storagepb.ChunkMeta{}
 	r := cache.Current()
 	for _, target := range r.ServingTargets(chain) {
 		ctrl, _, _ := r.TargetAddress(target)
@@ -193,18 +194,18 @@ func waitServing(t *testing.T, cache *mgmtdclient.Cache, chain uint32, n int) {
 	}
 }
 
-func dump(t *testing.T, addr string, target uint64) map[chunkengine.ChunkID]*pb.StorageChunkMeta {
+func dump(t *testing.T, addr string, target uint64) map[chunkengine.ChunkID]*storagepb.ChunkMeta {
 	t.Helper()
 	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), rpcauth.DialOption(token))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cc.Close()
-	stream, err := pb.NewStorageClient(cc).DumpChunkMeta(testproc.Ctx(t), &pb.StorageDumpChunkMetaReq{TargetId: target})
+	stream, err := storagepb.NewStorageClient(cc).DumpChunkMeta(testproc.Ctx(t), &storagepb.DumpChunkMetaReq{TargetId: target})
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := map[chunkengine.ChunkID]*pb.StorageChunkMeta{}
+	out := map[chunkengine.ChunkID]*storagepb.ChunkMeta{}
 	for {
 		b, err := stream.Recv()
 		if errors.Is(err, io.EOF) {

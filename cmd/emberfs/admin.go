@@ -14,7 +14,7 @@ import (
 
 	"github.com/emberfs/emberfs/service/mgmtd"
 	"github.com/emberfs/emberfs/service/mgmtd/mgmtdclient"
-	pb "github.com/emberfs/emberfs/service/proto"
+	"github.com/emberfs/emberfs/service/proto/mgmtdpb"
 )
 
 func init() { subcommands = append(subcommands, newAdminCmd) }
@@ -34,7 +34,7 @@ func (a *adminTarget) addFlags(cmd *cobra.Command) {
 }
 
 // call runs fn against the mgmtd primary, following redirects.
-func (a *adminTarget) call(cmd *cobra.Command, fn func(ctx context.Context, cl pb.MgmtdClient) error) error {
+func (a *adminTarget) call(cmd *cobra.Command, fn func(ctx context.Context, cl mgmtdpb.MgmtdClient) error) error {
 	if a.addrs == "" {
 		return errors.New("no mgmtd address: pass --mgmtd host:port[,host:port...] or set EMBERFS_MGMTD")
 	}
@@ -71,7 +71,7 @@ each node's chain partners over as many other nodes as possible. Without
 --targets every registered target not yet in a chain is used.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			req := &pb.MgmtdCreateChainTableReq{TableId: tableID, ReplicationFactor: replicas}
+			req := &mgmtdpb.CreateChainTableReq{TableId: tableID, ReplicationFactor: replicas}
 			if targets != "" {
 				for _, s := range strings.Split(targets, ",") {
 					id, err := strconv.ParseUint(strings.TrimSpace(s), 10, 64)
@@ -81,7 +81,7 @@ each node's chain partners over as many other nodes as possible. Without
 					req.TargetIds = append(req.TargetIds, id)
 				}
 			}
-			return a.call(cmd, func(ctx context.Context, cl pb.MgmtdClient) error {
+			return a.call(cmd, func(ctx context.Context, cl mgmtdpb.MgmtdClient) error {
 				rsp, err := cl.CreateChainTable(ctx, req)
 				if err != nil {
 					return err
@@ -98,11 +98,11 @@ each node's chain partners over as many other nodes as possible. Without
 	create.Flags().Uint32Var(&tableID, "table", 0, "table id (default: next free)")
 	create.Flags().StringVar(&targets, "targets", "", "comma-separated target ids (default: all unplaced)")
 
-	list := func(use, short string, fn func(ctx context.Context, cl pb.MgmtdClient, o *tabOut) error) *cobra.Command {
+	list := func(use, short string, fn func(ctx context.Context, cl mgmtdpb.MgmtdClient, o *tabOut) error) *cobra.Command {
 		return &cobra.Command{
 			Use: use, Short: short, Args: cobra.NoArgs,
 			RunE: func(cmd *cobra.Command, _ []string) error {
-				return a.call(cmd, func(ctx context.Context, cl pb.MgmtdClient) error {
+				return a.call(cmd, func(ctx context.Context, cl mgmtdpb.MgmtdClient) error {
 					o := out(cmd)
 					if err := fn(ctx, cl, o); err != nil {
 						return err
@@ -112,29 +112,29 @@ each node's chain partners over as many other nodes as possible. Without
 			},
 		}
 	}
-	listNodes := list("list-nodes", "List registered nodes", func(ctx context.Context, cl pb.MgmtdClient, o *tabOut) error {
-		rsp, err := cl.ListNodes(ctx, &pb.MgmtdListNodesReq{})
+	listNodes := list("list-nodes", "List registered nodes", func(ctx context.Context, cl mgmtdpb.MgmtdClient, o *tabOut) error {
+		rsp, err := cl.ListNodes(ctx, &mgmtdpb.ListNodesReq{})
 		if err == nil {
 			printNodes(o, rsp.Nodes, time.Now())
 		}
 		return err
 	})
-	listTargets := list("list-targets", "List storage targets with public and local states", func(ctx context.Context, cl pb.MgmtdClient, o *tabOut) error {
-		rsp, err := cl.ListTargets(ctx, &pb.MgmtdListTargetsReq{})
+	listTargets := list("list-targets", "List storage targets with public and local states", func(ctx context.Context, cl mgmtdpb.MgmtdClient, o *tabOut) error {
+		rsp, err := cl.ListTargets(ctx, &mgmtdpb.ListTargetsReq{})
 		if err == nil {
 			printTargets(o, rsp.Targets)
 		}
 		return err
 	})
-	listChains := list("list-chains", "List chains, head first", func(ctx context.Context, cl pb.MgmtdClient, o *tabOut) error {
-		rsp, err := cl.ListChains(ctx, &pb.MgmtdListChainsReq{})
+	listChains := list("list-chains", "List chains, head first", func(ctx context.Context, cl mgmtdpb.MgmtdClient, o *tabOut) error {
+		rsp, err := cl.ListChains(ctx, &mgmtdpb.ListChainsReq{})
 		if err == nil {
 			printChains(o, rsp.Chains)
 		}
 		return err
 	})
-	listTables := list("list-tables", "List chain tables", func(ctx context.Context, cl pb.MgmtdClient, o *tabOut) error {
-		rsp, err := cl.ListTables(ctx, &pb.MgmtdListTablesReq{})
+	listTables := list("list-tables", "List chain tables", func(ctx context.Context, cl mgmtdpb.MgmtdClient, o *tabOut) error {
+		rsp, err := cl.ListTables(ctx, &mgmtdpb.ListTablesReq{})
 		if err == nil {
 			printTables(o, rsp.Tables)
 		}
@@ -149,8 +149,8 @@ each node's chain partners over as many other nodes as possible. Without
 				if err != nil {
 					return fmt.Errorf("%s: %q is not a node id", use, args[0])
 				}
-				return a.call(cmd, func(ctx context.Context, cl pb.MgmtdClient) error {
-					rsp, err := cl.SetNodeDisabled(ctx, &pb.MgmtdSetNodeDisabledReq{NodeId: uint32(id), Disabled: disabled})
+				return a.call(cmd, func(ctx context.Context, cl mgmtdpb.MgmtdClient) error {
+					rsp, err := cl.SetNodeDisabled(ctx, &mgmtdpb.SetNodeDisabledReq{NodeId: uint32(id), Disabled: disabled})
 					if err == nil {
 						fmt.Fprintf(cmd.OutOrStdout(), "node %d is %s\n", rsp.Node.NodeId, mgmtd.NodeStatusName(rsp.Node.Status))
 					}
@@ -170,8 +170,8 @@ each node's chain partners over as many other nodes as possible. Without
 			if err != nil {
 				return fmt.Errorf("offline-target: %q is not a target id", args[0])
 			}
-			return a.call(cmd, func(ctx context.Context, cl pb.MgmtdClient) error {
-				rsp, err := cl.OfflineTarget(ctx, &pb.MgmtdOfflineTargetReq{TargetId: id, Undo: undo})
+			return a.call(cmd, func(ctx context.Context, cl mgmtdpb.MgmtdClient) error {
+				rsp, err := cl.OfflineTarget(ctx, &mgmtdpb.OfflineTargetReq{TargetId: id, Undo: undo})
 				if err != nil {
 					return err
 				}
@@ -189,8 +189,8 @@ each node's chain partners over as many other nodes as possible. Without
 	getConfig := &cobra.Command{
 		Use: "get-config", Short: "Print the cluster config", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return a.call(cmd, func(ctx context.Context, cl pb.MgmtdClient) error {
-				rsp, err := cl.GetConfig(ctx, &pb.MgmtdGetConfigReq{})
+			return a.call(cmd, func(ctx context.Context, cl mgmtdpb.MgmtdClient) error {
+				rsp, err := cl.GetConfig(ctx, &mgmtdpb.GetConfigReq{})
 				if err == nil {
 					printConfig(cmd, rsp.Config)
 				}
@@ -213,8 +213,8 @@ for another service (an empty value deletes a namespaced key).`, mgmtd.ConfigHea
 				}
 				set[k] = v
 			}
-			return a.call(cmd, func(ctx context.Context, cl pb.MgmtdClient) error {
-				rsp, err := cl.SetConfig(ctx, &pb.MgmtdSetConfigReq{Set: set})
+			return a.call(cmd, func(ctx context.Context, cl mgmtdpb.MgmtdClient) error {
+				rsp, err := cl.SetConfig(ctx, &mgmtdpb.SetConfigReq{Set: set})
 				if err == nil {
 					printConfig(cmd, rsp.Config)
 				}
@@ -229,7 +229,7 @@ for another service (an empty value deletes a namespaced key).`, mgmtd.ConfigHea
 	return cmd
 }
 
-func printConfig(cmd *cobra.Command, c *pb.MgmtdClusterConfig) {
+func printConfig(cmd *cobra.Command, c *mgmtdpb.ClusterConfig) {
 	w := cmd.OutOrStdout()
 	fmt.Fprintf(w, "%s = %d\n", mgmtd.ConfigHeartbeatInterval, c.HeartbeatIntervalMs)
 	fmt.Fprintf(w, "%s = %d\n", mgmtd.ConfigNodeFailureTimeout, c.NodeFailureTimeoutMs)

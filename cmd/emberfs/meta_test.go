@@ -20,7 +20,7 @@ import (
 	"github.com/emberfs/emberfs/service/meta/metaclient"
 	"github.com/emberfs/emberfs/service/meta/metad"
 	"github.com/emberfs/emberfs/service/mgmtd/mgmtdclient"
-	pb "github.com/emberfs/emberfs/service/proto"
+	"github.com/emberfs/emberfs/service/proto/mgmtdpb"
 	"github.com/emberfs/emberfs/service/routing"
 )
 
@@ -106,7 +106,7 @@ func TestMetaCommandServesThroughRouting(t *testing.T) {
 	defer cache.Close()
 	wctx, wcancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer wcancel()
-	if _, err := cache.WaitFor(wctx, func(r *routing.Routing) bool { return len(r.ActiveNodes(pb.MgmtdNodeRole_MGMTD_ROLE_META)) == 1 }); err != nil {
+	if _, err := cache.WaitFor(wctx, func(r *routing.Routing) bool { return len(r.ActiveNodes(mgmtdpb.NodeRole_ROLE_META)) == 1 }); err != nil {
 		t.Fatalf("meta node never active in routing: %v", err)
 	}
 	fc, err := metaclient.NewFailoverClient(metaclient.FailoverConfig{Addrs: metaclient.RoutingMetaAddrs(cache), Token: cliToken})
@@ -124,10 +124,10 @@ func TestMetaCommandServesThroughRouting(t *testing.T) {
 
 	for n := uint32(11); n <= 12; n++ {
 		a, err := mgmtdclient.Start(mgmtdclient.Options{
-			Conn: conn, Role: pb.MgmtdNodeRole_MGMTD_ROLE_STORAGE, NodeID: n,
+			Conn: conn, Role: mgmtdpb.NodeRole_ROLE_STORAGE, NodeID: n,
 			Address: fmt.Sprintf("127.0.0.1:%d", 22000+n), DataAddress: fmt.Sprintf("127.0.0.1:%d", 32000+n),
-			Targets: func() []*pb.MgmtdTargetReport {
-				return []*pb.MgmtdTargetReport{{TargetId: uint64(n*100 + 1), LocalState: pb.MgmtdLocalState_MGMTD_LOCAL_UPTODATE}}
+			Targets: func() []*mgmtdpb.TargetReport {
+				return []*mgmtdpb.TargetReport{{TargetId: uint64(n*100 + 1), LocalState: mgmtdpb.LocalState_LOCAL_UPTODATE}}
 			},
 		})
 		if err != nil {

@@ -18,7 +18,7 @@ import (
 
 	"github.com/emberfs/emberfs/service/mgmtd"
 	"github.com/emberfs/emberfs/service/mgmtd/mgmtdclient"
-	pb "github.com/emberfs/emberfs/service/proto"
+	"github.com/emberfs/emberfs/service/proto/mgmtdpb"
 )
 
 const cliToken = "cli-test-token"
@@ -140,11 +140,11 @@ func TestStatusAndAdminAgainstLiveMgmtd(t *testing.T) {
 	defer conn.Close()
 	for n := uint32(1); n <= 3; n++ {
 		a, err := mgmtdclient.Start(mgmtdclient.Options{
-			Conn: conn, Role: pb.MgmtdNodeRole_MGMTD_ROLE_STORAGE, NodeID: n,
+			Conn: conn, Role: mgmtdpb.NodeRole_ROLE_STORAGE, NodeID: n,
 			Address: fmt.Sprintf("127.0.0.1:%d", 21000+n), DataAddress: fmt.Sprintf("127.0.0.1:%d", 31000+n),
 			Hostname: fmt.Sprintf("store%d", n),
-			Targets: func() []*pb.MgmtdTargetReport {
-				return []*pb.MgmtdTargetReport{{TargetId: uint64(n*100 + 1), LocalState: pb.MgmtdLocalState_MGMTD_LOCAL_UPTODATE, FreeBytes: 3 << 30, CapacityBytes: 4 << 30}}
+			Targets: func() []*mgmtdpb.TargetReport {
+				return []*mgmtdpb.TargetReport{{TargetId: uint64(n*100 + 1), LocalState: mgmtdpb.LocalState_LOCAL_UPTODATE, FreeBytes: 3 << 30, CapacityBytes: 4 << 30}}
 			},
 		})
 		if err != nil {

@@ -11,7 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/emberfs/emberfs/service/mgmtd"
-	pb "github.com/emberfs/emberfs/service/proto"
+	"github.com/emberfs/emberfs/service/proto/mgmtdpb"
 )
 
 func init() { subcommands = append(subcommands, newStatusCmd) }
@@ -23,8 +23,8 @@ func newStatusCmd() *cobra.Command {
 		Short: "Print the cluster's nodes, targets, chains and chain tables",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return a.call(cmd, func(ctx context.Context, cl pb.MgmtdClient) error {
-				rsp, err := cl.GetRoutingInfo(ctx, &pb.MgmtdGetRoutingInfoReq{})
+			return a.call(cmd, func(ctx context.Context, cl mgmtdpb.MgmtdClient) error {
+				rsp, err := cl.GetRoutingInfo(ctx, &mgmtdpb.GetRoutingInfoReq{})
 				if err != nil {
 					return err
 				}
@@ -36,7 +36,7 @@ func newStatusCmd() *cobra.Command {
 	return cmd
 }
 
-func printStatus(w io.Writer, info *pb.MgmtdRoutingInfo, now time.Time) error {
+func printStatus(w io.Writer, info *mgmtdpb.RoutingInfo, now time.Time) error {
 	fmt.Fprintf(w, "routing version %d, primary mgmtd %s\n", info.Version, info.PrimaryAddress)
 	o := newTabOut(w)
 	o.section("NODES")
@@ -80,7 +80,7 @@ func (o *tabOut) section(title string) {
 
 func (o *tabOut) flush() error { return o.tw.Flush() }
 
-func printNodes(o *tabOut, nodes []*pb.MgmtdNode, now time.Time) {
+func printNodes(o *tabOut, nodes []*mgmtdpb.Node, now time.Time) {
 	o.row("ID", "ROLE", "STATUS", "ADDRESS", "DATA ADDRESS", "HOST", "TARGETS", "LAST HEARTBEAT")
 	for _, n := range nodes {
 		hb := "-"
@@ -96,7 +96,7 @@ func printNodes(o *tabOut, nodes []*pb.MgmtdNode, now time.Time) {
 	}
 }
 
-func printTargets(o *tabOut, targets []*pb.MgmtdTarget) {
+func printTargets(o *tabOut, targets []*mgmtdpb.Target) {
 	o.row("ID", "NODE", "CHAIN", "PUBLIC", "LOCAL", "FREE", "CAPACITY", "CHAIN VER SEEN", "NOTE")
 	for _, t := range targets {
 		chain, note := "-", ""
@@ -111,7 +111,7 @@ func printTargets(o *tabOut, targets []*pb.MgmtdTarget) {
 	}
 }
 
-func printChains(o *tabOut, chains []*pb.MgmtdChain) {
+func printChains(o *tabOut, chains []*mgmtdpb.Chain) {
 	o.row("ID", "VERSION", "TARGETS (head first)")
 	for _, c := range chains {
 		parts := make([]string, len(c.Targets))
@@ -122,7 +122,7 @@ func printChains(o *tabOut, chains []*pb.MgmtdChain) {
 	}
 }
 
-func printTables(o *tabOut, tables []*pb.MgmtdChainTable) {
+func printTables(o *tabOut, tables []*mgmtdpb.ChainTable) {
 	o.row("ID", "VERSION", "REPLICAS", "CHAINS")
 	for _, t := range tables {
 		ids := make([]string, len(t.ChainIds))

@@ -29,7 +29,7 @@ import (
 	"github.com/emberfs/emberfs/service/meta/metad"
 	"github.com/emberfs/emberfs/service/mgmtd"
 	"github.com/emberfs/emberfs/service/mgmtd/mgmtdclient"
-	pb "github.com/emberfs/emberfs/service/proto"
+	"github.com/emberfs/emberfs/service/proto/mgmtdpb"
 	"github.com/emberfs/emberfs/service/routing"
 	"github.com/emberfs/emberfs/storage/service"
 	"github.com/emberfs/emberfs/storage/storageclient"
@@ -256,7 +256,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		return nil, fmt.Errorf("cluster: meta did not register: %w", err)
 	}
 	if _, err := c.cache.WaitFor(ctx, func(r *routing.Routing) bool {
-		return len(r.ActiveNodes(pb.MgmtdNodeRole_MGMTD_ROLE_META)) > 0
+		return len(r.ActiveNodes(mgmtdpb.NodeRole_ROLE_META)) > 0
 	}); err != nil {
 		return nil, fmt.Errorf("cluster: meta not in routing: %w", err)
 	}
@@ -272,8 +272,8 @@ func (c *Cluster) ensureChainTable(ctx context.Context) error {
 	if _, ok := c.cache.Current().Table(ChainTable); ok {
 		return nil
 	}
-	err := c.conn.Call(ctx, func(ctx context.Context, cl pb.MgmtdClient) error {
-		_, err := cl.CreateChainTable(ctx, &pb.MgmtdCreateChainTableReq{TableId: ChainTable, ReplicationFactor: uint32(c.opts.Replicas)})
+	err := c.conn.Call(ctx, func(ctx context.Context, cl mgmtdpb.MgmtdClient) error {
+		_, err := cl.CreateChainTable(ctx, &mgmtdpb.CreateChainTableReq{TableId: ChainTable, ReplicationFactor: uint32(c.opts.Replicas)})
 		return err
 	})
 	if err != nil {

@@ -3,13 +3,13 @@ package meta
 import (
 	"time"
 
-	pb "github.com/emberfs/emberfs/service/proto"
+	"github.com/emberfs/emberfs/service/proto/metapb"
 )
 
 // UserToPB is a User on the wire (used by the gRPC client in metaclient).
-func UserToPB(u User) *pb.MetaUser { return &pb.MetaUser{Uid: u.UID, Gid: u.GID, Groups: u.Groups} }
+func UserToPB(u User) *metapb.User { return &metapb.User{Uid: u.UID, Gid: u.GID, Groups: u.Groups} }
 
-func userFromPB(u *pb.MetaUser) User {
+func userFromPB(u *metapb.User) User {
 	if u == nil {
 		// A call without credentials acts as "nobody", never as root.
 		return User{UID: 65534, GID: 65534}
@@ -18,11 +18,11 @@ func userFromPB(u *pb.MetaUser) User {
 }
 
 // PathToPB is a PathAt on the wire.
-func PathToPB(p PathAt) *pb.MetaPathAt {
-	return &pb.MetaPathAt{Parent: p.Parent, Path: p.Path, NoFollow: p.NoFollow}
+func PathToPB(p PathAt) *metapb.PathAt {
+	return &metapb.PathAt{Parent: p.Parent, Path: p.Path, NoFollow: p.NoFollow}
 }
 
-func pathFromPB(p *pb.MetaPathAt) PathAt {
+func pathFromPB(p *metapb.PathAt) PathAt {
 	if p == nil {
 		return PathAt{}
 	}
@@ -30,28 +30,28 @@ func pathFromPB(p *pb.MetaPathAt) PathAt {
 }
 
 // LayoutToPB is a Layout on the wire.
-func LayoutToPB(l Layout) *pb.MetaLayout {
-	return &pb.MetaLayout{ChainTable: l.ChainTable, ChunkSize: l.ChunkSize, StripeSize: l.StripeSize, ChainBegin: l.ChainBegin, Seed: l.Seed}
+func LayoutToPB(l Layout) *metapb.Layout {
+	return &metapb.Layout{ChainTable: l.ChainTable, ChunkSize: l.ChunkSize, StripeSize: l.StripeSize, ChainBegin: l.ChainBegin, Seed: l.Seed}
 }
 
-func layoutFromPB(l *pb.MetaLayout) Layout {
+func layoutFromPB(l *metapb.Layout) Layout {
 	if l == nil {
 		return Layout{}
 	}
 	return Layout{ChainTable: l.ChainTable, ChunkSize: l.ChunkSize, StripeSize: l.StripeSize, ChainBegin: l.ChainBegin, Seed: l.Seed}
 }
 
-func inodeToPB(n *Inode) *pb.MetaInode {
+func inodeToPB(n *Inode) *metapb.Inode {
 	if n == nil {
 		return nil
 	}
-	return &pb.MetaInode{Id: n.ID, Type: uint32(n.Type), Mode: n.Mode, Uid: n.UID, Gid: n.GID, Nlink: n.Nlink,
+	return &metapb.Inode{Id: n.ID, Type: uint32(n.Type), Mode: n.Mode, Uid: n.UID, Gid: n.GID, Nlink: n.Nlink,
 		Size: n.Size, AtimeNs: n.Atime.UnixNano(), MtimeNs: n.Mtime.UnixNano(), CtimeNs: n.Ctime.UnixNano(),
 		Parent: n.Parent, Layout: LayoutToPB(n.Layout), Target: n.Target, Detached: n.Detached}
 }
 
 // InodeFromPB is an Inode read off the wire.
-func InodeFromPB(p *pb.MetaInode) Inode {
+func InodeFromPB(p *metapb.Inode) Inode {
 	if p == nil {
 		return Inode{}
 	}

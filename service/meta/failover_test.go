@@ -16,7 +16,7 @@ import (
 
 	"github.com/emberfs/emberfs/internal/errcode"
 	"github.com/emberfs/emberfs/internal/rpcauth"
-	pb "github.com/emberfs/emberfs/service/proto"
+	"github.com/emberfs/emberfs/service/proto/metapb"
 )
 
 // serveStoppable serves s on a fresh port and returns a function that
@@ -27,7 +27,7 @@ func serveStoppable(t testing.TB, s *meta.Server) (string, func()) {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	noErr(t, err)
 	gs := grpc.NewServer(rpcauth.ServerOptions(testToken)...)
-	pb.RegisterMetaServer(gs, meta.NewGRPCService(s))
+	metapb.RegisterMetaServer(gs, meta.NewGRPCService(s))
 	go gs.Serve(lis)
 	t.Cleanup(gs.Stop)
 	return lis.Addr().String(), gs.Stop

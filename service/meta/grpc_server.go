@@ -4,61 +4,61 @@ import (
 	"context"
 
 	"github.com/emberfs/emberfs/internal/errcode"
-	pb "github.com/emberfs/emberfs/service/proto"
+	"github.com/emberfs/emberfs/service/proto/metapb"
 )
 
 // GRPCService serves a Server over gRPC (register it on a grpc.Server made
 // with rpcauth.ServerOptions so that the cluster token is checked).
 type GRPCService struct {
-	pb.UnimplementedMetaServer
+	metapb.UnimplementedMetaServer
 	s *Server
 }
 
 // NewGRPCService wraps s.
 func NewGRPCService(s *Server) *GRPCService { return &GRPCService{s: s} }
 
-func inodeResp(n Inode, err error) (*pb.MetaInodeResp, error) {
+func inodeResp(n Inode, err error) (*metapb.InodeResp, error) {
 	if err != nil {
 		return nil, errcode.ToGRPC(err)
 	}
-	return &pb.MetaInodeResp{Inode: inodeToPB(&n)}, nil
+	return &metapb.InodeResp{Inode: inodeToPB(&n)}, nil
 }
 
-func emptyResp(err error) (*pb.MetaEmpty, error) {
+func emptyResp(err error) (*metapb.Empty, error) {
 	if err != nil {
 		return nil, errcode.ToGRPC(err)
 	}
-	return &pb.MetaEmpty{}, nil
+	return &metapb.Empty{}, nil
 }
 
-func openResp(r OpenResult, err error) (*pb.MetaOpenResp, error) {
+func openResp(r OpenResult, err error) (*metapb.OpenResp, error) {
 	if err != nil {
 		return nil, errcode.ToGRPC(err)
 	}
-	return &pb.MetaOpenResp{Inode: inodeToPB(&r.Inode), Session: r.Session, Created: r.Created}, nil
+	return &metapb.OpenResp{Inode: inodeToPB(&r.Inode), Session: r.Session, Created: r.Created}, nil
 }
 
-func (g *GRPCService) StatFS(ctx context.Context, _ *pb.MetaStatFSReq) (*pb.MetaStatFSResp, error) {
+func (g *GRPCService) StatFS(ctx context.Context, _ *metapb.StatFSReq) (*metapb.StatFSResp, error) {
 	st, err := g.s.StatFS(ctx)
 	if err != nil {
 		return nil, errcode.ToGRPC(err)
 	}
-	return &pb.MetaStatFSResp{Capacity: st.Capacity, Free: st.Free, InodesAllocated: st.InodesAllocated}, nil
+	return &metapb.StatFSResp{Capacity: st.Capacity, Free: st.Free, InodesAllocated: st.InodesAllocated}, nil
 }
 
-func (g *GRPCService) Stat(ctx context.Context, r *pb.MetaStatReq) (*pb.MetaInodeResp, error) {
+func (g *GRPCService) Stat(ctx context.Context, r *metapb.StatReq) (*metapb.InodeResp, error) {
 	return inodeResp(g.s.Stat(ctx, userFromPB(r.User), pathFromPB(r.Path)))
 }
 
-func (g *GRPCService) BatchStat(ctx context.Context, r *pb.MetaBatchStatReq) (*pb.MetaBatchStatResp, error) {
+func (g *GRPCService) BatchStat(ctx context.Context, r *metapb.BatchStatReq) (*metapb.BatchStatResp, error) {
 	ns, err := g.s.BatchStat(ctx, r.Ids)
 	if err != nil {
 		return nil, errcode.ToGRPC(err)
 	}
-	resp := &pb.MetaBatchStatResp{}
+	resp := &metapb.BatchStatResp{}
 	for _, n := range ns {
 		if n == nil {
-			resp.Inodes = append(resp.Inodes, &pb.MetaInode{})
+			resp.Inodes = append(resp.Inodes, &metapb.Inode{})
 			resp.Found = append(resp.Found, false)
 			continue
 		}
@@ -68,7 +68,7 @@ func (g *GRPCService) BatchStat(ctx context.Context, r *pb.MetaBatchStatReq) (*p
 	return resp, nil
 }
 
-func (g *GRPCService) BatchStatPaths(ctx context.Context, r *pb.MetaBatchStatPathsReq) (*pb.MetaBatchStatPathsResp, error) {
+func (g *GRPCService) BatchStatPaths(ctx context.Context, r *metapb.BatchStatPathsReq) (*metapb.BatchStatPathsResp, error) {
 	paths := make([]PathAt, len(r.Paths))
 	for i, p := range r.Paths {
 		paths[i] = pathFromPB(p)
@@ -77,7 +77,7 @@ func (g *GRPCService) BatchStatPaths(ctx context.Context, r *pb.MetaBatchStatPat
 	if err != nil {
 		return nil, errcode.ToGRPC(err)
 	}
-	resp := &pb.MetaBatchStatPathsResp{}
+	resp := &metapb.BatchStatPathsResp{}
 	for i := range ns {
 		resp.Inodes = append(resp.Inodes, inodeToPB(&ns[i]))
 		var msg string
@@ -91,11 +91,11 @@ func (g *GRPCService) BatchStatPaths(ctx context.Context, r *pb.MetaBatchStatPat
 	return resp, nil
 }
 
-func (g *GRPCService) Lookup(ctx context.Context, r *pb.MetaLookupReq) (*pb.MetaInodeResp, error) {
+func (g *GRPCService) Lookup(ctx context.Context, r *metapb.LookupReq) (*metapb.InodeResp, error) {
 	return inodeResp(g.s.Lookup(ctx, userFromPB(r.User), r.Parent, r.Name))
 }
 
-func (g *GRPCService) Create(ctx context.Context, r *pb.MetaCreateReq) (*pb.MetaOpenResp, error) {
+func (g *GRPCService) Create(ctx context.Context, r *metapb.CreateReq) (*metapb.OpenResp, error) {
 	opts := CreateOptions{Mode: r.Mode, Exclusive: r.Exclusive, Truncate: r.Truncate, Read: r.Read, Write: r.Write, ClientID: r.ClientId}
 	if r.Layout != nil {
 		l := layoutFromPB(r.Layout)
@@ -104,106 +104,106 @@ func (g *GRPCService) Create(ctx context.Context, r *pb.MetaCreateReq) (*pb.Meta
 	return openResp(g.s.Create(ctx, userFromPB(r.User), pathFromPB(r.Path), opts))
 }
 
-func (g *GRPCService) Open(ctx context.Context, r *pb.MetaOpenReq) (*pb.MetaOpenResp, error) {
+func (g *GRPCService) Open(ctx context.Context, r *metapb.OpenReq) (*metapb.OpenResp, error) {
 	return openResp(g.s.Open(ctx, userFromPB(r.User), pathFromPB(r.Path),
 		OpenOptions{Read: r.Read, Write: r.Write, Truncate: r.Truncate, ClientID: r.ClientId}))
 }
 
-func (g *GRPCService) Close(ctx context.Context, r *pb.MetaCloseReq) (*pb.MetaInodeResp, error) {
+func (g *GRPCService) Close(ctx context.Context, r *metapb.CloseReq) (*metapb.InodeResp, error) {
 	return inodeResp(g.s.Close(ctx, userFromPB(r.User), CloseOptions{Inode: r.Inode, Session: r.Session, UpdateLength: r.UpdateLength}))
 }
 
-func (g *GRPCService) Fsync(ctx context.Context, r *pb.MetaFsyncReq) (*pb.MetaInodeResp, error) {
+func (g *GRPCService) Fsync(ctx context.Context, r *metapb.FsyncReq) (*metapb.InodeResp, error) {
 	return inodeResp(g.s.Fsync(ctx, userFromPB(r.User), r.Inode))
 }
 
-func (g *GRPCService) Mkdir(ctx context.Context, r *pb.MetaMkdirReq) (*pb.MetaInodeResp, error) {
+func (g *GRPCService) Mkdir(ctx context.Context, r *metapb.MkdirReq) (*metapb.InodeResp, error) {
 	return inodeResp(g.s.Mkdir(ctx, userFromPB(r.User), pathFromPB(r.Path), r.Mode, r.Parents))
 }
 
-func (g *GRPCService) Symlink(ctx context.Context, r *pb.MetaSymlinkReq) (*pb.MetaInodeResp, error) {
+func (g *GRPCService) Symlink(ctx context.Context, r *metapb.SymlinkReq) (*metapb.InodeResp, error) {
 	return inodeResp(g.s.Symlink(ctx, userFromPB(r.User), pathFromPB(r.Path), r.Target))
 }
 
-func (g *GRPCService) Readlink(ctx context.Context, r *pb.MetaPathReq) (*pb.MetaReadlinkResp, error) {
+func (g *GRPCService) Readlink(ctx context.Context, r *metapb.PathReq) (*metapb.ReadlinkResp, error) {
 	target, err := g.s.Readlink(ctx, userFromPB(r.User), pathFromPB(r.Path))
 	if err != nil {
 		return nil, errcode.ToGRPC(err)
 	}
-	return &pb.MetaReadlinkResp{Target: target}, nil
+	return &metapb.ReadlinkResp{Target: target}, nil
 }
 
-func (g *GRPCService) Link(ctx context.Context, r *pb.MetaLinkReq) (*pb.MetaInodeResp, error) {
+func (g *GRPCService) Link(ctx context.Context, r *metapb.LinkReq) (*metapb.InodeResp, error) {
 	return inodeResp(g.s.Link(ctx, userFromPB(r.User), pathFromPB(r.OldPath), pathFromPB(r.NewPath)))
 }
 
-func (g *GRPCService) Unlink(ctx context.Context, r *pb.MetaPathReq) (*pb.MetaEmpty, error) {
+func (g *GRPCService) Unlink(ctx context.Context, r *metapb.PathReq) (*metapb.Empty, error) {
 	return emptyResp(g.s.Unlink(ctx, userFromPB(r.User), pathFromPB(r.Path)))
 }
 
-func (g *GRPCService) Rmdir(ctx context.Context, r *pb.MetaPathReq) (*pb.MetaEmpty, error) {
+func (g *GRPCService) Rmdir(ctx context.Context, r *metapb.PathReq) (*metapb.Empty, error) {
 	return emptyResp(g.s.Rmdir(ctx, userFromPB(r.User), pathFromPB(r.Path)))
 }
 
-func (g *GRPCService) RemoveAll(ctx context.Context, r *pb.MetaPathReq) (*pb.MetaEmpty, error) {
+func (g *GRPCService) RemoveAll(ctx context.Context, r *metapb.PathReq) (*metapb.Empty, error) {
 	return emptyResp(g.s.RemoveAll(ctx, userFromPB(r.User), pathFromPB(r.Path)))
 }
 
-func (g *GRPCService) Rename(ctx context.Context, r *pb.MetaRenameReq) (*pb.MetaEmpty, error) {
+func (g *GRPCService) Rename(ctx context.Context, r *metapb.RenameReq) (*metapb.Empty, error) {
 	return emptyResp(g.s.Rename(ctx, userFromPB(r.User), pathFromPB(r.Src), pathFromPB(r.Dst), RenameFlags(r.Flags)))
 }
 
-func (g *GRPCService) ReadDir(ctx context.Context, r *pb.MetaReadDirReq) (*pb.MetaReadDirResp, error) {
+func (g *GRPCService) ReadDir(ctx context.Context, r *metapb.ReadDirReq) (*metapb.ReadDirResp, error) {
 	page, err := g.s.ReadDir(ctx, userFromPB(r.User), pathFromPB(r.Path),
 		ReadDirOptions{Cursor: r.Cursor, Limit: int(r.Limit), WithStat: r.WithStat})
 	if err != nil {
 		return nil, errcode.ToGRPC(err)
 	}
-	resp := &pb.MetaReadDirResp{More: page.More, Entries: make([]*pb.MetaDirEntry, len(page.Entries))}
+	resp := &metapb.ReadDirResp{More: page.More, Entries: make([]*metapb.DirEntry, len(page.Entries))}
 	for i, e := range page.Entries {
-		resp.Entries[i] = &pb.MetaDirEntry{Name: e.Name, Id: e.ID, Type: uint32(e.Type), Inode: inodeToPB(e.Inode)}
+		resp.Entries[i] = &metapb.DirEntry{Name: e.Name, Id: e.ID, Type: uint32(e.Type), Inode: inodeToPB(e.Inode)}
 	}
 	return resp, nil
 }
 
-func (g *GRPCService) SetAttr(ctx context.Context, r *pb.MetaSetAttrReq) (*pb.MetaInodeResp, error) {
+func (g *GRPCService) SetAttr(ctx context.Context, r *metapb.SetAttrReq) (*metapb.InodeResp, error) {
 	a := SetAttr{Mode: r.Mode, UID: r.Uid, GID: r.Gid, Atime: optTime(r.AtimeNs), Mtime: optTime(r.MtimeNs),
 		AtimeNow: r.AtimeNow, MtimeNow: r.MtimeNow, Size: r.Size}
 	return inodeResp(g.s.SetAttr(ctx, userFromPB(r.User), pathFromPB(r.Path), a))
 }
 
-func (g *GRPCService) SetDirLayout(ctx context.Context, r *pb.MetaSetDirLayoutReq) (*pb.MetaInodeResp, error) {
+func (g *GRPCService) SetDirLayout(ctx context.Context, r *metapb.SetDirLayoutReq) (*metapb.InodeResp, error) {
 	return inodeResp(g.s.SetDirLayout(ctx, userFromPB(r.User), pathFromPB(r.Path), layoutFromPB(r.Layout)))
 }
 
-func (g *GRPCService) GetXattr(ctx context.Context, r *pb.MetaXattrReq) (*pb.MetaXattrResp, error) {
+func (g *GRPCService) GetXattr(ctx context.Context, r *metapb.XattrReq) (*metapb.XattrResp, error) {
 	v, err := g.s.GetXattr(ctx, userFromPB(r.User), pathFromPB(r.Path), r.Name)
 	if err != nil {
 		return nil, errcode.ToGRPC(err)
 	}
-	return &pb.MetaXattrResp{Value: v}, nil
+	return &metapb.XattrResp{Value: v}, nil
 }
 
-func (g *GRPCService) SetXattr(ctx context.Context, r *pb.MetaXattrReq) (*pb.MetaEmpty, error) {
+func (g *GRPCService) SetXattr(ctx context.Context, r *metapb.XattrReq) (*metapb.Empty, error) {
 	return emptyResp(g.s.SetXattr(ctx, userFromPB(r.User), pathFromPB(r.Path), r.Name, r.Value, int(r.Flags)))
 }
 
-func (g *GRPCService) ListXattr(ctx context.Context, r *pb.MetaXattrReq) (*pb.MetaXattrResp, error) {
+func (g *GRPCService) ListXattr(ctx context.Context, r *metapb.XattrReq) (*metapb.XattrResp, error) {
 	names, err := g.s.ListXattr(ctx, userFromPB(r.User), pathFromPB(r.Path))
 	if err != nil {
 		return nil, errcode.ToGRPC(err)
 	}
-	return &pb.MetaXattrResp{Names: names}, nil
+	return &metapb.XattrResp{Names: names}, nil
 }
 
-func (g *GRPCService) RemoveXattr(ctx context.Context, r *pb.MetaXattrReq) (*pb.MetaEmpty, error) {
+func (g *GRPCService) RemoveXattr(ctx context.Context, r *metapb.XattrReq) (*metapb.Empty, error) {
 	return emptyResp(g.s.RemoveXattr(ctx, userFromPB(r.User), pathFromPB(r.Path), r.Name))
 }
 
-func (g *GRPCService) RenewClient(ctx context.Context, r *pb.MetaRenewClientReq) (*pb.MetaRenewClientResp, error) {
+func (g *GRPCService) RenewClient(ctx context.Context, r *metapb.RenewClientReq) (*metapb.RenewClientResp, error) {
 	exp, err := g.s.RenewClient(ctx, r.ClientId)
 	if err != nil {
 		return nil, errcode.ToGRPC(err)
 	}
-	return &pb.MetaRenewClientResp{ExpiresUnixNs: exp.UnixNano()}, nil
+	return &metapb.RenewClientResp{ExpiresUnixNs: exp.UnixNano()}, nil
 }

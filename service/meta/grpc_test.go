@@ -14,7 +14,7 @@ import (
 
 	"github.com/emberfs/emberfs/internal/errcode"
 	"github.com/emberfs/emberfs/internal/rpcauth"
-	pb "github.com/emberfs/emberfs/service/proto"
+	"github.com/emberfs/emberfs/service/proto/metapb"
 )
 
 const testToken = "meta-test-token"
@@ -56,7 +56,7 @@ func serveGRPC(t testing.TB, s *meta.Server) string {
 		t.Fatal(err)
 	}
 	gs := grpc.NewServer(rpcauth.ServerOptions(testToken)...)
-	pb.RegisterMetaServer(gs, meta.NewGRPCService(s))
+	metapb.RegisterMetaServer(gs, meta.NewGRPCService(s))
 	go gs.Serve(lis)
 	t.Cleanup(gs.Stop)
 	return lis.Addr().String()

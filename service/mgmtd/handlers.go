@@ -13,57 +13,57 @@ import (
 	"github.com/emberfs/emberfs/internal/errcode"
 	"github.com/emberfs/emberfs/service/mgmtd/placement"
 	"github.com/emberfs/emberfs/service/mgmtd/statemachine"
-	pb "github.com/emberfs/emberfs/service/proto"
+	"github.com/emberfs/emberfs/service/proto/mgmtdpb"
 )
 
 // handlers adapts Server's methods to the generated gRPC interface,
 // converting errcode errors for the wire.
 type handlers struct {
-	pb.UnimplementedMgmtdServer
+	mgmtdpb.UnimplementedMgmtdServer
 	s *Server
 }
 
 func wire[T any](v T, err error) (T, error) { return v, errcode.ToGRPC(err) }
 
-func (h *handlers) RegisterNode(ctx context.Context, r *pb.MgmtdRegisterNodeReq) (*pb.MgmtdRegisterNodeRsp, error) {
+func (h *handlers) RegisterNode(ctx context.Context, r *mgmtdpb.RegisterNodeReq) (*mgmtdpb.RegisterNodeRsp, error) {
 	return wire(h.s.registerNode(ctx, r))
 }
-func (h *handlers) Heartbeat(ctx context.Context, r *pb.MgmtdHeartbeatReq) (*pb.MgmtdHeartbeatRsp, error) {
+func (h *handlers) Heartbeat(ctx context.Context, r *mgmtdpb.HeartbeatReq) (*mgmtdpb.HeartbeatRsp, error) {
 	return wire(h.s.heartbeat(ctx, r))
 }
-func (h *handlers) GetRoutingInfo(ctx context.Context, r *pb.MgmtdGetRoutingInfoReq) (*pb.MgmtdGetRoutingInfoRsp, error) {
+func (h *handlers) GetRoutingInfo(ctx context.Context, r *mgmtdpb.GetRoutingInfoReq) (*mgmtdpb.GetRoutingInfoRsp, error) {
 	return wire(h.s.getRoutingInfo(r))
 }
-func (h *handlers) WatchRouting(r *pb.MgmtdWatchRoutingReq, stream pb.Mgmtd_WatchRoutingServer) error {
+func (h *handlers) WatchRouting(r *mgmtdpb.WatchRoutingReq, stream mgmtdpb.Mgmtd_WatchRoutingServer) error {
 	return errcode.ToGRPC(h.s.watchRouting(r, stream))
 }
-func (h *handlers) CreateChainTable(ctx context.Context, r *pb.MgmtdCreateChainTableReq) (*pb.MgmtdCreateChainTableRsp, error) {
+func (h *handlers) CreateChainTable(ctx context.Context, r *mgmtdpb.CreateChainTableReq) (*mgmtdpb.CreateChainTableRsp, error) {
 	return wire(h.s.createChainTable(ctx, r))
 }
-func (h *handlers) ListNodes(context.Context, *pb.MgmtdListNodesReq) (*pb.MgmtdListNodesRsp, error) {
-	return wire(readPrimary(h.s, func(st *state) *pb.MgmtdListNodesRsp { return &pb.MgmtdListNodesRsp{Nodes: st.nodeList()} }))
+func (h *handlers) ListNodes(context.Context, *mgmtdpb.ListNodesReq) (*mgmtdpb.ListNodesRsp, error) {
+	return wire(readPrimary(h.s, func(st *state) *mgmtdpb.ListNodesRsp { return &mgmtdpb.ListNodesRsp{Nodes: st.nodeList()} }))
 }
-func (h *handlers) ListTargets(context.Context, *pb.MgmtdListTargetsReq) (*pb.MgmtdListTargetsRsp, error) {
-	return wire(readPrimary(h.s, func(st *state) *pb.MgmtdListTargetsRsp { return &pb.MgmtdListTargetsRsp{Targets: st.targetList()} }))
+func (h *handlers) ListTargets(context.Context, *mgmtdpb.ListTargetsReq) (*mgmtdpb.ListTargetsRsp, error) {
+	return wire(readPrimary(h.s, func(st *state) *mgmtdpb.ListTargetsRsp { return &mgmtdpb.ListTargetsRsp{Targets: st.targetList()} }))
 }
-func (h *handlers) ListChains(context.Context, *pb.MgmtdListChainsReq) (*pb.MgmtdListChainsRsp, error) {
-	return wire(readPrimary(h.s, func(st *state) *pb.MgmtdListChainsRsp { return &pb.MgmtdListChainsRsp{Chains: st.chainList()} }))
+func (h *handlers) ListChains(context.Context, *mgmtdpb.ListChainsReq) (*mgmtdpb.ListChainsRsp, error) {
+	return wire(readPrimary(h.s, func(st *state) *mgmtdpb.ListChainsRsp { return &mgmtdpb.ListChainsRsp{Chains: st.chainList()} }))
 }
-func (h *handlers) ListTables(context.Context, *pb.MgmtdListTablesReq) (*pb.MgmtdListTablesRsp, error) {
-	return wire(readPrimary(h.s, func(st *state) *pb.MgmtdListTablesRsp { return &pb.MgmtdListTablesRsp{Tables: st.tableList()} }))
+func (h *handlers) ListTables(context.Context, *mgmtdpb.ListTablesReq) (*mgmtdpb.ListTablesRsp, error) {
+	return wire(readPrimary(h.s, func(st *state) *mgmtdpb.ListTablesRsp { return &mgmtdpb.ListTablesRsp{Tables: st.tableList()} }))
 }
-func (h *handlers) SetNodeDisabled(ctx context.Context, r *pb.MgmtdSetNodeDisabledReq) (*pb.MgmtdSetNodeDisabledRsp, error) {
+func (h *handlers) SetNodeDisabled(ctx context.Context, r *mgmtdpb.SetNodeDisabledReq) (*mgmtdpb.SetNodeDisabledRsp, error) {
 	return wire(h.s.setNodeDisabled(ctx, r))
 }
-func (h *handlers) OfflineTarget(ctx context.Context, r *pb.MgmtdOfflineTargetReq) (*pb.MgmtdOfflineTargetRsp, error) {
+func (h *handlers) OfflineTarget(ctx context.Context, r *mgmtdpb.OfflineTargetReq) (*mgmtdpb.OfflineTargetRsp, error) {
 	return wire(h.s.offlineTarget(ctx, r))
 }
-func (h *handlers) GetConfig(context.Context, *pb.MgmtdGetConfigReq) (*pb.MgmtdGetConfigRsp, error) {
-	return wire(readPrimary(h.s, func(st *state) *pb.MgmtdGetConfigRsp {
-		return &pb.MgmtdGetConfigRsp{Config: proto.Clone(st.config).(*pb.MgmtdClusterConfig)}
+func (h *handlers) GetConfig(context.Context, *mgmtdpb.GetConfigReq) (*mgmtdpb.GetConfigRsp, error) {
+	return wire(readPrimary(h.s, func(st *state) *mgmtdpb.GetConfigRsp {
+		return &mgmtdpb.GetConfigRsp{Config: proto.Clone(st.config).(*mgmtdpb.ClusterConfig)}
 	}))
 }
-func (h *handlers) SetConfig(ctx context.Context, r *pb.MgmtdSetConfigReq) (*pb.MgmtdSetConfigRsp, error) {
+func (h *handlers) SetConfig(ctx context.Context, r *mgmtdpb.SetConfigReq) (*mgmtdpb.SetConfigRsp, error) {
 	return wire(h.s.setConfig(ctx, r))
 }
 
@@ -79,12 +79,12 @@ func readPrimary[T any](s *Server, fn func(*state) T) (T, error) {
 	return fn(st), nil
 }
 
-func validLocal(l pb.MgmtdLocalState) bool {
+func validLocal(l mgmtdpb.LocalState) bool {
 	return l == statemachine.UpToDate || l == statemachine.Online || l == statemachine.LocalOffline
 }
 
-func checkReports(role pb.MgmtdNodeRole, reports []*pb.MgmtdTargetReport) error {
-	if role != pb.MgmtdNodeRole_MGMTD_ROLE_STORAGE && len(reports) > 0 {
+func checkReports(role mgmtdpb.NodeRole, reports []*mgmtdpb.TargetReport) error {
+	if role != mgmtdpb.NodeRole_ROLE_STORAGE && len(reports) > 0 {
 		return errcode.New(errcode.InvalidArgument, "a %s node cannot own targets (only storage nodes do)", RoleName(role))
 	}
 	seen := map[uint64]bool{}
@@ -102,11 +102,11 @@ func checkReports(role pb.MgmtdNodeRole, reports []*pb.MgmtdTargetReport) error 
 	return nil
 }
 
-func (s *Server) registerNode(ctx context.Context, r *pb.MgmtdRegisterNodeReq) (*pb.MgmtdRegisterNodeRsp, error) {
+func (s *Server) registerNode(ctx context.Context, r *mgmtdpb.RegisterNodeReq) (*mgmtdpb.RegisterNodeRsp, error) {
 	switch {
-	case r.Role == pb.MgmtdNodeRole_MGMTD_ROLE_UNSPECIFIED:
+	case r.Role == mgmtdpb.NodeRole_ROLE_UNSPECIFIED:
 		return nil, errcode.New(errcode.InvalidArgument, "register: node role is missing")
-	case r.Address == "" && r.Role != pb.MgmtdNodeRole_MGMTD_ROLE_CLIENT:
+	case r.Address == "" && r.Role != mgmtdpb.NodeRole_ROLE_CLIENT:
 		return nil, errcode.New(errcode.InvalidArgument, "register: node address is missing")
 	case r.BootId == 0:
 		return nil, errcode.New(errcode.InvalidArgument, "register: boot id is missing (pick a random non-zero id per process start)")
@@ -142,7 +142,7 @@ func (s *Server) registerNode(ctx context.Context, r *pb.MgmtdRegisterNodeReq) (
 			var notOffline []string
 			for _, tid := range old.TargetIds {
 				if t := st.targets[tid]; t != nil {
-					if ps := st.publicState(t); ps != pb.MgmtdPublicState_MGMTD_PUBLIC_UNSPECIFIED && ps != statemachine.Offline && ps != statemachine.LastSrv {
+					if ps := st.publicState(t); ps != mgmtdpb.PublicState_PUBLIC_UNSPECIFIED && ps != statemachine.Offline && ps != statemachine.LastSrv {
 						notOffline = append(notOffline, fmt.Sprintf("%d (%s)", tid, PublicStateName(ps)))
 					}
 				}
@@ -154,14 +154,14 @@ func (s *Server) registerNode(ctx context.Context, r *pb.MgmtdRegisterNodeReq) (
 			}
 		}
 	}
-	node := &pb.MgmtdNode{
+	node := &mgmtdpb.Node{
 		NodeId: id, Role: r.Role, Address: r.Address, DataAddress: r.DataAddress, Hostname: r.Hostname,
-		Status: pb.MgmtdNodeStatus_MGMTD_NODE_ACTIVE, BootId: r.BootId,
+		Status: mgmtdpb.NodeStatus_NODE_ACTIVE, BootId: r.BootId,
 	}
 	known := map[uint64]bool{}
 	if old != nil {
 		node.TargetIds = append(node.TargetIds, old.TargetIds...)
-		if old.Status == pb.MgmtdNodeStatus_MGMTD_NODE_DISABLED {
+		if old.Status == mgmtdpb.NodeStatus_NODE_DISABLED {
 			node.Status = old.Status
 		}
 		for _, tid := range old.TargetIds {
@@ -174,7 +174,7 @@ func (s *Server) registerNode(ctx context.Context, r *pb.MgmtdRegisterNodeReq) (
 			return nil, errcode.New(errcode.AlreadyExists, "target %d belongs to node %d, not node %d", rep.TargetId, t.NodeId, id)
 		}
 		if t == nil {
-			ch.targets = append(ch.targets, &pb.MgmtdTarget{TargetId: rep.TargetId, NodeId: id})
+			ch.targets = append(ch.targets, &mgmtdpb.Target{TargetId: rep.TargetId, NodeId: id})
 		}
 		if !known[rep.TargetId] {
 			node.TargetIds = append(node.TargetIds, rep.TargetId)
@@ -199,7 +199,7 @@ func (s *Server) registerNode(ctx context.Context, r *pb.MgmtdRegisterNodeReq) (
 	s.recordReportsLocked(st, r.Targets)
 	s.kickScan()
 	s.log.Info("node registered", "node", id, "role", RoleName(r.Role), "addr", r.Address, "targets", len(node.TargetIds))
-	return &pb.MgmtdRegisterNodeRsp{
+	return &mgmtdpb.RegisterNodeRsp{
 		NodeId: id, HeartbeatIntervalMs: st.config.HeartbeatIntervalMs,
 		NodeFailureTimeoutMs: st.config.NodeFailureTimeoutMs, RoutingVersion: st.version,
 	}, nil
@@ -207,7 +207,7 @@ func (s *Server) registerNode(ctx context.Context, r *pb.MgmtdRegisterNodeReq) (
 
 // recordReportsLocked stores reported local states; it says whether any
 // changed (a reason to scan chains now).
-func (s *Server) recordReportsLocked(st *state, reports []*pb.MgmtdTargetReport) bool {
+func (s *Server) recordReportsLocked(st *state, reports []*mgmtdpb.TargetReport) bool {
 	changed := false
 	for _, rep := range reports {
 		lt := st.liveTarget(rep.TargetId)
@@ -219,7 +219,7 @@ func (s *Server) recordReportsLocked(st *state, reports []*pb.MgmtdTargetReport)
 	return changed
 }
 
-func (s *Server) heartbeat(ctx context.Context, r *pb.MgmtdHeartbeatReq) (*pb.MgmtdHeartbeatRsp, error) {
+func (s *Server) heartbeat(ctx context.Context, r *mgmtdpb.HeartbeatReq) (*mgmtdpb.HeartbeatRsp, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.primaryLocked()
@@ -242,14 +242,14 @@ func (s *Server) heartbeat(ctx context.Context, r *pb.MgmtdHeartbeatReq) (*pb.Mg
 		}
 	}
 	if (r.Address != "" && r.Address != n.Address) || (r.DataAddress != "" && r.DataAddress != n.DataAddress) {
-		c := proto.Clone(n).(*pb.MgmtdNode)
+		c := proto.Clone(n).(*mgmtdpb.Node)
 		if r.Address != "" {
 			c.Address = r.Address
 		}
 		if r.DataAddress != "" {
 			c.DataAddress = r.DataAddress
 		}
-		if err := s.commitLocked(ctx, st, &change{nodes: []*pb.MgmtdNode{c}, bumpRouting: true}); err != nil {
+		if err := s.commitLocked(ctx, st, &change{nodes: []*mgmtdpb.Node{c}, bumpRouting: true}); err != nil {
 			return nil, err
 		}
 		n = c
@@ -257,26 +257,26 @@ func (s *Server) heartbeat(ctx context.Context, r *pb.MgmtdHeartbeatReq) (*pb.Mg
 	now := s.opts.Clock()
 	ln := st.liveNodes[n.NodeId]
 	ln.deadline, ln.lastHeartbeat = now.Add(st.failureTimeout()), now
-	if s.recordReportsLocked(st, r.Targets) || n.Status == pb.MgmtdNodeStatus_MGMTD_NODE_FAILED {
+	if s.recordReportsLocked(st, r.Targets) || n.Status == mgmtdpb.NodeStatus_NODE_FAILED {
 		s.kickScan()
 	}
 	s.metrics.heartbeats.Inc()
-	return &pb.MgmtdHeartbeatRsp{
+	return &mgmtdpb.HeartbeatRsp{
 		RoutingVersion: st.version, HeartbeatIntervalMs: st.config.HeartbeatIntervalMs,
 		NodeFailureTimeoutMs: st.config.NodeFailureTimeoutMs, Status: n.Status,
 	}, nil
 }
 
-func (s *Server) getRoutingInfo(r *pb.MgmtdGetRoutingInfoReq) (*pb.MgmtdGetRoutingInfoRsp, error) {
-	return readPrimary(s, func(st *state) *pb.MgmtdGetRoutingInfoRsp {
+func (s *Server) getRoutingInfo(r *mgmtdpb.GetRoutingInfoReq) (*mgmtdpb.GetRoutingInfoRsp, error) {
+	return readPrimary(s, func(st *state) *mgmtdpb.GetRoutingInfoRsp {
 		if r.KnownVersion == st.version {
-			return &pb.MgmtdGetRoutingInfoRsp{Unchanged: true}
+			return &mgmtdpb.GetRoutingInfoRsp{Unchanged: true}
 		}
-		return &pb.MgmtdGetRoutingInfoRsp{Info: st.routingInfo(s.addr)}
+		return &mgmtdpb.GetRoutingInfoRsp{Info: st.routingInfo(s.addr)}
 	})
 }
 
-func (s *Server) watchRouting(r *pb.MgmtdWatchRoutingReq, stream pb.Mgmtd_WatchRoutingServer) error {
+func (s *Server) watchRouting(r *mgmtdpb.WatchRoutingReq, stream mgmtdpb.Mgmtd_WatchRoutingServer) error {
 	known := r.KnownVersion
 	for {
 		s.mu.Lock()
@@ -286,7 +286,7 @@ func (s *Server) watchRouting(r *pb.MgmtdWatchRoutingReq, stream pb.Mgmtd_WatchR
 			s.mu.Unlock()
 			return err
 		}
-		var info *pb.MgmtdRoutingInfo
+		var info *mgmtdpb.RoutingInfo
 		if st.version != known {
 			info = st.routingInfo(s.addr)
 		}
@@ -310,7 +310,7 @@ func (s *Server) watchRouting(r *pb.MgmtdWatchRoutingReq, stream pb.Mgmtd_WatchR
 	}
 }
 
-func (s *Server) createChainTable(ctx context.Context, r *pb.MgmtdCreateChainTableReq) (*pb.MgmtdCreateChainTableRsp, error) {
+func (s *Server) createChainTable(ctx context.Context, r *mgmtdpb.CreateChainTableReq) (*mgmtdpb.CreateChainTableRsp, error) {
 	if r.ReplicationFactor == 0 {
 		return nil, errcode.New(errcode.InvalidArgument, "create chain table: replication factor must be at least 1")
 	}
@@ -358,7 +358,7 @@ func (s *Server) createChainTable(ctx context.Context, r *pb.MgmtdCreateChainTab
 		return nil, errcode.New(errcode.InvalidArgument, "create chain table: %v", err)
 	}
 	ch := &change{bumpRouting: true}
-	table := &pb.MgmtdChainTable{TableId: tableID, Version: 1, ReplicationFactor: r.ReplicationFactor}
+	table := &mgmtdpb.ChainTable{TableId: tableID, Version: 1, ReplicationFactor: r.ReplicationFactor}
 	chainID := uint32(st.nextChain)
 	for _, g := range groups {
 		for st.chains[chainID] != nil {
@@ -366,9 +366,9 @@ func (s *Server) createChainTable(ctx context.Context, r *pb.MgmtdCreateChainTab
 		}
 		// A new chain holds no data yet, so all its targets start serving;
 		// the next scan demotes any whose service is down.
-		c := &pb.MgmtdChain{ChainId: chainID, Version: 1}
+		c := &mgmtdpb.Chain{ChainId: chainID, Version: 1}
 		for _, tid := range g {
-			c.Targets = append(c.Targets, &pb.MgmtdChainTarget{TargetId: tid, PublicState: statemachine.Serving})
+			c.Targets = append(c.Targets, &mgmtdpb.ChainTarget{TargetId: tid, PublicState: statemachine.Serving})
 			t := durableTarget(st.targets[tid])
 			t.ChainId = chainID
 			ch.targets = append(ch.targets, t)
@@ -377,7 +377,7 @@ func (s *Server) createChainTable(ctx context.Context, r *pb.MgmtdCreateChainTab
 		table.ChainIds = append(table.ChainIds, chainID)
 		chainID++
 	}
-	ch.tables = []*pb.MgmtdChainTable{table}
+	ch.tables = []*mgmtdpb.ChainTable{table}
 	ch.nextChain = uint64(chainID)
 	if uint64(tableID) >= st.nextTable {
 		ch.nextTable = uint64(tableID) + 1
@@ -387,14 +387,14 @@ func (s *Server) createChainTable(ctx context.Context, r *pb.MgmtdCreateChainTab
 	}
 	s.kickScan()
 	s.log.Info("chain table created", "table", tableID, "chains", len(groups), "replicas", r.ReplicationFactor)
-	rsp := &pb.MgmtdCreateChainTableRsp{Table: proto.Clone(table).(*pb.MgmtdChainTable)}
+	rsp := &mgmtdpb.CreateChainTableRsp{Table: proto.Clone(table).(*mgmtdpb.ChainTable)}
 	for _, c := range ch.chains {
 		rsp.Chains = append(rsp.Chains, cloneChain(c))
 	}
 	return rsp, nil
 }
 
-func (s *Server) setNodeDisabled(ctx context.Context, r *pb.MgmtdSetNodeDisabledReq) (*pb.MgmtdSetNodeDisabledRsp, error) {
+func (s *Server) setNodeDisabled(ctx context.Context, r *mgmtdpb.SetNodeDisabledReq) (*mgmtdpb.SetNodeDisabledRsp, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.primaryLocked()
@@ -405,25 +405,25 @@ func (s *Server) setNodeDisabled(ctx context.Context, r *pb.MgmtdSetNodeDisabled
 	if n == nil {
 		return nil, errcode.New(errcode.NotFound, "node %d is not registered", r.NodeId)
 	}
-	c := proto.Clone(n).(*pb.MgmtdNode)
+	c := proto.Clone(n).(*mgmtdpb.Node)
 	if r.Disabled {
-		c.Status = pb.MgmtdNodeStatus_MGMTD_NODE_DISABLED
+		c.Status = mgmtdpb.NodeStatus_NODE_DISABLED
 	} else {
 		// Enabled: active or failed as its lease says.
-		c.Status = pb.MgmtdNodeStatus_MGMTD_NODE_FAILED
+		c.Status = mgmtdpb.NodeStatus_NODE_FAILED
 		c.Status = nodeStatus(c, st.liveNodes[c.NodeId], s.opts.Clock())
 	}
 	if c.Status != n.Status {
-		if err := s.commitLocked(ctx, st, &change{nodes: []*pb.MgmtdNode{c}, bumpRouting: true}); err != nil {
+		if err := s.commitLocked(ctx, st, &change{nodes: []*mgmtdpb.Node{c}, bumpRouting: true}); err != nil {
 			return nil, err
 		}
 		s.log.Info("node status set by admin", "node", c.NodeId, "status", NodeStatusName(c.Status))
 	}
 	s.kickScan()
-	return &pb.MgmtdSetNodeDisabledRsp{Node: c}, nil
+	return &mgmtdpb.SetNodeDisabledRsp{Node: c}, nil
 }
 
-func (s *Server) offlineTarget(ctx context.Context, r *pb.MgmtdOfflineTargetReq) (*pb.MgmtdOfflineTargetRsp, error) {
+func (s *Server) offlineTarget(ctx context.Context, r *mgmtdpb.OfflineTargetReq) (*mgmtdpb.OfflineTargetRsp, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.primaryLocked()
@@ -437,13 +437,13 @@ func (s *Server) offlineTarget(ctx context.Context, r *pb.MgmtdOfflineTargetReq)
 	c := durableTarget(t)
 	c.AdminOffline = !r.Undo
 	if c.AdminOffline != t.AdminOffline {
-		if err := s.commitLocked(ctx, st, &change{targets: []*pb.MgmtdTarget{c}, bumpRouting: true}); err != nil {
+		if err := s.commitLocked(ctx, st, &change{targets: []*mgmtdpb.Target{c}, bumpRouting: true}); err != nil {
 			return nil, err
 		}
 		s.log.Info("target admin offline mark set", "target", c.TargetId, "offline", c.AdminOffline)
 	}
 	s.kickScan()
-	return &pb.MgmtdOfflineTargetRsp{Target: c}, nil
+	return &mgmtdpb.OfflineTargetRsp{Target: c}, nil
 }
 
 // Config keys understood by SetConfig (besides namespaced extras).
@@ -452,7 +452,7 @@ const (
 	ConfigNodeFailureTimeout = "node_failure_timeout_ms"
 )
 
-func (s *Server) setConfig(ctx context.Context, r *pb.MgmtdSetConfigReq) (*pb.MgmtdSetConfigRsp, error) {
+func (s *Server) setConfig(ctx context.Context, r *mgmtdpb.SetConfigReq) (*mgmtdpb.SetConfigRsp, error) {
 	if len(r.Set) == 0 {
 		return nil, errcode.New(errcode.InvalidArgument, "set config: nothing to set")
 	}
@@ -462,7 +462,7 @@ func (s *Server) setConfig(ctx context.Context, r *pb.MgmtdSetConfigReq) (*pb.Mg
 	if st == nil {
 		return nil, s.notPrimaryLocked()
 	}
-	c := proto.Clone(st.config).(*pb.MgmtdClusterConfig)
+	c := proto.Clone(st.config).(*mgmtdpb.ClusterConfig)
 	keys := make([]string, 0, len(r.Set))
 	for k := range r.Set {
 		keys = append(keys, k)
@@ -504,5 +504,5 @@ func (s *Server) setConfig(ctx context.Context, r *pb.MgmtdSetConfigReq) (*pb.Mg
 		return nil, err
 	}
 	s.log.Info("cluster config changed", "heartbeat_ms", c.HeartbeatIntervalMs, "failure_timeout_ms", c.NodeFailureTimeoutMs)
-	return &pb.MgmtdSetConfigRsp{Config: proto.Clone(c).(*pb.MgmtdClusterConfig)}, nil
+	return &mgmtdpb.SetConfigRsp{Config: proto.Clone(c).(*mgmtdpb.ClusterConfig)}, nil
 }

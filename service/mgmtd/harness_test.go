@@ -14,7 +14,7 @@ import (
 	"github.com/emberfs/emberfs/service/mgmtd"
 	"github.com/emberfs/emberfs/service/mgmtd/mgmtdclient"
 	"github.com/emberfs/emberfs/service/mgmtd/statemachine"
-	pb "github.com/emberfs/emberfs/service/proto"
+	"github.com/emberfs/emberfs/service/proto/mgmtdpb"
 	"github.com/emberfs/emberfs/service/routing"
 )
 
@@ -92,18 +92,18 @@ type fakeStorage struct {
 	agent   *mgmtdclient.Agent
 
 	mu     sync.Mutex
-	locals map[uint64]pb.MgmtdLocalState
+	locals map[uint64]mgmtdpb.LocalState
 }
 
-func newFakeStorage(t *testing.T, conn *mgmtdclient.Conn, nodeID uint32, targets []uint64, local pb.MgmtdLocalState) *fakeStorage {
+func newFakeStorage(t *testing.T, conn *mgmtdclient.Conn, nodeID uint32, targets []uint64, local mgmtdpb.LocalState) *fakeStorage {
 	t.Helper()
-	f := &fakeStorage{nodeID: nodeID, targets: targets, locals: map[uint64]pb.MgmtdLocalState{}}
+	f := &fakeStorage{nodeID: nodeID, targets: targets, locals: map[uint64]mgmtdpb.LocalState{}}
 	for _, id := range targets {
 		f.locals[id] = local
 	}
 	a, err := mgmtdclient.Start(mgmtdclient.Options{
 		Conn:        conn,
-		Role:        pb.MgmtdNodeRole_MGMTD_ROLE_STORAGE,
+		Role:        mgmtdpb.NodeRole_ROLE_STORAGE,
 		NodeID:      nodeID,
 		Address:     fmt.Sprintf("127.0.0.1:%d", 20000+nodeID),
 		DataAddress: fmt.Sprintf("127.0.0.1:%d", 30000+nodeID),
@@ -118,17 +118,17 @@ func newFakeStorage(t *testing.T, conn *mgmtdclient.Conn, nodeID uint32, targets
 	return f
 }
 
-func (f *fakeStorage) reports() []*pb.MgmtdTargetReport {
+func (f *fakeStorage) reports() []*mgmtdpb.TargetReport {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	var out []*pb.MgmtdTargetReport
+	var out []*mgmtdpb.TargetReport
 	for _, id := range f.targets {
-		out = append(out, &pb.MgmtdTargetReport{TargetId: id, LocalState: f.locals[id], FreeBytes: 1 << 30, CapacityBytes: 2 << 30})
+		out = append(out, &mgmtdpb.TargetReport{TargetId: id, LocalState: f.locals[id], FreeBytes: 1 << 30, CapacityBytes: 2 << 30})
 	}
 	return out
 }
 
-func (f *fakeStorage) setLocal(id uint64, l pb.MgmtdLocalState) {
+func (f *fakeStorage) setLocal(id uint64, l mgmtdpb.LocalState) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.locals[id] = l
@@ -154,12 +154,12 @@ func startCluster(t *testing.T, conn *mgmtdclient.Conn, nodes, perNode int) []*f
 	return out
 }
 
-func createTable(t *testing.T, conn *mgmtdclient.Conn, replicas uint32) *pb.MgmtdCreateChainTableRsp {
+func createTable(t *testing.T, conn *mgmtdclient.Conn, replicas uint32) *mgmtdpb.CreateChainTableRsp {
 	t.Helper()
-	var rsp *pb.MgmtdCreateChainTableRsp
-	err := conn.Call(ctxT(t), func(ctx context.Context, cl pb.MgmtdClient) error {
+	var rsp *mgmtdpb.CreateChainTableRsp
+	err := conn.Call(ctxT(t), func(ctx context.Context, cl mgmtdpb.MgmtdClient) error {
 		var err error
-		rsp, err = cl.CreateChainTable(ctx, &pb.MgmtdCreateChainTableReq{ReplicationFactor: replicas})
+		rsp, err = cl.CreateChainTable(ctx, &mgmtdpb.CreateChainTableReq{ReplicationFactor: replicas})
 		return err
 	})
 	if err != nil {
@@ -177,7 +177,7 @@ func startCache(t *testing.T, conn *mgmtdclient.Conn) *mgmtdclient.Cache {
 }
 
 // chainOf finds the chain holding target id.
-func chainOf(r *routing.Routing, id uint64) *pb.MgmtdChain {
+func chainOf(r *routing.Routing, id uint64) *mgmtdpb.Chain {
 	t, ok := r.Target(id)
 	if !ok {
 		return nil
@@ -186,7 +186,7 @@ func chainOf(r *routing.Routing, id uint64) *pb.MgmtdChain {
 	return c
 }
 
-func chainStates(c *pb.MgmtdChain) string {
+func chainStates(c *mgmtdpb.Chain) string {
 	s := ""
 	for i, t := range c.GetTargets() {
 		if i > 0 {

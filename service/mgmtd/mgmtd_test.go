@@ -21,7 +21,7 @@ import (
 	"github.com/emberfs/emberfs/service/mgmtd/mgmtdclient"
 	"github.com/emberfs/emberfs/service/mgmtd/primaryhint"
 	"github.com/emberfs/emberfs/service/mgmtd/statemachine"
-	pb "github.com/emberfs/emberfs/service/proto"
+	"github.com/emberfs/emberfs/service/proto/mgmtdpb"
 	"github.com/emberfs/emberfs/service/routing"
 )
 
@@ -41,20 +41,20 @@ func TestTokenRefused(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer cc.Close()
-			cl := pb.NewMgmtdClient(cc)
-			_, err = cl.GetRoutingInfo(ctxT(t), &pb.MgmtdGetRoutingInfoReq{})
+			cl := mgmtdpb.NewMgmtdClient(cc)
+			_, err = cl.GetRoutingInfo(ctxT(t), &mgmtdpb.GetRoutingInfoReq{})
 			err = errcode.FromGRPC(err)
 			if !errcode.Is(err, errcode.Unauthenticated) || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("GetRoutingInfo error %v, want Unauthenticated %q", err, tc.want)
 			}
-			stream, err := cl.WatchRouting(ctxT(t), &pb.MgmtdWatchRoutingReq{})
+			stream, err := cl.WatchRouting(ctxT(t), &mgmtdpb.WatchRoutingReq{})
 			if err == nil {
 				_, err = stream.Recv()
 			}
 			if err = errcode.FromGRPC(err); !errcode.Is(err, errcode.Unauthenticated) {
 				t.Fatalf("WatchRouting error %v, want Unauthenticated", err)
 			}
-			_, err = cl.CreateChainTable(ctxT(t), &pb.MgmtdCreateChainTableReq{ReplicationFactor: 1})
+			_, err = cl.CreateChainTable(ctxT(t), &mgmtdpb.CreateChainTableReq{ReplicationFactor: 1})
 			if err = errcode.FromGRPC(err); !errcode.Is(err, errcode.Unauthenticated) {
 				t.Fatalf("CreateChainTable error %v, want Unauthenticated", err)
 			}
@@ -106,15 +106,15 @@ func TestRegisterCreateTableAndRoute(t *testing.T) {
 	}
 
 	// Placing again fails clearly: every target is in a chain.
-	err = conn.Call(ctxT(t), func(ctx context.Context, cl pb.MgmtdClient) error {
-		_, err := cl.CreateChainTable(ctx, &pb.MgmtdCreateChainTableReq{ReplicationFactor: 3})
+	err = conn.Call(ctxT(t), func(ctx context.Context, cl mgmtdpb.MgmtdClient) error {
+		_, err := cl.CreateChainTable(ctx, &mgmtdpb.CreateChainTableReq{ReplicationFactor: 3})
 		return err
 	})
 	if !errcode.Is(err, errcode.InvalidArgument) || !strings.Contains(err.Error(), "already in a chain") {
 		t.Fatalf("second create: %v", err)
 	}
-	err = conn.Call(ctxT(t), func(ctx context.Context, cl pb.MgmtdClient) error {
-		_, err := cl.CreateChainTable(ctx, &pb.MgmtdCreateChainTableReq{ReplicationFactor: 2, TargetIds: []uint64{999}})
+	err = conn.Call(ctxT(t), func(ctx context.Context, cl mgmtdpb.MgmtdClient) error {
+		_, err := cl.CreateChainTable(ctx, &mgmtdpb.CreateChainTableReq{ReplicationFactor: 2, TargetIds: []uint64{999}})
 		return err
 	})
 	if !errcode.Is(err, errcode.NotFound) || !strings.Contains(err.Error(), "999") {
@@ -122,16 +122,16 @@ func TestRegisterCreateTableAndRoute(t *testing.T) {
 	}
 
 	// Lists agree with routing.
-	err = conn.Call(ctxT(t), func(ctx context.Context, cl pb.MgmtdClient) error {
-		nodes, err := cl.ListNodes(ctx, &pb.MgmtdListNodesReq{})
+	err = conn.Call(ctxT(t), func(ctx context.Context, cl mgmtdpb.MgmtdClient) error {
+		nodes, err := cl.ListNodes(ctx, &mgmtdpb.ListNodesReq{})
 		if err != nil {
 			return err
 		}
-		targets, err := cl.ListTargets(ctx, &pb.MgmtdListTargetsReq{})
+		targets, err := cl.ListTargets(ctx, &mgmtdpb.ListTargetsReq{})
 		if err != nil {
 			return err
 		}
-		tables, err := cl.ListTables(ctx, &pb.MgmtdListTablesReq{})
+		tables, err := cl.ListTables(ctx, &mgmtdpb.ListTablesReq{})
 		if err != nil {
 			return err
 		}
@@ -185,7 +185,7 @@ func TestLeaseExpiryMovesTargetToEnd(t *testing.T) {
 	if c1.Version <= c0.Version || after.Version() <= before.Version() {
 		t.Fatalf("versions did not increase: chain %d -> %d, routing %d -> %d", c0.Version, c1.Version, before.Version(), after.Version())
 	}
-	if n, _ := after.Node(1); n.Status != pb.MgmtdNodeStatus_MGMTD_NODE_FAILED {
+	if n, _ := after.Node(1); n.Status != mgmtdpb.NodeStatus_NODE_FAILED {
 		t.Fatalf("node 1 status %v, want failed", n.Status)
 	}
 	if nodes[0].agent.LeaseValid() {
@@ -201,7 +201,7 @@ func TestReturningServiceRecovers(t *testing.T) {
 	var mu sync.Mutex
 	var history []string // public states of target 101, one per chain change
 	opts := fastOptions(memEngine(t))
-	opts.OnChainChange = func(c *pb.MgmtdChain) {
+	opts.OnChainChange = func(c *mgmtdpb.Chain) {
 		for _, ct := range c.Targets {
 			if ct.TargetId == 101 {
 				mu.Lock()
@@ -340,8 +340,8 @@ func TestRestartPersistence(t *testing.T) {
 	nodes := startCluster(t, conn, 3, 2)
 	createTable(t, conn, 3)
 	// A chain change to persist: an admin takes target 101 offline.
-	err = conn.Call(ctxT(t), func(ctx context.Context, cl pb.MgmtdClient) error {
-		_, err := cl.OfflineTarget(ctx, &pb.MgmtdOfflineTargetReq{TargetId: 101})
+	err = conn.Call(ctxT(t), func(ctx context.Context, cl mgmtdpb.MgmtdClient) error {
+		_, err := cl.OfflineTarget(ctx, &mgmtdpb.OfflineTargetReq{TargetId: 101})
 		return err
 	})
 	if err != nil {
@@ -369,9 +369,9 @@ func TestRestartPersistence(t *testing.T) {
 	opts.Engine = eng2
 	s2 := startPrimary(t, opts)
 	defer s2.Stop()
-	var info *pb.MgmtdRoutingInfo
-	err = dial(t, s2.Addr()).Call(ctxT(t), func(ctx context.Context, cl pb.MgmtdClient) error {
-		rsp, err := cl.GetRoutingInfo(ctx, &pb.MgmtdGetRoutingInfoReq{})
+	var info *mgmtdpb.RoutingInfo
+	err = dial(t, s2.Addr()).Call(ctxT(t), func(ctx context.Context, cl mgmtdpb.MgmtdClient) error {
+		rsp, err := cl.GetRoutingInfo(ctx, &mgmtdpb.GetRoutingInfoReq{})
 		info = rsp.GetInfo()
 		return err
 	})
@@ -449,8 +449,8 @@ func TestPrimaryFailover(t *testing.T) {
 		}
 	}()
 	// A chain change just before the kill.
-	err := conn.Call(ctxT(t), func(ctx context.Context, cl pb.MgmtdClient) error {
-		_, err := cl.OfflineTarget(ctx, &pb.MgmtdOfflineTargetReq{TargetId: 201})
+	err := conn.Call(ctxT(t), func(ctx context.Context, cl mgmtdpb.MgmtdClient) error {
+		_, err := cl.OfflineTarget(ctx, &mgmtdpb.OfflineTargetReq{TargetId: 201})
 		return err
 	})
 	if err != nil {
@@ -504,24 +504,24 @@ func TestAdminCalls(t *testing.T) {
 	startCluster(t, conn, 2, 1)
 	createTable(t, conn, 2)
 	cache := startCache(t, conn)
-	call := func(fn func(ctx context.Context, cl pb.MgmtdClient) error) error {
+	call := func(fn func(ctx context.Context, cl mgmtdpb.MgmtdClient) error) error {
 		return conn.Call(ctxT(t), fn)
 	}
 	// Disable node 2: its target goes offline, and back when enabled.
-	if err := call(func(ctx context.Context, cl pb.MgmtdClient) error {
-		_, err := cl.SetNodeDisabled(ctx, &pb.MgmtdSetNodeDisabledReq{NodeId: 2, Disabled: true})
+	if err := call(func(ctx context.Context, cl mgmtdpb.MgmtdClient) error {
+		_, err := cl.SetNodeDisabled(ctx, &mgmtdpb.SetNodeDisabledReq{NodeId: 2, Disabled: true})
 		return err
 	}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := cache.WaitFor(ctxT(t), func(r *routing.Routing) bool {
 		n, _ := r.Node(2)
-		return r.TargetState(201) == statemachine.Offline && n.Status == pb.MgmtdNodeStatus_MGMTD_NODE_DISABLED
+		return r.TargetState(201) == statemachine.Offline && n.Status == mgmtdpb.NodeStatus_NODE_DISABLED
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if err := call(func(ctx context.Context, cl pb.MgmtdClient) error {
-		_, err := cl.SetNodeDisabled(ctx, &pb.MgmtdSetNodeDisabledReq{NodeId: 2})
+	if err := call(func(ctx context.Context, cl mgmtdpb.MgmtdClient) error {
+		_, err := cl.SetNodeDisabled(ctx, &mgmtdpb.SetNodeDisabledReq{NodeId: 2})
 		return err
 	}); err != nil {
 		t.Fatal(err)
@@ -530,15 +530,15 @@ func TestAdminCalls(t *testing.T) {
 	if _, err := cache.WaitFor(ctxT(t), func(r *routing.Routing) bool { return r.TargetState(201) == statemachine.Waiting }); err != nil {
 		t.Fatal(err)
 	}
-	err := call(func(ctx context.Context, cl pb.MgmtdClient) error {
-		_, err := cl.SetNodeDisabled(ctx, &pb.MgmtdSetNodeDisabledReq{NodeId: 77, Disabled: true})
+	err := call(func(ctx context.Context, cl mgmtdpb.MgmtdClient) error {
+		_, err := cl.SetNodeDisabled(ctx, &mgmtdpb.SetNodeDisabledReq{NodeId: 77, Disabled: true})
 		return err
 	})
 	if !errcode.Is(err, errcode.NotFound) || !strings.Contains(err.Error(), "77") {
 		t.Fatalf("disable unknown node: %v", err)
 	}
-	err = call(func(ctx context.Context, cl pb.MgmtdClient) error {
-		_, err := cl.OfflineTarget(ctx, &pb.MgmtdOfflineTargetReq{TargetId: 5})
+	err = call(func(ctx context.Context, cl mgmtdpb.MgmtdClient) error {
+		_, err := cl.OfflineTarget(ctx, &mgmtdpb.OfflineTargetReq{TargetId: 5})
 		return err
 	})
 	if !errcode.Is(err, errcode.NotFound) {
@@ -546,9 +546,9 @@ func TestAdminCalls(t *testing.T) {
 	}
 
 	// Config: set, get, and refusals.
-	var cfg *pb.MgmtdClusterConfig
-	if err := call(func(ctx context.Context, cl pb.MgmtdClient) error {
-		rsp, err := cl.SetConfig(ctx, &pb.MgmtdSetConfigReq{Set: map[string]string{"node_failure_timeout_ms": "400", "meta.gc_interval": "5s"}})
+	var cfg *mgmtdpb.ClusterConfig
+	if err := call(func(ctx context.Context, cl mgmtdpb.MgmtdClient) error {
+		rsp, err := cl.SetConfig(ctx, &mgmtdpb.SetConfigReq{Set: map[string]string{"node_failure_timeout_ms": "400", "meta.gc_interval": "5s"}})
 		cfg = rsp.GetConfig()
 		return err
 	}); err != nil {
@@ -557,8 +557,8 @@ func TestAdminCalls(t *testing.T) {
 	if cfg.NodeFailureTimeoutMs != 400 || cfg.Extra["meta.gc_interval"] != "5s" {
 		t.Fatalf("config after set: %v", cfg)
 	}
-	if err := call(func(ctx context.Context, cl pb.MgmtdClient) error {
-		rsp, err := cl.GetConfig(ctx, &pb.MgmtdGetConfigReq{})
+	if err := call(func(ctx context.Context, cl mgmtdpb.MgmtdClient) error {
+		rsp, err := cl.GetConfig(ctx, &mgmtdpb.GetConfigReq{})
 		cfg = rsp.GetConfig()
 		return err
 	}); err != nil || cfg.NodeFailureTimeoutMs != 400 || cfg.HeartbeatIntervalMs != 50 {
@@ -570,8 +570,8 @@ func TestAdminCalls(t *testing.T) {
 		{"nonsense": "1"},
 		{},
 	} {
-		err := call(func(ctx context.Context, cl pb.MgmtdClient) error {
-			_, err := cl.SetConfig(ctx, &pb.MgmtdSetConfigReq{Set: bad})
+		err := call(func(ctx context.Context, cl mgmtdpb.MgmtdClient) error {
+			_, err := cl.SetConfig(ctx, &mgmtdpb.SetConfigReq{Set: bad})
 			return err
 		})
 		if !errcode.Is(err, errcode.InvalidArgument) {
@@ -579,12 +579,12 @@ func TestAdminCalls(t *testing.T) {
 		}
 	}
 	// Registration refusals.
-	for _, req := range []*pb.MgmtdRegisterNodeReq{
-		{Role: pb.MgmtdNodeRole_MGMTD_ROLE_STORAGE, Address: "x:1"},                                                                                                           // no boot id
-		{Role: pb.MgmtdNodeRole_MGMTD_ROLE_META, Address: "x:1", BootId: 1, Targets: []*pb.MgmtdTargetReport{{TargetId: 9}}},                                                  // meta with targets
-		{NodeId: 5, Role: pb.MgmtdNodeRole_MGMTD_ROLE_STORAGE, Address: "x:1", BootId: 1, Targets: []*pb.MgmtdTargetReport{{TargetId: 101, LocalState: statemachine.Online}}}, // someone else's target
+	for _, req := range []*mgmtdpb.RegisterNodeReq{
+		{Role: mgmtdpb.NodeRole_ROLE_STORAGE, Address: "x:1"},                                                                                                           // no boot id
+		{Role: mgmtdpb.NodeRole_ROLE_META, Address: "x:1", BootId: 1, Targets: []*mgmtdpb.TargetReport{{TargetId: 9}}},                                                  // meta with targets
+		{NodeId: 5, Role: mgmtdpb.NodeRole_ROLE_STORAGE, Address: "x:1", BootId: 1, Targets: []*mgmtdpb.TargetReport{{TargetId: 101, LocalState: statemachine.Online}}}, // someone else's target
 	} {
-		err := call(func(ctx context.Context, cl pb.MgmtdClient) error {
+		err := call(func(ctx context.Context, cl mgmtdpb.MgmtdClient) error {
 			_, err := cl.RegisterNode(ctx, req)
 			return err
 		})
@@ -599,7 +599,7 @@ func TestAdminCalls(t *testing.T) {
 func TestLeaseLostWhenMgmtdUnreachable(t *testing.T) {
 	s := startPrimary(t, fastOptions(memEngine(t)))
 	conn := dial(t, s.Addr())
-	meta, err := mgmtdclient.Start(mgmtdclient.Options{Conn: conn, Role: pb.MgmtdNodeRole_MGMTD_ROLE_META, Address: "127.0.0.1:1"})
+	meta, err := mgmtdclient.Start(mgmtdclient.Options{Conn: conn, Role: mgmtdpb.NodeRole_ROLE_META, Address: "127.0.0.1:1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -644,7 +644,7 @@ func TestStandbyAnswersNotPrimary(t *testing.T) {
 	}
 	defer cc.Close()
 	testutil.WaitUntil(t, "standby to learn the primary", func() bool {
-		_, err := pb.NewMgmtdClient(cc).ListNodes(context.Background(), &pb.MgmtdListNodesReq{})
+		_, err := mgmtdpb.NewMgmtdClient(cc).ListNodes(context.Background(), &mgmtdpb.ListNodesReq{})
 		err = errcode.FromGRPC(err)
 		return errcode.Is(err, errcode.NotPrimary) && primaryhint.Addr(err) == p.Addr()
 	})
@@ -662,10 +662,10 @@ func TestRestartedNodeMustWait(t *testing.T) {
 		t.Fatal(err)
 	}
 	register := func() error {
-		return conn.Call(ctxT(t), func(ctx context.Context, cl pb.MgmtdClient) error {
-			_, err := cl.RegisterNode(ctx, &pb.MgmtdRegisterNodeReq{
-				NodeId: 1, Role: pb.MgmtdNodeRole_MGMTD_ROLE_STORAGE, Address: "127.0.0.1:20001", BootId: 12345,
-				Targets: []*pb.MgmtdTargetReport{{TargetId: 101, LocalState: statemachine.Online}},
+		return conn.Call(ctxT(t), func(ctx context.Context, cl mgmtdpb.MgmtdClient) error {
+			_, err := cl.RegisterNode(ctx, &mgmtdpb.RegisterNodeReq{
+				NodeId: 1, Role: mgmtdpb.NodeRole_ROLE_STORAGE, Address: "127.0.0.1:20001", BootId: 12345,
+				Targets: []*mgmtdpb.TargetReport{{TargetId: 101, LocalState: statemachine.Online}},
 			})
 			return err
 		})
@@ -688,8 +688,8 @@ func TestRestartedNodeMustWait(t *testing.T) {
 		t.Fatalf("restarted node's target is %s right after registering; it must recover first", mgmtd.PublicStateName(st))
 	}
 	// The old process's heartbeats are refused now.
-	err = conn.Call(ctxT(t), func(ctx context.Context, cl pb.MgmtdClient) error {
-		_, err := cl.Heartbeat(ctx, &pb.MgmtdHeartbeatReq{NodeId: 1, BootId: nodes[0].agent.BootID()})
+	err = conn.Call(ctxT(t), func(ctx context.Context, cl mgmtdpb.MgmtdClient) error {
+		_, err := cl.Heartbeat(ctx, &mgmtdpb.HeartbeatReq{NodeId: 1, BootId: nodes[0].agent.BootID()})
 		return err
 	})
 	if !errcode.Is(err, errcode.NotFound) || !strings.Contains(err.Error(), "register again") {

@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/emberfs/emberfs/service/mgmtd/statemachine"
-	pb "github.com/emberfs/emberfs/service/proto"
+	"github.com/emberfs/emberfs/service/proto/mgmtdpb"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -28,21 +28,21 @@ func (s *Server) scanLoop() {
 
 // nodeStatus is what a node's status should be now: disabled sticks until
 // an admin enables the node; otherwise its lease decides.
-func nodeStatus(n *pb.MgmtdNode, ln *liveNode, now time.Time) pb.MgmtdNodeStatus {
-	if n.Status == pb.MgmtdNodeStatus_MGMTD_NODE_DISABLED {
+func nodeStatus(n *mgmtdpb.Node, ln *liveNode, now time.Time) mgmtdpb.NodeStatus {
+	if n.Status == mgmtdpb.NodeStatus_NODE_DISABLED {
 		return n.Status
 	}
 	if ln != nil && now.Before(ln.deadline) {
-		return pb.MgmtdNodeStatus_MGMTD_NODE_ACTIVE
+		return mgmtdpb.NodeStatus_NODE_ACTIVE
 	}
-	return pb.MgmtdNodeStatus_MGMTD_NODE_FAILED
+	return mgmtdpb.NodeStatus_NODE_FAILED
 }
 
 // effectiveLocal is the local state the state machine sees: offline for a
 // target whose node is not active or that an admin marked offline.
-func (st *state) effectiveLocal(id uint64, statusOf func(uint32) pb.MgmtdNodeStatus) pb.MgmtdLocalState {
+func (st *state) effectiveLocal(id uint64, statusOf func(uint32) mgmtdpb.NodeStatus) mgmtdpb.LocalState {
 	t := st.targets[id]
-	if t == nil || t.AdminOffline || statusOf(t.NodeId) != pb.MgmtdNodeStatus_MGMTD_NODE_ACTIVE {
+	if t == nil || t.AdminOffline || statusOf(t.NodeId) != mgmtdpb.NodeStatus_NODE_ACTIVE {
 		return statemachine.LocalOffline
 	}
 	return st.liveTarget(id).local
@@ -55,19 +55,19 @@ func (st *state) effectiveLocal(id uint64, statusOf func(uint32) pb.MgmtdNodeSta
 // lease expiry and flapping are tested by calling it with chosen times.
 func planScan(st *state, now time.Time) *change {
 	ch := &change{}
-	status := map[uint32]pb.MgmtdNodeStatus{}
+	status := map[uint32]mgmtdpb.NodeStatus{}
 	for id, n := range st.nodes {
 		want := nodeStatus(n, st.liveNodes[id], now)
 		status[id] = want
 		if n.Status != want {
-			c := proto.Clone(n).(*pb.MgmtdNode)
+			c := proto.Clone(n).(*mgmtdpb.Node)
 			c.Status = want
 			ch.nodes = append(ch.nodes, c)
 		}
 	}
 	// Map order is random; a sorted change keeps logs and commits stable.
 	sort.Slice(ch.nodes, func(i, j int) bool { return ch.nodes[i].NodeId < ch.nodes[j].NodeId })
-	statusOf := func(id uint32) pb.MgmtdNodeStatus { return status[id] }
+	statusOf := func(id uint32) mgmtdpb.NodeStatus { return status[id] }
 
 	ids := make([]uint32, 0, len(st.chains))
 	for id := range st.chains {
@@ -84,9 +84,9 @@ func planScan(st *state, now time.Time) *change {
 		if !changed {
 			continue
 		}
-		nc := &pb.MgmtdChain{ChainId: c.ChainId, Version: c.Version + 1}
+		nc := &mgmtdpb.Chain{ChainId: c.ChainId, Version: c.Version + 1}
 		for _, t := range next {
-			nc.Targets = append(nc.Targets, &pb.MgmtdChainTarget{TargetId: t.ID, PublicState: t.Public})
+			nc.Targets = append(nc.Targets, &mgmtdpb.ChainTarget{TargetId: t.ID, PublicState: t.Public})
 		}
 		ch.chains = append(ch.chains, nc)
 	}
@@ -129,7 +129,7 @@ func (s *Server) scanOnce() {
 	s.updateGaugesLocked(st)
 }
 
-func chainString(c *pb.MgmtdChain) string {
+func chainString(c *mgmtdpb.Chain) string {
 	out := ""
 	for i, t := range c.Targets {
 		if i > 0 {

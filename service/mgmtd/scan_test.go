@@ -8,7 +8,7 @@ import (
 	"github.com/emberfs/emberfs/service/kv"
 	"github.com/emberfs/emberfs/service/kv/badgerkv"
 	"github.com/emberfs/emberfs/service/mgmtd/statemachine"
-	pb "github.com/emberfs/emberfs/service/proto"
+	"github.com/emberfs/emberfs/service/proto/mgmtdpb"
 )
 
 // manualClock is the clock of the deterministic scan tests: time moves
@@ -50,15 +50,15 @@ func newScanRig(t *testing.T) *scanRig {
 	}
 	for n := uint32(1); n <= 3; n++ {
 		r.boot[n] = uint64(n) * 7
-		_, err := r.s.registerNode(ctx(t), &pb.MgmtdRegisterNodeReq{
-			NodeId: n, Role: pb.MgmtdNodeRole_MGMTD_ROLE_STORAGE, Address: "127.0.0.1:1", DataAddress: "127.0.0.1:2",
-			BootId: r.boot[n], Targets: []*pb.MgmtdTargetReport{{TargetId: uint64(n)*100 + 1, LocalState: statemachine.UpToDate}},
+		_, err := r.s.registerNode(ctx(t), &mgmtdpb.RegisterNodeReq{
+			NodeId: n, Role: mgmtdpb.NodeRole_ROLE_STORAGE, Address: "127.0.0.1:1", DataAddress: "127.0.0.1:2",
+			BootId: r.boot[n], Targets: []*mgmtdpb.TargetReport{{TargetId: uint64(n)*100 + 1, LocalState: statemachine.UpToDate}},
 		})
 		if err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := r.s.createChainTable(ctx(t), &pb.MgmtdCreateChainTableReq{ReplicationFactor: 3}); err != nil {
+	if _, err := r.s.createChainTable(ctx(t), &mgmtdpb.CreateChainTableReq{ReplicationFactor: 3}); err != nil {
 		t.Fatal(err)
 	}
 	r.s.scanOnce()
@@ -89,10 +89,10 @@ func ctx(t *testing.T) context.Context {
 }
 
 // heartbeat renews node n's lease at the current time, reporting local.
-func (r *scanRig) heartbeat(n uint32, local pb.MgmtdLocalState) {
+func (r *scanRig) heartbeat(n uint32, local mgmtdpb.LocalState) {
 	r.t.Helper()
-	_, err := r.s.heartbeat(ctx(r.t), &pb.MgmtdHeartbeatReq{NodeId: n, BootId: r.boot[n], Role: pb.MgmtdNodeRole_MGMTD_ROLE_STORAGE,
-		Targets: []*pb.MgmtdTargetReport{{TargetId: uint64(n)*100 + 1, LocalState: local}}})
+	_, err := r.s.heartbeat(ctx(r.t), &mgmtdpb.HeartbeatReq{NodeId: n, BootId: r.boot[n], Role: mgmtdpb.NodeRole_ROLE_STORAGE,
+		Targets: []*mgmtdpb.TargetReport{{TargetId: uint64(n)*100 + 1, LocalState: local}}})
 	if err != nil {
 		r.t.Fatalf("heartbeat of node %d: %v", n, err)
 	}
@@ -117,7 +117,7 @@ func (r *scanRig) chainVersion() uint64 {
 	return 0
 }
 
-func (r *scanRig) nodeStatus(n uint32) pb.MgmtdNodeStatus {
+func (r *scanRig) nodeStatus(n uint32) mgmtdpb.NodeStatus {
 	r.s.mu.Lock()
 	defer r.s.mu.Unlock()
 	return r.s.st.nodes[n].Status
@@ -125,7 +125,7 @@ func (r *scanRig) nodeStatus(n uint32) pb.MgmtdNodeStatus {
 
 // step advances the clock, renews the primary lease as the election loop
 // would, heartbeats the given nodes and scans.
-func (r *scanRig) step(d time.Duration, alive map[uint32]pb.MgmtdLocalState) {
+func (r *scanRig) step(d time.Duration, alive map[uint32]mgmtdpb.LocalState) {
 	r.t.Helper()
 	r.clock.advance(d)
 	r.s.electOnce()
@@ -135,8 +135,8 @@ func (r *scanRig) step(d time.Duration, alive map[uint32]pb.MgmtdLocalState) {
 	r.s.scanOnce()
 }
 
-func upToDate(nodes ...uint32) map[uint32]pb.MgmtdLocalState {
-	m := map[uint32]pb.MgmtdLocalState{}
+func upToDate(nodes ...uint32) map[uint32]mgmtdpb.LocalState {
+	m := map[uint32]mgmtdpb.LocalState{}
 	for _, n := range nodes {
 		m[n] = statemachine.UpToDate
 	}
@@ -151,11 +151,11 @@ func TestScanLeaseExpiry(t *testing.T) {
 	// changes; just after, the scan fails it and the chain moves its
 	// target to the end as offline with a new version.
 	r.step(testFailure-time.Millisecond, upToDate(1, 3))
-	if r.nodeStatus(2) != pb.MgmtdNodeStatus_MGMTD_NODE_ACTIVE || r.chain() != start || r.chainVersion() != v0 {
+	if r.nodeStatus(2) != mgmtdpb.NodeStatus_NODE_ACTIVE || r.chain() != start || r.chainVersion() != v0 {
 		t.Fatalf("node failed before its lease ran out: %v, chain %s v%d", r.nodeStatus(2), r.chain(), r.chainVersion())
 	}
 	r.step(2*time.Millisecond, upToDate(1, 3))
-	if r.nodeStatus(2) != pb.MgmtdNodeStatus_MGMTD_NODE_FAILED {
+	if r.nodeStatus(2) != mgmtdpb.NodeStatus_NODE_FAILED {
 		t.Fatalf("node 2 is %v after its lease ran out", r.nodeStatus(2))
 	}
 	if got := r.chain(); got != "101:serving,301:serving,201:offline" {
@@ -180,8 +180,8 @@ func TestScanFlappingNode(t *testing.T) {
 	}
 	// Node 2 comes back with its target online (data possibly stale): it
 	// must resync before serving, so it waits, then syncs.
-	r.step(time.Millisecond, map[uint32]pb.MgmtdLocalState{1: statemachine.UpToDate, 2: statemachine.Online, 3: statemachine.UpToDate})
-	if r.nodeStatus(2) != pb.MgmtdNodeStatus_MGMTD_NODE_ACTIVE {
+	r.step(time.Millisecond, map[uint32]mgmtdpb.LocalState{1: statemachine.UpToDate, 2: statemachine.Online, 3: statemachine.UpToDate})
+	if r.nodeStatus(2) != mgmtdpb.NodeStatus_NODE_ACTIVE {
 		t.Fatalf("node 2 %v after heartbeating again", r.nodeStatus(2))
 	}
 	mid := r.chain()
@@ -195,7 +195,7 @@ func TestScanFlappingNode(t *testing.T) {
 	}
 	// Back for good: online moves it from waiting to syncing, and once
 	// the sync is done (up-to-date) it serves again.
-	online := map[uint32]pb.MgmtdLocalState{1: statemachine.UpToDate, 2: statemachine.Online, 3: statemachine.UpToDate}
+	online := map[uint32]mgmtdpb.LocalState{1: statemachine.UpToDate, 2: statemachine.Online, 3: statemachine.UpToDate}
 	r.step(time.Millisecond, online)
 	r.step(time.Millisecond, online)
 	if got := r.chain(); got != "101:serving,301:serving,201:syncing" {
@@ -243,7 +243,7 @@ func TestScanPrimaryChangeMidScan(t *testing.T) {
 			t.Fatalf("chain version %d after a stale scan, want %d", c.Version, v0)
 		}
 	}
-	if b.st.nodes[2].Status != pb.MgmtdNodeStatus_MGMTD_NODE_ACTIVE {
+	if b.st.nodes[2].Status != mgmtdpb.NodeStatus_NODE_ACTIVE {
 		t.Fatalf("node 2 is %v in the KV: the stale primary committed its scan", b.st.nodes[2].Status)
 	}
 }
@@ -264,7 +264,7 @@ func TestPlanScanIsPure(t *testing.T) {
 		t.Fatal("planScan gave different answers for the same input")
 	}
 	for _, n := range st.nodes {
-		if n.Status != pb.MgmtdNodeStatus_MGMTD_NODE_ACTIVE {
+		if n.Status != mgmtdpb.NodeStatus_NODE_ACTIVE {
 			t.Fatal("planScan changed the state it read")
 		}
 	}

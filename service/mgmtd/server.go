@@ -25,7 +25,7 @@ import (
 	"github.com/emberfs/emberfs/internal/rpcauth"
 	"github.com/emberfs/emberfs/service/kv"
 	"github.com/emberfs/emberfs/service/mgmtd/primaryhint"
-	pb "github.com/emberfs/emberfs/service/proto"
+	"github.com/emberfs/emberfs/service/proto/mgmtdpb"
 )
 
 // Options configures a Server. Zero durations take Config's defaults.
@@ -48,7 +48,7 @@ type Options struct {
 	// OnChainChange, if set, is called with every committed chain change
 	// (a new version of a chain), in version order. It runs under the
 	// server's lock, so it must be quick and must not call the server.
-	OnChainChange func(*pb.MgmtdChain)
+	OnChainChange func(*mgmtdpb.Chain)
 }
 
 // Server is one mgmtd instance.
@@ -129,7 +129,7 @@ func (s *Server) Start(lis net.Listener) {
 		s.addr = s.opts.AdvertiseAddress
 	}
 	s.grpc = grpc.NewServer(rpcauth.ServerOptions(s.opts.Token)...)
-	pb.RegisterMgmtdServer(s.grpc, &handlers{s: s})
+	mgmtdpb.RegisterMgmtdServer(s.grpc, &handlers{s: s})
 	s.loops.Add(3)
 	go func() {
 		defer s.loops.Done()

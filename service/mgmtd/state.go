@@ -7,7 +7,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/emberfs/emberfs/service/mgmtd/statemachine"
-	pb "github.com/emberfs/emberfs/service/proto"
+	"github.com/emberfs/emberfs/service/proto/mgmtdpb"
 )
 
 // liveNode is what the primary knows about a node beyond its record.
@@ -18,7 +18,7 @@ type liveNode struct {
 
 // liveTarget is a target's volatile state, reported in heartbeats.
 type liveTarget struct {
-	local          pb.MgmtdLocalState
+	local          mgmtdpb.LocalState
 	free, capacity uint64
 	chainVersion   uint64
 }
@@ -29,11 +29,11 @@ type state struct {
 	term      uint64
 	renewedAt time.Time
 	version   uint64
-	config    *pb.MgmtdClusterConfig
-	nodes     map[uint32]*pb.MgmtdNode
-	targets   map[uint64]*pb.MgmtdTarget
-	chains    map[uint32]*pb.MgmtdChain
-	tables    map[uint32]*pb.MgmtdChainTable
+	config    *mgmtdpb.ClusterConfig
+	nodes     map[uint32]*mgmtdpb.Node
+	targets   map[uint64]*mgmtdpb.Target
+	chains    map[uint32]*mgmtdpb.Chain
+	tables    map[uint32]*mgmtdpb.ChainTable
 	liveNodes map[uint32]*liveNode
 	live      map[uint64]*liveTarget
 
@@ -62,7 +62,7 @@ func newState(d *durable, term uint64, leaseStart time.Time, opts Options) *stat
 		changed:   make(chan struct{}),
 	}
 	if st.config == nil {
-		st.config = &pb.MgmtdClusterConfig{
+		st.config = &mgmtdpb.ClusterConfig{
 			HeartbeatIntervalMs:  uint32(opts.HeartbeatInterval.Milliseconds()),
 			NodeFailureTimeoutMs: uint32(opts.NodeFailureTimeout.Milliseconds()),
 		}
@@ -135,7 +135,7 @@ func (st *state) apply(ch *change, newVersion uint64) {
 
 // publicState is a target's public state as its chain says (unspecified
 // for a target in no chain).
-func (st *state) publicState(t *pb.MgmtdTarget) pb.MgmtdPublicState {
+func (st *state) publicState(t *mgmtdpb.Target) mgmtdpb.PublicState {
 	if c := st.chains[t.ChainId]; c != nil {
 		for _, ct := range c.Targets {
 			if ct.TargetId == t.TargetId {
@@ -143,15 +143,15 @@ func (st *state) publicState(t *pb.MgmtdTarget) pb.MgmtdPublicState {
 			}
 		}
 	}
-	return pb.MgmtdPublicState_MGMTD_PUBLIC_UNSPECIFIED
+	return mgmtdpb.PublicState_PUBLIC_UNSPECIFIED
 }
 
-func cloneChain(c *pb.MgmtdChain) *pb.MgmtdChain { return proto.Clone(c).(*pb.MgmtdChain) }
+func cloneChain(c *mgmtdpb.Chain) *mgmtdpb.Chain { return proto.Clone(c).(*mgmtdpb.Chain) }
 
-func (st *state) nodeList() []*pb.MgmtdNode {
-	out := make([]*pb.MgmtdNode, 0, len(st.nodes))
+func (st *state) nodeList() []*mgmtdpb.Node {
+	out := make([]*mgmtdpb.Node, 0, len(st.nodes))
 	for _, n := range st.nodes {
-		c := proto.Clone(n).(*pb.MgmtdNode)
+		c := proto.Clone(n).(*mgmtdpb.Node)
 		if ln := st.liveNodes[n.NodeId]; ln != nil && !ln.lastHeartbeat.IsZero() {
 			c.LastHeartbeatUnixMs = ln.lastHeartbeat.UnixMilli()
 		}
@@ -161,8 +161,8 @@ func (st *state) nodeList() []*pb.MgmtdNode {
 	return out
 }
 
-func (st *state) targetList() []*pb.MgmtdTarget {
-	out := make([]*pb.MgmtdTarget, 0, len(st.targets))
+func (st *state) targetList() []*mgmtdpb.Target {
+	out := make([]*mgmtdpb.Target, 0, len(st.targets))
 	for _, t := range st.targets {
 		c := durableTarget(t)
 		c.PublicState = st.publicState(t)
@@ -174,8 +174,8 @@ func (st *state) targetList() []*pb.MgmtdTarget {
 	return out
 }
 
-func (st *state) chainList() []*pb.MgmtdChain {
-	out := make([]*pb.MgmtdChain, 0, len(st.chains))
+func (st *state) chainList() []*mgmtdpb.Chain {
+	out := make([]*mgmtdpb.Chain, 0, len(st.chains))
 	for _, c := range st.chains {
 		out = append(out, cloneChain(c))
 	}
@@ -183,17 +183,17 @@ func (st *state) chainList() []*pb.MgmtdChain {
 	return out
 }
 
-func (st *state) tableList() []*pb.MgmtdChainTable {
-	out := make([]*pb.MgmtdChainTable, 0, len(st.tables))
+func (st *state) tableList() []*mgmtdpb.ChainTable {
+	out := make([]*mgmtdpb.ChainTable, 0, len(st.tables))
 	for _, t := range st.tables {
-		out = append(out, proto.Clone(t).(*pb.MgmtdChainTable))
+		out = append(out, proto.Clone(t).(*mgmtdpb.ChainTable))
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].TableId < out[j].TableId })
 	return out
 }
 
-func (st *state) routingInfo(primary string) *pb.MgmtdRoutingInfo {
-	return &pb.MgmtdRoutingInfo{
+func (st *state) routingInfo(primary string) *mgmtdpb.RoutingInfo {
+	return &mgmtdpb.RoutingInfo{
 		Version:        st.version,
 		Nodes:          st.nodeList(),
 		Targets:        st.targetList(),

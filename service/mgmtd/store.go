@@ -9,7 +9,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/emberfs/emberfs/service/kv"
-	pb "github.com/emberfs/emberfs/service/proto"
+	"github.com/emberfs/emberfs/service/proto/mgmtdpb"
 )
 
 // KV layout. Every durable bit of mgmtd state lives under "mgmtd/"; records
@@ -87,11 +87,11 @@ func writeLease(tx kv.Tx, rec leaseRecord) error {
 // durable is everything mgmtd keeps in the KV, as loaded at takeover.
 type durable struct {
 	version                        uint64
-	config                         *pb.MgmtdClusterConfig
-	nodes                          map[uint32]*pb.MgmtdNode
-	targets                        map[uint64]*pb.MgmtdTarget
-	chains                         map[uint32]*pb.MgmtdChain
-	tables                         map[uint32]*pb.MgmtdChainTable
+	config                         *mgmtdpb.ClusterConfig
+	nodes                          map[uint32]*mgmtdpb.Node
+	targets                        map[uint64]*mgmtdpb.Target
+	chains                         map[uint32]*mgmtdpb.Chain
+	tables                         map[uint32]*mgmtdpb.ChainTable
 	nextNode, nextChain, nextTable uint64
 }
 
@@ -114,10 +114,10 @@ func loadDurable(ctx context.Context, eng kv.Engine) (*durable, error) {
 	var d *durable
 	err := eng.ReadTransact(ctx, func(tx kv.ReadTx) error {
 		d = &durable{
-			nodes:   map[uint32]*pb.MgmtdNode{},
-			targets: map[uint64]*pb.MgmtdTarget{},
-			chains:  map[uint32]*pb.MgmtdChain{},
-			tables:  map[uint32]*pb.MgmtdChainTable{},
+			nodes:   map[uint32]*mgmtdpb.Node{},
+			targets: map[uint64]*mgmtdpb.Target{},
+			chains:  map[uint32]*mgmtdpb.Chain{},
+			tables:  map[uint32]*mgmtdpb.ChainTable{},
 		}
 		var err error
 		if d.version, err = readU64(tx, keyVersion); err != nil {
@@ -135,25 +135,25 @@ func loadDurable(ctx context.Context, eng kv.Engine) (*durable, error) {
 		if v, ok, err := tx.Get(keyConfig); err != nil {
 			return err
 		} else if ok {
-			d.config = &pb.MgmtdClusterConfig{}
+			d.config = &mgmtdpb.ClusterConfig{}
 			if err := proto.Unmarshal(v, d.config); err != nil {
 				return fmt.Errorf("mgmtd: corrupt cluster config: %w", err)
 			}
 		}
-		if err := scanProtos(tx, prefixNode, func() *pb.MgmtdNode { return &pb.MgmtdNode{} },
-			func(m *pb.MgmtdNode) { d.nodes[m.NodeId] = m }); err != nil {
+		if err := scanProtos(tx, prefixNode, func() *mgmtdpb.Node { return &mgmtdpb.Node{} },
+			func(m *mgmtdpb.Node) { d.nodes[m.NodeId] = m }); err != nil {
 			return err
 		}
-		if err := scanProtos(tx, prefixTarget, func() *pb.MgmtdTarget { return &pb.MgmtdTarget{} },
-			func(m *pb.MgmtdTarget) { d.targets[m.TargetId] = m }); err != nil {
+		if err := scanProtos(tx, prefixTarget, func() *mgmtdpb.Target { return &mgmtdpb.Target{} },
+			func(m *mgmtdpb.Target) { d.targets[m.TargetId] = m }); err != nil {
 			return err
 		}
-		if err := scanProtos(tx, prefixChain, func() *pb.MgmtdChain { return &pb.MgmtdChain{} },
-			func(m *pb.MgmtdChain) { d.chains[m.ChainId] = m }); err != nil {
+		if err := scanProtos(tx, prefixChain, func() *mgmtdpb.Chain { return &mgmtdpb.Chain{} },
+			func(m *mgmtdpb.Chain) { d.chains[m.ChainId] = m }); err != nil {
 			return err
 		}
-		return scanProtos(tx, prefixTable, func() *pb.MgmtdChainTable { return &pb.MgmtdChainTable{} },
-			func(m *pb.MgmtdChainTable) { d.tables[m.TableId] = m })
+		return scanProtos(tx, prefixTable, func() *mgmtdpb.ChainTable { return &mgmtdpb.ChainTable{} },
+			func(m *mgmtdpb.ChainTable) { d.tables[m.TableId] = m })
 	})
 	return d, err
 }
@@ -161,11 +161,11 @@ func loadDurable(ctx context.Context, eng kv.Engine) (*durable, error) {
 // change is one atomic update of durable state: written in a single
 // fenced transaction, then applied to the primary's memory.
 type change struct {
-	nodes       []*pb.MgmtdNode
-	targets     []*pb.MgmtdTarget
-	chains      []*pb.MgmtdChain
-	tables      []*pb.MgmtdChainTable
-	config      *pb.MgmtdClusterConfig
+	nodes       []*mgmtdpb.Node
+	targets     []*mgmtdpb.Target
+	chains      []*mgmtdpb.Chain
+	tables      []*mgmtdpb.ChainTable
+	config      *mgmtdpb.ClusterConfig
 	nextNode    uint64 // 0: unchanged
 	nextChain   uint64
 	nextTable   uint64
@@ -178,14 +178,14 @@ func (c *change) empty() bool {
 }
 
 // durableNode strips the fields that are not stored.
-func durableNode(n *pb.MgmtdNode) *pb.MgmtdNode {
-	c := proto.Clone(n).(*pb.MgmtdNode)
+func durableNode(n *mgmtdpb.Node) *mgmtdpb.Node {
+	c := proto.Clone(n).(*mgmtdpb.Node)
 	c.LastHeartbeatUnixMs = 0
 	return c
 }
 
-func durableTarget(t *pb.MgmtdTarget) *pb.MgmtdTarget {
-	return &pb.MgmtdTarget{TargetId: t.TargetId, NodeId: t.NodeId, ChainId: t.ChainId, AdminOffline: t.AdminOffline}
+func durableTarget(t *mgmtdpb.Target) *mgmtdpb.Target {
+	return &mgmtdpb.Target{TargetId: t.TargetId, NodeId: t.NodeId, ChainId: t.ChainId, AdminOffline: t.AdminOffline}
 }
 
 func (c *change) write(tx kv.Tx, newVersion uint64) error {

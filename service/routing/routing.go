@@ -9,31 +9,31 @@ package routing
 import (
 	"fmt"
 
-	pb "github.com/emberfs/emberfs/service/proto"
+	"github.com/emberfs/emberfs/service/proto/mgmtdpb"
 )
 
 const (
-	serving = pb.MgmtdPublicState_MGMTD_PUBLIC_SERVING
-	syncing = pb.MgmtdPublicState_MGMTD_PUBLIC_SYNCING
+	serving = mgmtdpb.PublicState_PUBLIC_SERVING
+	syncing = mgmtdpb.PublicState_PUBLIC_SYNCING
 )
 
 // Routing is one immutable version of the routing info with indexes.
 type Routing struct {
-	Info    *pb.MgmtdRoutingInfo
-	nodes   map[uint32]*pb.MgmtdNode
-	targets map[uint64]*pb.MgmtdTarget
-	chains  map[uint32]*pb.MgmtdChain
-	tables  map[uint32]*pb.MgmtdChainTable
+	Info    *mgmtdpb.RoutingInfo
+	nodes   map[uint32]*mgmtdpb.Node
+	targets map[uint64]*mgmtdpb.Target
+	chains  map[uint32]*mgmtdpb.Chain
+	tables  map[uint32]*mgmtdpb.ChainTable
 }
 
 // NewRouting indexes info; info must not be changed afterwards.
-func NewRouting(info *pb.MgmtdRoutingInfo) *Routing {
+func NewRouting(info *mgmtdpb.RoutingInfo) *Routing {
 	r := &Routing{
 		Info:    info,
-		nodes:   make(map[uint32]*pb.MgmtdNode, len(info.Nodes)),
-		targets: make(map[uint64]*pb.MgmtdTarget, len(info.Targets)),
-		chains:  make(map[uint32]*pb.MgmtdChain, len(info.Chains)),
-		tables:  make(map[uint32]*pb.MgmtdChainTable, len(info.Tables)),
+		nodes:   make(map[uint32]*mgmtdpb.Node, len(info.Nodes)),
+		targets: make(map[uint64]*mgmtdpb.Target, len(info.Targets)),
+		chains:  make(map[uint32]*mgmtdpb.Chain, len(info.Chains)),
+		tables:  make(map[uint32]*mgmtdpb.ChainTable, len(info.Tables)),
 	}
 	for _, n := range info.Nodes {
 		r.nodes[n.NodeId] = n
@@ -54,21 +54,21 @@ func NewRouting(info *pb.MgmtdRoutingInfo) *Routing {
 func (r *Routing) Version() uint64 { return r.Info.GetVersion() }
 
 // Node returns a node by id.
-func (r *Routing) Node(id uint32) (*pb.MgmtdNode, bool) { n, ok := r.nodes[id]; return n, ok }
+func (r *Routing) Node(id uint32) (*mgmtdpb.Node, bool) { n, ok := r.nodes[id]; return n, ok }
 
 // Target returns a target by id.
-func (r *Routing) Target(id uint64) (*pb.MgmtdTarget, bool) { t, ok := r.targets[id]; return t, ok }
+func (r *Routing) Target(id uint64) (*mgmtdpb.Target, bool) { t, ok := r.targets[id]; return t, ok }
 
 // Chain returns a chain by id.
-func (r *Routing) Chain(id uint32) (*pb.MgmtdChain, bool) { c, ok := r.chains[id]; return c, ok }
+func (r *Routing) Chain(id uint32) (*mgmtdpb.Chain, bool) { c, ok := r.chains[id]; return c, ok }
 
 // Table returns a chain table by id.
-func (r *Routing) Table(id uint32) (*pb.MgmtdChainTable, bool) { t, ok := r.tables[id]; return t, ok }
+func (r *Routing) Table(id uint32) (*mgmtdpb.ChainTable, bool) { t, ok := r.tables[id]; return t, ok }
 
 // ChainVersion is a chain's version (0 if unknown).
 func (r *Routing) ChainVersion(id uint32) uint64 { return r.chains[id].GetVersion() }
 
-func (r *Routing) chainTargets(id uint32, keep func(pb.MgmtdPublicState) bool) []uint64 {
+func (r *Routing) chainTargets(id uint32, keep func(mgmtdpb.PublicState) bool) []uint64 {
 	var out []uint64
 	for _, t := range r.chains[id].GetTargets() {
 		if keep(t.PublicState) {
@@ -80,14 +80,14 @@ func (r *Routing) chainTargets(id uint32, keep func(pb.MgmtdPublicState) bool) [
 
 // ServingTargets are the chain's targets that serve reads, in chain order.
 func (r *Routing) ServingTargets(chainID uint32) []uint64 {
-	return r.chainTargets(chainID, func(s pb.MgmtdPublicState) bool { return s == serving })
+	return r.chainTargets(chainID, func(s mgmtdpb.PublicState) bool { return s == serving })
 }
 
 // WriteTargets are the targets a write passes through, in order: the
 // serving targets, then a syncing one (which receives writes while it is
 // recovered, and acts as the tail).
 func (r *Routing) WriteTargets(chainID uint32) []uint64 {
-	return r.chainTargets(chainID, func(s pb.MgmtdPublicState) bool { return s == serving || s == syncing })
+	return r.chainTargets(chainID, func(s mgmtdpb.PublicState) bool { return s == serving || s == syncing })
 }
 
 // Head is the target that takes a chain's writes (first serving target).
@@ -111,7 +111,7 @@ func (r *Routing) Tail(chainID uint32) (uint64, bool) {
 // Successor is the next write target after targetID in its chain (false
 // at the tail or if targetID takes no writes). A predecessor whose
 // successor is syncing must sync it (docs/mgmtd.md).
-func (r *Routing) Successor(chainID uint32, targetID uint64) (uint64, pb.MgmtdPublicState, bool) {
+func (r *Routing) Successor(chainID uint32, targetID uint64) (uint64, mgmtdpb.PublicState, bool) {
 	ts := r.WriteTargets(chainID)
 	for i, t := range ts {
 		if t == targetID && i+1 < len(ts) {
@@ -121,20 +121,20 @@ func (r *Routing) Successor(chainID uint32, targetID uint64) (uint64, pb.MgmtdPu
 	return 0, 0, false
 }
 
-func (r *Routing) publicState(chainID uint32, targetID uint64) pb.MgmtdPublicState {
+func (r *Routing) publicState(chainID uint32, targetID uint64) mgmtdpb.PublicState {
 	for _, t := range r.chains[chainID].GetTargets() {
 		if t.TargetId == targetID {
 			return t.PublicState
 		}
 	}
-	return pb.MgmtdPublicState_MGMTD_PUBLIC_UNSPECIFIED
+	return mgmtdpb.PublicState_PUBLIC_UNSPECIFIED
 }
 
 // TargetState is a target's public state in its chain.
-func (r *Routing) TargetState(targetID uint64) pb.MgmtdPublicState {
+func (r *Routing) TargetState(targetID uint64) mgmtdpb.PublicState {
 	t, ok := r.targets[targetID]
 	if !ok {
-		return pb.MgmtdPublicState_MGMTD_PUBLIC_UNSPECIFIED
+		return mgmtdpb.PublicState_PUBLIC_UNSPECIFIED
 	}
 	return r.publicState(t.ChainId, targetID)
 }
@@ -154,10 +154,10 @@ func (r *Routing) TargetAddress(targetID uint64) (control, data string, err erro
 }
 
 // ActiveNodes lists active nodes of a role (e.g. meta services to call).
-func (r *Routing) ActiveNodes(role pb.MgmtdNodeRole) []*pb.MgmtdNode {
-	var out []*pb.MgmtdNode
+func (r *Routing) ActiveNodes(role mgmtdpb.NodeRole) []*mgmtdpb.Node {
+	var out []*mgmtdpb.Node
 	for _, n := range r.Info.GetNodes() {
-		if n.Role == role && n.Status == pb.MgmtdNodeStatus_MGMTD_NODE_ACTIVE {
+		if n.Role == role && n.Status == mgmtdpb.NodeStatus_NODE_ACTIVE {
 			out = append(out, n)
 		}
 	}

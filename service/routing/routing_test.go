@@ -4,35 +4,35 @@ import (
 	"fmt"
 	"testing"
 
-	pb "github.com/emberfs/emberfs/service/proto"
+	"github.com/emberfs/emberfs/service/proto/mgmtdpb"
 )
 
-func sampleInfo(version uint64) *pb.MgmtdRoutingInfo {
-	st := func(id uint64, s pb.MgmtdPublicState) *pb.MgmtdChainTarget {
-		return &pb.MgmtdChainTarget{TargetId: id, PublicState: s}
+func sampleInfo(version uint64) *mgmtdpb.RoutingInfo {
+	st := func(id uint64, s mgmtdpb.PublicState) *mgmtdpb.ChainTarget {
+		return &mgmtdpb.ChainTarget{TargetId: id, PublicState: s}
 	}
-	return &pb.MgmtdRoutingInfo{
+	return &mgmtdpb.RoutingInfo{
 		Version: version,
-		Nodes: []*pb.MgmtdNode{
-			{NodeId: 1, Role: pb.MgmtdNodeRole_MGMTD_ROLE_STORAGE, Address: "h1:1", DataAddress: "h1:2", Status: pb.MgmtdNodeStatus_MGMTD_NODE_ACTIVE},
-			{NodeId: 2, Role: pb.MgmtdNodeRole_MGMTD_ROLE_STORAGE, Address: "h2:1", DataAddress: "h2:2", Status: pb.MgmtdNodeStatus_MGMTD_NODE_ACTIVE},
-			{NodeId: 3, Role: pb.MgmtdNodeRole_MGMTD_ROLE_STORAGE, Address: "h3:1", DataAddress: "h3:2", Status: pb.MgmtdNodeStatus_MGMTD_NODE_FAILED},
-			{NodeId: 4, Role: pb.MgmtdNodeRole_MGMTD_ROLE_META, Address: "m:1", Status: pb.MgmtdNodeStatus_MGMTD_NODE_ACTIVE},
+		Nodes: []*mgmtdpb.Node{
+			{NodeId: 1, Role: mgmtdpb.NodeRole_ROLE_STORAGE, Address: "h1:1", DataAddress: "h1:2", Status: mgmtdpb.NodeStatus_NODE_ACTIVE},
+			{NodeId: 2, Role: mgmtdpb.NodeRole_ROLE_STORAGE, Address: "h2:1", DataAddress: "h2:2", Status: mgmtdpb.NodeStatus_NODE_ACTIVE},
+			{NodeId: 3, Role: mgmtdpb.NodeRole_ROLE_STORAGE, Address: "h3:1", DataAddress: "h3:2", Status: mgmtdpb.NodeStatus_NODE_FAILED},
+			{NodeId: 4, Role: mgmtdpb.NodeRole_ROLE_META, Address: "m:1", Status: mgmtdpb.NodeStatus_NODE_ACTIVE},
 		},
-		Targets: []*pb.MgmtdTarget{
+		Targets: []*mgmtdpb.Target{
 			{TargetId: 101, NodeId: 1, ChainId: 7},
 			{TargetId: 201, NodeId: 2, ChainId: 7},
 			{TargetId: 301, NodeId: 3, ChainId: 7},
 			{TargetId: 102, NodeId: 1, ChainId: 8},
 			{TargetId: 202, NodeId: 2, ChainId: 8},
 		},
-		Chains: []*pb.MgmtdChain{
-			{ChainId: 7, Version: 4, Targets: []*pb.MgmtdChainTarget{
-				st(201, serving), st(101, syncing), st(301, pb.MgmtdPublicState_MGMTD_PUBLIC_OFFLINE)}},
-			{ChainId: 8, Version: 2, Targets: []*pb.MgmtdChainTarget{
-				st(102, pb.MgmtdPublicState_MGMTD_PUBLIC_LASTSRV), st(202, pb.MgmtdPublicState_MGMTD_PUBLIC_OFFLINE)}},
+		Chains: []*mgmtdpb.Chain{
+			{ChainId: 7, Version: 4, Targets: []*mgmtdpb.ChainTarget{
+				st(201, serving), st(101, syncing), st(301, mgmtdpb.PublicState_PUBLIC_OFFLINE)}},
+			{ChainId: 8, Version: 2, Targets: []*mgmtdpb.ChainTarget{
+				st(102, mgmtdpb.PublicState_PUBLIC_LASTSRV), st(202, mgmtdpb.PublicState_PUBLIC_OFFLINE)}},
 		},
-		Tables: []*pb.MgmtdChainTable{{TableId: 1, Version: 1, ReplicationFactor: 3, ChainIds: []uint32{7, 8}}},
+		Tables: []*mgmtdpb.ChainTable{{TableId: 1, Version: 1, ReplicationFactor: 3, ChainIds: []uint32{7, 8}}},
 	}
 }
 
@@ -62,13 +62,13 @@ func TestRoutingHelpers(t *testing.T) {
 	if r.ChainVersion(7) != 4 || r.ChainVersion(99) != 0 {
 		t.Fatal("chain versions")
 	}
-	if r.TargetState(301) != pb.MgmtdPublicState_MGMTD_PUBLIC_OFFLINE || r.TargetState(999) != pb.MgmtdPublicState_MGMTD_PUBLIC_UNSPECIFIED {
+	if r.TargetState(301) != mgmtdpb.PublicState_PUBLIC_OFFLINE || r.TargetState(999) != mgmtdpb.PublicState_PUBLIC_UNSPECIFIED {
 		t.Fatal("target states")
 	}
 	if ctl, data, err := r.TargetAddress(202); err != nil || ctl != "h2:1" || data != "h2:2" {
 		t.Fatalf("address %q %q %v", ctl, data, err)
 	}
-	if metas := r.ActiveNodes(pb.MgmtdNodeRole_MGMTD_ROLE_META); len(metas) != 1 || metas[0].NodeId != 4 {
+	if metas := r.ActiveNodes(mgmtdpb.NodeRole_ROLE_META); len(metas) != 1 || metas[0].NodeId != 4 {
 		t.Fatalf("meta nodes %v", metas)
 	}
 	if tb, ok := r.Table(1); !ok || len(tb.ChainIds) != 2 {

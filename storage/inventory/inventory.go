@@ -18,7 +18,7 @@ import (
 	"github.com/emberfs/emberfs/internal/errcode"
 	"github.com/emberfs/emberfs/internal/rpcauth"
 	"github.com/emberfs/emberfs/service/mgmtd/mgmtdclient"
-	pb "github.com/emberfs/emberfs/service/proto"
+	"github.com/emberfs/emberfs/service/proto/storagepb"
 )
 
 // Listing is what storage holds at the time of a listing.
@@ -93,7 +93,7 @@ func List(ctx context.Context, cache *mgmtdclient.Cache, token string, targets [
 				return
 			}
 			defer cc.Close()
-			cl := pb.NewStorageClient(cc)
+			cl := storagepb.NewStorageClient(cc)
 			for _, t := range ts {
 				inodes, err := dumpInodes(ctx, cl, t)
 				mu.Lock()
@@ -126,10 +126,10 @@ func List(ctx context.Context, cache *mgmtdclient.Cache, token string, targets [
 // dumpInodes streams one target's chunk metadata and keeps only the
 // distinct inode ids (the dump itself is sorted by chunk id, so an inode's
 // chunks are adjacent; a set keeps this independent of that order).
-func dumpInodes(ctx context.Context, cl pb.StorageClient, target uint64) (map[uint64]bool, error) {
+func dumpInodes(ctx context.Context, cl storagepb.StorageClient, target uint64) (map[uint64]bool, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := cl.DumpChunkMeta(ctx, &pb.StorageDumpChunkMetaReq{TargetId: target})
+	stream, err := cl.DumpChunkMeta(ctx, &storagepb.DumpChunkMetaReq{TargetId: target})
 	if err != nil {
 		return nil, errcode.FromGRPC(err)
 	}

@@ -18,7 +18,7 @@ import (
 	"github.com/emberfs/emberfs/service/kv/badgerkv"
 	"github.com/emberfs/emberfs/service/mgmtd"
 	"github.com/emberfs/emberfs/service/mgmtd/mgmtdclient"
-	pb "github.com/emberfs/emberfs/service/proto"
+	"github.com/emberfs/emberfs/service/proto/mgmtdpb"
 	"github.com/emberfs/emberfs/service/routing"
 	"github.com/emberfs/emberfs/storage/service"
 	"github.com/emberfs/emberfs/storage/storageclient"
@@ -185,10 +185,10 @@ func (c *Cluster) StopNode(n int) {
 
 // CreateChains places every target into chains of replicas targets.
 func (c *Cluster) CreateChains(ctx context.Context, replicas int) ([]uint32, error) {
-	var rsp *pb.MgmtdCreateChainTableRsp
-	err := c.Conn.Call(ctx, func(ctx context.Context, cl pb.MgmtdClient) error {
+	var rsp *mgmtdpb.CreateChainTableRsp
+	err := c.Conn.Call(ctx, func(ctx context.Context, cl mgmtdpb.MgmtdClient) error {
 		var err error
-		rsp, err = cl.CreateChainTable(ctx, &pb.MgmtdCreateChainTableReq{ReplicationFactor: uint32(replicas)})
+		rsp, err = cl.CreateChainTable(ctx, &mgmtdpb.CreateChainTableReq{ReplicationFactor: uint32(replicas)})
 		return err
 	})
 	if err != nil {

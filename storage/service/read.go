@@ -5,7 +5,7 @@ import (
 	"time"
 
 	"github.com/emberfs/emberfs/internal/errcode"
-	pb "github.com/emberfs/emberfs/service/proto"
+	"github.com/emberfs/emberfs/service/proto/mgmtdpb"
 	"github.com/emberfs/emberfs/storage/chunkengine"
 	"github.com/emberfs/emberfs/storage/wire"
 	"github.com/emberfs/emberfs/transport"
@@ -31,7 +31,7 @@ func (s *Service) checkRead(ctx context.Context, q *wire.ReadReq) (*target, erro
 	if tt, ok := r.Target(t.id); !ok || tt.ChainId != q.Chain {
 		return nil, errcode.New(errcode.StaleVersion, "target %d is not in chain %d", t.id, q.Chain)
 	}
-	if st := r.TargetState(t.id); st != pb.MgmtdPublicState_MGMTD_PUBLIC_SERVING {
+	if st := r.TargetState(t.id); st != mgmtdpb.PublicState_PUBLIC_SERVING {
 		return nil, errcode.New(errcode.StaleVersion, "target %d of chain %d is %s, not serving reads", t.id, q.Chain, st)
 	}
 	// Routing from before a restart can still show the target serving at

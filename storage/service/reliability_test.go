@@ -10,7 +10,7 @@ import (
 
 	"github.com/emberfs/emberfs/internal/errcode"
 	"github.com/emberfs/emberfs/internal/testutil"
-	pb "github.com/emberfs/emberfs/service/proto"
+	"github.com/emberfs/emberfs/service/proto/mgmtdpb"
 	"github.com/emberfs/emberfs/storage/chunkengine"
 	"github.com/emberfs/emberfs/storage/kvformat"
 	"github.com/emberfs/emberfs/storage/localcluster"
@@ -197,7 +197,7 @@ func TestStaleRoutingRefusesReads(t *testing.T) {
 		held, m := ts.RoutingVersionsForTest()
 		return m > held
 	})
-	if st := c.Current().TargetState(order[0]); st == pb.MgmtdPublicState_MGMTD_PUBLIC_SERVING {
+	if st := c.Current().TargetState(order[0]); st == mgmtdpb.PublicState_PUBLIC_SERVING {
 		t.Fatalf("routing still shows the stopped head serving")
 	}
 	_, addr, _ := r.TargetAddress(tail)

@@ -11,7 +11,7 @@ import (
 
 	"github.com/emberfs/emberfs/internal/errcode"
 	"github.com/emberfs/emberfs/internal/testutil"
-	pb "github.com/emberfs/emberfs/service/proto"
+	"github.com/emberfs/emberfs/service/proto/mgmtdpb"
 	"github.com/emberfs/emberfs/storage/chunkengine"
 	"github.com/emberfs/emberfs/storage/localcluster"
 	"github.com/emberfs/emberfs/storage/storageclient"
@@ -77,7 +77,7 @@ func TestRestartedPredecessorDoesNotSyncFromStaleCopy(t *testing.T) {
 	if err := c.StartNode(middle); err != nil {
 		t.Fatal(err)
 	}
-	if st := c.Current().TargetState(order[1]); st != pb.MgmtdPublicState_MGMTD_PUBLIC_SERVING {
+	if st := c.Current().TargetState(order[1]); st != mgmtdpb.PublicState_PUBLIC_SERVING {
 		t.Fatalf("set-up too slow: restarted middle %d is already %s (failure timeout %v)", order[1], st, failureTimeout)
 	}
 	if err := c.StartNode(tail); err != nil {
@@ -86,7 +86,7 @@ func TestRestartedPredecessorDoesNotSyncFromStaleCopy(t *testing.T) {
 
 	// Wait for the tail to serve, then read it directly.
 	testutil.WaitUntil(t, "returning tail serving", func() bool {
-		return c.Current().TargetState(order[2]) == pb.MgmtdPublicState_MGMTD_PUBLIC_SERVING
+		return c.Current().TargetState(order[2]) == mgmtdpb.PublicState_PUBLIC_SERVING
 	})
 	buf := make([]byte, 8)
 	res, err := cl.Read(ctx, chain, id, 0, buf, storageclient.ReadOptions{Target: order[2]})

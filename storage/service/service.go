@@ -27,7 +27,8 @@ import (
 	"github.com/emberfs/emberfs/internal/errcode"
 	"github.com/emberfs/emberfs/internal/rpcauth"
 	"github.com/emberfs/emberfs/service/mgmtd/mgmtdclient"
-	pb "github.com/emberfs/emberfs/service/proto"
+	"github.com/emberfs/emberfs/service/proto/mgmtdpb"
+	"github.com/emberfs/emberfs/service/proto/storagepb"
 	"github.com/emberfs/emberfs/service/routing"
 	"github.com/emberfs/emberfs/storage/chunkengine"
 	"github.com/emberfs/emberfs/storage/kvstore"
@@ -170,7 +171,7 @@ func Start(cfg Config, logger *slog.Logger) (*Service, error) {
 		return nil, fmt.Errorf("storage: listen on %s: %w", cfg.Listen, err)
 	}
 	s.grpc = grpc.NewServer(rpcauth.ServerOptions(cfg.Token)...)
-	pb.RegisterStorageServer(s.grpc, &controlServer{s: s})
+	storagepb.RegisterStorageServer(s.grpc, &controlServer{s: s})
 	go func() { _ = s.grpc.Serve(s.grpcLis) }()
 	s.addr = orDefault(cfg.AdvertiseAddress, s.grpcLis.Addr().String())
 	s.dataAdr = orDefault(cfg.DataAdvertiseAddress, s.data.Addr())
@@ -199,7 +200,7 @@ func Start(cfg Config, logger *slog.Logger) (*Service, error) {
 	s.cache.Start()
 	host, _ := os.Hostname()
 	s.agent, err = mgmtdclient.Start(mgmtdclient.Options{
-		Conn: s.conn, Role: pb.MgmtdNodeRole_MGMTD_ROLE_STORAGE, NodeID: cfg.NodeID,
+		Conn: s.conn, Role: mgmtdpb.NodeRole_ROLE_STORAGE, NodeID: cfg.NodeID,
 		Address: s.addr, DataAddress: s.dataAdr, Hostname: host, Targets: s.reports, Logger: logger,
 	})
 	if err != nil {
@@ -357,13 +358,13 @@ func (s *Service) registrationLoop() {
 }
 
 // reports is the heartbeat's view of the targets.
-func (s *Service) reports() []*pb.MgmtdTargetReport {
+func (s *Service) reports() []*mgmtdpb.TargetReport {
 	r := s.cache.Current()
-	out := make([]*pb.MgmtdTargetReport, 0, len(s.order))
+	out := make([]*mgmtdpb.TargetReport, 0, len(s.order))
 	for _, t := range s.order {
-		rep := &pb.MgmtdTargetReport{TargetId: t.id, LocalState: pb.MgmtdLocalState_MGMTD_LOCAL_ONLINE}
+		rep := &mgmtdpb.TargetReport{TargetId: t.id, LocalState: mgmtdpb.LocalState_LOCAL_ONLINE}
 		if t.isRecovered() {
-			rep.LocalState = pb.MgmtdLocalState_MGMTD_LOCAL_UPTODATE
+			rep.LocalState = mgmtdpb.LocalState_LOCAL_UPTODATE
 		}
 		if si, err := t.eng.SpaceInfo(); err == nil {
 			rep.FreeBytes, rep.CapacityBytes = si.Free, si.Capacity
@@ -409,7 +410,7 @@ func (s *Service) followRouting(r *routing.Routing) {
 			continue
 		}
 		switch st := r.TargetState(t.id); st {
-		case pb.MgmtdPublicState_MGMTD_PUBLIC_SERVING:
+		case mgmtdpb.PublicState_PUBLIC_SERVING:
 			if registered && r.Version() >= regVer && t.setRecovered(true) {
 				s.log.Info("target serving", "target", t.id, "chain", tt.ChainId, "routing", r.Version())
 			}
@@ -420,10 +421,10 @@ func (s *Service) followRouting(r *routing.Routing) {
 			// was pending here and committed downstream): syncing from it
 			// would roll the successor back, and its sync-done would make
 			// that stale copy serve.
-			if succ, sst, ok := r.Successor(tt.ChainId, t.id); ok && sst == pb.MgmtdPublicState_MGMTD_PUBLIC_SYNCING && t.isRecovered() {
+			if succ, sst, ok := r.Successor(tt.ChainId, t.id); ok && sst == mgmtdpb.PublicState_PUBLIC_SYNCING && t.isRecovered() {
 				s.startSync(t, tt.ChainId, succ)
 			}
-		case pb.MgmtdPublicState_MGMTD_PUBLIC_SYNCING:
+		case mgmtdpb.PublicState_PUBLIC_SYNCING:
 		default:
 			// Waiting, offline or lastsrv while we run: we were cut off
 			// (or are returning); our copy needs recovery before serving.
@@ -492,16 +493,16 @@ func (s *Service) registerHandlers(r transport.Registrar) {
 }
 
 // control returns a gRPC client to another storage service.
-func (s *Service) control(addr string) (pb.StorageClient, error) {
+func (s *Service) control(addr string) (storagepb.StorageClient, error) {
 	s.ctlMu.Lock()
 	defer s.ctlMu.Unlock()
 	if c, ok := s.ctlConns[addr]; ok {
-		return pb.NewStorageClient(c), nil
+		return storagepb.NewStorageClient(c), nil
 	}
 	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), rpcauth.DialOption(s.cfg.Token))
 	if err != nil {
 		return nil, err
 	}
 	s.ctlConns[addr] = c
-	return pb.NewStorageClient(c), nil
+	return storagepb.NewStorageClient(c), nil
 }

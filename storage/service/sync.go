@@ -9,7 +9,8 @@ import (
 
 	"github.com/emberfs/emberfs/internal/crc32c"
 	"github.com/emberfs/emberfs/internal/errcode"
-	pb "github.com/emberfs/emberfs/service/proto"
+	"github.com/emberfs/emberfs/service/proto/mgmtdpb"
+	"github.com/emberfs/emberfs/service/proto/storagepb"
 	"github.com/emberfs/emberfs/storage/chunkengine"
 	"github.com/emberfs/emberfs/storage/wire"
 	"github.com/emberfs/emberfs/transport"
@@ -113,7 +114,7 @@ func (s *Service) syncSuccessor(t *target, chain uint32, succ uint64) (syncStats
 	if err := s.sendDedupe(t, chain, chainVer, succ); err != nil {
 		return st, err
 	}
-	_, err = cl.SyncDone(ctx, &pb.StorageSyncDoneReq{TargetId: succ, ChainId: chain, ChainVersion: chainVer,
+	_, err = cl.SyncDone(ctx, &storagepb.SyncDoneReq{TargetId: succ, ChainId: chain, ChainVersion: chainVer,
 		FromTargetId: t.id, ChunksReplaced: uint64(st.replaced), ChunksRemoved: uint64(st.removed)})
 	return st, errcode.FromGRPC(err)
 }
@@ -131,12 +132,12 @@ func (s *Service) syncSourceOK(t *target) error {
 	return nil
 }
 
-func dumpRemote(ctx context.Context, cl pb.StorageClient, target uint64) (map[chunkengine.ChunkID]*pb.StorageChunkMeta, error) {
-	stream, err := cl.DumpChunkMeta(ctx, &pb.StorageDumpChunkMetaReq{TargetId: target})
+func dumpRemote(ctx context.Context, cl storagepb.StorageClient, target uint64) (map[chunkengine.ChunkID]*storagepb.ChunkMeta, error) {
+	stream, err := cl.DumpChunkMeta(ctx, &storagepb.DumpChunkMetaReq{TargetId: target})
 	if err != nil {
 		return nil, errcode.FromGRPC(err)
 	}
-	out := map[chunkengine.ChunkID]*pb.StorageChunkMeta{}
+	out := map[chunkengine.ChunkID]*storagepb.ChunkMeta{}
 	for {
 		batch, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
@@ -155,7 +156,7 @@ func dumpRemote(ctx context.Context, cl pb.StorageClient, target uint64) (map[ch
 // chunk lock). It reports whether it was equal already. Every frame is
 // stamped with chainVer, the chain version the sync started under: if
 // the chain moved on (this source demoted), the successor refuses it.
-func (s *Service) syncChunk(ctx context.Context, t *target, chain uint32, chainVer uint64, succ uint64, id chunkengine.ChunkID, theirs map[chunkengine.ChunkID]*pb.StorageChunkMeta) (bool, error) {
+func (s *Service) syncChunk(ctx context.Context, t *target, chain uint32, chainVer uint64, succ uint64, id chunkengine.ChunkID, theirs map[chunkengine.ChunkID]*storagepb.ChunkMeta) (bool, error) {
 	unlock, err := s.locks.lock(ctx, t.id, id)
 	if err != nil {
 		return false, err
@@ -331,7 +332,7 @@ func (s *Service) requestRepair(t *target, id chunkengine.ChunkID) error {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.ForwardTimeout.Duration)
-		_, err = cl.RepairChunk(ctx, &pb.StorageRepairChunkReq{SourceTargetId: from, DestTargetId: t.id, ChainId: tt.ChainId, Inode: id.Inode, Index: id.Index})
+		_, err = cl.RepairChunk(ctx, &storagepb.RepairChunkReq{SourceTargetId: from, DestTargetId: t.id, ChainId: tt.ChainId, Inode: id.Inode, Index: id.Index})
 		cancel()
 		if err == nil {
 			return nil
@@ -413,7 +414,7 @@ func (s *Service) handleSyncDedupe(ctx context.Context, req *transport.ServerReq
 	if err != nil {
 		return nil, err
 	}
-	if st := r.TargetState(t.id); st != pb.MgmtdPublicState_MGMTD_PUBLIC_SYNCING {
+	if st := r.TargetState(t.id); st != mgmtdpb.PublicState_PUBLIC_SYNCING {
 		return nil, errcode.New(errcode.StaleVersion, "dedupe sync for target %d, which is %s at chain %d version %d", t.id, st, q.Chain, q.ChainVer)
 	}
 	// Persisted first, so they survive this target's own restart (one

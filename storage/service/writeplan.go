@@ -4,7 +4,7 @@ import (
 	"slices"
 
 	"github.com/emberfs/emberfs/internal/errcode"
-	pb "github.com/emberfs/emberfs/service/proto"
+	"github.com/emberfs/emberfs/service/proto/mgmtdpb"
 	"github.com/emberfs/emberfs/storage/chunkengine"
 	"github.com/emberfs/emberfs/storage/wire"
 )
@@ -175,8 +175,8 @@ func reactToForwardError(code errcode.Code, alreadyFull bool) forwardReaction {
 
 // forwardNeedsFull: a syncing successor may lack earlier versions, so it
 // gets the chunk's whole new state.
-func forwardNeedsFull(alreadyFull bool, succState pb.MgmtdPublicState) bool {
-	return !alreadyFull && succState == pb.MgmtdPublicState_MGMTD_PUBLIC_SYNCING
+func forwardNeedsFull(alreadyFull bool, succState mgmtdpb.PublicState) bool {
+	return !alreadyFull && succState == mgmtdpb.PublicState_PUBLIC_SYNCING
 }
 
 // syncReceipt is what a target knows when a Sync frame arrives.
@@ -185,7 +185,7 @@ type syncReceipt struct {
 	Self     uint64
 	From     uint64
 	Pos      chainPos
-	State    pb.MgmtdPublicState // our state in our routing at the frame's chain version
+	State    mgmtdpb.PublicState // our state in our routing at the frame's chain version
 	Serving  []uint64            // serving targets of the chain (repair sources)
 	Local    chunkView
 	ChainVer uint64 // the chain version the sync started under (stamped by the sender)
@@ -221,7 +221,7 @@ func admitSync(r syncReceipt) syncVerdict {
 		}
 		return syncVerdict{Apply: true}
 	}
-	if r.State != pb.MgmtdPublicState_MGMTD_PUBLIC_SYNCING {
+	if r.State != mgmtdpb.PublicState_PUBLIC_SYNCING {
 		return syncVerdict{Err: errcode.New(errcode.StaleVersion, "sync to target %d, which is %s at chain version %d", r.Self, r.State, r.ChainVer)}
 	}
 	if !r.Pos.In || r.Pos.Head || r.From != r.Pos.Pred {

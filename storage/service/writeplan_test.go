@@ -4,7 +4,7 @@ import (
 	"testing"
 
 	"github.com/emberfs/emberfs/internal/errcode"
-	pb "github.com/emberfs/emberfs/service/proto"
+	"github.com/emberfs/emberfs/service/proto/mgmtdpb"
 	"github.com/emberfs/emberfs/storage/chunkengine"
 	"github.com/emberfs/emberfs/storage/wire"
 )
@@ -147,14 +147,14 @@ func TestReactToForwardError(t *testing.T) {
 			t.Errorf("%v (full %v): %v, want %v", c.code, c.full, got, c.want)
 		}
 	}
-	if !forwardNeedsFull(false, pb.MgmtdPublicState_MGMTD_PUBLIC_SYNCING) || forwardNeedsFull(true, pb.MgmtdPublicState_MGMTD_PUBLIC_SYNCING) ||
-		forwardNeedsFull(false, pb.MgmtdPublicState_MGMTD_PUBLIC_SERVING) {
+	if !forwardNeedsFull(false, mgmtdpb.PublicState_PUBLIC_SYNCING) || forwardNeedsFull(true, mgmtdpb.PublicState_PUBLIC_SYNCING) ||
+		forwardNeedsFull(false, mgmtdpb.PublicState_PUBLIC_SERVING) {
 		t.Error("forwardNeedsFull: only a plain forward to a syncing successor becomes full")
 	}
 }
 
 func TestAdmitSync(t *testing.T) {
-	syncing, serving := pb.MgmtdPublicState_MGMTD_PUBLIC_SYNCING, pb.MgmtdPublicState_MGMTD_PUBLIC_SERVING
+	syncing, serving := mgmtdpb.PublicState_PUBLIC_SYNCING, mgmtdpb.PublicState_PUBLIC_SERVING
 	tail := chainPos{In: true, Tail: true, Pred: 2}
 	base := syncReceipt{Self: 3, From: 2, Pos: tail, State: syncing, Serving: []uint64{1, 2}, ChainVer: 7, Kind: wire.KindReplace, Version: 4}
 	with := func(f func(*syncReceipt)) syncReceipt { r := base; f(&r); return r }

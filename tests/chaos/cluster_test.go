@@ -16,7 +16,7 @@ import (
 
 	"github.com/emberfs/emberfs/internal/etcdcluster"
 	"github.com/emberfs/emberfs/service/mgmtd/mgmtdclient"
-	pb "github.com/emberfs/emberfs/service/proto"
+	"github.com/emberfs/emberfs/service/proto/mgmtdpb"
 	"github.com/emberfs/emberfs/service/routing"
 	"github.com/emberfs/emberfs/tests/testproc"
 )
@@ -226,8 +226,8 @@ no_sync = false
 	if _, err := c.cache.WaitFor(ctx, func(r *routing.Routing) bool { return len(r.Info.Targets) == storageNodes*targetsPerNode }); err != nil {
 		t.Fatalf("storage targets never all registered: %v", err)
 	}
-	err = c.conn.Call(ctx, func(ctx context.Context, cl pb.MgmtdClient) error {
-		_, err := cl.CreateChainTable(ctx, &pb.MgmtdCreateChainTableReq{TableId: chainTable, ReplicationFactor: replicas})
+	err = c.conn.Call(ctx, func(ctx context.Context, cl mgmtdpb.MgmtdClient) error {
+		_, err := cl.CreateChainTable(ctx, &mgmtdpb.CreateChainTableReq{TableId: chainTable, ReplicationFactor: replicas})
 		return err
 	})
 	if err != nil {
@@ -271,7 +271,7 @@ func allServing(r *routing.Routing) (bool, string) {
 	for _, id := range tbl.ChainIds {
 		ch, _ := r.Chain(id)
 		for _, ct := range ch.GetTargets() {
-			if ct.PublicState != pb.MgmtdPublicState_MGMTD_PUBLIC_SERVING {
+			if ct.PublicState != mgmtdpb.PublicState_PUBLIC_SERVING {
 				bad = append(bad, fmt.Sprintf("chain %d target %d %v", id, ct.TargetId, ct.PublicState))
 			}
 		}

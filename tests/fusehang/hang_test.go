@@ -21,7 +21,7 @@ import (
 	"github.com/emberfs/emberfs/client"
 	"github.com/emberfs/emberfs/fuse"
 	"github.com/emberfs/emberfs/service/mgmtd/mgmtdclient"
-	pb "github.com/emberfs/emberfs/service/proto"
+	"github.com/emberfs/emberfs/service/proto/mgmtdpb"
 	"github.com/emberfs/emberfs/service/routing"
 	"github.com/emberfs/emberfs/tests/testproc"
 )
@@ -51,8 +51,8 @@ func cluster(t *testing.T, ctx context.Context) (string, *testproc.Proc) {
 	if _, err := cache.WaitFor(ctx, func(r *routing.Routing) bool { return len(r.Info.Targets) == 1 }); err != nil {
 		t.Fatalf("storage target never registered: %v", err)
 	}
-	if err := conn.Call(ctx, func(ctx context.Context, cl pb.MgmtdClient) error {
-		_, err := cl.CreateChainTable(ctx, &pb.MgmtdCreateChainTableReq{ReplicationFactor: 1})
+	if err := conn.Call(ctx, func(ctx context.Context, cl mgmtdpb.MgmtdClient) error {
+		_, err := cl.CreateChainTable(ctx, &mgmtdpb.CreateChainTableReq{ReplicationFactor: 1})
 		return err
 	}); err != nil {
 		t.Fatal(err)
@@ -66,7 +66,7 @@ token = %q
 	metaProc := testproc.Start(t, emberfsBin, filepath.Join(dir, "meta.log"), "meta", "--config", mcfg)
 	addr := metaProc.Wait(t, testproc.ListeningRE)
 	if _, err := cache.WaitFor(ctx, func(r *routing.Routing) bool {
-		for _, n := range r.ActiveNodes(pb.MgmtdNodeRole_MGMTD_ROLE_META) {
+		for _, n := range r.ActiveNodes(mgmtdpb.NodeRole_ROLE_META) {
 			if n.Address == addr {
 				return true
 			}

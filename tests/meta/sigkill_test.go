@@ -20,7 +20,7 @@ import (
 	"github.com/emberfs/emberfs/service/meta"
 	"github.com/emberfs/emberfs/service/meta/metaclient"
 	"github.com/emberfs/emberfs/service/mgmtd/mgmtdclient"
-	pb "github.com/emberfs/emberfs/service/proto"
+	"github.com/emberfs/emberfs/service/proto/mgmtdpb"
 	"github.com/emberfs/emberfs/service/routing"
 	"github.com/emberfs/emberfs/tests/testproc"
 )
@@ -215,8 +215,8 @@ func runStorm(t *testing.T, dir string, cfg stormConfig) {
 	if _, err := cache.WaitFor(ctx, func(r *routing.Routing) bool { return len(r.Info.Targets) == 1 }); err != nil {
 		t.Fatalf("storage target never registered: %v", err)
 	}
-	err = conn.Call(ctx, func(ctx context.Context, cl pb.MgmtdClient) error {
-		_, err := cl.CreateChainTable(ctx, &pb.MgmtdCreateChainTableReq{ReplicationFactor: 1})
+	err = conn.Call(ctx, func(ctx context.Context, cl mgmtdpb.MgmtdClient) error {
+		_, err := cl.CreateChainTable(ctx, &mgmtdpb.CreateChainTableReq{ReplicationFactor: 1})
 		return err
 	})
 	if err != nil {
@@ -237,7 +237,7 @@ gc_interval = "200ms"
 		p := testproc.Start(t, emberfsBin, filepath.Join(dir, fmt.Sprintf("meta.%d.log", starts)), "meta", "--config", metaCfg)
 		addr := p.Wait(t, testproc.ListeningRE)
 		if _, err := cache.WaitFor(ctx, func(r *routing.Routing) bool {
-			for _, n := range r.ActiveNodes(pb.MgmtdNodeRole_MGMTD_ROLE_META) {
+			for _, n := range r.ActiveNodes(mgmtdpb.NodeRole_ROLE_META) {
 				if n.Address == addr {
 					return true
 				}

@@ -22,7 +22,7 @@ import (
 	"github.com/emberfs/emberfs/service/kv/kvopen"
 	"github.com/emberfs/emberfs/service/meta"
 	"github.com/emberfs/emberfs/service/meta/metaclient"
-	pb "github.com/emberfs/emberfs/service/proto"
+	"github.com/emberfs/emberfs/service/proto/metapb"
 )
 
 // Modes and operations, in table order.
@@ -139,7 +139,7 @@ func connect(mode string, srv *meta.Server, counts []int) ([]meta.FS, func(), er
 		return nil, nil, err
 	}
 	gs := grpc.NewServer(rpcauth.ServerOptions(token)...)
-	pb.RegisterMetaServer(gs, meta.NewGRPCService(srv))
+	metapb.RegisterMetaServer(gs, meta.NewGRPCService(srv))
 	go gs.Serve(lis)
 	var conns []*metaclient.Client
 	closeAll := func() {

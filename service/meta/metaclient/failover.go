@@ -18,7 +18,7 @@ import (
 	"github.com/emberfs/emberfs/internal/errcode"
 	"github.com/emberfs/emberfs/service/meta"
 	"github.com/emberfs/emberfs/service/mgmtd/mgmtdclient"
-	pb "github.com/emberfs/emberfs/service/proto"
+	"github.com/emberfs/emberfs/service/proto/mgmtdpb"
 )
 
 // FailoverClient implements meta.FS over several meta servers (all over one
@@ -99,7 +99,7 @@ func RoutingMetaAddrs(cache *mgmtdclient.Cache) func() []string {
 			return nil
 		}
 		var out []string
-		for _, n := range r.ActiveNodes(pb.MgmtdNodeRole_MGMTD_ROLE_META) {
+		for _, n := range r.ActiveNodes(mgmtdpb.NodeRole_ROLE_META) {
 			if n.Address != "" {
 				out = append(out, n.Address)
 			}

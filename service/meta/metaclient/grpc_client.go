@@ -15,14 +15,14 @@ import (
 	"github.com/emberfs/emberfs/internal/errcode"
 	"github.com/emberfs/emberfs/internal/rpcauth"
 	"github.com/emberfs/emberfs/service/meta"
-	pb "github.com/emberfs/emberfs/service/proto"
+	"github.com/emberfs/emberfs/service/proto/metapb"
 )
 
 // Client calls one meta server over gRPC; it implements meta.FS with the same
 // errors as the in-process Server (errcode codes and errnos survive the wire).
 type Client struct {
 	conn *grpc.ClientConn
-	rpc  pb.MetaClient
+	rpc  metapb.MetaClient
 }
 
 var _ meta.FS = (*Client)(nil)
@@ -34,22 +34,22 @@ func Dial(addr, token string, opts ...grpc.DialOption) (*Client, error) {
 	if err != nil {
 		return nil, errcode.New(errcode.InvalidArgument, "meta client for %q: %v", addr, err)
 	}
-	return &Client{conn: conn, rpc: pb.NewMetaClient(conn)}, nil
+	return &Client{conn: conn, rpc: metapb.NewMetaClient(conn)}, nil
 }
 
 // CloseConn closes the connection (Close is the file operation).
 func (c *Client) CloseConn() error { return c.conn.Close() }
 
-func inodeOut(r *pb.MetaInodeResp, err error) (meta.Inode, error) {
+func inodeOut(r *metapb.InodeResp, err error) (meta.Inode, error) {
 	if err != nil {
 		return meta.Inode{}, errcode.FromGRPC(err)
 	}
 	return meta.InodeFromPB(r.Inode), nil
 }
 
-func emptyOut(_ *pb.MetaEmpty, err error) error { return errcode.FromGRPC(err) }
+func emptyOut(_ *metapb.Empty, err error) error { return errcode.FromGRPC(err) }
 
-func openOut(r *pb.MetaOpenResp, err error) (meta.OpenResult, error) {
+func openOut(r *metapb.OpenResp, err error) (meta.OpenResult, error) {
 	if err != nil {
 		return meta.OpenResult{}, errcode.FromGRPC(err)
 	}
@@ -57,7 +57,7 @@ func openOut(r *pb.MetaOpenResp, err error) (meta.OpenResult, error) {
 }
 
 func (c *Client) StatFS(ctx context.Context) (meta.FSStat, error) {
-	r, err := c.rpc.StatFS(ctx, &pb.MetaStatFSReq{})
+	r, err := c.rpc.StatFS(ctx, &metapb.StatFSReq{})
 	if err != nil {
 		return meta.FSStat{}, errcode.FromGRPC(err)
 	}
@@ -65,11 +65,11 @@ func (c *Client) StatFS(ctx context.Context) (meta.FSStat, error) {
 }
 
 func (c *Client) Stat(ctx context.Context, u meta.User, p meta.PathAt) (meta.Inode, error) {
-	return inodeOut(c.rpc.Stat(ctx, &pb.MetaStatReq{User: meta.UserToPB(u), Path: meta.PathToPB(p)}))
+	return inodeOut(c.rpc.Stat(ctx, &metapb.StatReq{User: meta.UserToPB(u), Path: meta.PathToPB(p)}))
 }
 
 func (c *Client) BatchStat(ctx context.Context, ids []uint64) ([]*meta.Inode, error) {
-	r, err := c.rpc.BatchStat(ctx, &pb.MetaBatchStatReq{Ids: ids})
+	r, err := c.rpc.BatchStat(ctx, &metapb.BatchStatReq{Ids: ids})
 	if err != nil {
 		return nil, errcode.FromGRPC(err)
 	}
@@ -84,7 +84,7 @@ func (c *Client) BatchStat(ctx context.Context, ids []uint64) ([]*meta.Inode, er
 }
 
 func (c *Client) BatchStatPaths(ctx context.Context, u meta.User, paths []meta.PathAt) ([]meta.Inode, []error, error) {
-	req := &pb.MetaBatchStatPathsReq{User: meta.UserToPB(u)}
+	req := &metapb.BatchStatPathsReq{User: meta.UserToPB(u)}
 	for _, p := range paths {
 		req.Paths = append(req.Paths, meta.PathToPB(p))
 	}
@@ -104,11 +104,11 @@ func (c *Client) BatchStatPaths(ctx context.Context, u meta.User, paths []meta.P
 }
 
 func (c *Client) Lookup(ctx context.Context, u meta.User, parent uint64, name string) (meta.Inode, error) {
-	return inodeOut(c.rpc.Lookup(ctx, &pb.MetaLookupReq{User: meta.UserToPB(u), Parent: parent, Name: name}))
+	return inodeOut(c.rpc.Lookup(ctx, &metapb.LookupReq{User: meta.UserToPB(u), Parent: parent, Name: name}))
 }
 
 func (c *Client) Create(ctx context.Context, u meta.User, p meta.PathAt, o meta.CreateOptions) (meta.OpenResult, error) {
-	req := &pb.MetaCreateReq{User: meta.UserToPB(u), Path: meta.PathToPB(p), Mode: o.Mode, Exclusive: o.Exclusive,
+	req := &metapb.CreateReq{User: meta.UserToPB(u), Path: meta.PathToPB(p), Mode: o.Mode, Exclusive: o.Exclusive,
 		Truncate: o.Truncate, Read: o.Read, Write: o.Write, ClientId: o.ClientID}
 	if o.Layout != nil {
 		req.Layout = meta.LayoutToPB(*o.Layout)
@@ -117,28 +117,28 @@ func (c *Client) Create(ctx context.Context, u meta.User, p meta.PathAt, o meta.
 }
 
 func (c *Client) Open(ctx context.Context, u meta.User, p meta.PathAt, o meta.OpenOptions) (meta.OpenResult, error) {
-	return openOut(c.rpc.Open(ctx, &pb.MetaOpenReq{User: meta.UserToPB(u), Path: meta.PathToPB(p), Read: o.Read,
+	return openOut(c.rpc.Open(ctx, &metapb.OpenReq{User: meta.UserToPB(u), Path: meta.PathToPB(p), Read: o.Read,
 		Write: o.Write, Truncate: o.Truncate, ClientId: o.ClientID}))
 }
 
 func (c *Client) Close(ctx context.Context, u meta.User, o meta.CloseOptions) (meta.Inode, error) {
-	return inodeOut(c.rpc.Close(ctx, &pb.MetaCloseReq{User: meta.UserToPB(u), Inode: o.Inode, Session: o.Session, UpdateLength: o.UpdateLength}))
+	return inodeOut(c.rpc.Close(ctx, &metapb.CloseReq{User: meta.UserToPB(u), Inode: o.Inode, Session: o.Session, UpdateLength: o.UpdateLength}))
 }
 
 func (c *Client) Fsync(ctx context.Context, u meta.User, inode uint64) (meta.Inode, error) {
-	return inodeOut(c.rpc.Fsync(ctx, &pb.MetaFsyncReq{User: meta.UserToPB(u), Inode: inode}))
+	return inodeOut(c.rpc.Fsync(ctx, &metapb.FsyncReq{User: meta.UserToPB(u), Inode: inode}))
 }
 
 func (c *Client) Mkdir(ctx context.Context, u meta.User, p meta.PathAt, mode uint32, parents bool) (meta.Inode, error) {
-	return inodeOut(c.rpc.Mkdir(ctx, &pb.MetaMkdirReq{User: meta.UserToPB(u), Path: meta.PathToPB(p), Mode: mode, Parents: parents}))
+	return inodeOut(c.rpc.Mkdir(ctx, &metapb.MkdirReq{User: meta.UserToPB(u), Path: meta.PathToPB(p), Mode: mode, Parents: parents}))
 }
 
 func (c *Client) Symlink(ctx context.Context, u meta.User, p meta.PathAt, target string) (meta.Inode, error) {
-	return inodeOut(c.rpc.Symlink(ctx, &pb.MetaSymlinkReq{User: meta.UserToPB(u), Path: meta.PathToPB(p), Target: target}))
+	return inodeOut(c.rpc.Symlink(ctx, &metapb.SymlinkReq{User: meta.UserToPB(u), Path: meta.PathToPB(p), Target: target}))
 }
 
 func (c *Client) Readlink(ctx context.Context, u meta.User, p meta.PathAt) (string, error) {
-	r, err := c.rpc.Readlink(ctx, &pb.MetaPathReq{User: meta.UserToPB(u), Path: meta.PathToPB(p)})
+	r, err := c.rpc.Readlink(ctx, &metapb.PathReq{User: meta.UserToPB(u), Path: meta.PathToPB(p)})
 	if err != nil {
 		return "", errcode.FromGRPC(err)
 	}
@@ -146,27 +146,27 @@ func (c *Client) Readlink(ctx context.Context, u meta.User, p meta.PathAt) (stri
 }
 
 func (c *Client) Link(ctx context.Context, u meta.User, oldPath, newPath meta.PathAt) (meta.Inode, error) {
-	return inodeOut(c.rpc.Link(ctx, &pb.MetaLinkReq{User: meta.UserToPB(u), OldPath: meta.PathToPB(oldPath), NewPath: meta.PathToPB(newPath)}))
+	return inodeOut(c.rpc.Link(ctx, &metapb.LinkReq{User: meta.UserToPB(u), OldPath: meta.PathToPB(oldPath), NewPath: meta.PathToPB(newPath)}))
 }
 
 func (c *Client) Unlink(ctx context.Context, u meta.User, p meta.PathAt) error {
-	return emptyOut(c.rpc.Unlink(ctx, &pb.MetaPathReq{User: meta.UserToPB(u), Path: meta.PathToPB(p)}))
+	return emptyOut(c.rpc.Unlink(ctx, &metapb.PathReq{User: meta.UserToPB(u), Path: meta.PathToPB(p)}))
 }
 
 func (c *Client) Rmdir(ctx context.Context, u meta.User, p meta.PathAt) error {
-	return emptyOut(c.rpc.Rmdir(ctx, &pb.MetaPathReq{User: meta.UserToPB(u), Path: meta.PathToPB(p)}))
+	return emptyOut(c.rpc.Rmdir(ctx, &metapb.PathReq{User: meta.UserToPB(u), Path: meta.PathToPB(p)}))
 }
 
 func (c *Client) RemoveAll(ctx context.Context, u meta.User, p meta.PathAt) error {
-	return emptyOut(c.rpc.RemoveAll(ctx, &pb.MetaPathReq{User: meta.UserToPB(u), Path: meta.PathToPB(p)}))
+	return emptyOut(c.rpc.RemoveAll(ctx, &metapb.PathReq{User: meta.UserToPB(u), Path: meta.PathToPB(p)}))
 }
 
 func (c *Client) Rename(ctx context.Context, u meta.User, src, dst meta.PathAt, flags meta.RenameFlags) error {
-	return emptyOut(c.rpc.Rename(ctx, &pb.MetaRenameReq{User: meta.UserToPB(u), Src: meta.PathToPB(src), Dst: meta.PathToPB(dst), Flags: uint32(flags)}))
+	return emptyOut(c.rpc.Rename(ctx, &metapb.RenameReq{User: meta.UserToPB(u), Src: meta.PathToPB(src), Dst: meta.PathToPB(dst), Flags: uint32(flags)}))
 }
 
 func (c *Client) ReadDir(ctx context.Context, u meta.User, p meta.PathAt, o meta.ReadDirOptions) (meta.DirPage, error) {
-	r, err := c.rpc.ReadDir(ctx, &pb.MetaReadDirReq{User: meta.UserToPB(u), Path: meta.PathToPB(p), Cursor: o.Cursor,
+	r, err := c.rpc.ReadDir(ctx, &metapb.ReadDirReq{User: meta.UserToPB(u), Path: meta.PathToPB(p), Cursor: o.Cursor,
 		Limit: int32(min(o.Limit, 1<<20)), WithStat: o.WithStat})
 	if err != nil {
 		return meta.DirPage{}, errcode.FromGRPC(err)
@@ -183,7 +183,7 @@ func (c *Client) ReadDir(ctx context.Context, u meta.User, p meta.PathAt, o meta
 }
 
 func (c *Client) SetAttr(ctx context.Context, u meta.User, p meta.PathAt, a meta.SetAttr) (meta.Inode, error) {
-	return inodeOut(c.rpc.SetAttr(ctx, &pb.MetaSetAttrReq{User: meta.UserToPB(u), Path: meta.PathToPB(p), Mode: a.Mode,
+	return inodeOut(c.rpc.SetAttr(ctx, &metapb.SetAttrReq{User: meta.UserToPB(u), Path: meta.PathToPB(p), Mode: a.Mode,
 		Uid: a.UID, Gid: a.GID, AtimeNs: timeNs(a.Atime), MtimeNs: timeNs(a.Mtime), AtimeNow: a.AtimeNow,
 		MtimeNow: a.MtimeNow, Size: a.Size}))
 }
@@ -193,11 +193,11 @@ func (c *Client) Truncate(ctx context.Context, u meta.User, p meta.PathAt, size 
 }
 
 func (c *Client) SetDirLayout(ctx context.Context, u meta.User, p meta.PathAt, l meta.Layout) (meta.Inode, error) {
-	return inodeOut(c.rpc.SetDirLayout(ctx, &pb.MetaSetDirLayoutReq{User: meta.UserToPB(u), Path: meta.PathToPB(p), Layout: meta.LayoutToPB(l)}))
+	return inodeOut(c.rpc.SetDirLayout(ctx, &metapb.SetDirLayoutReq{User: meta.UserToPB(u), Path: meta.PathToPB(p), Layout: meta.LayoutToPB(l)}))
 }
 
 func (c *Client) GetXattr(ctx context.Context, u meta.User, p meta.PathAt, name string) ([]byte, error) {
-	r, err := c.rpc.GetXattr(ctx, &pb.MetaXattrReq{User: meta.UserToPB(u), Path: meta.PathToPB(p), Name: name})
+	r, err := c.rpc.GetXattr(ctx, &metapb.XattrReq{User: meta.UserToPB(u), Path: meta.PathToPB(p), Name: name})
 	if err != nil {
 		return nil, errcode.FromGRPC(err)
 	}
@@ -205,11 +205,11 @@ func (c *Client) GetXattr(ctx context.Context, u meta.User, p meta.PathAt, name 
 }
 
 func (c *Client) SetXattr(ctx context.Context, u meta.User, p meta.PathAt, name string, value []byte, flags int) error {
-	return emptyOut(c.rpc.SetXattr(ctx, &pb.MetaXattrReq{User: meta.UserToPB(u), Path: meta.PathToPB(p), Name: name, Value: value, Flags: int32(flags)}))
+	return emptyOut(c.rpc.SetXattr(ctx, &metapb.XattrReq{User: meta.UserToPB(u), Path: meta.PathToPB(p), Name: name, Value: value, Flags: int32(flags)}))
 }
 
 func (c *Client) ListXattr(ctx context.Context, u meta.User, p meta.PathAt) ([]string, error) {
-	r, err := c.rpc.ListXattr(ctx, &pb.MetaXattrReq{User: meta.UserToPB(u), Path: meta.PathToPB(p)})
+	r, err := c.rpc.ListXattr(ctx, &metapb.XattrReq{User: meta.UserToPB(u), Path: meta.PathToPB(p)})
 	if err != nil {
 		return nil, errcode.FromGRPC(err)
 	}
@@ -217,11 +217,11 @@ func (c *Client) ListXattr(ctx context.Context, u meta.User, p meta.PathAt) ([]s
 }
 
 func (c *Client) RemoveXattr(ctx context.Context, u meta.User, p meta.PathAt, name string) error {
-	return emptyOut(c.rpc.RemoveXattr(ctx, &pb.MetaXattrReq{User: meta.UserToPB(u), Path: meta.PathToPB(p), Name: name}))
+	return emptyOut(c.rpc.RemoveXattr(ctx, &metapb.XattrReq{User: meta.UserToPB(u), Path: meta.PathToPB(p), Name: name}))
 }
 
 func (c *Client) RenewClient(ctx context.Context, client string) (time.Time, error) {
-	r, err := c.rpc.RenewClient(ctx, &pb.MetaRenewClientReq{ClientId: client})
+	r, err := c.rpc.RenewClient(ctx, &metapb.RenewClientReq{ClientId: client})
 	if err != nil {
 		return time.Time{}, errcode.FromGRPC(err)
 	}

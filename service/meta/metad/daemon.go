@@ -4,13 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/prometheus/client_golang/prometheus"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"google.golang.org/grpc"
 
@@ -20,7 +21,8 @@ import (
 	"github.com/emberfs/emberfs/service/kv/kvopen"
 	"github.com/emberfs/emberfs/service/meta"
 	"github.com/emberfs/emberfs/service/mgmtd/mgmtdclient"
-	pb "github.com/emberfs/emberfs/service/proto"
+	"github.com/emberfs/emberfs/service/proto/metapb"
+	"github.com/emberfs/emberfs/service/proto/mgmtdpb"
 )
 
 // Options are what Start needs besides the config.
@@ -117,7 +119,7 @@ func Start(ctx context.Context, opts Options) (_ *Daemon, err error) {
 		return 0
 	})
 	d.grpc = grpc.NewServer(append(rpcauth.ServerOptions(cfg.Token), grpc.ChainUnaryInterceptor(m.intercept(log)))...)
-	pb.RegisterMetaServer(d.grpc, meta.NewGRPCService(d.srv))
+	metapb.RegisterMetaServer(d.grpc, meta.NewGRPCService(d.srv))
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
@@ -148,7 +150,7 @@ func Start(ctx context.Context, opts Options) (_ *Daemon, err error) {
 		if host == "" {
 			host, _ = os.Hostname()
 		}
-		d.agent, err = mgmtdclient.Start(mgmtdclient.Options{Conn: d.conn, Role: pb.MgmtdNodeRole_MGMTD_ROLE_META,
+		d.agent, err = mgmtdclient.Start(mgmtdclient.Options{Conn: d.conn, Role: mgmtdpb.NodeRole_ROLE_META,
 			NodeID: cfg.NodeID, Address: advertise, Hostname: host, Logger: log})
 		if err != nil {
 			return nil, err

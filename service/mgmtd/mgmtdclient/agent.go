@@ -20,13 +20,13 @@ import (
 	"time"
 
 	"github.com/emberfs/emberfs/internal/errcode"
-	pb "github.com/emberfs/emberfs/service/proto"
+	"github.com/emberfs/emberfs/service/proto/mgmtdpb"
 )
 
 // Options describes the service that registers.
 type Options struct {
 	Conn *Conn
-	Role pb.MgmtdNodeRole
+	Role mgmtdpb.NodeRole
 	// NodeID is the service's persisted id; 0 asks mgmtd for one (read it
 	// with NodeID after registration and persist it).
 	NodeID      uint32
@@ -34,7 +34,7 @@ type Options struct {
 	DataAddress string
 	Hostname    string
 	// Targets reports the service's targets at each heartbeat (storage).
-	Targets func() []*pb.MgmtdTargetReport
+	Targets func() []*mgmtdpb.TargetReport
 	Logger  *slog.Logger
 }
 
@@ -53,7 +53,7 @@ type Agent struct {
 	lastOK         time.Time // send time of the last accepted heartbeat
 	interval       time.Duration
 	failureTimeout time.Duration
-	status         pb.MgmtdNodeStatus
+	status         mgmtdpb.NodeStatus
 	lastErr        error
 	routingVersion uint64
 }
@@ -65,14 +65,14 @@ func Start(opts Options) (*Agent, error) {
 	if opts.Conn == nil {
 		return nil, errors.New("mgmtdclient: no mgmtd connection")
 	}
-	if opts.Role == pb.MgmtdNodeRole_MGMTD_ROLE_UNSPECIFIED {
+	if opts.Role == mgmtdpb.NodeRole_ROLE_UNSPECIFIED {
 		return nil, errors.New("mgmtdclient: node role missing")
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
 	if opts.Targets == nil {
-		opts.Targets = func() []*pb.MgmtdTargetReport { return nil }
+		opts.Targets = func() []*mgmtdpb.TargetReport { return nil }
 	}
 	var b [8]byte
 	_, _ = rand.Read(b[:])
@@ -113,7 +113,7 @@ func (a *Agent) BootID() uint64 { return a.bootID }
 func (a *Agent) LeaseValid() bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.registered && a.status != pb.MgmtdNodeStatus_MGMTD_NODE_DISABLED &&
+	return a.registered && a.status != mgmtdpb.NodeStatus_NODE_DISABLED &&
 		time.Since(a.lastOK) < a.failureTimeout/2
 }
 
@@ -188,12 +188,12 @@ func (a *Agent) run(ctx context.Context) {
 }
 
 func (a *Agent) register(ctx context.Context, sent time.Time) error {
-	req := &pb.MgmtdRegisterNodeReq{
+	req := &mgmtdpb.RegisterNodeReq{
 		NodeId: a.NodeID(), Role: a.opts.Role, Address: a.opts.Address, DataAddress: a.opts.DataAddress,
 		Hostname: a.opts.Hostname, BootId: a.bootID, Targets: a.opts.Targets(),
 	}
-	var rsp *pb.MgmtdRegisterNodeRsp
-	err := a.opts.Conn.Call(ctx, func(ctx context.Context, cl pb.MgmtdClient) error {
+	var rsp *mgmtdpb.RegisterNodeRsp
+	err := a.opts.Conn.Call(ctx, func(ctx context.Context, cl mgmtdpb.MgmtdClient) error {
 		var err error
 		rsp, err = cl.RegisterNode(ctx, req)
 		return err
@@ -205,7 +205,7 @@ func (a *Agent) register(ctx context.Context, sent time.Time) error {
 	defer a.mu.Unlock()
 	a.nodeID = rsp.NodeId
 	a.registered = true
-	a.status = pb.MgmtdNodeStatus_MGMTD_NODE_ACTIVE
+	a.status = mgmtdpb.NodeStatus_NODE_ACTIVE
 	a.accepted(sent, rsp.HeartbeatIntervalMs, rsp.NodeFailureTimeoutMs, rsp.RoutingVersion)
 	select {
 	case <-a.registeredCh:
@@ -217,12 +217,12 @@ func (a *Agent) register(ctx context.Context, sent time.Time) error {
 }
 
 func (a *Agent) heartbeat(ctx context.Context, sent time.Time) error {
-	req := &pb.MgmtdHeartbeatReq{
+	req := &mgmtdpb.HeartbeatReq{
 		NodeId: a.NodeID(), BootId: a.bootID, Role: a.opts.Role,
 		Address: a.opts.Address, DataAddress: a.opts.DataAddress, Targets: a.opts.Targets(),
 	}
-	var rsp *pb.MgmtdHeartbeatRsp
-	err := a.opts.Conn.Call(ctx, func(ctx context.Context, cl pb.MgmtdClient) error {
+	var rsp *mgmtdpb.HeartbeatRsp
+	err := a.opts.Conn.Call(ctx, func(ctx context.Context, cl mgmtdpb.MgmtdClient) error {
 		var err error
 		rsp, err = cl.Heartbeat(ctx, req)
 		return err

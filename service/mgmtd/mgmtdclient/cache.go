@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/emberfs/emberfs/internal/errcode"
-	pb "github.com/emberfs/emberfs/service/proto"
+	"github.com/emberfs/emberfs/service/proto/mgmtdpb"
 	"github.com/emberfs/emberfs/service/routing"
 )
 
@@ -73,7 +73,7 @@ func (c *Cache) Changed() <-chan struct{} {
 }
 
 // install keeps info if it is newer than what the cache has.
-func (c *Cache) install(info *pb.MgmtdRoutingInfo) bool {
+func (c *Cache) install(info *mgmtdpb.RoutingInfo) bool {
 	if info == nil {
 		return false
 	}
@@ -90,8 +90,8 @@ func (c *Cache) install(info *pb.MgmtdRoutingInfo) bool {
 
 // Refresh fetches the routing info from the primary now.
 func (c *Cache) Refresh(ctx context.Context) error {
-	return c.conn.Call(ctx, func(ctx context.Context, cl pb.MgmtdClient) error {
-		rsp, err := cl.GetRoutingInfo(ctx, &pb.MgmtdGetRoutingInfoReq{KnownVersion: c.Version()})
+	return c.conn.Call(ctx, func(ctx context.Context, cl mgmtdpb.MgmtdClient) error {
+		rsp, err := cl.GetRoutingInfo(ctx, &mgmtdpb.GetRoutingInfoReq{KnownVersion: c.Version()})
 		if err != nil {
 			return err
 		}
@@ -135,8 +135,8 @@ func (c *Cache) WaitFor(ctx context.Context, ok func(*routing.Routing) bool) (*r
 func (c *Cache) watch(ctx context.Context) {
 	backoff := 50 * time.Millisecond
 	for ctx.Err() == nil {
-		err := c.conn.Call(ctx, func(ctx context.Context, cl pb.MgmtdClient) error {
-			stream, err := cl.WatchRouting(ctx, &pb.MgmtdWatchRoutingReq{KnownVersion: c.Version()})
+		err := c.conn.Call(ctx, func(ctx context.Context, cl mgmtdpb.MgmtdClient) error {
+			stream, err := cl.WatchRouting(ctx, &mgmtdpb.WatchRoutingReq{KnownVersion: c.Version()})
 			if err != nil {
 				return err
 			}

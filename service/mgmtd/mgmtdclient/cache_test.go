@@ -5,20 +5,20 @@ import (
 	"testing"
 	"time"
 
-	pb "github.com/emberfs/emberfs/service/proto"
+	"github.com/emberfs/emberfs/service/proto/mgmtdpb"
 	"github.com/emberfs/emberfs/service/routing"
 )
 
-func sampleInfo(version uint64) *pb.MgmtdRoutingInfo {
-	return &pb.MgmtdRoutingInfo{
+func sampleInfo(version uint64) *mgmtdpb.RoutingInfo {
+	return &mgmtdpb.RoutingInfo{
 		Version: version,
-		Nodes: []*pb.MgmtdNode{
-			{NodeId: 1, Role: pb.MgmtdNodeRole_MGMTD_ROLE_STORAGE, Address: "h1:1", DataAddress: "h1:2", Status: pb.MgmtdNodeStatus_MGMTD_NODE_ACTIVE},
+		Nodes: []*mgmtdpb.Node{
+			{NodeId: 1, Role: mgmtdpb.NodeRole_ROLE_STORAGE, Address: "h1:1", DataAddress: "h1:2", Status: mgmtdpb.NodeStatus_NODE_ACTIVE},
 		},
-		Targets: []*pb.MgmtdTarget{{TargetId: 101, NodeId: 1, ChainId: 7}},
-		Chains: []*pb.MgmtdChain{{ChainId: 7, Version: 1, Targets: []*pb.MgmtdChainTarget{
-			{TargetId: 101, PublicState: pb.MgmtdPublicState_MGMTD_PUBLIC_SERVING}}}},
-		Tables: []*pb.MgmtdChainTable{{TableId: 1, Version: 1, ReplicationFactor: 1, ChainIds: []uint32{7}}},
+		Targets: []*mgmtdpb.Target{{TargetId: 101, NodeId: 1, ChainId: 7}},
+		Chains: []*mgmtdpb.Chain{{ChainId: 7, Version: 1, Targets: []*mgmtdpb.ChainTarget{
+			{TargetId: 101, PublicState: mgmtdpb.PublicState_PUBLIC_SERVING}}}},
+		Tables: []*mgmtdpb.ChainTable{{TableId: 1, Version: 1, ReplicationFactor: 1, ChainIds: []uint32{7}}},
 	}
 }
 
@@ -69,8 +69,8 @@ func TestDialErrors(t *testing.T) {
 	defer c2.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
-	err = c2.Call(ctx, func(ctx context.Context, cl pb.MgmtdClient) error {
-		_, err := cl.GetRoutingInfo(ctx, &pb.MgmtdGetRoutingInfoReq{})
+	err = c2.Call(ctx, func(ctx context.Context, cl mgmtdpb.MgmtdClient) error {
+		_, err := cl.GetRoutingInfo(ctx, &mgmtdpb.GetRoutingInfoReq{})
 		return err
 	})
 	if err == nil {

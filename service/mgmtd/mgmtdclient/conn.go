@@ -15,7 +15,7 @@ import (
 	"github.com/emberfs/emberfs/internal/errcode"
 	"github.com/emberfs/emberfs/internal/rpcauth"
 	"github.com/emberfs/emberfs/service/mgmtd/primaryhint"
-	pb "github.com/emberfs/emberfs/service/proto"
+	"github.com/emberfs/emberfs/service/proto/mgmtdpb"
 )
 
 // Conn is a set of gRPC connections to mgmtd instances. It remembers which
@@ -79,7 +79,7 @@ func (c *Conn) Current() string {
 	return c.addrs[c.cur]
 }
 
-func (c *Conn) client() (pb.MgmtdClient, string, error) {
+func (c *Conn) client() (mgmtdpb.MgmtdClient, string, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	addr := c.addrs[c.cur]
@@ -94,7 +94,7 @@ func (c *Conn) client() (pb.MgmtdClient, string, error) {
 		}
 		c.conns[addr] = cc
 	}
-	return pb.NewMgmtdClient(cc), addr, nil
+	return mgmtdpb.NewMgmtdClient(cc), addr, nil
 }
 
 // redirect points the next call at the primary a standby named.
@@ -130,7 +130,7 @@ func (c *Conn) size() int {
 // primary it names (or the next instance); an unreachable instance moves
 // to the next. Once every instance has been tried it backs off and keeps
 // going until ctx ends. Other errors are returned (as errcode errors).
-func (c *Conn) Call(ctx context.Context, fn func(ctx context.Context, cl pb.MgmtdClient) error) error {
+func (c *Conn) Call(ctx context.Context, fn func(ctx context.Context, cl mgmtdpb.MgmtdClient) error) error {
 	backoff := 20 * time.Millisecond
 	misses := 0
 	for {

@@ -3,7 +3,7 @@ package mgmtdclient
 import (
 	"context"
 
-	pb "github.com/emberfs/emberfs/service/proto"
+	"github.com/emberfs/emberfs/service/proto/mgmtdpb"
 	"github.com/emberfs/emberfs/service/routing"
 )
 
@@ -31,7 +31,7 @@ type RoutingSource interface {
 // Caller runs control calls against the mgmtd primary (admin tools,
 // Agent, Cache). *Conn implements it.
 type Caller interface {
-	Call(ctx context.Context, fn func(ctx context.Context, cl pb.MgmtdClient) error) error
+	Call(ctx context.Context, fn func(ctx context.Context, cl mgmtdpb.MgmtdClient) error) error
 }
 
 // ServiceAgent is the server-side API a role (storage, meta) uses to take

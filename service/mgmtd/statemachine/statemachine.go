@@ -9,20 +9,20 @@ import (
 	"fmt"
 	"sort"
 
-	pb "github.com/emberfs/emberfs/service/proto"
+	"github.com/emberfs/emberfs/service/proto/mgmtdpb"
 )
 
 // Short names for the states, used throughout mgmtd.
 const (
-	Serving = pb.MgmtdPublicState_MGMTD_PUBLIC_SERVING
-	Syncing = pb.MgmtdPublicState_MGMTD_PUBLIC_SYNCING
-	Waiting = pb.MgmtdPublicState_MGMTD_PUBLIC_WAITING
-	LastSrv = pb.MgmtdPublicState_MGMTD_PUBLIC_LASTSRV
-	Offline = pb.MgmtdPublicState_MGMTD_PUBLIC_OFFLINE
+	Serving = mgmtdpb.PublicState_PUBLIC_SERVING
+	Syncing = mgmtdpb.PublicState_PUBLIC_SYNCING
+	Waiting = mgmtdpb.PublicState_PUBLIC_WAITING
+	LastSrv = mgmtdpb.PublicState_PUBLIC_LASTSRV
+	Offline = mgmtdpb.PublicState_PUBLIC_OFFLINE
 
-	UpToDate     = pb.MgmtdLocalState_MGMTD_LOCAL_UPTODATE
-	Online       = pb.MgmtdLocalState_MGMTD_LOCAL_ONLINE
-	LocalOffline = pb.MgmtdLocalState_MGMTD_LOCAL_OFFLINE
+	UpToDate     = mgmtdpb.LocalState_LOCAL_UPTODATE
+	Online       = mgmtdpb.LocalState_LOCAL_ONLINE
+	LocalOffline = mgmtdpb.LocalState_LOCAL_OFFLINE
 )
 
 // Pred describes a target's predecessor for the transition table.
@@ -55,7 +55,7 @@ func (p Pred) String() string {
 // Next is the transition table of 3FS's design notes, row by row. A local
 // state other than up-to-date or online (including unspecified) counts as
 // offline: a target nobody vouches for is down.
-func Next(local pb.MgmtdLocalState, cur pb.MgmtdPublicState, pred Pred) pb.MgmtdPublicState {
+func Next(local mgmtdpb.LocalState, cur mgmtdpb.PublicState, pred Pred) mgmtdpb.PublicState {
 	switch local {
 	case UpToDate:
 		switch cur {
@@ -101,13 +101,13 @@ func Next(local pb.MgmtdLocalState, cur pb.MgmtdPublicState, pred Pred) pb.Mgmtd
 // Target is one chain member as UpdateChain sees it.
 type Target struct {
 	ID     uint64
-	Public pb.MgmtdPublicState
-	Local  pb.MgmtdLocalState
+	Public mgmtdpb.PublicState
+	Local  mgmtdpb.LocalState
 }
 
 // rank orders a chain: serving first (head), then lastsrv, syncing,
 // waiting and offline at the end, as 3FS orders its chains.
-func rank(s pb.MgmtdPublicState) int {
+func rank(s mgmtdpb.PublicState) int {
 	switch s {
 	case Serving:
 		return 0
@@ -122,7 +122,7 @@ func rank(s pb.MgmtdPublicState) int {
 	}
 }
 
-func alive(l pb.MgmtdLocalState) bool { return l == UpToDate || l == Online }
+func alive(l mgmtdpb.LocalState) bool { return l == UpToDate || l == Online }
 
 // UpdateChain computes a chain's next public states and order from its
 // current ones and the local states, and reports whether anything changed

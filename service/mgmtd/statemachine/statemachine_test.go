@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"testing"
 
-	pb "github.com/emberfs/emberfs/service/proto"
+	"github.com/emberfs/emberfs/service/proto/mgmtdpb"
 )
 
 var allPreds = []Pred{NoPred, PredServing, PredNotServing}
@@ -13,10 +13,10 @@ var allPreds = []Pred{NoPred, PredServing, PredNotServing}
 // notes. "(any)" rows are checked against every predecessor value.
 func TestNextTable(t *testing.T) {
 	rows := []struct {
-		local pb.MgmtdLocalState
-		cur   pb.MgmtdPublicState
+		local mgmtdpb.LocalState
+		cur   mgmtdpb.PublicState
 		preds []Pred // predecessor values the row covers
-		want  pb.MgmtdPublicState
+		want  mgmtdpb.PublicState
 	}{
 		{UpToDate, Serving, allPreds, Serving},
 		{UpToDate, Syncing, allPreds, Serving},
@@ -58,9 +58,9 @@ func TestNextTable(t *testing.T) {
 }
 
 func TestNextUnspecifiedLocalIsOffline(t *testing.T) {
-	for _, cur := range []pb.MgmtdPublicState{Serving, Syncing, Waiting, LastSrv, Offline} {
+	for _, cur := range []mgmtdpb.PublicState{Serving, Syncing, Waiting, LastSrv, Offline} {
 		for _, p := range allPreds {
-			if got, want := Next(pb.MgmtdLocalState_MGMTD_LOCAL_UNSPECIFIED, cur, p), Next(LocalOffline, cur, p); got != want {
+			if got, want := Next(mgmtdpb.LocalState_LOCAL_UNSPECIFIED, cur, p), Next(LocalOffline, cur, p); got != want {
 				t.Fatalf("unspecified local with %s/%s -> %s, offline gives %s", cur, p, got, want)
 			}
 		}
@@ -82,8 +82,8 @@ func states(c []Target) string {
 	return s
 }
 
-func stateName(p pb.MgmtdPublicState) string {
-	return map[pb.MgmtdPublicState]string{Serving: "serving", Syncing: "syncing", Waiting: "waiting", LastSrv: "lastsrv", Offline: "offline"}[p]
+func stateName(p mgmtdpb.PublicState) string {
+	return map[mgmtdpb.PublicState]string{Serving: "serving", Syncing: "syncing", Waiting: "waiting", LastSrv: "lastsrv", Offline: "offline"}[p]
 }
 
 func TestUpdateChainScenarios(t *testing.T) {
@@ -150,7 +150,7 @@ func TestUpdateChainScenarios(t *testing.T) {
 // return, applying UpdateChain once per scan as mgmtd does.
 func TestReturningTargetRecovers(t *testing.T) {
 	c := chain(Target{1, Serving, UpToDate}, Target{2, Serving, UpToDate}, Target{3, Serving, UpToDate})
-	local := map[uint64]pb.MgmtdLocalState{1: UpToDate, 2: UpToDate, 3: UpToDate}
+	local := map[uint64]mgmtdpb.LocalState{1: UpToDate, 2: UpToDate, 3: UpToDate}
 	step := func() {
 		for i := range c {
 			c[i].Local = local[c[i].ID]

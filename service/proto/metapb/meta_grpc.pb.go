@@ -1,5 +1,5 @@
 // meta: the metadata service, the POSIX namespace over the transactional KV.
-// Every call carries the caller's credentials (MetaUser) for permission
+// Every call carries the caller's credentials (User) for permission
 // checks; failures are errcode statuses whose errno is the POSIX one.
 // See docs/meta.md and the Go API in service/meta (the same operations).
 
@@ -9,7 +9,7 @@
 // - protoc             v3.21.12
 // source: meta.proto
 
-package pb
+package metapb
 
 import (
 	context "context"
@@ -24,62 +24,62 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Meta_StatFS_FullMethodName         = "/emberfs.v1.Meta/StatFS"
-	Meta_Stat_FullMethodName           = "/emberfs.v1.Meta/Stat"
-	Meta_BatchStat_FullMethodName      = "/emberfs.v1.Meta/BatchStat"
-	Meta_BatchStatPaths_FullMethodName = "/emberfs.v1.Meta/BatchStatPaths"
-	Meta_Lookup_FullMethodName         = "/emberfs.v1.Meta/Lookup"
-	Meta_Create_FullMethodName         = "/emberfs.v1.Meta/Create"
-	Meta_Open_FullMethodName           = "/emberfs.v1.Meta/Open"
-	Meta_Close_FullMethodName          = "/emberfs.v1.Meta/Close"
-	Meta_Fsync_FullMethodName          = "/emberfs.v1.Meta/Fsync"
-	Meta_Mkdir_FullMethodName          = "/emberfs.v1.Meta/Mkdir"
-	Meta_Symlink_FullMethodName        = "/emberfs.v1.Meta/Symlink"
-	Meta_Readlink_FullMethodName       = "/emberfs.v1.Meta/Readlink"
-	Meta_Link_FullMethodName           = "/emberfs.v1.Meta/Link"
-	Meta_Unlink_FullMethodName         = "/emberfs.v1.Meta/Unlink"
-	Meta_Rmdir_FullMethodName          = "/emberfs.v1.Meta/Rmdir"
-	Meta_RemoveAll_FullMethodName      = "/emberfs.v1.Meta/RemoveAll"
-	Meta_Rename_FullMethodName         = "/emberfs.v1.Meta/Rename"
-	Meta_ReadDir_FullMethodName        = "/emberfs.v1.Meta/ReadDir"
-	Meta_SetAttr_FullMethodName        = "/emberfs.v1.Meta/SetAttr"
-	Meta_SetDirLayout_FullMethodName   = "/emberfs.v1.Meta/SetDirLayout"
-	Meta_GetXattr_FullMethodName       = "/emberfs.v1.Meta/GetXattr"
-	Meta_SetXattr_FullMethodName       = "/emberfs.v1.Meta/SetXattr"
-	Meta_ListXattr_FullMethodName      = "/emberfs.v1.Meta/ListXattr"
-	Meta_RemoveXattr_FullMethodName    = "/emberfs.v1.Meta/RemoveXattr"
-	Meta_RenewClient_FullMethodName    = "/emberfs.v1.Meta/RenewClient"
+	Meta_StatFS_FullMethodName         = "/emberfs.meta.v1.Meta/StatFS"
+	Meta_Stat_FullMethodName           = "/emberfs.meta.v1.Meta/Stat"
+	Meta_BatchStat_FullMethodName      = "/emberfs.meta.v1.Meta/BatchStat"
+	Meta_BatchStatPaths_FullMethodName = "/emberfs.meta.v1.Meta/BatchStatPaths"
+	Meta_Lookup_FullMethodName         = "/emberfs.meta.v1.Meta/Lookup"
+	Meta_Create_FullMethodName         = "/emberfs.meta.v1.Meta/Create"
+	Meta_Open_FullMethodName           = "/emberfs.meta.v1.Meta/Open"
+	Meta_Close_FullMethodName          = "/emberfs.meta.v1.Meta/Close"
+	Meta_Fsync_FullMethodName          = "/emberfs.meta.v1.Meta/Fsync"
+	Meta_Mkdir_FullMethodName          = "/emberfs.meta.v1.Meta/Mkdir"
+	Meta_Symlink_FullMethodName        = "/emberfs.meta.v1.Meta/Symlink"
+	Meta_Readlink_FullMethodName       = "/emberfs.meta.v1.Meta/Readlink"
+	Meta_Link_FullMethodName           = "/emberfs.meta.v1.Meta/Link"
+	Meta_Unlink_FullMethodName         = "/emberfs.meta.v1.Meta/Unlink"
+	Meta_Rmdir_FullMethodName          = "/emberfs.meta.v1.Meta/Rmdir"
+	Meta_RemoveAll_FullMethodName      = "/emberfs.meta.v1.Meta/RemoveAll"
+	Meta_Rename_FullMethodName         = "/emberfs.meta.v1.Meta/Rename"
+	Meta_ReadDir_FullMethodName        = "/emberfs.meta.v1.Meta/ReadDir"
+	Meta_SetAttr_FullMethodName        = "/emberfs.meta.v1.Meta/SetAttr"
+	Meta_SetDirLayout_FullMethodName   = "/emberfs.meta.v1.Meta/SetDirLayout"
+	Meta_GetXattr_FullMethodName       = "/emberfs.meta.v1.Meta/GetXattr"
+	Meta_SetXattr_FullMethodName       = "/emberfs.meta.v1.Meta/SetXattr"
+	Meta_ListXattr_FullMethodName      = "/emberfs.meta.v1.Meta/ListXattr"
+	Meta_RemoveXattr_FullMethodName    = "/emberfs.meta.v1.Meta/RemoveXattr"
+	Meta_RenewClient_FullMethodName    = "/emberfs.meta.v1.Meta/RenewClient"
 )
 
 // MetaClient is the client API for Meta service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 type MetaClient interface {
-	StatFS(ctx context.Context, in *MetaStatFSReq, opts ...grpc.CallOption) (*MetaStatFSResp, error)
-	Stat(ctx context.Context, in *MetaStatReq, opts ...grpc.CallOption) (*MetaInodeResp, error)
-	BatchStat(ctx context.Context, in *MetaBatchStatReq, opts ...grpc.CallOption) (*MetaBatchStatResp, error)
-	BatchStatPaths(ctx context.Context, in *MetaBatchStatPathsReq, opts ...grpc.CallOption) (*MetaBatchStatPathsResp, error)
-	Lookup(ctx context.Context, in *MetaLookupReq, opts ...grpc.CallOption) (*MetaInodeResp, error)
-	Create(ctx context.Context, in *MetaCreateReq, opts ...grpc.CallOption) (*MetaOpenResp, error)
-	Open(ctx context.Context, in *MetaOpenReq, opts ...grpc.CallOption) (*MetaOpenResp, error)
-	Close(ctx context.Context, in *MetaCloseReq, opts ...grpc.CallOption) (*MetaInodeResp, error)
-	Fsync(ctx context.Context, in *MetaFsyncReq, opts ...grpc.CallOption) (*MetaInodeResp, error)
-	Mkdir(ctx context.Context, in *MetaMkdirReq, opts ...grpc.CallOption) (*MetaInodeResp, error)
-	Symlink(ctx context.Context, in *MetaSymlinkReq, opts ...grpc.CallOption) (*MetaInodeResp, error)
-	Readlink(ctx context.Context, in *MetaPathReq, opts ...grpc.CallOption) (*MetaReadlinkResp, error)
-	Link(ctx context.Context, in *MetaLinkReq, opts ...grpc.CallOption) (*MetaInodeResp, error)
-	Unlink(ctx context.Context, in *MetaPathReq, opts ...grpc.CallOption) (*MetaEmpty, error)
-	Rmdir(ctx context.Context, in *MetaPathReq, opts ...grpc.CallOption) (*MetaEmpty, error)
-	RemoveAll(ctx context.Context, in *MetaPathReq, opts ...grpc.CallOption) (*MetaEmpty, error)
-	Rename(ctx context.Context, in *MetaRenameReq, opts ...grpc.CallOption) (*MetaEmpty, error)
-	ReadDir(ctx context.Context, in *MetaReadDirReq, opts ...grpc.CallOption) (*MetaReadDirResp, error)
-	SetAttr(ctx context.Context, in *MetaSetAttrReq, opts ...grpc.CallOption) (*MetaInodeResp, error)
-	SetDirLayout(ctx context.Context, in *MetaSetDirLayoutReq, opts ...grpc.CallOption) (*MetaInodeResp, error)
-	GetXattr(ctx context.Context, in *MetaXattrReq, opts ...grpc.CallOption) (*MetaXattrResp, error)
-	SetXattr(ctx context.Context, in *MetaXattrReq, opts ...grpc.CallOption) (*MetaEmpty, error)
-	ListXattr(ctx context.Context, in *MetaXattrReq, opts ...grpc.CallOption) (*MetaXattrResp, error)
-	RemoveXattr(ctx context.Context, in *MetaXattrReq, opts ...grpc.CallOption) (*MetaEmpty, error)
-	RenewClient(ctx context.Context, in *MetaRenewClientReq, opts ...grpc.CallOption) (*MetaRenewClientResp, error)
+	StatFS(ctx context.Context, in *StatFSReq, opts ...grpc.CallOption) (*StatFSResp, error)
+	Stat(ctx context.Context, in *StatReq, opts ...grpc.CallOption) (*InodeResp, error)
+	BatchStat(ctx context.Context, in *BatchStatReq, opts ...grpc.CallOption) (*BatchStatResp, error)
+	BatchStatPaths(ctx context.Context, in *BatchStatPathsReq, opts ...grpc.CallOption) (*BatchStatPathsResp, error)
+	Lookup(ctx context.Context, in *LookupReq, opts ...grpc.CallOption) (*InodeResp, error)
+	Create(ctx context.Context, in *CreateReq, opts ...grpc.CallOption) (*OpenResp, error)
+	Open(ctx context.Context, in *OpenReq, opts ...grpc.CallOption) (*OpenResp, error)
+	Close(ctx context.Context, in *CloseReq, opts ...grpc.CallOption) (*InodeResp, error)
+	Fsync(ctx context.Context, in *FsyncReq, opts ...grpc.CallOption) (*InodeResp, error)
+	Mkdir(ctx context.Context, in *MkdirReq, opts ...grpc.CallOption) (*InodeResp, error)
+	Symlink(ctx context.Context, in *SymlinkReq, opts ...grpc.CallOption) (*InodeResp, error)
+	Readlink(ctx context.Context, in *PathReq, opts ...grpc.CallOption) (*ReadlinkResp, error)
+	Link(ctx context.Context, in *LinkReq, opts ...grpc.CallOption) (*InodeResp, error)
+	Unlink(ctx context.Context, in *PathReq, opts ...grpc.CallOption) (*Empty, error)
+	Rmdir(ctx context.Context, in *PathReq, opts ...grpc.CallOption) (*Empty, error)
+	RemoveAll(ctx context.Context, in *PathReq, opts ...grpc.CallOption) (*Empty, error)
+	Rename(ctx context.Context, in *RenameReq, opts ...grpc.CallOption) (*Empty, error)
+	ReadDir(ctx context.Context, in *ReadDirReq, opts ...grpc.CallOption) (*ReadDirResp, error)
+	SetAttr(ctx context.Context, in *SetAttrReq, opts ...grpc.CallOption) (*InodeResp, error)
+	SetDirLayout(ctx context.Context, in *SetDirLayoutReq, opts ...grpc.CallOption) (*InodeResp, error)
+	GetXattr(ctx context.Context, in *XattrReq, opts ...grpc.CallOption) (*XattrResp, error)
+	SetXattr(ctx context.Context, in *XattrReq, opts ...grpc.CallOption) (*Empty, error)
+	ListXattr(ctx context.Context, in *XattrReq, opts ...grpc.CallOption) (*XattrResp, error)
+	RemoveXattr(ctx context.Context, in *XattrReq, opts ...grpc.CallOption) (*Empty, error)
+	RenewClient(ctx context.Context, in *RenewClientReq, opts ...grpc.CallOption) (*RenewClientResp, error)
 }
 
 type metaClient struct {
@@ -90,9 +90,9 @@ func NewMetaClient(cc grpc.ClientConnInterface) MetaClient {
 	return &metaClient{cc}
 }
 
-func (c *metaClient) StatFS(ctx context.Context, in *MetaStatFSReq, opts ...grpc.CallOption) (*MetaStatFSResp, error) {
+func (c *metaClient) StatFS(ctx context.Context, in *StatFSReq, opts ...grpc.CallOption) (*StatFSResp, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(MetaStatFSResp)
+	out := new(StatFSResp)
 	err := c.cc.Invoke(ctx, Meta_StatFS_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -100,9 +100,9 @@ func (c *metaClient) StatFS(ctx context.Context, in *MetaStatFSReq, opts ...grpc
 	return out, nil
 }
 
-func (c *metaClient) Stat(ctx context.Context, in *MetaStatReq, opts ...grpc.CallOption) (*MetaInodeResp, error) {
+func (c *metaClient) Stat(ctx context.Context, in *StatReq, opts ...grpc.CallOption) (*InodeResp, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(MetaInodeResp)
+	out := new(InodeResp)
 	err := c.cc.Invoke(ctx, Meta_Stat_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -110,9 +110,9 @@ func (c *metaClient) Stat(ctx context.Context, in *MetaStatReq, opts ...grpc.Cal
 	return out, nil
 }
 
-func (c *metaClient) BatchStat(ctx context.Context, in *MetaBatchStatReq, opts ...grpc.CallOption) (*MetaBatchStatResp, error) {
+func (c *metaClient) BatchStat(ctx context.Context, in *BatchStatReq, opts ...grpc.CallOption) (*BatchStatResp, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(MetaBatchStatResp)
+	out := new(BatchStatResp)
 	err := c.cc.Invoke(ctx, Meta_BatchStat_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -120,9 +120,9 @@ func (c *metaClient) BatchStat(ctx context.Context, in *MetaBatchStatReq, opts .
 	return out, nil
 }
 
-func (c *metaClient) BatchStatPaths(ctx context.Context, in *MetaBatchStatPathsReq, opts ...grpc.CallOption) (*MetaBatchStatPathsResp, error) {
+func (c *metaClient) BatchStatPaths(ctx context.Context, in *BatchStatPathsReq, opts ...grpc.CallOption) (*BatchStatPathsResp, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(MetaBatchStatPathsResp)
+	out := new(BatchStatPathsResp)
 	err := c.cc.Invoke(ctx, Meta_BatchStatPaths_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -130,9 +130,9 @@ func (c *metaClient) BatchStatPaths(ctx context.Context, in *MetaBatchStatPathsR
 	return out, nil
 }
 
-func (c *metaClient) Lookup(ctx context.Context, in *MetaLookupReq, opts ...grpc.CallOption) (*MetaInodeResp, error) {
+func (c *metaClient) Lookup(ctx context.Context, in *LookupReq, opts ...grpc.CallOption) (*InodeResp, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(MetaInodeResp)
+	out := new(InodeResp)
 	err := c.cc.Invoke(ctx, Meta_Lookup_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -140,9 +140,9 @@ func (c *metaClient) Lookup(ctx context.Context, in *MetaLookupReq, opts ...grpc
 	return out, nil
 }
 
-func (c *metaClient) Create(ctx context.Context, in *MetaCreateReq, opts ...grpc.CallOption) (*MetaOpenResp, error) {
+func (c *metaClient) Create(ctx context.Context, in *CreateReq, opts ...grpc.CallOption) (*OpenResp, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(MetaOpenResp)
+	out := new(OpenResp)
 	err := c.cc.Invoke(ctx, Meta_Create_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -150,9 +150,9 @@ func (c *metaClient) Create(ctx context.Context, in *MetaCreateReq, opts ...grpc
 	return out, nil
 }
 
-func (c *metaClient) Open(ctx context.Context, in *MetaOpenReq, opts ...grpc.CallOption) (*MetaOpenResp, error) {
+func (c *metaClient) Open(ctx context.Context, in *OpenReq, opts ...grpc.CallOption) (*OpenResp, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(MetaOpenResp)
+	out := new(OpenResp)
 	err := c.cc.Invoke(ctx, Meta_Open_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -160,9 +160,9 @@ func (c *metaClient) Open(ctx context.Context, in *MetaOpenReq, opts ...grpc.Cal
 	return out, nil
 }
 
-func (c *metaClient) Close(ctx context.Context, in *MetaCloseReq, opts ...grpc.CallOption) (*MetaInodeResp, error) {
+func (c *metaClient) Close(ctx context.Context, in *CloseReq, opts ...grpc.CallOption) (*InodeResp, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(MetaInodeResp)
+	out := new(InodeResp)
 	err := c.cc.Invoke(ctx, Meta_Close_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -170,9 +170,9 @@ func (c *metaClient) Close(ctx context.Context, in *MetaCloseReq, opts ...grpc.C
 	return out, nil
 }
 
-func (c *metaClient) Fsync(ctx context.Context, in *MetaFsyncReq, opts ...grpc.CallOption) (*MetaInodeResp, error) {
+func (c *metaClient) Fsync(ctx context.Context, in *FsyncReq, opts ...grpc.CallOption) (*InodeResp, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(MetaInodeResp)
+	out := new(InodeResp)
 	err := c.cc.Invoke(ctx, Meta_Fsync_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -180,9 +180,9 @@ func (c *metaClient) Fsync(ctx context.Context, in *MetaFsyncReq, opts ...grpc.C
 	return out, nil
 }
 
-func (c *metaClient) Mkdir(ctx context.Context, in *MetaMkdirReq, opts ...grpc.CallOption) (*MetaInodeResp, error) {
+func (c *metaClient) Mkdir(ctx context.Context, in *MkdirReq, opts ...grpc.CallOption) (*InodeResp, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(MetaInodeResp)
+	out := new(InodeResp)
 	err := c.cc.Invoke(ctx, Meta_Mkdir_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -190,9 +190,9 @@ func (c *metaClient) Mkdir(ctx context.Context, in *MetaMkdirReq, opts ...grpc.C
 	return out, nil
 }
 
-func (c *metaClient) Symlink(ctx context.Context, in *MetaSymlinkReq, opts ...grpc.CallOption) (*MetaInodeResp, error) {
+func (c *metaClient) Symlink(ctx context.Context, in *SymlinkReq, opts ...grpc.CallOption) (*InodeResp, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(MetaInodeResp)
+	out := new(InodeResp)
 	err := c.cc.Invoke(ctx, Meta_Symlink_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -200,9 +200,9 @@ func (c *metaClient) Symlink(ctx context.Context, in *MetaSymlinkReq, opts ...gr
 	return out, nil
 }
 
-func (c *metaClient) Readlink(ctx context.Context, in *MetaPathReq, opts ...grpc.CallOption) (*MetaReadlinkResp, error) {
+func (c *metaClient) Readlink(ctx context.Context, in *PathReq, opts ...grpc.CallOption) (*ReadlinkResp, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(MetaReadlinkResp)
+	out := new(ReadlinkResp)
 	err := c.cc.Invoke(ctx, Meta_Readlink_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -210,9 +210,9 @@ func (c *metaClient) Readlink(ctx context.Context, in *MetaPathReq, opts ...grpc
 	return out, nil
 }
 
-func (c *metaClient) Link(ctx context.Context, in *MetaLinkReq, opts ...grpc.CallOption) (*MetaInodeResp, error) {
+func (c *metaClient) Link(ctx context.Context, in *LinkReq, opts ...grpc.CallOption) (*InodeResp, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(MetaInodeResp)
+	out := new(InodeResp)
 	err := c.cc.Invoke(ctx, Meta_Link_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -220,9 +220,9 @@ func (c *metaClient) Link(ctx context.Context, in *MetaLinkReq, opts ...grpc.Cal
 	return out, nil
 }
 
-func (c *metaClient) Unlink(ctx context.Context, in *MetaPathReq, opts ...grpc.CallOption) (*MetaEmpty, error) {
+func (c *metaClient) Unlink(ctx context.Context, in *PathReq, opts ...grpc.CallOption) (*Empty, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(MetaEmpty)
+	out := new(Empty)
 	err := c.cc.Invoke(ctx, Meta_Unlink_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -230,9 +230,9 @@ func (c *metaClient) Unlink(ctx context.Context, in *MetaPathReq, opts ...grpc.C
 	return out, nil
 }
 
-func (c *metaClient) Rmdir(ctx context.Context, in *MetaPathReq, opts ...grpc.CallOption) (*MetaEmpty, error) {
+func (c *metaClient) Rmdir(ctx context.Context, in *PathReq, opts ...grpc.CallOption) (*Empty, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(MetaEmpty)
+	out := new(Empty)
 	err := c.cc.Invoke(ctx, Meta_Rmdir_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -240,9 +240,9 @@ func (c *metaClient) Rmdir(ctx context.Context, in *MetaPathReq, opts ...grpc.Ca
 	return out, nil
 }
 
-func (c *metaClient) RemoveAll(ctx context.Context, in *MetaPathReq, opts ...grpc.CallOption) (*MetaEmpty, error) {
+func (c *metaClient) RemoveAll(ctx context.Context, in *PathReq, opts ...grpc.CallOption) (*Empty, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(MetaEmpty)
+	out := new(Empty)
 	err := c.cc.Invoke(ctx, Meta_RemoveAll_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -250,9 +250,9 @@ func (c *metaClient) RemoveAll(ctx context.Context, in *MetaPathReq, opts ...grp
 	return out, nil
 }
 
-func (c *metaClient) Rename(ctx context.Context, in *MetaRenameReq, opts ...grpc.CallOption) (*MetaEmpty, error) {
+func (c *metaClient) Rename(ctx context.Context, in *RenameReq, opts ...grpc.CallOption) (*Empty, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(MetaEmpty)
+	out := new(Empty)
 	err := c.cc.Invoke(ctx, Meta_Rename_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -260,9 +260,9 @@ func (c *metaClient) Rename(ctx context.Context, in *MetaRenameReq, opts ...grpc
 	return out, nil
 }
 
-func (c *metaClient) ReadDir(ctx context.Context, in *MetaReadDirReq, opts ...grpc.CallOption) (*MetaReadDirResp, error) {
+func (c *metaClient) ReadDir(ctx context.Context, in *ReadDirReq, opts ...grpc.CallOption) (*ReadDirResp, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(MetaReadDirResp)
+	out := new(ReadDirResp)
 	err := c.cc.Invoke(ctx, Meta_ReadDir_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -270,9 +270,9 @@ func (c *metaClient) ReadDir(ctx context.Context, in *MetaReadDirReq, opts ...gr
 	return out, nil
 }
 
-func (c *metaClient) SetAttr(ctx context.Context, in *MetaSetAttrReq, opts ...grpc.CallOption) (*MetaInodeResp, error) {
+func (c *metaClient) SetAttr(ctx context.Context, in *SetAttrReq, opts ...grpc.CallOption) (*InodeResp, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(MetaInodeResp)
+	out := new(InodeResp)
 	err := c.cc.Invoke(ctx, Meta_SetAttr_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -280,9 +280,9 @@ func (c *metaClient) SetAttr(ctx context.Context, in *MetaSetAttrReq, opts ...gr
 	return out, nil
 }
 
-func (c *metaClient) SetDirLayout(ctx context.Context, in *MetaSetDirLayoutReq, opts ...grpc.CallOption) (*MetaInodeResp, error) {
+func (c *metaClient) SetDirLayout(ctx context.Context, in *SetDirLayoutReq, opts ...grpc.CallOption) (*InodeResp, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(MetaInodeResp)
+	out := new(InodeResp)
 	err := c.cc.Invoke(ctx, Meta_SetDirLayout_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -290,9 +290,9 @@ func (c *metaClient) SetDirLayout(ctx context.Context, in *MetaSetDirLayoutReq, 
 	return out, nil
 }
 
-func (c *metaClient) GetXattr(ctx context.Context, in *MetaXattrReq, opts ...grpc.CallOption) (*MetaXattrResp, error) {
+func (c *metaClient) GetXattr(ctx context.Context, in *XattrReq, opts ...grpc.CallOption) (*XattrResp, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(MetaXattrResp)
+	out := new(XattrResp)
 	err := c.cc.Invoke(ctx, Meta_GetXattr_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -300,9 +300,9 @@ func (c *metaClient) GetXattr(ctx context.Context, in *MetaXattrReq, opts ...grp
 	return out, nil
 }
 
-func (c *metaClient) SetXattr(ctx context.Context, in *MetaXattrReq, opts ...grpc.CallOption) (*MetaEmpty, error) {
+func (c *metaClient) SetXattr(ctx context.Context, in *XattrReq, opts ...grpc.CallOption) (*Empty, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(MetaEmpty)
+	out := new(Empty)
 	err := c.cc.Invoke(ctx, Meta_SetXattr_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -310,9 +310,9 @@ func (c *metaClient) SetXattr(ctx context.Context, in *MetaXattrReq, opts ...grp
 	return out, nil
 }
 
-func (c *metaClient) ListXattr(ctx context.Context, in *MetaXattrReq, opts ...grpc.CallOption) (*MetaXattrResp, error) {
+func (c *metaClient) ListXattr(ctx context.Context, in *XattrReq, opts ...grpc.CallOption) (*XattrResp, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(MetaXattrResp)
+	out := new(XattrResp)
 	err := c.cc.Invoke(ctx, Meta_ListXattr_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -320,9 +320,9 @@ func (c *metaClient) ListXattr(ctx context.Context, in *MetaXattrReq, opts ...gr
 	return out, nil
 }
 
-func (c *metaClient) RemoveXattr(ctx context.Context, in *MetaXattrReq, opts ...grpc.CallOption) (*MetaEmpty, error) {
+func (c *metaClient) RemoveXattr(ctx context.Context, in *XattrReq, opts ...grpc.CallOption) (*Empty, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(MetaEmpty)
+	out := new(Empty)
 	err := c.cc.Invoke(ctx, Meta_RemoveXattr_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -330,9 +330,9 @@ func (c *metaClient) RemoveXattr(ctx context.Context, in *MetaXattrReq, opts ...
 	return out, nil
 }
 
-func (c *metaClient) RenewClient(ctx context.Context, in *MetaRenewClientReq, opts ...grpc.CallOption) (*MetaRenewClientResp, error) {
+func (c *metaClient) RenewClient(ctx context.Context, in *RenewClientReq, opts ...grpc.CallOption) (*RenewClientResp, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(MetaRenewClientResp)
+	out := new(RenewClientResp)
 	err := c.cc.Invoke(ctx, Meta_RenewClient_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -344,31 +344,31 @@ func (c *metaClient) RenewClient(ctx context.Context, in *MetaRenewClientReq, op
 // All implementations must embed UnimplementedMetaServer
 // for forward compatibility.
 type MetaServer interface {
-	StatFS(context.Context, *MetaStatFSReq) (*MetaStatFSResp, error)
-	Stat(context.Context, *MetaStatReq) (*MetaInodeResp, error)
-	BatchStat(context.Context, *MetaBatchStatReq) (*MetaBatchStatResp, error)
-	BatchStatPaths(context.Context, *MetaBatchStatPathsReq) (*MetaBatchStatPathsResp, error)
-	Lookup(context.Context, *MetaLookupReq) (*MetaInodeResp, error)
-	Create(context.Context, *MetaCreateReq) (*MetaOpenResp, error)
-	Open(context.Context, *MetaOpenReq) (*MetaOpenResp, error)
-	Close(context.Context, *MetaCloseReq) (*MetaInodeResp, error)
-	Fsync(context.Context, *MetaFsyncReq) (*MetaInodeResp, error)
-	Mkdir(context.Context, *MetaMkdirReq) (*MetaInodeResp, error)
-	Symlink(context.Context, *MetaSymlinkReq) (*MetaInodeResp, error)
-	Readlink(context.Context, *MetaPathReq) (*MetaReadlinkResp, error)
-	Link(context.Context, *MetaLinkReq) (*MetaInodeResp, error)
-	Unlink(context.Context, *MetaPathReq) (*MetaEmpty, error)
-	Rmdir(context.Context, *MetaPathReq) (*MetaEmpty, error)
-	RemoveAll(context.Context, *MetaPathReq) (*MetaEmpty, error)
-	Rename(context.Context, *MetaRenameReq) (*MetaEmpty, error)
-	ReadDir(context.Context, *MetaReadDirReq) (*MetaReadDirResp, error)
-	SetAttr(context.Context, *MetaSetAttrReq) (*MetaInodeResp, error)
-	SetDirLayout(context.Context, *MetaSetDirLayoutReq) (*MetaInodeResp, error)
-	GetXattr(context.Context, *MetaXattrReq) (*MetaXattrResp, error)
-	SetXattr(context.Context, *MetaXattrReq) (*MetaEmpty, error)
-	ListXattr(context.Context, *MetaXattrReq) (*MetaXattrResp, error)
-	RemoveXattr(context.Context, *MetaXattrReq) (*MetaEmpty, error)
-	RenewClient(context.Context, *MetaRenewClientReq) (*MetaRenewClientResp, error)
+	StatFS(context.Context, *StatFSReq) (*StatFSResp, error)
+	Stat(context.Context, *StatReq) (*InodeResp, error)
+	BatchStat(context.Context, *BatchStatReq) (*BatchStatResp, error)
+	BatchStatPaths(context.Context, *BatchStatPathsReq) (*BatchStatPathsResp, error)
+	Lookup(context.Context, *LookupReq) (*InodeResp, error)
+	Create(context.Context, *CreateReq) (*OpenResp, error)
+	Open(context.Context, *OpenReq) (*OpenResp, error)
+	Close(context.Context, *CloseReq) (*InodeResp, error)
+	Fsync(context.Context, *FsyncReq) (*InodeResp, error)
+	Mkdir(context.Context, *MkdirReq) (*InodeResp, error)
+	Symlink(context.Context, *SymlinkReq) (*InodeResp, error)
+	Readlink(context.Context, *PathReq) (*ReadlinkResp, error)
+	Link(context.Context, *LinkReq) (*InodeResp, error)
+	Unlink(context.Context, *PathReq) (*Empty, error)
+	Rmdir(context.Context, *PathReq) (*Empty, error)
+	RemoveAll(context.Context, *PathReq) (*Empty, error)
+	Rename(context.Context, *RenameReq) (*Empty, error)
+	ReadDir(context.Context, *ReadDirReq) (*ReadDirResp, error)
+	SetAttr(context.Context, *SetAttrReq) (*InodeResp, error)
+	SetDirLayout(context.Context, *SetDirLayoutReq) (*InodeResp, error)
+	GetXattr(context.Context, *XattrReq) (*XattrResp, error)
+	SetXattr(context.Context, *XattrReq) (*Empty, error)
+	ListXattr(context.Context, *XattrReq) (*XattrResp, error)
+	RemoveXattr(context.Context, *XattrReq) (*Empty, error)
+	RenewClient(context.Context, *RenewClientReq) (*RenewClientResp, error)
 	mustEmbedUnimplementedMetaServer()
 }
 
@@ -379,79 +379,79 @@ type MetaServer interface {
 // pointer dereference when methods are called.
 type UnimplementedMetaServer struct{}
 
-func (UnimplementedMetaServer) StatFS(context.Context, *MetaStatFSReq) (*MetaStatFSResp, error) {
+func (UnimplementedMetaServer) StatFS(context.Context, *StatFSReq) (*StatFSResp, error) {
 	return nil, status.Error(codes.Unimplemented, "method StatFS not implemented")
 }
-func (UnimplementedMetaServer) Stat(context.Context, *MetaStatReq) (*MetaInodeResp, error) {
+func (UnimplementedMetaServer) Stat(context.Context, *StatReq) (*InodeResp, error) {
 	return nil, status.Error(codes.Unimplemented, "method Stat not implemented")
 }
-func (UnimplementedMetaServer) BatchStat(context.Context, *MetaBatchStatReq) (*MetaBatchStatResp, error) {
+func (UnimplementedMetaServer) BatchStat(context.Context, *BatchStatReq) (*BatchStatResp, error) {
 	return nil, status.Error(codes.Unimplemented, "method BatchStat not implemented")
 }
-func (UnimplementedMetaServer) BatchStatPaths(context.Context, *MetaBatchStatPathsReq) (*MetaBatchStatPathsResp, error) {
+func (UnimplementedMetaServer) BatchStatPaths(context.Context, *BatchStatPathsReq) (*BatchStatPathsResp, error) {
 	return nil, status.Error(codes.Unimplemented, "method BatchStatPaths not implemented")
 }
-func (UnimplementedMetaServer) Lookup(context.Context, *MetaLookupReq) (*MetaInodeResp, error) {
+func (UnimplementedMetaServer) Lookup(context.Context, *LookupReq) (*InodeResp, error) {
 	return nil, status.Error(codes.Unimplemented, "method Lookup not implemented")
 }
-func (UnimplementedMetaServer) Create(context.Context, *MetaCreateReq) (*MetaOpenResp, error) {
+func (UnimplementedMetaServer) Create(context.Context, *CreateReq) (*OpenResp, error) {
 	return nil, status.Error(codes.Unimplemented, "method Create not implemented")
 }
-func (UnimplementedMetaServer) Open(context.Context, *MetaOpenReq) (*MetaOpenResp, error) {
+func (UnimplementedMetaServer) Open(context.Context, *OpenReq) (*OpenResp, error) {
 	return nil, status.Error(codes.Unimplemented, "method Open not implemented")
 }
-func (UnimplementedMetaServer) Close(context.Context, *MetaCloseReq) (*MetaInodeResp, error) {
+func (UnimplementedMetaServer) Close(context.Context, *CloseReq) (*InodeResp, error) {
 	return nil, status.Error(codes.Unimplemented, "method Close not implemented")
 }
-func (UnimplementedMetaServer) Fsync(context.Context, *MetaFsyncReq) (*MetaInodeResp, error) {
+func (UnimplementedMetaServer) Fsync(context.Context, *FsyncReq) (*InodeResp, error) {
 	return nil, status.Error(codes.Unimplemented, "method Fsync not implemented")
 }
-func (UnimplementedMetaServer) Mkdir(context.Context, *MetaMkdirReq) (*MetaInodeResp, error) {
+func (UnimplementedMetaServer) Mkdir(context.Context, *MkdirReq) (*InodeResp, error) {
 	return nil, status.Error(codes.Unimplemented, "method Mkdir not implemented")
 }
-func (UnimplementedMetaServer) Symlink(context.Context, *MetaSymlinkReq) (*MetaInodeResp, error) {
+func (UnimplementedMetaServer) Symlink(context.Context, *SymlinkReq) (*InodeResp, error) {
 	return nil, status.Error(codes.Unimplemented, "method Symlink not implemented")
 }
-func (UnimplementedMetaServer) Readlink(context.Context, *MetaPathReq) (*MetaReadlinkResp, error) {
+func (UnimplementedMetaServer) Readlink(context.Context, *PathReq) (*ReadlinkResp, error) {
 	return nil, status.Error(codes.Unimplemented, "method Readlink not implemented")
 }
-func (UnimplementedMetaServer) Link(context.Context, *MetaLinkReq) (*MetaInodeResp, error) {
+func (UnimplementedMetaServer) Link(context.Context, *LinkReq) (*InodeResp, error) {
 	return nil, status.Error(codes.Unimplemented, "method Link not implemented")
 }
-func (UnimplementedMetaServer) Unlink(context.Context, *MetaPathReq) (*MetaEmpty, error) {
+func (UnimplementedMetaServer) Unlink(context.Context, *PathReq) (*Empty, error) {
 	return nil, status.Error(codes.Unimplemented, "method Unlink not implemented")
 }
-func (UnimplementedMetaServer) Rmdir(context.Context, *MetaPathReq) (*MetaEmpty, error) {
+func (UnimplementedMetaServer) Rmdir(context.Context, *PathReq) (*Empty, error) {
 	return nil, status.Error(codes.Unimplemented, "method Rmdir not implemented")
 }
-func (UnimplementedMetaServer) RemoveAll(context.Context, *MetaPathReq) (*MetaEmpty, error) {
+func (UnimplementedMetaServer) RemoveAll(context.Context, *PathReq) (*Empty, error) {
 	return nil, status.Error(codes.Unimplemented, "method RemoveAll not implemented")
 }
-func (UnimplementedMetaServer) Rename(context.Context, *MetaRenameReq) (*MetaEmpty, error) {
+func (UnimplementedMetaServer) Rename(context.Context, *RenameReq) (*Empty, error) {
 	return nil, status.Error(codes.Unimplemented, "method Rename not implemented")
 }
-func (UnimplementedMetaServer) ReadDir(context.Context, *MetaReadDirReq) (*MetaReadDirResp, error) {
+func (UnimplementedMetaServer) ReadDir(context.Context, *ReadDirReq) (*ReadDirResp, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReadDir not implemented")
 }
-func (UnimplementedMetaServer) SetAttr(context.Context, *MetaSetAttrReq) (*MetaInodeResp, error) {
+func (UnimplementedMetaServer) SetAttr(context.Context, *SetAttrReq) (*InodeResp, error) {
 	return nil, status.Error(codes.Unimplemented, "method SetAttr not implemented")
 }
-func (UnimplementedMetaServer) SetDirLayout(context.Context, *MetaSetDirLayoutReq) (*MetaInodeResp, error) {
+func (UnimplementedMetaServer) SetDirLayout(context.Context, *SetDirLayoutReq) (*InodeResp, error) {
 	return nil, status.Error(codes.Unimplemented, "method SetDirLayout not implemented")
 }
-func (UnimplementedMetaServer) GetXattr(context.Context, *MetaXattrReq) (*MetaXattrResp, error) {
+func (UnimplementedMetaServer) GetXattr(context.Context, *XattrReq) (*XattrResp, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetXattr not implemented")
 }
-func (UnimplementedMetaServer) SetXattr(context.Context, *MetaXattrReq) (*MetaEmpty, error) {
+func (UnimplementedMetaServer) SetXattr(context.Context, *XattrReq) (*Empty, error) {
 	return nil, status.Error(codes.Unimplemented, "method SetXattr not implemented")
 }
-func (UnimplementedMetaServer) ListXattr(context.Context, *MetaXattrReq) (*MetaXattrResp, error) {
+func (UnimplementedMetaServer) ListXattr(context.Context, *XattrReq) (*XattrResp, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListXattr not implemented")
 }
-func (UnimplementedMetaServer) RemoveXattr(context.Context, *MetaXattrReq) (*MetaEmpty, error) {
+func (UnimplementedMetaServer) RemoveXattr(context.Context, *XattrReq) (*Empty, error) {
 	return nil, status.Error(codes.Unimplemented, "method RemoveXattr not implemented")
 }
-func (UnimplementedMetaServer) RenewClient(context.Context, *MetaRenewClientReq) (*MetaRenewClientResp, error) {
+func (UnimplementedMetaServer) RenewClient(context.Context, *RenewClientReq) (*RenewClientResp, error) {
 	return nil, status.Error(codes.Unimplemented, "method RenewClient not implemented")
 }
 func (UnimplementedMetaServer) mustEmbedUnimplementedMetaServer() {}
@@ -476,7 +476,7 @@ func RegisterMetaServer(s grpc.ServiceRegistrar, srv MetaServer) {
 }
 
 func _Meta_StatFS_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(MetaStatFSReq)
+	in := new(StatFSReq)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -488,13 +488,13 @@ func _Meta_StatFS_Handler(srv interface{}, ctx context.Context, dec func(interfa
 		FullMethod: Meta_StatFS_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(MetaServer).StatFS(ctx, req.(*MetaStatFSReq))
+		return srv.(MetaServer).StatFS(ctx, req.(*StatFSReq))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _Meta_Stat_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(MetaStatReq)
+	in := new(StatReq)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -506,13 +506,13 @@ func _Meta_Stat_Handler(srv interface{}, ctx context.Context, dec func(interface
 		FullMethod: Meta_Stat_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(MetaServer).Stat(ctx, req.(*MetaStatReq))
+		return srv.(MetaServer).Stat(ctx, req.(*StatReq))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _Meta_BatchStat_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(MetaBatchStatReq)
+	in := new(BatchStatReq)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -524,13 +524,13 @@ func _Meta_BatchStat_Handler(srv interface{}, ctx context.Context, dec func(inte
 		FullMethod: Meta_BatchStat_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(MetaServer).BatchStat(ctx, req.(*MetaBatchStatReq))
+		return srv.(MetaServer).BatchStat(ctx, req.(*BatchStatReq))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _Meta_BatchStatPaths_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(MetaBatchStatPathsReq)
+	in := new(BatchStatPathsReq)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -542,13 +542,13 @@ func _Meta_BatchStatPaths_Handler(srv interface{}, ctx context.Context, dec func
 		FullMethod: Meta_BatchStatPaths_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(MetaServer).BatchStatPaths(ctx, req.(*MetaBatchStatPathsReq))
+		return srv.(MetaServer).BatchStatPaths(ctx, req.(*BatchStatPathsReq))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _Meta_Lookup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(MetaLookupReq)
+	in := new(LookupReq)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -560,13 +560,13 @@ func _Meta_Lookup_Handler(srv interface{}, ctx context.Context, dec func(interfa
 		FullMethod: Meta_Lookup_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(MetaServer).Lookup(ctx, req.(*MetaLookupReq))
+		return srv.(MetaServer).Lookup(ctx, req.(*LookupReq))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _Meta_Create_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(MetaCreateReq)
+	in := new(CreateReq)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -578,13 +578,13 @@ func _Meta_Create_Handler(srv interface{}, ctx context.Context, dec func(interfa
 		FullMethod: Meta_Create_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(MetaServer).Create(ctx, req.(*MetaCreateReq))
+		return srv.(MetaServer).Create(ctx, req.(*CreateReq))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _Meta_Open_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(MetaOpenReq)
+	in := new(OpenReq)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -596,13 +596,13 @@ func _Meta_Open_Handler(srv interface{}, ctx context.Context, dec func(interface
 		FullMethod: Meta_Open_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(MetaServer).Open(ctx, req.(*MetaOpenReq))
+		return srv.(MetaServer).Open(ctx, req.(*OpenReq))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _Meta_Close_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(MetaCloseReq)
+	in := new(CloseReq)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -614,13 +614,13 @@ func _Meta_Close_Handler(srv interface{}, ctx context.Context, dec func(interfac
 		FullMethod: Meta_Close_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(MetaServer).Close(ctx, req.(*MetaCloseReq))
+		return srv.(MetaServer).Close(ctx, req.(*CloseReq))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _Meta_Fsync_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(MetaFsyncReq)
+	in := new(FsyncReq)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -632,13 +632,13 @@ func _Meta_Fsync_Handler(srv interface{}, ctx context.Context, dec func(interfac
 		FullMethod: Meta_Fsync_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(MetaServer).Fsync(ctx, req.(*MetaFsyncReq))
+		return srv.(MetaServer).Fsync(ctx, req.(*FsyncReq))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _Meta_Mkdir_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(MetaMkdirReq)
+	in := new(MkdirReq)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -650,13 +650,13 @@ func _Meta_Mkdir_Handler(srv interface{}, ctx context.Context, dec func(interfac
 		FullMethod: Meta_Mkdir_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(MetaServer).Mkdir(ctx, req.(*MetaMkdirReq))
+		return srv.(MetaServer).Mkdir(ctx, req.(*MkdirReq))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _Meta_Symlink_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(MetaSymlinkReq)
+	in := new(SymlinkReq)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -668,13 +668,13 @@ func _Meta_Symlink_Handler(srv interface{}, ctx context.Context, dec func(interf
 		FullMethod: Meta_Symlink_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(MetaServer).Symlink(ctx, req.(*MetaSymlinkReq))
+		return srv.(MetaServer).Symlink(ctx, req.(*SymlinkReq))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _Meta_Readlink_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(MetaPathReq)
+	in := new(PathReq)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -686,13 +686,13 @@ func _Meta_Readlink_Handler(srv interface{}, ctx context.Context, dec func(inter
 		FullMethod: Meta_Readlink_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(MetaServer).Readlink(ctx, req.(*MetaPathReq))
+		return srv.(MetaServer).Readlink(ctx, req.(*PathReq))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _Meta_Link_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(MetaLinkReq)
+	in := new(LinkReq)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -704,13 +704,13 @@ func _Meta_Link_Handler(srv interface{}, ctx context.Context, dec func(interface
 		FullMethod: Meta_Link_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(MetaServer).Link(ctx, req.(*MetaLinkReq))
+		return srv.(MetaServer).Link(ctx, req.(*LinkReq))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _Meta_Unlink_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(MetaPathReq)
+	in := new(PathReq)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -722,13 +722,13 @@ func _Meta_Unlink_Handler(srv interface{}, ctx context.Context, dec func(interfa
 		FullMethod: Meta_Unlink_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(MetaServer).Unlink(ctx, req.(*MetaPathReq))
+		return srv.(MetaServer).Unlink(ctx, req.(*PathReq))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _Meta_Rmdir_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(MetaPathReq)
+	in := new(PathReq)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -740,13 +740,13 @@ func _Meta_Rmdir_Handler(srv interface{}, ctx context.Context, dec func(interfac
 		FullMethod: Meta_Rmdir_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(MetaServer).Rmdir(ctx, req.(*MetaPathReq))
+		return srv.(MetaServer).Rmdir(ctx, req.(*PathReq))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _Meta_RemoveAll_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(MetaPathReq)
+	in := new(PathReq)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -758,13 +758,13 @@ func _Meta_RemoveAll_Handler(srv interface{}, ctx context.Context, dec func(inte
 		FullMethod: Meta_RemoveAll_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(MetaServer).RemoveAll(ctx, req.(*MetaPathReq))
+		return srv.(MetaServer).RemoveAll(ctx, req.(*PathReq))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _Meta_Rename_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(MetaRenameReq)
+	in := new(RenameReq)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -776,13 +776,13 @@ func _Meta_Rename_Handler(srv interface{}, ctx context.Context, dec func(interfa
 		FullMethod: Meta_Rename_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(MetaServer).Rename(ctx, req.(*MetaRenameReq))
+		return srv.(MetaServer).Rename(ctx, req.(*RenameReq))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _Meta_ReadDir_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(MetaReadDirReq)
+	in := new(ReadDirReq)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -794,13 +794,13 @@ func _Meta_ReadDir_Handler(srv interface{}, ctx context.Context, dec func(interf
 		FullMethod: Meta_ReadDir_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(MetaServer).ReadDir(ctx, req.(*MetaReadDirReq))
+		return srv.(MetaServer).ReadDir(ctx, req.(*ReadDirReq))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _Meta_SetAttr_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(MetaSetAttrReq)
+	in := new(SetAttrReq)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -812,13 +812,13 @@ func _Meta_SetAttr_Handler(srv interface{}, ctx context.Context, dec func(interf
 		FullMethod: Meta_SetAttr_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(MetaServer).SetAttr(ctx, req.(*MetaSetAttrReq))
+		return srv.(MetaServer).SetAttr(ctx, req.(*SetAttrReq))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _Meta_SetDirLayout_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(MetaSetDirLayoutReq)
+	in := new(SetDirLayoutReq)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -830,13 +830,13 @@ func _Meta_SetDirLayout_Handler(srv interface{}, ctx context.Context, dec func(i
 		FullMethod: Meta_SetDirLayout_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(MetaServer).SetDirLayout(ctx, req.(*MetaSetDirLayoutReq))
+		return srv.(MetaServer).SetDirLayout(ctx, req.(*SetDirLayoutReq))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _Meta_GetXattr_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(MetaXattrReq)
+	in := new(XattrReq)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -848,13 +848,13 @@ func _Meta_GetXattr_Handler(srv interface{}, ctx context.Context, dec func(inter
 		FullMethod: Meta_GetXattr_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(MetaServer).GetXattr(ctx, req.(*MetaXattrReq))
+		return srv.(MetaServer).GetXattr(ctx, req.(*XattrReq))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _Meta_SetXattr_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(MetaXattrReq)
+	in := new(XattrReq)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -866,13 +866,13 @@ func _Meta_SetXattr_Handler(srv interface{}, ctx context.Context, dec func(inter
 		FullMethod: Meta_SetXattr_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(MetaServer).SetXattr(ctx, req.(*MetaXattrReq))
+		return srv.(MetaServer).SetXattr(ctx, req.(*XattrReq))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _Meta_ListXattr_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(MetaXattrReq)
+	in := new(XattrReq)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -884,13 +884,13 @@ func _Meta_ListXattr_Handler(srv interface{}, ctx context.Context, dec func(inte
 		FullMethod: Meta_ListXattr_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(MetaServer).ListXattr(ctx, req.(*MetaXattrReq))
+		return srv.(MetaServer).ListXattr(ctx, req.(*XattrReq))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _Meta_RemoveXattr_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(MetaXattrReq)
+	in := new(XattrReq)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -902,13 +902,13 @@ func _Meta_RemoveXattr_Handler(srv interface{}, ctx context.Context, dec func(in
 		FullMethod: Meta_RemoveXattr_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(MetaServer).RemoveXattr(ctx, req.(*MetaXattrReq))
+		return srv.(MetaServer).RemoveXattr(ctx, req.(*XattrReq))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _Meta_RenewClient_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(MetaRenewClientReq)
+	in := new(RenewClientReq)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -920,7 +920,7 @@ func _Meta_RenewClient_Handler(srv interface{}, ctx context.Context, dec func(in
 		FullMethod: Meta_RenewClient_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(MetaServer).RenewClient(ctx, req.(*MetaRenewClientReq))
+		return srv.(MetaServer).RenewClient(ctx, req.(*RenewClientReq))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -929,7 +929,7 @@ func _Meta_RenewClient_Handler(srv interface{}, ctx context.Context, dec func(in
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
 var Meta_ServiceDesc = grpc.ServiceDesc{
-	ServiceName: "emberfs.v1.Meta",
+	ServiceName: "emberfs.meta.v1.Meta",
 	HandlerType: (*MetaServer)(nil),
 	Methods: []grpc.MethodDesc{
 		{

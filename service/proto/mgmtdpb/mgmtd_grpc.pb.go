@@ -8,7 +8,7 @@
 // - protoc             v3.21.12
 // source: mgmtd.proto
 
-package pb
+package mgmtdpb
 
 import (
 	context "context"
@@ -23,40 +23,40 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Mgmtd_RegisterNode_FullMethodName     = "/emberfs.v1.Mgmtd/RegisterNode"
-	Mgmtd_Heartbeat_FullMethodName        = "/emberfs.v1.Mgmtd/Heartbeat"
-	Mgmtd_GetRoutingInfo_FullMethodName   = "/emberfs.v1.Mgmtd/GetRoutingInfo"
-	Mgmtd_WatchRouting_FullMethodName     = "/emberfs.v1.Mgmtd/WatchRouting"
-	Mgmtd_CreateChainTable_FullMethodName = "/emberfs.v1.Mgmtd/CreateChainTable"
-	Mgmtd_ListNodes_FullMethodName        = "/emberfs.v1.Mgmtd/ListNodes"
-	Mgmtd_ListTargets_FullMethodName      = "/emberfs.v1.Mgmtd/ListTargets"
-	Mgmtd_ListChains_FullMethodName       = "/emberfs.v1.Mgmtd/ListChains"
-	Mgmtd_ListTables_FullMethodName       = "/emberfs.v1.Mgmtd/ListTables"
-	Mgmtd_SetNodeDisabled_FullMethodName  = "/emberfs.v1.Mgmtd/SetNodeDisabled"
-	Mgmtd_OfflineTarget_FullMethodName    = "/emberfs.v1.Mgmtd/OfflineTarget"
-	Mgmtd_GetConfig_FullMethodName        = "/emberfs.v1.Mgmtd/GetConfig"
-	Mgmtd_SetConfig_FullMethodName        = "/emberfs.v1.Mgmtd/SetConfig"
+	Mgmtd_RegisterNode_FullMethodName     = "/emberfs.mgmtd.v1.Mgmtd/RegisterNode"
+	Mgmtd_Heartbeat_FullMethodName        = "/emberfs.mgmtd.v1.Mgmtd/Heartbeat"
+	Mgmtd_GetRoutingInfo_FullMethodName   = "/emberfs.mgmtd.v1.Mgmtd/GetRoutingInfo"
+	Mgmtd_WatchRouting_FullMethodName     = "/emberfs.mgmtd.v1.Mgmtd/WatchRouting"
+	Mgmtd_CreateChainTable_FullMethodName = "/emberfs.mgmtd.v1.Mgmtd/CreateChainTable"
+	Mgmtd_ListNodes_FullMethodName        = "/emberfs.mgmtd.v1.Mgmtd/ListNodes"
+	Mgmtd_ListTargets_FullMethodName      = "/emberfs.mgmtd.v1.Mgmtd/ListTargets"
+	Mgmtd_ListChains_FullMethodName       = "/emberfs.mgmtd.v1.Mgmtd/ListChains"
+	Mgmtd_ListTables_FullMethodName       = "/emberfs.mgmtd.v1.Mgmtd/ListTables"
+	Mgmtd_SetNodeDisabled_FullMethodName  = "/emberfs.mgmtd.v1.Mgmtd/SetNodeDisabled"
+	Mgmtd_OfflineTarget_FullMethodName    = "/emberfs.mgmtd.v1.Mgmtd/OfflineTarget"
+	Mgmtd_GetConfig_FullMethodName        = "/emberfs.mgmtd.v1.Mgmtd/GetConfig"
+	Mgmtd_SetConfig_FullMethodName        = "/emberfs.mgmtd.v1.Mgmtd/SetConfig"
 )
 
 // MgmtdClient is the client API for Mgmtd service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 type MgmtdClient interface {
-	RegisterNode(ctx context.Context, in *MgmtdRegisterNodeReq, opts ...grpc.CallOption) (*MgmtdRegisterNodeRsp, error)
-	Heartbeat(ctx context.Context, in *MgmtdHeartbeatReq, opts ...grpc.CallOption) (*MgmtdHeartbeatRsp, error)
-	GetRoutingInfo(ctx context.Context, in *MgmtdGetRoutingInfoReq, opts ...grpc.CallOption) (*MgmtdGetRoutingInfoRsp, error)
+	RegisterNode(ctx context.Context, in *RegisterNodeReq, opts ...grpc.CallOption) (*RegisterNodeRsp, error)
+	Heartbeat(ctx context.Context, in *HeartbeatReq, opts ...grpc.CallOption) (*HeartbeatRsp, error)
+	GetRoutingInfo(ctx context.Context, in *GetRoutingInfoReq, opts ...grpc.CallOption) (*GetRoutingInfoRsp, error)
 	// Sends the current routing info (if newer than known_version), then every
 	// later version as it is made. Versions may be coalesced; never reordered.
-	WatchRouting(ctx context.Context, in *MgmtdWatchRoutingReq, opts ...grpc.CallOption) (grpc.ServerStreamingClient[MgmtdRoutingInfo], error)
-	CreateChainTable(ctx context.Context, in *MgmtdCreateChainTableReq, opts ...grpc.CallOption) (*MgmtdCreateChainTableRsp, error)
-	ListNodes(ctx context.Context, in *MgmtdListNodesReq, opts ...grpc.CallOption) (*MgmtdListNodesRsp, error)
-	ListTargets(ctx context.Context, in *MgmtdListTargetsReq, opts ...grpc.CallOption) (*MgmtdListTargetsRsp, error)
-	ListChains(ctx context.Context, in *MgmtdListChainsReq, opts ...grpc.CallOption) (*MgmtdListChainsRsp, error)
-	ListTables(ctx context.Context, in *MgmtdListTablesReq, opts ...grpc.CallOption) (*MgmtdListTablesRsp, error)
-	SetNodeDisabled(ctx context.Context, in *MgmtdSetNodeDisabledReq, opts ...grpc.CallOption) (*MgmtdSetNodeDisabledRsp, error)
-	OfflineTarget(ctx context.Context, in *MgmtdOfflineTargetReq, opts ...grpc.CallOption) (*MgmtdOfflineTargetRsp, error)
-	GetConfig(ctx context.Context, in *MgmtdGetConfigReq, opts ...grpc.CallOption) (*MgmtdGetConfigRsp, error)
-	SetConfig(ctx context.Context, in *MgmtdSetConfigReq, opts ...grpc.CallOption) (*MgmtdSetConfigRsp, error)
+	WatchRouting(ctx context.Context, in *WatchRoutingReq, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RoutingInfo], error)
+	CreateChainTable(ctx context.Context, in *CreateChainTableReq, opts ...grpc.CallOption) (*CreateChainTableRsp, error)
+	ListNodes(ctx context.Context, in *ListNodesReq, opts ...grpc.CallOption) (*ListNodesRsp, error)
+	ListTargets(ctx context.Context, in *ListTargetsReq, opts ...grpc.CallOption) (*ListTargetsRsp, error)
+	ListChains(ctx context.Context, in *ListChainsReq, opts ...grpc.CallOption) (*ListChainsRsp, error)
+	ListTables(ctx context.Context, in *ListTablesReq, opts ...grpc.CallOption) (*ListTablesRsp, error)
+	SetNodeDisabled(ctx context.Context, in *SetNodeDisabledReq, opts ...grpc.CallOption) (*SetNodeDisabledRsp, error)
+	OfflineTarget(ctx context.Context, in *OfflineTargetReq, opts ...grpc.CallOption) (*OfflineTargetRsp, error)
+	GetConfig(ctx context.Context, in *GetConfigReq, opts ...grpc.CallOption) (*GetConfigRsp, error)
+	SetConfig(ctx context.Context, in *SetConfigReq, opts ...grpc.CallOption) (*SetConfigRsp, error)
 }
 
 type mgmtdClient struct {
@@ -67,9 +67,9 @@ func NewMgmtdClient(cc grpc.ClientConnInterface) MgmtdClient {
 	return &mgmtdClient{cc}
 }
 
-func (c *mgmtdClient) RegisterNode(ctx context.Context, in *MgmtdRegisterNodeReq, opts ...grpc.CallOption) (*MgmtdRegisterNodeRsp, error) {
+func (c *mgmtdClient) RegisterNode(ctx context.Context, in *RegisterNodeReq, opts ...grpc.CallOption) (*RegisterNodeRsp, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(MgmtdRegisterNodeRsp)
+	out := new(RegisterNodeRsp)
 	err := c.cc.Invoke(ctx, Mgmtd_RegisterNode_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -77,9 +77,9 @@ func (c *mgmtdClient) RegisterNode(ctx context.Context, in *MgmtdRegisterNodeReq
 	return out, nil
 }
 
-func (c *mgmtdClient) Heartbeat(ctx context.Context, in *MgmtdHeartbeatReq, opts ...grpc.CallOption) (*MgmtdHeartbeatRsp, error) {
+func (c *mgmtdClient) Heartbeat(ctx context.Context, in *HeartbeatReq, opts ...grpc.CallOption) (*HeartbeatRsp, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(MgmtdHeartbeatRsp)
+	out := new(HeartbeatRsp)
 	err := c.cc.Invoke(ctx, Mgmtd_Heartbeat_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -87,9 +87,9 @@ func (c *mgmtdClient) Heartbeat(ctx context.Context, in *MgmtdHeartbeatReq, opts
 	return out, nil
 }
 
-func (c *mgmtdClient) GetRoutingInfo(ctx context.Context, in *MgmtdGetRoutingInfoReq, opts ...grpc.CallOption) (*MgmtdGetRoutingInfoRsp, error) {
+func (c *mgmtdClient) GetRoutingInfo(ctx context.Context, in *GetRoutingInfoReq, opts ...grpc.CallOption) (*GetRoutingInfoRsp, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(MgmtdGetRoutingInfoRsp)
+	out := new(GetRoutingInfoRsp)
 	err := c.cc.Invoke(ctx, Mgmtd_GetRoutingInfo_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -97,13 +97,13 @@ func (c *mgmtdClient) GetRoutingInfo(ctx context.Context, in *MgmtdGetRoutingInf
 	return out, nil
 }
 
-func (c *mgmtdClient) WatchRouting(ctx context.Context, in *MgmtdWatchRoutingReq, opts ...grpc.CallOption) (grpc.ServerStreamingClient[MgmtdRoutingInfo], error) {
+func (c *mgmtdClient) WatchRouting(ctx context.Context, in *WatchRoutingReq, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RoutingInfo], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	stream, err := c.cc.NewStream(ctx, &Mgmtd_ServiceDesc.Streams[0], Mgmtd_WatchRouting_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
-	x := &grpc.GenericClientStream[MgmtdWatchRoutingReq, MgmtdRoutingInfo]{ClientStream: stream}
+	x := &grpc.GenericClientStream[WatchRoutingReq, RoutingInfo]{ClientStream: stream}
 	if err := x.ClientStream.SendMsg(in); err != nil {
 		return nil, err
 	}
@@ -114,11 +114,11 @@ func (c *mgmtdClient) WatchRouting(ctx context.Context, in *MgmtdWatchRoutingReq
 }
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
-type Mgmtd_WatchRoutingClient = grpc.ServerStreamingClient[MgmtdRoutingInfo]
+type Mgmtd_WatchRoutingClient = grpc.ServerStreamingClient[RoutingInfo]
 
-func (c *mgmtdClient) CreateChainTable(ctx context.Context, in *MgmtdCreateChainTableReq, opts ...grpc.CallOption) (*MgmtdCreateChainTableRsp, error) {
+func (c *mgmtdClient) CreateChainTable(ctx context.Context, in *CreateChainTableReq, opts ...grpc.CallOption) (*CreateChainTableRsp, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(MgmtdCreateChainTableRsp)
+	out := new(CreateChainTableRsp)
 	err := c.cc.Invoke(ctx, Mgmtd_CreateChainTable_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -126,9 +126,9 @@ func (c *mgmtdClient) CreateChainTable(ctx context.Context, in *MgmtdCreateChain
 	return out, nil
 }
 
-func (c *mgmtdClient) ListNodes(ctx context.Context, in *MgmtdListNodesReq, opts ...grpc.CallOption) (*MgmtdListNodesRsp, error) {
+func (c *mgmtdClient) ListNodes(ctx context.Context, in *ListNodesReq, opts ...grpc.CallOption) (*ListNodesRsp, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(MgmtdListNodesRsp)
+	out := new(ListNodesRsp)
 	err := c.cc.Invoke(ctx, Mgmtd_ListNodes_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -136,9 +136,9 @@ func (c *mgmtdClient) ListNodes(ctx context.Context, in *MgmtdListNodesReq, opts
 	return out, nil
 }
 
-func (c *mgmtdClient) ListTargets(ctx context.Context, in *MgmtdListTargetsReq, opts ...grpc.CallOption) (*MgmtdListTargetsRsp, error) {
+func (c *mgmtdClient) ListTargets(ctx context.Context, in *ListTargetsReq, opts ...grpc.CallOption) (*ListTargetsRsp, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(MgmtdListTargetsRsp)
+	out := new(ListTargetsRsp)
 	err := c.cc.Invoke(ctx, Mgmtd_ListTargets_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -146,9 +146,9 @@ func (c *mgmtdClient) ListTargets(ctx context.Context, in *MgmtdListTargetsReq, 
 	return out, nil
 }
 
-func (c *mgmtdClient) ListChains(ctx context.Context, in *MgmtdListChainsReq, opts ...grpc.CallOption) (*MgmtdListChainsRsp, error) {
+func (c *mgmtdClient) ListChains(ctx context.Context, in *ListChainsReq, opts ...grpc.CallOption) (*ListChainsRsp, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(MgmtdListChainsRsp)
+	out := new(ListChainsRsp)
 	err := c.cc.Invoke(ctx, Mgmtd_ListChains_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -156,9 +156,9 @@ func (c *mgmtdClient) ListChains(ctx context.Context, in *MgmtdListChainsReq, op
 	return out, nil
 }
 
-func (c *mgmtdClient) ListTables(ctx context.Context, in *MgmtdListTablesReq, opts ...grpc.CallOption) (*MgmtdListTablesRsp, error) {
+func (c *mgmtdClient) ListTables(ctx context.Context, in *ListTablesReq, opts ...grpc.CallOption) (*ListTablesRsp, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(MgmtdListTablesRsp)
+	out := new(ListTablesRsp)
 	err := c.cc.Invoke(ctx, Mgmtd_ListTables_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -166,9 +166,9 @@ func (c *mgmtdClient) ListTables(ctx context.Context, in *MgmtdListTablesReq, op
 	return out, nil
 }
 
-func (c *mgmtdClient) SetNodeDisabled(ctx context.Context, in *MgmtdSetNodeDisabledReq, opts ...grpc.CallOption) (*MgmtdSetNodeDisabledRsp, error) {
+func (c *mgmtdClient) SetNodeDisabled(ctx context.Context, in *SetNodeDisabledReq, opts ...grpc.CallOption) (*SetNodeDisabledRsp, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(MgmtdSetNodeDisabledRsp)
+	out := new(SetNodeDisabledRsp)
 	err := c.cc.Invoke(ctx, Mgmtd_SetNodeDisabled_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -176,9 +176,9 @@ func (c *mgmtdClient) SetNodeDisabled(ctx context.Context, in *MgmtdSetNodeDisab
 	return out, nil
 }
 
-func (c *mgmtdClient) OfflineTarget(ctx context.Context, in *MgmtdOfflineTargetReq, opts ...grpc.CallOption) (*MgmtdOfflineTargetRsp, error) {
+func (c *mgmtdClient) OfflineTarget(ctx context.Context, in *OfflineTargetReq, opts ...grpc.CallOption) (*OfflineTargetRsp, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(MgmtdOfflineTargetRsp)
+	out := new(OfflineTargetRsp)
 	err := c.cc.Invoke(ctx, Mgmtd_OfflineTarget_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -186,9 +186,9 @@ func (c *mgmtdClient) OfflineTarget(ctx context.Context, in *MgmtdOfflineTargetR
 	return out, nil
 }
 
-func (c *mgmtdClient) GetConfig(ctx context.Context, in *MgmtdGetConfigReq, opts ...grpc.CallOption) (*MgmtdGetConfigRsp, error) {
+func (c *mgmtdClient) GetConfig(ctx context.Context, in *GetConfigReq, opts ...grpc.CallOption) (*GetConfigRsp, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(MgmtdGetConfigRsp)
+	out := new(GetConfigRsp)
 	err := c.cc.Invoke(ctx, Mgmtd_GetConfig_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -196,9 +196,9 @@ func (c *mgmtdClient) GetConfig(ctx context.Context, in *MgmtdGetConfigReq, opts
 	return out, nil
 }
 
-func (c *mgmtdClient) SetConfig(ctx context.Context, in *MgmtdSetConfigReq, opts ...grpc.CallOption) (*MgmtdSetConfigRsp, error) {
+func (c *mgmtdClient) SetConfig(ctx context.Context, in *SetConfigReq, opts ...grpc.CallOption) (*SetConfigRsp, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(MgmtdSetConfigRsp)
+	out := new(SetConfigRsp)
 	err := c.cc.Invoke(ctx, Mgmtd_SetConfig_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -210,21 +210,21 @@ func (c *mgmtdClient) SetConfig(ctx context.Context, in *MgmtdSetConfigReq, opts
 // All implementations must embed UnimplementedMgmtdServer
 // for forward compatibility.
 type MgmtdServer interface {
-	RegisterNode(context.Context, *MgmtdRegisterNodeReq) (*MgmtdRegisterNodeRsp, error)
-	Heartbeat(context.Context, *MgmtdHeartbeatReq) (*MgmtdHeartbeatRsp, error)
-	GetRoutingInfo(context.Context, *MgmtdGetRoutingInfoReq) (*MgmtdGetRoutingInfoRsp, error)
+	RegisterNode(context.Context, *RegisterNodeReq) (*RegisterNodeRsp, error)
+	Heartbeat(context.Context, *HeartbeatReq) (*HeartbeatRsp, error)
+	GetRoutingInfo(context.Context, *GetRoutingInfoReq) (*GetRoutingInfoRsp, error)
 	// Sends the current routing info (if newer than known_version), then every
 	// later version as it is made. Versions may be coalesced; never reordered.
-	WatchRouting(*MgmtdWatchRoutingReq, grpc.ServerStreamingServer[MgmtdRoutingInfo]) error
-	CreateChainTable(context.Context, *MgmtdCreateChainTableReq) (*MgmtdCreateChainTableRsp, error)
-	ListNodes(context.Context, *MgmtdListNodesReq) (*MgmtdListNodesRsp, error)
-	ListTargets(context.Context, *MgmtdListTargetsReq) (*MgmtdListTargetsRsp, error)
-	ListChains(context.Context, *MgmtdListChainsReq) (*MgmtdListChainsRsp, error)
-	ListTables(context.Context, *MgmtdListTablesReq) (*MgmtdListTablesRsp, error)
-	SetNodeDisabled(context.Context, *MgmtdSetNodeDisabledReq) (*MgmtdSetNodeDisabledRsp, error)
-	OfflineTarget(context.Context, *MgmtdOfflineTargetReq) (*MgmtdOfflineTargetRsp, error)
-	GetConfig(context.Context, *MgmtdGetConfigReq) (*MgmtdGetConfigRsp, error)
-	SetConfig(context.Context, *MgmtdSetConfigReq) (*MgmtdSetConfigRsp, error)
+	WatchRouting(*WatchRoutingReq, grpc.ServerStreamingServer[RoutingInfo]) error
+	CreateChainTable(context.Context, *CreateChainTableReq) (*CreateChainTableRsp, error)
+	ListNodes(context.Context, *ListNodesReq) (*ListNodesRsp, error)
+	ListTargets(context.Context, *ListTargetsReq) (*ListTargetsRsp, error)
+	ListChains(context.Context, *ListChainsReq) (*ListChainsRsp, error)
+	ListTables(context.Context, *ListTablesReq) (*ListTablesRsp, error)
+	SetNodeDisabled(context.Context, *SetNodeDisabledReq) (*SetNodeDisabledRsp, error)
+	OfflineTarget(context.Context, *OfflineTargetReq) (*OfflineTargetRsp, error)
+	GetConfig(context.Context, *GetConfigReq) (*GetConfigRsp, error)
+	SetConfig(context.Context, *SetConfigReq) (*SetConfigRsp, error)
 	mustEmbedUnimplementedMgmtdServer()
 }
 
@@ -235,43 +235,43 @@ type MgmtdServer interface {
 // pointer dereference when methods are called.
 type UnimplementedMgmtdServer struct{}
 
-func (UnimplementedMgmtdServer) RegisterNode(context.Context, *MgmtdRegisterNodeReq) (*MgmtdRegisterNodeRsp, error) {
+func (UnimplementedMgmtdServer) RegisterNode(context.Context, *RegisterNodeReq) (*RegisterNodeRsp, error) {
 	return nil, status.Error(codes.Unimplemented, "method RegisterNode not implemented")
 }
-func (UnimplementedMgmtdServer) Heartbeat(context.Context, *MgmtdHeartbeatReq) (*MgmtdHeartbeatRsp, error) {
+func (UnimplementedMgmtdServer) Heartbeat(context.Context, *HeartbeatReq) (*HeartbeatRsp, error) {
 	return nil, status.Error(codes.Unimplemented, "method Heartbeat not implemented")
 }
-func (UnimplementedMgmtdServer) GetRoutingInfo(context.Context, *MgmtdGetRoutingInfoReq) (*MgmtdGetRoutingInfoRsp, error) {
+func (UnimplementedMgmtdServer) GetRoutingInfo(context.Context, *GetRoutingInfoReq) (*GetRoutingInfoRsp, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetRoutingInfo not implemented")
 }
-func (UnimplementedMgmtdServer) WatchRouting(*MgmtdWatchRoutingReq, grpc.ServerStreamingServer[MgmtdRoutingInfo]) error {
+func (UnimplementedMgmtdServer) WatchRouting(*WatchRoutingReq, grpc.ServerStreamingServer[RoutingInfo]) error {
 	return status.Error(codes.Unimplemented, "method WatchRouting not implemented")
 }
-func (UnimplementedMgmtdServer) CreateChainTable(context.Context, *MgmtdCreateChainTableReq) (*MgmtdCreateChainTableRsp, error) {
+func (UnimplementedMgmtdServer) CreateChainTable(context.Context, *CreateChainTableReq) (*CreateChainTableRsp, error) {
 	return nil, status.Error(codes.Unimplemented, "method CreateChainTable not implemented")
 }
-func (UnimplementedMgmtdServer) ListNodes(context.Context, *MgmtdListNodesReq) (*MgmtdListNodesRsp, error) {
+func (UnimplementedMgmtdServer) ListNodes(context.Context, *ListNodesReq) (*ListNodesRsp, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListNodes not implemented")
 }
-func (UnimplementedMgmtdServer) ListTargets(context.Context, *MgmtdListTargetsReq) (*MgmtdListTargetsRsp, error) {
+func (UnimplementedMgmtdServer) ListTargets(context.Context, *ListTargetsReq) (*ListTargetsRsp, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListTargets not implemented")
 }
-func (UnimplementedMgmtdServer) ListChains(context.Context, *MgmtdListChainsReq) (*MgmtdListChainsRsp, error) {
+func (UnimplementedMgmtdServer) ListChains(context.Context, *ListChainsReq) (*ListChainsRsp, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListChains not implemented")
 }
-func (UnimplementedMgmtdServer) ListTables(context.Context, *MgmtdListTablesReq) (*MgmtdListTablesRsp, error) {
+func (UnimplementedMgmtdServer) ListTables(context.Context, *ListTablesReq) (*ListTablesRsp, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListTables not implemented")
 }
-func (UnimplementedMgmtdServer) SetNodeDisabled(context.Context, *MgmtdSetNodeDisabledReq) (*MgmtdSetNodeDisabledRsp, error) {
+func (UnimplementedMgmtdServer) SetNodeDisabled(context.Context, *SetNodeDisabledReq) (*SetNodeDisabledRsp, error) {
 	return nil, status.Error(codes.Unimplemented, "method SetNodeDisabled not implemented")
 }
-func (UnimplementedMgmtdServer) OfflineTarget(context.Context, *MgmtdOfflineTargetReq) (*MgmtdOfflineTargetRsp, error) {
+func (UnimplementedMgmtdServer) OfflineTarget(context.Context, *OfflineTargetReq) (*OfflineTargetRsp, error) {
 	return nil, status.Error(codes.Unimplemented, "method OfflineTarget not implemented")
 }
-func (UnimplementedMgmtdServer) GetConfig(context.Context, *MgmtdGetConfigReq) (*MgmtdGetConfigRsp, error) {
+func (UnimplementedMgmtdServer) GetConfig(context.Context, *GetConfigReq) (*GetConfigRsp, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetConfig not implemented")
 }
-func (UnimplementedMgmtdServer) SetConfig(context.Context, *MgmtdSetConfigReq) (*MgmtdSetConfigRsp, error) {
+func (UnimplementedMgmtdServer) SetConfig(context.Context, *SetConfigReq) (*SetConfigRsp, error) {
 	return nil, status.Error(codes.Unimplemented, "method SetConfig not implemented")
 }
 func (UnimplementedMgmtdServer) mustEmbedUnimplementedMgmtdServer() {}
@@ -296,7 +296,7 @@ func RegisterMgmtdServer(s grpc.ServiceRegistrar, srv MgmtdServer) {
 }
 
 func _Mgmtd_RegisterNode_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(MgmtdRegisterNodeReq)
+	in := new(RegisterNodeReq)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -308,13 +308,13 @@ func _Mgmtd_RegisterNode_Handler(srv interface{}, ctx context.Context, dec func(
 		FullMethod: Mgmtd_RegisterNode_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(MgmtdServer).RegisterNode(ctx, req.(*MgmtdRegisterNodeReq))
+		return srv.(MgmtdServer).RegisterNode(ctx, req.(*RegisterNodeReq))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _Mgmtd_Heartbeat_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(MgmtdHeartbeatReq)
+	in := new(HeartbeatReq)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -326,13 +326,13 @@ func _Mgmtd_Heartbeat_Handler(srv interface{}, ctx context.Context, dec func(int
 		FullMethod: Mgmtd_Heartbeat_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(MgmtdServer).Heartbeat(ctx, req.(*MgmtdHeartbeatReq))
+		return srv.(MgmtdServer).Heartbeat(ctx, req.(*HeartbeatReq))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _Mgmtd_GetRoutingInfo_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(MgmtdGetRoutingInfoReq)
+	in := new(GetRoutingInfoReq)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -344,24 +344,24 @@ func _Mgmtd_GetRoutingInfo_Handler(srv interface{}, ctx context.Context, dec fun
 		FullMethod: Mgmtd_GetRoutingInfo_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(MgmtdServer).GetRoutingInfo(ctx, req.(*MgmtdGetRoutingInfoReq))
+		return srv.(MgmtdServer).GetRoutingInfo(ctx, req.(*GetRoutingInfoReq))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _Mgmtd_WatchRouting_Handler(srv interface{}, stream grpc.ServerStream) error {
-	m := new(MgmtdWatchRoutingReq)
+	m := new(WatchRoutingReq)
 	if err := stream.RecvMsg(m); err != nil {
 		return err
 	}
-	return srv.(MgmtdServer).WatchRouting(m, &grpc.GenericServerStream[MgmtdWatchRoutingReq, MgmtdRoutingInfo]{ServerStream: stream})
+	return srv.(MgmtdServer).WatchRouting(m, &grpc.GenericServerStream[WatchRoutingReq, RoutingInfo]{ServerStream: stream})
 }
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
-type Mgmtd_WatchRoutingServer = grpc.ServerStreamingServer[MgmtdRoutingInfo]
+type Mgmtd_WatchRoutingServer = grpc.ServerStreamingServer[RoutingInfo]
 
 func _Mgmtd_CreateChainTable_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(MgmtdCreateChainTableReq)
+	in := new(CreateChainTableReq)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -373,13 +373,13 @@ func _Mgmtd_CreateChainTable_Handler(srv interface{}, ctx context.Context, dec f
 		FullMethod: Mgmtd_CreateChainTable_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(MgmtdServer).CreateChainTable(ctx, req.(*MgmtdCreateChainTableReq))
+		return srv.(MgmtdServer).CreateChainTable(ctx, req.(*CreateChainTableReq))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _Mgmtd_ListNodes_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(MgmtdListNodesReq)
+	in := new(ListNodesReq)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -391,13 +391,13 @@ func _Mgmtd_ListNodes_Handler(srv interface{}, ctx context.Context, dec func(int
 		FullMethod: Mgmtd_ListNodes_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(MgmtdServer).ListNodes(ctx, req.(*MgmtdListNodesReq))
+		return srv.(MgmtdServer).ListNodes(ctx, req.(*ListNodesReq))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _Mgmtd_ListTargets_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(MgmtdListTargetsReq)
+	in := new(ListTargetsReq)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -409,13 +409,13 @@ func _Mgmtd_ListTargets_Handler(srv interface{}, ctx context.Context, dec func(i
 		FullMethod: Mgmtd_ListTargets_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(MgmtdServer).ListTargets(ctx, req.(*MgmtdListTargetsReq))
+		return srv.(MgmtdServer).ListTargets(ctx, req.(*ListTargetsReq))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _Mgmtd_ListChains_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(MgmtdListChainsReq)
+	in := new(ListChainsReq)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -427,13 +427,13 @@ func _Mgmtd_ListChains_Handler(srv interface{}, ctx context.Context, dec func(in
 		FullMethod: Mgmtd_ListChains_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(MgmtdServer).ListChains(ctx, req.(*MgmtdListChainsReq))
+		return srv.(MgmtdServer).ListChains(ctx, req.(*ListChainsReq))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _Mgmtd_ListTables_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(MgmtdListTablesReq)
+	in := new(ListTablesReq)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -445,13 +445,13 @@ func _Mgmtd_ListTables_Handler(srv interface{}, ctx context.Context, dec func(in
 		FullMethod: Mgmtd_ListTables_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(MgmtdServer).ListTables(ctx, req.(*MgmtdListTablesReq))
+		return srv.(MgmtdServer).ListTables(ctx, req.(*ListTablesReq))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _Mgmtd_SetNodeDisabled_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(MgmtdSetNodeDisabledReq)
+	in := new(SetNodeDisabledReq)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -463,13 +463,13 @@ func _Mgmtd_SetNodeDisabled_Handler(srv interface{}, ctx context.Context, dec fu
 		FullMethod: Mgmtd_SetNodeDisabled_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(MgmtdServer).SetNodeDisabled(ctx, req.(*MgmtdSetNodeDisabledReq))
+		return srv.(MgmtdServer).SetNodeDisabled(ctx, req.(*SetNodeDisabledReq))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _Mgmtd_OfflineTarget_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(MgmtdOfflineTargetReq)
+	in := new(OfflineTargetReq)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -481,13 +481,13 @@ func _Mgmtd_OfflineTarget_Handler(srv interface{}, ctx context.Context, dec func
 		FullMethod: Mgmtd_OfflineTarget_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(MgmtdServer).OfflineTarget(ctx, req.(*MgmtdOfflineTargetReq))
+		return srv.(MgmtdServer).OfflineTarget(ctx, req.(*OfflineTargetReq))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _Mgmtd_GetConfig_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(MgmtdGetConfigReq)
+	in := new(GetConfigReq)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -499,13 +499,13 @@ func _Mgmtd_GetConfig_Handler(srv interface{}, ctx context.Context, dec func(int
 		FullMethod: Mgmtd_GetConfig_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(MgmtdServer).GetConfig(ctx, req.(*MgmtdGetConfigReq))
+		return srv.(MgmtdServer).GetConfig(ctx, req.(*GetConfigReq))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _Mgmtd_SetConfig_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(MgmtdSetConfigReq)
+	in := new(SetConfigReq)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -517,7 +517,7 @@ func _Mgmtd_SetConfig_Handler(srv interface{}, ctx context.Context, dec func(int
 		FullMethod: Mgmtd_SetConfig_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(MgmtdServer).SetConfig(ctx, req.(*MgmtdSetConfigReq))
+		return srv.(MgmtdServer).SetConfig(ctx, req.(*SetConfigReq))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -526,7 +526,7 @@ func _Mgmtd_SetConfig_Handler(srv interface{}, ctx context.Context, dec func(int
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
 var Mgmtd_ServiceDesc = grpc.ServiceDesc{
-	ServiceName: "emberfs.v1.Mgmtd",
+	ServiceName: "emberfs.mgmtd.v1.Mgmtd",
 	HandlerType: (*MgmtdServer)(nil),
 	Methods: []grpc.MethodDesc{
 		{

@@ -1,5 +1,5 @@
 // meta: the metadata service, the POSIX namespace over the transactional KV.
-// Every call carries the caller's credentials (MetaUser) for permission
+// Every call carries the caller's credentials (User) for permission
 // checks; failures are errcode statuses whose errno is the POSIX one.
 // See docs/meta.md and the Go API in service/meta (the same operations).
 
@@ -9,7 +9,7 @@
 // 	protoc        v3.21.12
 // source: meta.proto
 
-package pb
+package metapb
 
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
@@ -26,7 +26,7 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-type MetaUser struct {
+type User struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Uid           uint32                 `protobuf:"varint,1,opt,name=uid,proto3" json:"uid,omitempty"`
 	Gid           uint32                 `protobuf:"varint,2,opt,name=gid,proto3" json:"gid,omitempty"`
@@ -35,20 +35,20 @@ type MetaUser struct {
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *MetaUser) Reset() {
-	*x = MetaUser{}
+func (x *User) Reset() {
+	*x = User{}
 	mi := &file_meta_proto_msgTypes[0]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *MetaUser) String() string {
+func (x *User) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*MetaUser) ProtoMessage() {}
+func (*User) ProtoMessage() {}
 
-func (x *MetaUser) ProtoReflect() protoreflect.Message {
+func (x *User) ProtoReflect() protoreflect.Message {
 	mi := &file_meta_proto_msgTypes[0]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -60,26 +60,26 @@ func (x *MetaUser) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use MetaUser.ProtoReflect.Descriptor instead.
-func (*MetaUser) Descriptor() ([]byte, []int) {
+// Deprecated: Use User.ProtoReflect.Descriptor instead.
+func (*User) Descriptor() ([]byte, []int) {
 	return file_meta_proto_rawDescGZIP(), []int{0}
 }
 
-func (x *MetaUser) GetUid() uint32 {
+func (x *User) GetUid() uint32 {
 	if x != nil {
 		return x.Uid
 	}
 	return 0
 }
 
-func (x *MetaUser) GetGid() uint32 {
+func (x *User) GetGid() uint32 {
 	if x != nil {
 		return x.Gid
 	}
 	return 0
 }
 
-func (x *MetaUser) GetGroups() []uint32 {
+func (x *User) GetGroups() []uint32 {
 	if x != nil {
 		return x.Groups
 	}
@@ -88,7 +88,7 @@ func (x *MetaUser) GetGroups() []uint32 {
 
 // A path resolved from directory `parent` (0 or an absolute path: "/");
 // an empty path names `parent` itself.
-type MetaPathAt struct {
+type PathAt struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Parent        uint64                 `protobuf:"varint,1,opt,name=parent,proto3" json:"parent,omitempty"`
 	Path          string                 `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
@@ -97,20 +97,20 @@ type MetaPathAt struct {
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *MetaPathAt) Reset() {
-	*x = MetaPathAt{}
+func (x *PathAt) Reset() {
+	*x = PathAt{}
 	mi := &file_meta_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *MetaPathAt) String() string {
+func (x *PathAt) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*MetaPathAt) ProtoMessage() {}
+func (*PathAt) ProtoMessage() {}
 
-func (x *MetaPathAt) ProtoReflect() protoreflect.Message {
+func (x *PathAt) ProtoReflect() protoreflect.Message {
 	mi := &file_meta_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -122,33 +122,33 @@ func (x *MetaPathAt) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use MetaPathAt.ProtoReflect.Descriptor instead.
-func (*MetaPathAt) Descriptor() ([]byte, []int) {
+// Deprecated: Use PathAt.ProtoReflect.Descriptor instead.
+func (*PathAt) Descriptor() ([]byte, []int) {
 	return file_meta_proto_rawDescGZIP(), []int{1}
 }
 
-func (x *MetaPathAt) GetParent() uint64 {
+func (x *PathAt) GetParent() uint64 {
 	if x != nil {
 		return x.Parent
 	}
 	return 0
 }
 
-func (x *MetaPathAt) GetPath() string {
+func (x *PathAt) GetPath() string {
 	if x != nil {
 		return x.Path
 	}
 	return ""
 }
 
-func (x *MetaPathAt) GetNoFollow() bool {
+func (x *PathAt) GetNoFollow() bool {
 	if x != nil {
 		return x.NoFollow
 	}
 	return false
 }
 
-type MetaLayout struct {
+type Layout struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ChainTable    uint32                 `protobuf:"varint,1,opt,name=chain_table,json=chainTable,proto3" json:"chain_table,omitempty"`
 	ChunkSize     uint32                 `protobuf:"varint,2,opt,name=chunk_size,json=chunkSize,proto3" json:"chunk_size,omitempty"`
@@ -159,20 +159,20 @@ type MetaLayout struct {
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *MetaLayout) Reset() {
-	*x = MetaLayout{}
+func (x *Layout) Reset() {
+	*x = Layout{}
 	mi := &file_meta_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *MetaLayout) String() string {
+func (x *Layout) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*MetaLayout) ProtoMessage() {}
+func (*Layout) ProtoMessage() {}
 
-func (x *MetaLayout) ProtoReflect() protoreflect.Message {
+func (x *Layout) ProtoReflect() protoreflect.Message {
 	mi := &file_meta_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -184,47 +184,47 @@ func (x *MetaLayout) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use MetaLayout.ProtoReflect.Descriptor instead.
-func (*MetaLayout) Descriptor() ([]byte, []int) {
+// Deprecated: Use Layout.ProtoReflect.Descriptor instead.
+func (*Layout) Descriptor() ([]byte, []int) {
 	return file_meta_proto_rawDescGZIP(), []int{2}
 }
 
-func (x *MetaLayout) GetChainTable() uint32 {
+func (x *Layout) GetChainTable() uint32 {
 	if x != nil {
 		return x.ChainTable
 	}
 	return 0
 }
 
-func (x *MetaLayout) GetChunkSize() uint32 {
+func (x *Layout) GetChunkSize() uint32 {
 	if x != nil {
 		return x.ChunkSize
 	}
 	return 0
 }
 
-func (x *MetaLayout) GetStripeSize() uint32 {
+func (x *Layout) GetStripeSize() uint32 {
 	if x != nil {
 		return x.StripeSize
 	}
 	return 0
 }
 
-func (x *MetaLayout) GetChainBegin() uint32 {
+func (x *Layout) GetChainBegin() uint32 {
 	if x != nil {
 		return x.ChainBegin
 	}
 	return 0
 }
 
-func (x *MetaLayout) GetSeed() uint64 {
+func (x *Layout) GetSeed() uint64 {
 	if x != nil {
 		return x.Seed
 	}
 	return 0
 }
 
-type MetaInode struct {
+type Inode struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
 	Type          uint32                 `protobuf:"varint,2,opt,name=type,proto3" json:"type,omitempty"` // 1 file, 2 directory, 3 symlink
@@ -237,27 +237,27 @@ type MetaInode struct {
 	MtimeNs       int64                  `protobuf:"varint,9,opt,name=mtime_ns,json=mtimeNs,proto3" json:"mtime_ns,omitempty"`
 	CtimeNs       int64                  `protobuf:"varint,10,opt,name=ctime_ns,json=ctimeNs,proto3" json:"ctime_ns,omitempty"`
 	Parent        uint64                 `protobuf:"varint,11,opt,name=parent,proto3" json:"parent,omitempty"`
-	Layout        *MetaLayout            `protobuf:"bytes,12,opt,name=layout,proto3" json:"layout,omitempty"`
+	Layout        *Layout                `protobuf:"bytes,12,opt,name=layout,proto3" json:"layout,omitempty"`
 	Target        string                 `protobuf:"bytes,13,opt,name=target,proto3" json:"target,omitempty"`
 	Detached      bool                   `protobuf:"varint,14,opt,name=detached,proto3" json:"detached,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *MetaInode) Reset() {
-	*x = MetaInode{}
+func (x *Inode) Reset() {
+	*x = Inode{}
 	mi := &file_meta_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *MetaInode) String() string {
+func (x *Inode) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*MetaInode) ProtoMessage() {}
+func (*Inode) ProtoMessage() {}
 
-func (x *MetaInode) ProtoReflect() protoreflect.Message {
+func (x *Inode) ProtoReflect() protoreflect.Message {
 	mi := &file_meta_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -269,129 +269,129 @@ func (x *MetaInode) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use MetaInode.ProtoReflect.Descriptor instead.
-func (*MetaInode) Descriptor() ([]byte, []int) {
+// Deprecated: Use Inode.ProtoReflect.Descriptor instead.
+func (*Inode) Descriptor() ([]byte, []int) {
 	return file_meta_proto_rawDescGZIP(), []int{3}
 }
 
-func (x *MetaInode) GetId() uint64 {
+func (x *Inode) GetId() uint64 {
 	if x != nil {
 		return x.Id
 	}
 	return 0
 }
 
-func (x *MetaInode) GetType() uint32 {
+func (x *Inode) GetType() uint32 {
 	if x != nil {
 		return x.Type
 	}
 	return 0
 }
 
-func (x *MetaInode) GetMode() uint32 {
+func (x *Inode) GetMode() uint32 {
 	if x != nil {
 		return x.Mode
 	}
 	return 0
 }
 
-func (x *MetaInode) GetUid() uint32 {
+func (x *Inode) GetUid() uint32 {
 	if x != nil {
 		return x.Uid
 	}
 	return 0
 }
 
-func (x *MetaInode) GetGid() uint32 {
+func (x *Inode) GetGid() uint32 {
 	if x != nil {
 		return x.Gid
 	}
 	return 0
 }
 
-func (x *MetaInode) GetNlink() uint32 {
+func (x *Inode) GetNlink() uint32 {
 	if x != nil {
 		return x.Nlink
 	}
 	return 0
 }
 
-func (x *MetaInode) GetSize() uint64 {
+func (x *Inode) GetSize() uint64 {
 	if x != nil {
 		return x.Size
 	}
 	return 0
 }
 
-func (x *MetaInode) GetAtimeNs() int64 {
+func (x *Inode) GetAtimeNs() int64 {
 	if x != nil {
 		return x.AtimeNs
 	}
 	return 0
 }
 
-func (x *MetaInode) GetMtimeNs() int64 {
+func (x *Inode) GetMtimeNs() int64 {
 	if x != nil {
 		return x.MtimeNs
 	}
 	return 0
 }
 
-func (x *MetaInode) GetCtimeNs() int64 {
+func (x *Inode) GetCtimeNs() int64 {
 	if x != nil {
 		return x.CtimeNs
 	}
 	return 0
 }
 
-func (x *MetaInode) GetParent() uint64 {
+func (x *Inode) GetParent() uint64 {
 	if x != nil {
 		return x.Parent
 	}
 	return 0
 }
 
-func (x *MetaInode) GetLayout() *MetaLayout {
+func (x *Inode) GetLayout() *Layout {
 	if x != nil {
 		return x.Layout
 	}
 	return nil
 }
 
-func (x *MetaInode) GetTarget() string {
+func (x *Inode) GetTarget() string {
 	if x != nil {
 		return x.Target
 	}
 	return ""
 }
 
-func (x *MetaInode) GetDetached() bool {
+func (x *Inode) GetDetached() bool {
 	if x != nil {
 		return x.Detached
 	}
 	return false
 }
 
-type MetaStatFSReq struct {
+type StatFSReq struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *MetaStatFSReq) Reset() {
-	*x = MetaStatFSReq{}
+func (x *StatFSReq) Reset() {
+	*x = StatFSReq{}
 	mi := &file_meta_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *MetaStatFSReq) String() string {
+func (x *StatFSReq) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*MetaStatFSReq) ProtoMessage() {}
+func (*StatFSReq) ProtoMessage() {}
 
-func (x *MetaStatFSReq) ProtoReflect() protoreflect.Message {
+func (x *StatFSReq) ProtoReflect() protoreflect.Message {
 	mi := &file_meta_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -403,12 +403,12 @@ func (x *MetaStatFSReq) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use MetaStatFSReq.ProtoReflect.Descriptor instead.
-func (*MetaStatFSReq) Descriptor() ([]byte, []int) {
+// Deprecated: Use StatFSReq.ProtoReflect.Descriptor instead.
+func (*StatFSReq) Descriptor() ([]byte, []int) {
 	return file_meta_proto_rawDescGZIP(), []int{4}
 }
 
-type MetaStatFSResp struct {
+type StatFSResp struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	Capacity        uint64                 `protobuf:"varint,1,opt,name=capacity,proto3" json:"capacity,omitempty"`
 	Free            uint64                 `protobuf:"varint,2,opt,name=free,proto3" json:"free,omitempty"`
@@ -417,20 +417,20 @@ type MetaStatFSResp struct {
 	sizeCache       protoimpl.SizeCache
 }
 
-func (x *MetaStatFSResp) Reset() {
-	*x = MetaStatFSResp{}
+func (x *StatFSResp) Reset() {
+	*x = StatFSResp{}
 	mi := &file_meta_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *MetaStatFSResp) String() string {
+func (x *StatFSResp) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*MetaStatFSResp) ProtoMessage() {}
+func (*StatFSResp) ProtoMessage() {}
 
-func (x *MetaStatFSResp) ProtoReflect() protoreflect.Message {
+func (x *StatFSResp) ProtoReflect() protoreflect.Message {
 	mi := &file_meta_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -442,54 +442,54 @@ func (x *MetaStatFSResp) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use MetaStatFSResp.ProtoReflect.Descriptor instead.
-func (*MetaStatFSResp) Descriptor() ([]byte, []int) {
+// Deprecated: Use StatFSResp.ProtoReflect.Descriptor instead.
+func (*StatFSResp) Descriptor() ([]byte, []int) {
 	return file_meta_proto_rawDescGZIP(), []int{5}
 }
 
-func (x *MetaStatFSResp) GetCapacity() uint64 {
+func (x *StatFSResp) GetCapacity() uint64 {
 	if x != nil {
 		return x.Capacity
 	}
 	return 0
 }
 
-func (x *MetaStatFSResp) GetFree() uint64 {
+func (x *StatFSResp) GetFree() uint64 {
 	if x != nil {
 		return x.Free
 	}
 	return 0
 }
 
-func (x *MetaStatFSResp) GetInodesAllocated() uint64 {
+func (x *StatFSResp) GetInodesAllocated() uint64 {
 	if x != nil {
 		return x.InodesAllocated
 	}
 	return 0
 }
 
-type MetaStatReq struct {
+type StatReq struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	User          *MetaUser              `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
-	Path          *MetaPathAt            `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	User          *User                  `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	Path          *PathAt                `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *MetaStatReq) Reset() {
-	*x = MetaStatReq{}
+func (x *StatReq) Reset() {
+	*x = StatReq{}
 	mi := &file_meta_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *MetaStatReq) String() string {
+func (x *StatReq) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*MetaStatReq) ProtoMessage() {}
+func (*StatReq) ProtoMessage() {}
 
-func (x *MetaStatReq) ProtoReflect() protoreflect.Message {
+func (x *StatReq) ProtoReflect() protoreflect.Message {
 	mi := &file_meta_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -501,46 +501,46 @@ func (x *MetaStatReq) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use MetaStatReq.ProtoReflect.Descriptor instead.
-func (*MetaStatReq) Descriptor() ([]byte, []int) {
+// Deprecated: Use StatReq.ProtoReflect.Descriptor instead.
+func (*StatReq) Descriptor() ([]byte, []int) {
 	return file_meta_proto_rawDescGZIP(), []int{6}
 }
 
-func (x *MetaStatReq) GetUser() *MetaUser {
+func (x *StatReq) GetUser() *User {
 	if x != nil {
 		return x.User
 	}
 	return nil
 }
 
-func (x *MetaStatReq) GetPath() *MetaPathAt {
+func (x *StatReq) GetPath() *PathAt {
 	if x != nil {
 		return x.Path
 	}
 	return nil
 }
 
-type MetaInodeResp struct {
+type InodeResp struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Inode         *MetaInode             `protobuf:"bytes,1,opt,name=inode,proto3" json:"inode,omitempty"`
+	Inode         *Inode                 `protobuf:"bytes,1,opt,name=inode,proto3" json:"inode,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *MetaInodeResp) Reset() {
-	*x = MetaInodeResp{}
+func (x *InodeResp) Reset() {
+	*x = InodeResp{}
 	mi := &file_meta_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *MetaInodeResp) String() string {
+func (x *InodeResp) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*MetaInodeResp) ProtoMessage() {}
+func (*InodeResp) ProtoMessage() {}
 
-func (x *MetaInodeResp) ProtoReflect() protoreflect.Message {
+func (x *InodeResp) ProtoReflect() protoreflect.Message {
 	mi := &file_meta_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -552,39 +552,39 @@ func (x *MetaInodeResp) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use MetaInodeResp.ProtoReflect.Descriptor instead.
-func (*MetaInodeResp) Descriptor() ([]byte, []int) {
+// Deprecated: Use InodeResp.ProtoReflect.Descriptor instead.
+func (*InodeResp) Descriptor() ([]byte, []int) {
 	return file_meta_proto_rawDescGZIP(), []int{7}
 }
 
-func (x *MetaInodeResp) GetInode() *MetaInode {
+func (x *InodeResp) GetInode() *Inode {
 	if x != nil {
 		return x.Inode
 	}
 	return nil
 }
 
-type MetaBatchStatReq struct {
+type BatchStatReq struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Ids           []uint64               `protobuf:"varint,1,rep,packed,name=ids,proto3" json:"ids,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *MetaBatchStatReq) Reset() {
-	*x = MetaBatchStatReq{}
+func (x *BatchStatReq) Reset() {
+	*x = BatchStatReq{}
 	mi := &file_meta_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *MetaBatchStatReq) String() string {
+func (x *BatchStatReq) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*MetaBatchStatReq) ProtoMessage() {}
+func (*BatchStatReq) ProtoMessage() {}
 
-func (x *MetaBatchStatReq) ProtoReflect() protoreflect.Message {
+func (x *BatchStatReq) ProtoReflect() protoreflect.Message {
 	mi := &file_meta_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -596,41 +596,41 @@ func (x *MetaBatchStatReq) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use MetaBatchStatReq.ProtoReflect.Descriptor instead.
-func (*MetaBatchStatReq) Descriptor() ([]byte, []int) {
+// Deprecated: Use BatchStatReq.ProtoReflect.Descriptor instead.
+func (*BatchStatReq) Descriptor() ([]byte, []int) {
 	return file_meta_proto_rawDescGZIP(), []int{8}
 }
 
-func (x *MetaBatchStatReq) GetIds() []uint64 {
+func (x *BatchStatReq) GetIds() []uint64 {
 	if x != nil {
 		return x.Ids
 	}
 	return nil
 }
 
-type MetaBatchStatResp struct {
+type BatchStatResp struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// One entry per id; found=false for a missing inode.
-	Inodes        []*MetaInode `protobuf:"bytes,1,rep,name=inodes,proto3" json:"inodes,omitempty"`
-	Found         []bool       `protobuf:"varint,2,rep,packed,name=found,proto3" json:"found,omitempty"`
+	Inodes        []*Inode `protobuf:"bytes,1,rep,name=inodes,proto3" json:"inodes,omitempty"`
+	Found         []bool   `protobuf:"varint,2,rep,packed,name=found,proto3" json:"found,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *MetaBatchStatResp) Reset() {
-	*x = MetaBatchStatResp{}
+func (x *BatchStatResp) Reset() {
+	*x = BatchStatResp{}
 	mi := &file_meta_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *MetaBatchStatResp) String() string {
+func (x *BatchStatResp) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*MetaBatchStatResp) ProtoMessage() {}
+func (*BatchStatResp) ProtoMessage() {}
 
-func (x *MetaBatchStatResp) ProtoReflect() protoreflect.Message {
+func (x *BatchStatResp) ProtoReflect() protoreflect.Message {
 	mi := &file_meta_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -642,47 +642,47 @@ func (x *MetaBatchStatResp) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use MetaBatchStatResp.ProtoReflect.Descriptor instead.
-func (*MetaBatchStatResp) Descriptor() ([]byte, []int) {
+// Deprecated: Use BatchStatResp.ProtoReflect.Descriptor instead.
+func (*BatchStatResp) Descriptor() ([]byte, []int) {
 	return file_meta_proto_rawDescGZIP(), []int{9}
 }
 
-func (x *MetaBatchStatResp) GetInodes() []*MetaInode {
+func (x *BatchStatResp) GetInodes() []*Inode {
 	if x != nil {
 		return x.Inodes
 	}
 	return nil
 }
 
-func (x *MetaBatchStatResp) GetFound() []bool {
+func (x *BatchStatResp) GetFound() []bool {
 	if x != nil {
 		return x.Found
 	}
 	return nil
 }
 
-type MetaBatchStatPathsReq struct {
+type BatchStatPathsReq struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	User          *MetaUser              `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
-	Paths         []*MetaPathAt          `protobuf:"bytes,2,rep,name=paths,proto3" json:"paths,omitempty"`
+	User          *User                  `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	Paths         []*PathAt              `protobuf:"bytes,2,rep,name=paths,proto3" json:"paths,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *MetaBatchStatPathsReq) Reset() {
-	*x = MetaBatchStatPathsReq{}
+func (x *BatchStatPathsReq) Reset() {
+	*x = BatchStatPathsReq{}
 	mi := &file_meta_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *MetaBatchStatPathsReq) String() string {
+func (x *BatchStatPathsReq) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*MetaBatchStatPathsReq) ProtoMessage() {}
+func (*BatchStatPathsReq) ProtoMessage() {}
 
-func (x *MetaBatchStatPathsReq) ProtoReflect() protoreflect.Message {
+func (x *BatchStatPathsReq) ProtoReflect() protoreflect.Message {
 	mi := &file_meta_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -694,28 +694,28 @@ func (x *MetaBatchStatPathsReq) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use MetaBatchStatPathsReq.ProtoReflect.Descriptor instead.
-func (*MetaBatchStatPathsReq) Descriptor() ([]byte, []int) {
+// Deprecated: Use BatchStatPathsReq.ProtoReflect.Descriptor instead.
+func (*BatchStatPathsReq) Descriptor() ([]byte, []int) {
 	return file_meta_proto_rawDescGZIP(), []int{10}
 }
 
-func (x *MetaBatchStatPathsReq) GetUser() *MetaUser {
+func (x *BatchStatPathsReq) GetUser() *User {
 	if x != nil {
 		return x.User
 	}
 	return nil
 }
 
-func (x *MetaBatchStatPathsReq) GetPaths() []*MetaPathAt {
+func (x *BatchStatPathsReq) GetPaths() []*PathAt {
 	if x != nil {
 		return x.Paths
 	}
 	return nil
 }
 
-type MetaBatchStatPathsResp struct {
+type BatchStatPathsResp struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
-	Inodes []*MetaInode           `protobuf:"bytes,1,rep,name=inodes,proto3" json:"inodes,omitempty"`
+	Inodes []*Inode               `protobuf:"bytes,1,rep,name=inodes,proto3" json:"inodes,omitempty"`
 	// Per path: 0 on success, else the errcode code, errno and message.
 	Codes         []uint32 `protobuf:"varint,2,rep,packed,name=codes,proto3" json:"codes,omitempty"`
 	Errnos        []uint32 `protobuf:"varint,3,rep,packed,name=errnos,proto3" json:"errnos,omitempty"`
@@ -724,20 +724,20 @@ type MetaBatchStatPathsResp struct {
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *MetaBatchStatPathsResp) Reset() {
-	*x = MetaBatchStatPathsResp{}
+func (x *BatchStatPathsResp) Reset() {
+	*x = BatchStatPathsResp{}
 	mi := &file_meta_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *MetaBatchStatPathsResp) String() string {
+func (x *BatchStatPathsResp) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*MetaBatchStatPathsResp) ProtoMessage() {}
+func (*BatchStatPathsResp) ProtoMessage() {}
 
-func (x *MetaBatchStatPathsResp) ProtoReflect() protoreflect.Message {
+func (x *BatchStatPathsResp) ProtoReflect() protoreflect.Message {
 	mi := &file_meta_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -749,62 +749,62 @@ func (x *MetaBatchStatPathsResp) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use MetaBatchStatPathsResp.ProtoReflect.Descriptor instead.
-func (*MetaBatchStatPathsResp) Descriptor() ([]byte, []int) {
+// Deprecated: Use BatchStatPathsResp.ProtoReflect.Descriptor instead.
+func (*BatchStatPathsResp) Descriptor() ([]byte, []int) {
 	return file_meta_proto_rawDescGZIP(), []int{11}
 }
 
-func (x *MetaBatchStatPathsResp) GetInodes() []*MetaInode {
+func (x *BatchStatPathsResp) GetInodes() []*Inode {
 	if x != nil {
 		return x.Inodes
 	}
 	return nil
 }
 
-func (x *MetaBatchStatPathsResp) GetCodes() []uint32 {
+func (x *BatchStatPathsResp) GetCodes() []uint32 {
 	if x != nil {
 		return x.Codes
 	}
 	return nil
 }
 
-func (x *MetaBatchStatPathsResp) GetErrnos() []uint32 {
+func (x *BatchStatPathsResp) GetErrnos() []uint32 {
 	if x != nil {
 		return x.Errnos
 	}
 	return nil
 }
 
-func (x *MetaBatchStatPathsResp) GetMessages() []string {
+func (x *BatchStatPathsResp) GetMessages() []string {
 	if x != nil {
 		return x.Messages
 	}
 	return nil
 }
 
-type MetaLookupReq struct {
+type LookupReq struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	User          *MetaUser              `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	User          *User                  `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
 	Parent        uint64                 `protobuf:"varint,2,opt,name=parent,proto3" json:"parent,omitempty"`
 	Name          string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *MetaLookupReq) Reset() {
-	*x = MetaLookupReq{}
+func (x *LookupReq) Reset() {
+	*x = LookupReq{}
 	mi := &file_meta_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *MetaLookupReq) String() string {
+func (x *LookupReq) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*MetaLookupReq) ProtoMessage() {}
+func (*LookupReq) ProtoMessage() {}
 
-func (x *MetaLookupReq) ProtoReflect() protoreflect.Message {
+func (x *LookupReq) ProtoReflect() protoreflect.Message {
 	mi := &file_meta_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -816,61 +816,61 @@ func (x *MetaLookupReq) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use MetaLookupReq.ProtoReflect.Descriptor instead.
-func (*MetaLookupReq) Descriptor() ([]byte, []int) {
+// Deprecated: Use LookupReq.ProtoReflect.Descriptor instead.
+func (*LookupReq) Descriptor() ([]byte, []int) {
 	return file_meta_proto_rawDescGZIP(), []int{12}
 }
 
-func (x *MetaLookupReq) GetUser() *MetaUser {
+func (x *LookupReq) GetUser() *User {
 	if x != nil {
 		return x.User
 	}
 	return nil
 }
 
-func (x *MetaLookupReq) GetParent() uint64 {
+func (x *LookupReq) GetParent() uint64 {
 	if x != nil {
 		return x.Parent
 	}
 	return 0
 }
 
-func (x *MetaLookupReq) GetName() string {
+func (x *LookupReq) GetName() string {
 	if x != nil {
 		return x.Name
 	}
 	return ""
 }
 
-type MetaCreateReq struct {
+type CreateReq struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	User          *MetaUser              `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
-	Path          *MetaPathAt            `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	User          *User                  `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	Path          *PathAt                `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
 	Mode          uint32                 `protobuf:"varint,3,opt,name=mode,proto3" json:"mode,omitempty"`
 	Exclusive     bool                   `protobuf:"varint,4,opt,name=exclusive,proto3" json:"exclusive,omitempty"`
 	Truncate      bool                   `protobuf:"varint,5,opt,name=truncate,proto3" json:"truncate,omitempty"`
 	Read          bool                   `protobuf:"varint,6,opt,name=read,proto3" json:"read,omitempty"`
 	Write         bool                   `protobuf:"varint,7,opt,name=write,proto3" json:"write,omitempty"`
 	ClientId      string                 `protobuf:"bytes,8,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
-	Layout        *MetaLayout            `protobuf:"bytes,9,opt,name=layout,proto3" json:"layout,omitempty"` // optional override of the directory default
+	Layout        *Layout                `protobuf:"bytes,9,opt,name=layout,proto3" json:"layout,omitempty"` // optional override of the directory default
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *MetaCreateReq) Reset() {
-	*x = MetaCreateReq{}
+func (x *CreateReq) Reset() {
+	*x = CreateReq{}
 	mi := &file_meta_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *MetaCreateReq) String() string {
+func (x *CreateReq) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*MetaCreateReq) ProtoMessage() {}
+func (*CreateReq) ProtoMessage() {}
 
-func (x *MetaCreateReq) ProtoReflect() protoreflect.Message {
+func (x *CreateReq) ProtoReflect() protoreflect.Message {
 	mi := &file_meta_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -882,78 +882,78 @@ func (x *MetaCreateReq) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use MetaCreateReq.ProtoReflect.Descriptor instead.
-func (*MetaCreateReq) Descriptor() ([]byte, []int) {
+// Deprecated: Use CreateReq.ProtoReflect.Descriptor instead.
+func (*CreateReq) Descriptor() ([]byte, []int) {
 	return file_meta_proto_rawDescGZIP(), []int{13}
 }
 
-func (x *MetaCreateReq) GetUser() *MetaUser {
+func (x *CreateReq) GetUser() *User {
 	if x != nil {
 		return x.User
 	}
 	return nil
 }
 
-func (x *MetaCreateReq) GetPath() *MetaPathAt {
+func (x *CreateReq) GetPath() *PathAt {
 	if x != nil {
 		return x.Path
 	}
 	return nil
 }
 
-func (x *MetaCreateReq) GetMode() uint32 {
+func (x *CreateReq) GetMode() uint32 {
 	if x != nil {
 		return x.Mode
 	}
 	return 0
 }
 
-func (x *MetaCreateReq) GetExclusive() bool {
+func (x *CreateReq) GetExclusive() bool {
 	if x != nil {
 		return x.Exclusive
 	}
 	return false
 }
 
-func (x *MetaCreateReq) GetTruncate() bool {
+func (x *CreateReq) GetTruncate() bool {
 	if x != nil {
 		return x.Truncate
 	}
 	return false
 }
 
-func (x *MetaCreateReq) GetRead() bool {
+func (x *CreateReq) GetRead() bool {
 	if x != nil {
 		return x.Read
 	}
 	return false
 }
 
-func (x *MetaCreateReq) GetWrite() bool {
+func (x *CreateReq) GetWrite() bool {
 	if x != nil {
 		return x.Write
 	}
 	return false
 }
 
-func (x *MetaCreateReq) GetClientId() string {
+func (x *CreateReq) GetClientId() string {
 	if x != nil {
 		return x.ClientId
 	}
 	return ""
 }
 
-func (x *MetaCreateReq) GetLayout() *MetaLayout {
+func (x *CreateReq) GetLayout() *Layout {
 	if x != nil {
 		return x.Layout
 	}
 	return nil
 }
 
-type MetaOpenReq struct {
+type OpenReq struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	User          *MetaUser              `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
-	Path          *MetaPathAt            `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	User          *User                  `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	Path          *PathAt                `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
 	Read          bool                   `protobuf:"varint,3,opt,name=read,proto3" json:"read,omitempty"`
 	Write         bool                   `protobuf:"varint,4,opt,name=write,proto3" json:"write,omitempty"`
 	Truncate      bool                   `protobuf:"varint,5,opt,name=truncate,proto3" json:"truncate,omitempty"`
@@ -962,20 +962,20 @@ type MetaOpenReq struct {
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *MetaOpenReq) Reset() {
-	*x = MetaOpenReq{}
+func (x *OpenReq) Reset() {
+	*x = OpenReq{}
 	mi := &file_meta_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *MetaOpenReq) String() string {
+func (x *OpenReq) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*MetaOpenReq) ProtoMessage() {}
+func (*OpenReq) ProtoMessage() {}
 
-func (x *MetaOpenReq) ProtoReflect() protoreflect.Message {
+func (x *OpenReq) ProtoReflect() protoreflect.Message {
 	mi := &file_meta_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -987,76 +987,76 @@ func (x *MetaOpenReq) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use MetaOpenReq.ProtoReflect.Descriptor instead.
-func (*MetaOpenReq) Descriptor() ([]byte, []int) {
+// Deprecated: Use OpenReq.ProtoReflect.Descriptor instead.
+func (*OpenReq) Descriptor() ([]byte, []int) {
 	return file_meta_proto_rawDescGZIP(), []int{14}
 }
 
-func (x *MetaOpenReq) GetUser() *MetaUser {
+func (x *OpenReq) GetUser() *User {
 	if x != nil {
 		return x.User
 	}
 	return nil
 }
 
-func (x *MetaOpenReq) GetPath() *MetaPathAt {
+func (x *OpenReq) GetPath() *PathAt {
 	if x != nil {
 		return x.Path
 	}
 	return nil
 }
 
-func (x *MetaOpenReq) GetRead() bool {
+func (x *OpenReq) GetRead() bool {
 	if x != nil {
 		return x.Read
 	}
 	return false
 }
 
-func (x *MetaOpenReq) GetWrite() bool {
+func (x *OpenReq) GetWrite() bool {
 	if x != nil {
 		return x.Write
 	}
 	return false
 }
 
-func (x *MetaOpenReq) GetTruncate() bool {
+func (x *OpenReq) GetTruncate() bool {
 	if x != nil {
 		return x.Truncate
 	}
 	return false
 }
 
-func (x *MetaOpenReq) GetClientId() string {
+func (x *OpenReq) GetClientId() string {
 	if x != nil {
 		return x.ClientId
 	}
 	return ""
 }
 
-type MetaOpenResp struct {
+type OpenResp struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Inode         *MetaInode             `protobuf:"bytes,1,opt,name=inode,proto3" json:"inode,omitempty"`
+	Inode         *Inode                 `protobuf:"bytes,1,opt,name=inode,proto3" json:"inode,omitempty"`
 	Session       uint64                 `protobuf:"varint,2,opt,name=session,proto3" json:"session,omitempty"`
 	Created       bool                   `protobuf:"varint,3,opt,name=created,proto3" json:"created,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *MetaOpenResp) Reset() {
-	*x = MetaOpenResp{}
+func (x *OpenResp) Reset() {
+	*x = OpenResp{}
 	mi := &file_meta_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *MetaOpenResp) String() string {
+func (x *OpenResp) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*MetaOpenResp) ProtoMessage() {}
+func (*OpenResp) ProtoMessage() {}
 
-func (x *MetaOpenResp) ProtoReflect() protoreflect.Message {
+func (x *OpenResp) ProtoReflect() protoreflect.Message {
 	mi := &file_meta_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -1068,35 +1068,35 @@ func (x *MetaOpenResp) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use MetaOpenResp.ProtoReflect.Descriptor instead.
-func (*MetaOpenResp) Descriptor() ([]byte, []int) {
+// Deprecated: Use OpenResp.ProtoReflect.Descriptor instead.
+func (*OpenResp) Descriptor() ([]byte, []int) {
 	return file_meta_proto_rawDescGZIP(), []int{15}
 }
 
-func (x *MetaOpenResp) GetInode() *MetaInode {
+func (x *OpenResp) GetInode() *Inode {
 	if x != nil {
 		return x.Inode
 	}
 	return nil
 }
 
-func (x *MetaOpenResp) GetSession() uint64 {
+func (x *OpenResp) GetSession() uint64 {
 	if x != nil {
 		return x.Session
 	}
 	return 0
 }
 
-func (x *MetaOpenResp) GetCreated() bool {
+func (x *OpenResp) GetCreated() bool {
 	if x != nil {
 		return x.Created
 	}
 	return false
 }
 
-type MetaCloseReq struct {
+type CloseReq struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	User          *MetaUser              `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	User          *User                  `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
 	Inode         uint64                 `protobuf:"varint,2,opt,name=inode,proto3" json:"inode,omitempty"`
 	Session       uint64                 `protobuf:"varint,3,opt,name=session,proto3" json:"session,omitempty"`
 	UpdateLength  bool                   `protobuf:"varint,4,opt,name=update_length,json=updateLength,proto3" json:"update_length,omitempty"`
@@ -1104,20 +1104,20 @@ type MetaCloseReq struct {
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *MetaCloseReq) Reset() {
-	*x = MetaCloseReq{}
+func (x *CloseReq) Reset() {
+	*x = CloseReq{}
 	mi := &file_meta_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *MetaCloseReq) String() string {
+func (x *CloseReq) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*MetaCloseReq) ProtoMessage() {}
+func (*CloseReq) ProtoMessage() {}
 
-func (x *MetaCloseReq) ProtoReflect() protoreflect.Message {
+func (x *CloseReq) ProtoReflect() protoreflect.Message {
 	mi := &file_meta_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -1129,61 +1129,61 @@ func (x *MetaCloseReq) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use MetaCloseReq.ProtoReflect.Descriptor instead.
-func (*MetaCloseReq) Descriptor() ([]byte, []int) {
+// Deprecated: Use CloseReq.ProtoReflect.Descriptor instead.
+func (*CloseReq) Descriptor() ([]byte, []int) {
 	return file_meta_proto_rawDescGZIP(), []int{16}
 }
 
-func (x *MetaCloseReq) GetUser() *MetaUser {
+func (x *CloseReq) GetUser() *User {
 	if x != nil {
 		return x.User
 	}
 	return nil
 }
 
-func (x *MetaCloseReq) GetInode() uint64 {
+func (x *CloseReq) GetInode() uint64 {
 	if x != nil {
 		return x.Inode
 	}
 	return 0
 }
 
-func (x *MetaCloseReq) GetSession() uint64 {
+func (x *CloseReq) GetSession() uint64 {
 	if x != nil {
 		return x.Session
 	}
 	return 0
 }
 
-func (x *MetaCloseReq) GetUpdateLength() bool {
+func (x *CloseReq) GetUpdateLength() bool {
 	if x != nil {
 		return x.UpdateLength
 	}
 	return false
 }
 
-type MetaFsyncReq struct {
+type FsyncReq struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	User          *MetaUser              `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	User          *User                  `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
 	Inode         uint64                 `protobuf:"varint,2,opt,name=inode,proto3" json:"inode,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *MetaFsyncReq) Reset() {
-	*x = MetaFsyncReq{}
+func (x *FsyncReq) Reset() {
+	*x = FsyncReq{}
 	mi := &file_meta_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *MetaFsyncReq) String() string {
+func (x *FsyncReq) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*MetaFsyncReq) ProtoMessage() {}
+func (*FsyncReq) ProtoMessage() {}
 
-func (x *MetaFsyncReq) ProtoReflect() protoreflect.Message {
+func (x *FsyncReq) ProtoReflect() protoreflect.Message {
 	mi := &file_meta_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -1195,49 +1195,49 @@ func (x *MetaFsyncReq) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use MetaFsyncReq.ProtoReflect.Descriptor instead.
-func (*MetaFsyncReq) Descriptor() ([]byte, []int) {
+// Deprecated: Use FsyncReq.ProtoReflect.Descriptor instead.
+func (*FsyncReq) Descriptor() ([]byte, []int) {
 	return file_meta_proto_rawDescGZIP(), []int{17}
 }
 
-func (x *MetaFsyncReq) GetUser() *MetaUser {
+func (x *FsyncReq) GetUser() *User {
 	if x != nil {
 		return x.User
 	}
 	return nil
 }
 
-func (x *MetaFsyncReq) GetInode() uint64 {
+func (x *FsyncReq) GetInode() uint64 {
 	if x != nil {
 		return x.Inode
 	}
 	return 0
 }
 
-type MetaMkdirReq struct {
+type MkdirReq struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	User          *MetaUser              `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
-	Path          *MetaPathAt            `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	User          *User                  `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	Path          *PathAt                `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
 	Mode          uint32                 `protobuf:"varint,3,opt,name=mode,proto3" json:"mode,omitempty"`
 	Parents       bool                   `protobuf:"varint,4,opt,name=parents,proto3" json:"parents,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *MetaMkdirReq) Reset() {
-	*x = MetaMkdirReq{}
+func (x *MkdirReq) Reset() {
+	*x = MkdirReq{}
 	mi := &file_meta_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *MetaMkdirReq) String() string {
+func (x *MkdirReq) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*MetaMkdirReq) ProtoMessage() {}
+func (*MkdirReq) ProtoMessage() {}
 
-func (x *MetaMkdirReq) ProtoReflect() protoreflect.Message {
+func (x *MkdirReq) ProtoReflect() protoreflect.Message {
 	mi := &file_meta_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -1249,62 +1249,62 @@ func (x *MetaMkdirReq) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use MetaMkdirReq.ProtoReflect.Descriptor instead.
-func (*MetaMkdirReq) Descriptor() ([]byte, []int) {
+// Deprecated: Use MkdirReq.ProtoReflect.Descriptor instead.
+func (*MkdirReq) Descriptor() ([]byte, []int) {
 	return file_meta_proto_rawDescGZIP(), []int{18}
 }
 
-func (x *MetaMkdirReq) GetUser() *MetaUser {
+func (x *MkdirReq) GetUser() *User {
 	if x != nil {
 		return x.User
 	}
 	return nil
 }
 
-func (x *MetaMkdirReq) GetPath() *MetaPathAt {
+func (x *MkdirReq) GetPath() *PathAt {
 	if x != nil {
 		return x.Path
 	}
 	return nil
 }
 
-func (x *MetaMkdirReq) GetMode() uint32 {
+func (x *MkdirReq) GetMode() uint32 {
 	if x != nil {
 		return x.Mode
 	}
 	return 0
 }
 
-func (x *MetaMkdirReq) GetParents() bool {
+func (x *MkdirReq) GetParents() bool {
 	if x != nil {
 		return x.Parents
 	}
 	return false
 }
 
-type MetaSymlinkReq struct {
+type SymlinkReq struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	User          *MetaUser              `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
-	Path          *MetaPathAt            `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	User          *User                  `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	Path          *PathAt                `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
 	Target        string                 `protobuf:"bytes,3,opt,name=target,proto3" json:"target,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *MetaSymlinkReq) Reset() {
-	*x = MetaSymlinkReq{}
+func (x *SymlinkReq) Reset() {
+	*x = SymlinkReq{}
 	mi := &file_meta_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *MetaSymlinkReq) String() string {
+func (x *SymlinkReq) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*MetaSymlinkReq) ProtoMessage() {}
+func (*SymlinkReq) ProtoMessage() {}
 
-func (x *MetaSymlinkReq) ProtoReflect() protoreflect.Message {
+func (x *SymlinkReq) ProtoReflect() protoreflect.Message {
 	mi := &file_meta_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -1316,53 +1316,53 @@ func (x *MetaSymlinkReq) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use MetaSymlinkReq.ProtoReflect.Descriptor instead.
-func (*MetaSymlinkReq) Descriptor() ([]byte, []int) {
+// Deprecated: Use SymlinkReq.ProtoReflect.Descriptor instead.
+func (*SymlinkReq) Descriptor() ([]byte, []int) {
 	return file_meta_proto_rawDescGZIP(), []int{19}
 }
 
-func (x *MetaSymlinkReq) GetUser() *MetaUser {
+func (x *SymlinkReq) GetUser() *User {
 	if x != nil {
 		return x.User
 	}
 	return nil
 }
 
-func (x *MetaSymlinkReq) GetPath() *MetaPathAt {
+func (x *SymlinkReq) GetPath() *PathAt {
 	if x != nil {
 		return x.Path
 	}
 	return nil
 }
 
-func (x *MetaSymlinkReq) GetTarget() string {
+func (x *SymlinkReq) GetTarget() string {
 	if x != nil {
 		return x.Target
 	}
 	return ""
 }
 
-type MetaReadlinkResp struct {
+type ReadlinkResp struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Target        string                 `protobuf:"bytes,1,opt,name=target,proto3" json:"target,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *MetaReadlinkResp) Reset() {
-	*x = MetaReadlinkResp{}
+func (x *ReadlinkResp) Reset() {
+	*x = ReadlinkResp{}
 	mi := &file_meta_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *MetaReadlinkResp) String() string {
+func (x *ReadlinkResp) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*MetaReadlinkResp) ProtoMessage() {}
+func (*ReadlinkResp) ProtoMessage() {}
 
-func (x *MetaReadlinkResp) ProtoReflect() protoreflect.Message {
+func (x *ReadlinkResp) ProtoReflect() protoreflect.Message {
 	mi := &file_meta_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -1374,41 +1374,41 @@ func (x *MetaReadlinkResp) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use MetaReadlinkResp.ProtoReflect.Descriptor instead.
-func (*MetaReadlinkResp) Descriptor() ([]byte, []int) {
+// Deprecated: Use ReadlinkResp.ProtoReflect.Descriptor instead.
+func (*ReadlinkResp) Descriptor() ([]byte, []int) {
 	return file_meta_proto_rawDescGZIP(), []int{20}
 }
 
-func (x *MetaReadlinkResp) GetTarget() string {
+func (x *ReadlinkResp) GetTarget() string {
 	if x != nil {
 		return x.Target
 	}
 	return ""
 }
 
-type MetaLinkReq struct {
+type LinkReq struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	User          *MetaUser              `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
-	OldPath       *MetaPathAt            `protobuf:"bytes,2,opt,name=old_path,json=oldPath,proto3" json:"old_path,omitempty"`
-	NewPath       *MetaPathAt            `protobuf:"bytes,3,opt,name=new_path,json=newPath,proto3" json:"new_path,omitempty"`
+	User          *User                  `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	OldPath       *PathAt                `protobuf:"bytes,2,opt,name=old_path,json=oldPath,proto3" json:"old_path,omitempty"`
+	NewPath       *PathAt                `protobuf:"bytes,3,opt,name=new_path,json=newPath,proto3" json:"new_path,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *MetaLinkReq) Reset() {
-	*x = MetaLinkReq{}
+func (x *LinkReq) Reset() {
+	*x = LinkReq{}
 	mi := &file_meta_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *MetaLinkReq) String() string {
+func (x *LinkReq) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*MetaLinkReq) ProtoMessage() {}
+func (*LinkReq) ProtoMessage() {}
 
-func (x *MetaLinkReq) ProtoReflect() protoreflect.Message {
+func (x *LinkReq) ProtoReflect() protoreflect.Message {
 	mi := &file_meta_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -1420,54 +1420,54 @@ func (x *MetaLinkReq) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use MetaLinkReq.ProtoReflect.Descriptor instead.
-func (*MetaLinkReq) Descriptor() ([]byte, []int) {
+// Deprecated: Use LinkReq.ProtoReflect.Descriptor instead.
+func (*LinkReq) Descriptor() ([]byte, []int) {
 	return file_meta_proto_rawDescGZIP(), []int{21}
 }
 
-func (x *MetaLinkReq) GetUser() *MetaUser {
+func (x *LinkReq) GetUser() *User {
 	if x != nil {
 		return x.User
 	}
 	return nil
 }
 
-func (x *MetaLinkReq) GetOldPath() *MetaPathAt {
+func (x *LinkReq) GetOldPath() *PathAt {
 	if x != nil {
 		return x.OldPath
 	}
 	return nil
 }
 
-func (x *MetaLinkReq) GetNewPath() *MetaPathAt {
+func (x *LinkReq) GetNewPath() *PathAt {
 	if x != nil {
 		return x.NewPath
 	}
 	return nil
 }
 
-type MetaPathReq struct {
+type PathReq struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	User          *MetaUser              `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
-	Path          *MetaPathAt            `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	User          *User                  `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	Path          *PathAt                `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *MetaPathReq) Reset() {
-	*x = MetaPathReq{}
+func (x *PathReq) Reset() {
+	*x = PathReq{}
 	mi := &file_meta_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *MetaPathReq) String() string {
+func (x *PathReq) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*MetaPathReq) ProtoMessage() {}
+func (*PathReq) ProtoMessage() {}
 
-func (x *MetaPathReq) ProtoReflect() protoreflect.Message {
+func (x *PathReq) ProtoReflect() protoreflect.Message {
 	mi := &file_meta_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -1479,45 +1479,45 @@ func (x *MetaPathReq) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use MetaPathReq.ProtoReflect.Descriptor instead.
-func (*MetaPathReq) Descriptor() ([]byte, []int) {
+// Deprecated: Use PathReq.ProtoReflect.Descriptor instead.
+func (*PathReq) Descriptor() ([]byte, []int) {
 	return file_meta_proto_rawDescGZIP(), []int{22}
 }
 
-func (x *MetaPathReq) GetUser() *MetaUser {
+func (x *PathReq) GetUser() *User {
 	if x != nil {
 		return x.User
 	}
 	return nil
 }
 
-func (x *MetaPathReq) GetPath() *MetaPathAt {
+func (x *PathReq) GetPath() *PathAt {
 	if x != nil {
 		return x.Path
 	}
 	return nil
 }
 
-type MetaEmpty struct {
+type Empty struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *MetaEmpty) Reset() {
-	*x = MetaEmpty{}
+func (x *Empty) Reset() {
+	*x = Empty{}
 	mi := &file_meta_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *MetaEmpty) String() string {
+func (x *Empty) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*MetaEmpty) ProtoMessage() {}
+func (*Empty) ProtoMessage() {}
 
-func (x *MetaEmpty) ProtoReflect() protoreflect.Message {
+func (x *Empty) ProtoReflect() protoreflect.Message {
 	mi := &file_meta_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -1529,35 +1529,35 @@ func (x *MetaEmpty) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use MetaEmpty.ProtoReflect.Descriptor instead.
-func (*MetaEmpty) Descriptor() ([]byte, []int) {
+// Deprecated: Use Empty.ProtoReflect.Descriptor instead.
+func (*Empty) Descriptor() ([]byte, []int) {
 	return file_meta_proto_rawDescGZIP(), []int{23}
 }
 
-type MetaRenameReq struct {
+type RenameReq struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	User          *MetaUser              `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
-	Src           *MetaPathAt            `protobuf:"bytes,2,opt,name=src,proto3" json:"src,omitempty"`
-	Dst           *MetaPathAt            `protobuf:"bytes,3,opt,name=dst,proto3" json:"dst,omitempty"`
+	User          *User                  `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	Src           *PathAt                `protobuf:"bytes,2,opt,name=src,proto3" json:"src,omitempty"`
+	Dst           *PathAt                `protobuf:"bytes,3,opt,name=dst,proto3" json:"dst,omitempty"`
 	Flags         uint32                 `protobuf:"varint,4,opt,name=flags,proto3" json:"flags,omitempty"` // 1 RENAME_NOREPLACE, 2 RENAME_EXCHANGE
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *MetaRenameReq) Reset() {
-	*x = MetaRenameReq{}
+func (x *RenameReq) Reset() {
+	*x = RenameReq{}
 	mi := &file_meta_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *MetaRenameReq) String() string {
+func (x *RenameReq) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*MetaRenameReq) ProtoMessage() {}
+func (*RenameReq) ProtoMessage() {}
 
-func (x *MetaRenameReq) ProtoReflect() protoreflect.Message {
+func (x *RenameReq) ProtoReflect() protoreflect.Message {
 	mi := &file_meta_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -1569,43 +1569,43 @@ func (x *MetaRenameReq) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use MetaRenameReq.ProtoReflect.Descriptor instead.
-func (*MetaRenameReq) Descriptor() ([]byte, []int) {
+// Deprecated: Use RenameReq.ProtoReflect.Descriptor instead.
+func (*RenameReq) Descriptor() ([]byte, []int) {
 	return file_meta_proto_rawDescGZIP(), []int{24}
 }
 
-func (x *MetaRenameReq) GetUser() *MetaUser {
+func (x *RenameReq) GetUser() *User {
 	if x != nil {
 		return x.User
 	}
 	return nil
 }
 
-func (x *MetaRenameReq) GetSrc() *MetaPathAt {
+func (x *RenameReq) GetSrc() *PathAt {
 	if x != nil {
 		return x.Src
 	}
 	return nil
 }
 
-func (x *MetaRenameReq) GetDst() *MetaPathAt {
+func (x *RenameReq) GetDst() *PathAt {
 	if x != nil {
 		return x.Dst
 	}
 	return nil
 }
 
-func (x *MetaRenameReq) GetFlags() uint32 {
+func (x *RenameReq) GetFlags() uint32 {
 	if x != nil {
 		return x.Flags
 	}
 	return 0
 }
 
-type MetaReadDirReq struct {
+type ReadDirReq struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	User          *MetaUser              `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
-	Path          *MetaPathAt            `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	User          *User                  `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	Path          *PathAt                `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
 	Cursor        string                 `protobuf:"bytes,3,opt,name=cursor,proto3" json:"cursor,omitempty"`
 	Limit         int32                  `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
 	WithStat      bool                   `protobuf:"varint,5,opt,name=with_stat,json=withStat,proto3" json:"with_stat,omitempty"`
@@ -1613,20 +1613,20 @@ type MetaReadDirReq struct {
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *MetaReadDirReq) Reset() {
-	*x = MetaReadDirReq{}
+func (x *ReadDirReq) Reset() {
+	*x = ReadDirReq{}
 	mi := &file_meta_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *MetaReadDirReq) String() string {
+func (x *ReadDirReq) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*MetaReadDirReq) ProtoMessage() {}
+func (*ReadDirReq) ProtoMessage() {}
 
-func (x *MetaReadDirReq) ProtoReflect() protoreflect.Message {
+func (x *ReadDirReq) ProtoReflect() protoreflect.Message {
 	mi := &file_meta_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -1638,70 +1638,70 @@ func (x *MetaReadDirReq) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use MetaReadDirReq.ProtoReflect.Descriptor instead.
-func (*MetaReadDirReq) Descriptor() ([]byte, []int) {
+// Deprecated: Use ReadDirReq.ProtoReflect.Descriptor instead.
+func (*ReadDirReq) Descriptor() ([]byte, []int) {
 	return file_meta_proto_rawDescGZIP(), []int{25}
 }
 
-func (x *MetaReadDirReq) GetUser() *MetaUser {
+func (x *ReadDirReq) GetUser() *User {
 	if x != nil {
 		return x.User
 	}
 	return nil
 }
 
-func (x *MetaReadDirReq) GetPath() *MetaPathAt {
+func (x *ReadDirReq) GetPath() *PathAt {
 	if x != nil {
 		return x.Path
 	}
 	return nil
 }
 
-func (x *MetaReadDirReq) GetCursor() string {
+func (x *ReadDirReq) GetCursor() string {
 	if x != nil {
 		return x.Cursor
 	}
 	return ""
 }
 
-func (x *MetaReadDirReq) GetLimit() int32 {
+func (x *ReadDirReq) GetLimit() int32 {
 	if x != nil {
 		return x.Limit
 	}
 	return 0
 }
 
-func (x *MetaReadDirReq) GetWithStat() bool {
+func (x *ReadDirReq) GetWithStat() bool {
 	if x != nil {
 		return x.WithStat
 	}
 	return false
 }
 
-type MetaDirEntry struct {
+type DirEntry struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	Id            uint64                 `protobuf:"varint,2,opt,name=id,proto3" json:"id,omitempty"`
 	Type          uint32                 `protobuf:"varint,3,opt,name=type,proto3" json:"type,omitempty"`
-	Inode         *MetaInode             `protobuf:"bytes,4,opt,name=inode,proto3" json:"inode,omitempty"`
+	Inode         *Inode                 `protobuf:"bytes,4,opt,name=inode,proto3" json:"inode,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *MetaDirEntry) Reset() {
-	*x = MetaDirEntry{}
+func (x *DirEntry) Reset() {
+	*x = DirEntry{}
 	mi := &file_meta_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *MetaDirEntry) String() string {
+func (x *DirEntry) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*MetaDirEntry) ProtoMessage() {}
+func (*DirEntry) ProtoMessage() {}
 
-func (x *MetaDirEntry) ProtoReflect() protoreflect.Message {
+func (x *DirEntry) ProtoReflect() protoreflect.Message {
 	mi := &file_meta_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -1713,61 +1713,61 @@ func (x *MetaDirEntry) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use MetaDirEntry.ProtoReflect.Descriptor instead.
-func (*MetaDirEntry) Descriptor() ([]byte, []int) {
+// Deprecated: Use DirEntry.ProtoReflect.Descriptor instead.
+func (*DirEntry) Descriptor() ([]byte, []int) {
 	return file_meta_proto_rawDescGZIP(), []int{26}
 }
 
-func (x *MetaDirEntry) GetName() string {
+func (x *DirEntry) GetName() string {
 	if x != nil {
 		return x.Name
 	}
 	return ""
 }
 
-func (x *MetaDirEntry) GetId() uint64 {
+func (x *DirEntry) GetId() uint64 {
 	if x != nil {
 		return x.Id
 	}
 	return 0
 }
 
-func (x *MetaDirEntry) GetType() uint32 {
+func (x *DirEntry) GetType() uint32 {
 	if x != nil {
 		return x.Type
 	}
 	return 0
 }
 
-func (x *MetaDirEntry) GetInode() *MetaInode {
+func (x *DirEntry) GetInode() *Inode {
 	if x != nil {
 		return x.Inode
 	}
 	return nil
 }
 
-type MetaReadDirResp struct {
+type ReadDirResp struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Entries       []*MetaDirEntry        `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	Entries       []*DirEntry            `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
 	More          bool                   `protobuf:"varint,2,opt,name=more,proto3" json:"more,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *MetaReadDirResp) Reset() {
-	*x = MetaReadDirResp{}
+func (x *ReadDirResp) Reset() {
+	*x = ReadDirResp{}
 	mi := &file_meta_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *MetaReadDirResp) String() string {
+func (x *ReadDirResp) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*MetaReadDirResp) ProtoMessage() {}
+func (*ReadDirResp) ProtoMessage() {}
 
-func (x *MetaReadDirResp) ProtoReflect() protoreflect.Message {
+func (x *ReadDirResp) ProtoReflect() protoreflect.Message {
 	mi := &file_meta_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -1779,29 +1779,29 @@ func (x *MetaReadDirResp) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use MetaReadDirResp.ProtoReflect.Descriptor instead.
-func (*MetaReadDirResp) Descriptor() ([]byte, []int) {
+// Deprecated: Use ReadDirResp.ProtoReflect.Descriptor instead.
+func (*ReadDirResp) Descriptor() ([]byte, []int) {
 	return file_meta_proto_rawDescGZIP(), []int{27}
 }
 
-func (x *MetaReadDirResp) GetEntries() []*MetaDirEntry {
+func (x *ReadDirResp) GetEntries() []*DirEntry {
 	if x != nil {
 		return x.Entries
 	}
 	return nil
 }
 
-func (x *MetaReadDirResp) GetMore() bool {
+func (x *ReadDirResp) GetMore() bool {
 	if x != nil {
 		return x.More
 	}
 	return false
 }
 
-type MetaSetAttrReq struct {
+type SetAttrReq struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	User          *MetaUser              `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
-	Path          *MetaPathAt            `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	User          *User                  `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	Path          *PathAt                `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
 	Mode          *uint32                `protobuf:"varint,3,opt,name=mode,proto3,oneof" json:"mode,omitempty"`
 	Uid           *uint32                `protobuf:"varint,4,opt,name=uid,proto3,oneof" json:"uid,omitempty"`
 	Gid           *uint32                `protobuf:"varint,5,opt,name=gid,proto3,oneof" json:"gid,omitempty"`
@@ -1814,20 +1814,20 @@ type MetaSetAttrReq struct {
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *MetaSetAttrReq) Reset() {
-	*x = MetaSetAttrReq{}
+func (x *SetAttrReq) Reset() {
+	*x = SetAttrReq{}
 	mi := &file_meta_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *MetaSetAttrReq) String() string {
+func (x *SetAttrReq) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*MetaSetAttrReq) ProtoMessage() {}
+func (*SetAttrReq) ProtoMessage() {}
 
-func (x *MetaSetAttrReq) ProtoReflect() protoreflect.Message {
+func (x *SetAttrReq) ProtoReflect() protoreflect.Message {
 	mi := &file_meta_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -1839,104 +1839,104 @@ func (x *MetaSetAttrReq) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use MetaSetAttrReq.ProtoReflect.Descriptor instead.
-func (*MetaSetAttrReq) Descriptor() ([]byte, []int) {
+// Deprecated: Use SetAttrReq.ProtoReflect.Descriptor instead.
+func (*SetAttrReq) Descriptor() ([]byte, []int) {
 	return file_meta_proto_rawDescGZIP(), []int{28}
 }
 
-func (x *MetaSetAttrReq) GetUser() *MetaUser {
+func (x *SetAttrReq) GetUser() *User {
 	if x != nil {
 		return x.User
 	}
 	return nil
 }
 
-func (x *MetaSetAttrReq) GetPath() *MetaPathAt {
+func (x *SetAttrReq) GetPath() *PathAt {
 	if x != nil {
 		return x.Path
 	}
 	return nil
 }
 
-func (x *MetaSetAttrReq) GetMode() uint32 {
+func (x *SetAttrReq) GetMode() uint32 {
 	if x != nil && x.Mode != nil {
 		return *x.Mode
 	}
 	return 0
 }
 
-func (x *MetaSetAttrReq) GetUid() uint32 {
+func (x *SetAttrReq) GetUid() uint32 {
 	if x != nil && x.Uid != nil {
 		return *x.Uid
 	}
 	return 0
 }
 
-func (x *MetaSetAttrReq) GetGid() uint32 {
+func (x *SetAttrReq) GetGid() uint32 {
 	if x != nil && x.Gid != nil {
 		return *x.Gid
 	}
 	return 0
 }
 
-func (x *MetaSetAttrReq) GetAtimeNs() int64 {
+func (x *SetAttrReq) GetAtimeNs() int64 {
 	if x != nil && x.AtimeNs != nil {
 		return *x.AtimeNs
 	}
 	return 0
 }
 
-func (x *MetaSetAttrReq) GetMtimeNs() int64 {
+func (x *SetAttrReq) GetMtimeNs() int64 {
 	if x != nil && x.MtimeNs != nil {
 		return *x.MtimeNs
 	}
 	return 0
 }
 
-func (x *MetaSetAttrReq) GetAtimeNow() bool {
+func (x *SetAttrReq) GetAtimeNow() bool {
 	if x != nil {
 		return x.AtimeNow
 	}
 	return false
 }
 
-func (x *MetaSetAttrReq) GetMtimeNow() bool {
+func (x *SetAttrReq) GetMtimeNow() bool {
 	if x != nil {
 		return x.MtimeNow
 	}
 	return false
 }
 
-func (x *MetaSetAttrReq) GetSize() uint64 {
+func (x *SetAttrReq) GetSize() uint64 {
 	if x != nil && x.Size != nil {
 		return *x.Size
 	}
 	return 0
 }
 
-type MetaSetDirLayoutReq struct {
+type SetDirLayoutReq struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	User          *MetaUser              `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
-	Path          *MetaPathAt            `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
-	Layout        *MetaLayout            `protobuf:"bytes,3,opt,name=layout,proto3" json:"layout,omitempty"`
+	User          *User                  `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	Path          *PathAt                `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	Layout        *Layout                `protobuf:"bytes,3,opt,name=layout,proto3" json:"layout,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *MetaSetDirLayoutReq) Reset() {
-	*x = MetaSetDirLayoutReq{}
+func (x *SetDirLayoutReq) Reset() {
+	*x = SetDirLayoutReq{}
 	mi := &file_meta_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *MetaSetDirLayoutReq) String() string {
+func (x *SetDirLayoutReq) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*MetaSetDirLayoutReq) ProtoMessage() {}
+func (*SetDirLayoutReq) ProtoMessage() {}
 
-func (x *MetaSetDirLayoutReq) ProtoReflect() protoreflect.Message {
+func (x *SetDirLayoutReq) ProtoReflect() protoreflect.Message {
 	mi := &file_meta_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -1948,36 +1948,36 @@ func (x *MetaSetDirLayoutReq) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use MetaSetDirLayoutReq.ProtoReflect.Descriptor instead.
-func (*MetaSetDirLayoutReq) Descriptor() ([]byte, []int) {
+// Deprecated: Use SetDirLayoutReq.ProtoReflect.Descriptor instead.
+func (*SetDirLayoutReq) Descriptor() ([]byte, []int) {
 	return file_meta_proto_rawDescGZIP(), []int{29}
 }
 
-func (x *MetaSetDirLayoutReq) GetUser() *MetaUser {
+func (x *SetDirLayoutReq) GetUser() *User {
 	if x != nil {
 		return x.User
 	}
 	return nil
 }
 
-func (x *MetaSetDirLayoutReq) GetPath() *MetaPathAt {
+func (x *SetDirLayoutReq) GetPath() *PathAt {
 	if x != nil {
 		return x.Path
 	}
 	return nil
 }
 
-func (x *MetaSetDirLayoutReq) GetLayout() *MetaLayout {
+func (x *SetDirLayoutReq) GetLayout() *Layout {
 	if x != nil {
 		return x.Layout
 	}
 	return nil
 }
 
-type MetaXattrReq struct {
+type XattrReq struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	User          *MetaUser              `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
-	Path          *MetaPathAt            `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	User          *User                  `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	Path          *PathAt                `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
 	Name          string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
 	Value         []byte                 `protobuf:"bytes,4,opt,name=value,proto3" json:"value,omitempty"`
 	Flags         int32                  `protobuf:"varint,5,opt,name=flags,proto3" json:"flags,omitempty"` // 1 XATTR_CREATE, 2 XATTR_REPLACE
@@ -1985,20 +1985,20 @@ type MetaXattrReq struct {
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *MetaXattrReq) Reset() {
-	*x = MetaXattrReq{}
+func (x *XattrReq) Reset() {
+	*x = XattrReq{}
 	mi := &file_meta_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *MetaXattrReq) String() string {
+func (x *XattrReq) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*MetaXattrReq) ProtoMessage() {}
+func (*XattrReq) ProtoMessage() {}
 
-func (x *MetaXattrReq) ProtoReflect() protoreflect.Message {
+func (x *XattrReq) ProtoReflect() protoreflect.Message {
 	mi := &file_meta_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -2010,47 +2010,47 @@ func (x *MetaXattrReq) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use MetaXattrReq.ProtoReflect.Descriptor instead.
-func (*MetaXattrReq) Descriptor() ([]byte, []int) {
+// Deprecated: Use XattrReq.ProtoReflect.Descriptor instead.
+func (*XattrReq) Descriptor() ([]byte, []int) {
 	return file_meta_proto_rawDescGZIP(), []int{30}
 }
 
-func (x *MetaXattrReq) GetUser() *MetaUser {
+func (x *XattrReq) GetUser() *User {
 	if x != nil {
 		return x.User
 	}
 	return nil
 }
 
-func (x *MetaXattrReq) GetPath() *MetaPathAt {
+func (x *XattrReq) GetPath() *PathAt {
 	if x != nil {
 		return x.Path
 	}
 	return nil
 }
 
-func (x *MetaXattrReq) GetName() string {
+func (x *XattrReq) GetName() string {
 	if x != nil {
 		return x.Name
 	}
 	return ""
 }
 
-func (x *MetaXattrReq) GetValue() []byte {
+func (x *XattrReq) GetValue() []byte {
 	if x != nil {
 		return x.Value
 	}
 	return nil
 }
 
-func (x *MetaXattrReq) GetFlags() int32 {
+func (x *XattrReq) GetFlags() int32 {
 	if x != nil {
 		return x.Flags
 	}
 	return 0
 }
 
-type MetaXattrResp struct {
+type XattrResp struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Value         []byte                 `protobuf:"bytes,1,opt,name=value,proto3" json:"value,omitempty"`
 	Names         []string               `protobuf:"bytes,2,rep,name=names,proto3" json:"names,omitempty"`
@@ -2058,20 +2058,20 @@ type MetaXattrResp struct {
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *MetaXattrResp) Reset() {
-	*x = MetaXattrResp{}
+func (x *XattrResp) Reset() {
+	*x = XattrResp{}
 	mi := &file_meta_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *MetaXattrResp) String() string {
+func (x *XattrResp) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*MetaXattrResp) ProtoMessage() {}
+func (*XattrResp) ProtoMessage() {}
 
-func (x *MetaXattrResp) ProtoReflect() protoreflect.Message {
+func (x *XattrResp) ProtoReflect() protoreflect.Message {
 	mi := &file_meta_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -2083,46 +2083,46 @@ func (x *MetaXattrResp) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use MetaXattrResp.ProtoReflect.Descriptor instead.
-func (*MetaXattrResp) Descriptor() ([]byte, []int) {
+// Deprecated: Use XattrResp.ProtoReflect.Descriptor instead.
+func (*XattrResp) Descriptor() ([]byte, []int) {
 	return file_meta_proto_rawDescGZIP(), []int{31}
 }
 
-func (x *MetaXattrResp) GetValue() []byte {
+func (x *XattrResp) GetValue() []byte {
 	if x != nil {
 		return x.Value
 	}
 	return nil
 }
 
-func (x *MetaXattrResp) GetNames() []string {
+func (x *XattrResp) GetNames() []string {
 	if x != nil {
 		return x.Names
 	}
 	return nil
 }
 
-type MetaRenewClientReq struct {
+type RenewClientReq struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ClientId      string                 `protobuf:"bytes,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *MetaRenewClientReq) Reset() {
-	*x = MetaRenewClientReq{}
+func (x *RenewClientReq) Reset() {
+	*x = RenewClientReq{}
 	mi := &file_meta_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *MetaRenewClientReq) String() string {
+func (x *RenewClientReq) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*MetaRenewClientReq) ProtoMessage() {}
+func (*RenewClientReq) ProtoMessage() {}
 
-func (x *MetaRenewClientReq) ProtoReflect() protoreflect.Message {
+func (x *RenewClientReq) ProtoReflect() protoreflect.Message {
 	mi := &file_meta_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -2134,39 +2134,39 @@ func (x *MetaRenewClientReq) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use MetaRenewClientReq.ProtoReflect.Descriptor instead.
-func (*MetaRenewClientReq) Descriptor() ([]byte, []int) {
+// Deprecated: Use RenewClientReq.ProtoReflect.Descriptor instead.
+func (*RenewClientReq) Descriptor() ([]byte, []int) {
 	return file_meta_proto_rawDescGZIP(), []int{32}
 }
 
-func (x *MetaRenewClientReq) GetClientId() string {
+func (x *RenewClientReq) GetClientId() string {
 	if x != nil {
 		return x.ClientId
 	}
 	return ""
 }
 
-type MetaRenewClientResp struct {
+type RenewClientResp struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ExpiresUnixNs int64                  `protobuf:"varint,1,opt,name=expires_unix_ns,json=expiresUnixNs,proto3" json:"expires_unix_ns,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *MetaRenewClientResp) Reset() {
-	*x = MetaRenewClientResp{}
+func (x *RenewClientResp) Reset() {
+	*x = RenewClientResp{}
 	mi := &file_meta_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *MetaRenewClientResp) String() string {
+func (x *RenewClientResp) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*MetaRenewClientResp) ProtoMessage() {}
+func (*RenewClientResp) ProtoMessage() {}
 
-func (x *MetaRenewClientResp) ProtoReflect() protoreflect.Message {
+func (x *RenewClientResp) ProtoReflect() protoreflect.Message {
 	mi := &file_meta_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -2178,12 +2178,12 @@ func (x *MetaRenewClientResp) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use MetaRenewClientResp.ProtoReflect.Descriptor instead.
-func (*MetaRenewClientResp) Descriptor() ([]byte, []int) {
+// Deprecated: Use RenewClientResp.ProtoReflect.Descriptor instead.
+func (*RenewClientResp) Descriptor() ([]byte, []int) {
 	return file_meta_proto_rawDescGZIP(), []int{33}
 }
 
-func (x *MetaRenewClientResp) GetExpiresUnixNs() int64 {
+func (x *RenewClientResp) GetExpiresUnixNs() int64 {
 	if x != nil {
 		return x.ExpiresUnixNs
 	}
@@ -2195,19 +2195,16 @@ var File_meta_proto protoreflect.FileDescriptor
 const file_meta_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
-	"meta.proto\x12\n" +
-	"emberfs.v1\"F\n" +
-	"\bMetaUser\x12\x10\n" +
+	"meta.proto\x12\x0femberfs.meta.v1\"B\n" +
+	"\x04User\x12\x10\n" +
 	"\x03uid\x18\x01 \x01(\rR\x03uid\x12\x10\n" +
 	"\x03gid\x18\x02 \x01(\rR\x03gid\x12\x16\n" +
-	"\x06groups\x18\x03 \x03(\rR\x06groups\"U\n" +
-	"\n" +
-	"MetaPathAt\x12\x16\n" +
+	"\x06groups\x18\x03 \x03(\rR\x06groups\"Q\n" +
+	"\x06PathAt\x12\x16\n" +
 	"\x06parent\x18\x01 \x01(\x04R\x06parent\x12\x12\n" +
 	"\x04path\x18\x02 \x01(\tR\x04path\x12\x1b\n" +
-	"\tno_follow\x18\x03 \x01(\bR\bnoFollow\"\xa2\x01\n" +
-	"\n" +
-	"MetaLayout\x12\x1f\n" +
+	"\tno_follow\x18\x03 \x01(\bR\bnoFollow\"\x9e\x01\n" +
+	"\x06Layout\x12\x1f\n" +
 	"\vchain_table\x18\x01 \x01(\rR\n" +
 	"chainTable\x12\x1d\n" +
 	"\n" +
@@ -2216,8 +2213,8 @@ const file_meta_proto_rawDesc = "" +
 	"stripeSize\x12\x1f\n" +
 	"\vchain_begin\x18\x04 \x01(\rR\n" +
 	"chainBegin\x12\x12\n" +
-	"\x04seed\x18\x05 \x01(\x04R\x04seed\"\xde\x02\n" +
-	"\tMetaInode\x12\x0e\n" +
+	"\x04seed\x18\x05 \x01(\x04R\x04seed\"\xdb\x02\n" +
+	"\x05Inode\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\rR\x04type\x12\x12\n" +
 	"\x04mode\x18\x03 \x01(\rR\x04mode\x12\x10\n" +
@@ -2229,107 +2226,111 @@ const file_meta_proto_rawDesc = "" +
 	"\bmtime_ns\x18\t \x01(\x03R\amtimeNs\x12\x19\n" +
 	"\bctime_ns\x18\n" +
 	" \x01(\x03R\actimeNs\x12\x16\n" +
-	"\x06parent\x18\v \x01(\x04R\x06parent\x12.\n" +
-	"\x06layout\x18\f \x01(\v2\x16.emberfs.v1.MetaLayoutR\x06layout\x12\x16\n" +
+	"\x06parent\x18\v \x01(\x04R\x06parent\x12/\n" +
+	"\x06layout\x18\f \x01(\v2\x17.emberfs.meta.v1.LayoutR\x06layout\x12\x16\n" +
 	"\x06target\x18\r \x01(\tR\x06target\x12\x1a\n" +
-	"\bdetached\x18\x0e \x01(\bR\bdetached\"\x0f\n" +
-	"\rMetaStatFSReq\"k\n" +
-	"\x0eMetaStatFSResp\x12\x1a\n" +
+	"\bdetached\x18\x0e \x01(\bR\bdetached\"\v\n" +
+	"\tStatFSReq\"g\n" +
+	"\n" +
+	"StatFSResp\x12\x1a\n" +
 	"\bcapacity\x18\x01 \x01(\x04R\bcapacity\x12\x12\n" +
 	"\x04free\x18\x02 \x01(\x04R\x04free\x12)\n" +
-	"\x10inodes_allocated\x18\x03 \x01(\x04R\x0finodesAllocated\"c\n" +
-	"\vMetaStatReq\x12(\n" +
-	"\x04user\x18\x01 \x01(\v2\x14.emberfs.v1.MetaUserR\x04user\x12*\n" +
-	"\x04path\x18\x02 \x01(\v2\x16.emberfs.v1.MetaPathAtR\x04path\"<\n" +
-	"\rMetaInodeResp\x12+\n" +
-	"\x05inode\x18\x01 \x01(\v2\x15.emberfs.v1.MetaInodeR\x05inode\"$\n" +
-	"\x10MetaBatchStatReq\x12\x10\n" +
-	"\x03ids\x18\x01 \x03(\x04R\x03ids\"X\n" +
-	"\x11MetaBatchStatResp\x12-\n" +
-	"\x06inodes\x18\x01 \x03(\v2\x15.emberfs.v1.MetaInodeR\x06inodes\x12\x14\n" +
-	"\x05found\x18\x02 \x03(\bR\x05found\"o\n" +
-	"\x15MetaBatchStatPathsReq\x12(\n" +
-	"\x04user\x18\x01 \x01(\v2\x14.emberfs.v1.MetaUserR\x04user\x12,\n" +
-	"\x05paths\x18\x02 \x03(\v2\x16.emberfs.v1.MetaPathAtR\x05paths\"\x91\x01\n" +
-	"\x16MetaBatchStatPathsResp\x12-\n" +
-	"\x06inodes\x18\x01 \x03(\v2\x15.emberfs.v1.MetaInodeR\x06inodes\x12\x14\n" +
+	"\x10inodes_allocated\x18\x03 \x01(\x04R\x0finodesAllocated\"a\n" +
+	"\aStatReq\x12)\n" +
+	"\x04user\x18\x01 \x01(\v2\x15.emberfs.meta.v1.UserR\x04user\x12+\n" +
+	"\x04path\x18\x02 \x01(\v2\x17.emberfs.meta.v1.PathAtR\x04path\"9\n" +
+	"\tInodeResp\x12,\n" +
+	"\x05inode\x18\x01 \x01(\v2\x16.emberfs.meta.v1.InodeR\x05inode\" \n" +
+	"\fBatchStatReq\x12\x10\n" +
+	"\x03ids\x18\x01 \x03(\x04R\x03ids\"U\n" +
+	"\rBatchStatResp\x12.\n" +
+	"\x06inodes\x18\x01 \x03(\v2\x16.emberfs.meta.v1.InodeR\x06inodes\x12\x14\n" +
+	"\x05found\x18\x02 \x03(\bR\x05found\"m\n" +
+	"\x11BatchStatPathsReq\x12)\n" +
+	"\x04user\x18\x01 \x01(\v2\x15.emberfs.meta.v1.UserR\x04user\x12-\n" +
+	"\x05paths\x18\x02 \x03(\v2\x17.emberfs.meta.v1.PathAtR\x05paths\"\x8e\x01\n" +
+	"\x12BatchStatPathsResp\x12.\n" +
+	"\x06inodes\x18\x01 \x03(\v2\x16.emberfs.meta.v1.InodeR\x06inodes\x12\x14\n" +
 	"\x05codes\x18\x02 \x03(\rR\x05codes\x12\x16\n" +
 	"\x06errnos\x18\x03 \x03(\rR\x06errnos\x12\x1a\n" +
-	"\bmessages\x18\x04 \x03(\tR\bmessages\"e\n" +
-	"\rMetaLookupReq\x12(\n" +
-	"\x04user\x18\x01 \x01(\v2\x14.emberfs.v1.MetaUserR\x04user\x12\x16\n" +
+	"\bmessages\x18\x04 \x03(\tR\bmessages\"b\n" +
+	"\tLookupReq\x12)\n" +
+	"\x04user\x18\x01 \x01(\v2\x15.emberfs.meta.v1.UserR\x04user\x12\x16\n" +
 	"\x06parent\x18\x02 \x01(\x04R\x06parent\x12\x12\n" +
-	"\x04name\x18\x03 \x01(\tR\x04name\"\xaa\x02\n" +
-	"\rMetaCreateReq\x12(\n" +
-	"\x04user\x18\x01 \x01(\v2\x14.emberfs.v1.MetaUserR\x04user\x12*\n" +
-	"\x04path\x18\x02 \x01(\v2\x16.emberfs.v1.MetaPathAtR\x04path\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\"\xa9\x02\n" +
+	"\tCreateReq\x12)\n" +
+	"\x04user\x18\x01 \x01(\v2\x15.emberfs.meta.v1.UserR\x04user\x12+\n" +
+	"\x04path\x18\x02 \x01(\v2\x17.emberfs.meta.v1.PathAtR\x04path\x12\x12\n" +
 	"\x04mode\x18\x03 \x01(\rR\x04mode\x12\x1c\n" +
 	"\texclusive\x18\x04 \x01(\bR\texclusive\x12\x1a\n" +
 	"\btruncate\x18\x05 \x01(\bR\btruncate\x12\x12\n" +
 	"\x04read\x18\x06 \x01(\bR\x04read\x12\x14\n" +
 	"\x05write\x18\a \x01(\bR\x05write\x12\x1b\n" +
-	"\tclient_id\x18\b \x01(\tR\bclientId\x12.\n" +
-	"\x06layout\x18\t \x01(\v2\x16.emberfs.v1.MetaLayoutR\x06layout\"\xc6\x01\n" +
-	"\vMetaOpenReq\x12(\n" +
-	"\x04user\x18\x01 \x01(\v2\x14.emberfs.v1.MetaUserR\x04user\x12*\n" +
-	"\x04path\x18\x02 \x01(\v2\x16.emberfs.v1.MetaPathAtR\x04path\x12\x12\n" +
+	"\tclient_id\x18\b \x01(\tR\bclientId\x12/\n" +
+	"\x06layout\x18\t \x01(\v2\x17.emberfs.meta.v1.LayoutR\x06layout\"\xc4\x01\n" +
+	"\aOpenReq\x12)\n" +
+	"\x04user\x18\x01 \x01(\v2\x15.emberfs.meta.v1.UserR\x04user\x12+\n" +
+	"\x04path\x18\x02 \x01(\v2\x17.emberfs.meta.v1.PathAtR\x04path\x12\x12\n" +
 	"\x04read\x18\x03 \x01(\bR\x04read\x12\x14\n" +
 	"\x05write\x18\x04 \x01(\bR\x05write\x12\x1a\n" +
 	"\btruncate\x18\x05 \x01(\bR\btruncate\x12\x1b\n" +
-	"\tclient_id\x18\x06 \x01(\tR\bclientId\"o\n" +
-	"\fMetaOpenResp\x12+\n" +
-	"\x05inode\x18\x01 \x01(\v2\x15.emberfs.v1.MetaInodeR\x05inode\x12\x18\n" +
+	"\tclient_id\x18\x06 \x01(\tR\bclientId\"l\n" +
+	"\bOpenResp\x12,\n" +
+	"\x05inode\x18\x01 \x01(\v2\x16.emberfs.meta.v1.InodeR\x05inode\x12\x18\n" +
 	"\asession\x18\x02 \x01(\x04R\asession\x12\x18\n" +
-	"\acreated\x18\x03 \x01(\bR\acreated\"\x8d\x01\n" +
-	"\fMetaCloseReq\x12(\n" +
-	"\x04user\x18\x01 \x01(\v2\x14.emberfs.v1.MetaUserR\x04user\x12\x14\n" +
+	"\acreated\x18\x03 \x01(\bR\acreated\"\x8a\x01\n" +
+	"\bCloseReq\x12)\n" +
+	"\x04user\x18\x01 \x01(\v2\x15.emberfs.meta.v1.UserR\x04user\x12\x14\n" +
 	"\x05inode\x18\x02 \x01(\x04R\x05inode\x12\x18\n" +
 	"\asession\x18\x03 \x01(\x04R\asession\x12#\n" +
-	"\rupdate_length\x18\x04 \x01(\bR\fupdateLength\"N\n" +
-	"\fMetaFsyncReq\x12(\n" +
-	"\x04user\x18\x01 \x01(\v2\x14.emberfs.v1.MetaUserR\x04user\x12\x14\n" +
-	"\x05inode\x18\x02 \x01(\x04R\x05inode\"\x92\x01\n" +
-	"\fMetaMkdirReq\x12(\n" +
-	"\x04user\x18\x01 \x01(\v2\x14.emberfs.v1.MetaUserR\x04user\x12*\n" +
-	"\x04path\x18\x02 \x01(\v2\x16.emberfs.v1.MetaPathAtR\x04path\x12\x12\n" +
+	"\rupdate_length\x18\x04 \x01(\bR\fupdateLength\"K\n" +
+	"\bFsyncReq\x12)\n" +
+	"\x04user\x18\x01 \x01(\v2\x15.emberfs.meta.v1.UserR\x04user\x12\x14\n" +
+	"\x05inode\x18\x02 \x01(\x04R\x05inode\"\x90\x01\n" +
+	"\bMkdirReq\x12)\n" +
+	"\x04user\x18\x01 \x01(\v2\x15.emberfs.meta.v1.UserR\x04user\x12+\n" +
+	"\x04path\x18\x02 \x01(\v2\x17.emberfs.meta.v1.PathAtR\x04path\x12\x12\n" +
 	"\x04mode\x18\x03 \x01(\rR\x04mode\x12\x18\n" +
-	"\aparents\x18\x04 \x01(\bR\aparents\"~\n" +
-	"\x0eMetaSymlinkReq\x12(\n" +
-	"\x04user\x18\x01 \x01(\v2\x14.emberfs.v1.MetaUserR\x04user\x12*\n" +
-	"\x04path\x18\x02 \x01(\v2\x16.emberfs.v1.MetaPathAtR\x04path\x12\x16\n" +
-	"\x06target\x18\x03 \x01(\tR\x06target\"*\n" +
-	"\x10MetaReadlinkResp\x12\x16\n" +
-	"\x06target\x18\x01 \x01(\tR\x06target\"\x9d\x01\n" +
-	"\vMetaLinkReq\x12(\n" +
-	"\x04user\x18\x01 \x01(\v2\x14.emberfs.v1.MetaUserR\x04user\x121\n" +
-	"\bold_path\x18\x02 \x01(\v2\x16.emberfs.v1.MetaPathAtR\aoldPath\x121\n" +
-	"\bnew_path\x18\x03 \x01(\v2\x16.emberfs.v1.MetaPathAtR\anewPath\"c\n" +
-	"\vMetaPathReq\x12(\n" +
-	"\x04user\x18\x01 \x01(\v2\x14.emberfs.v1.MetaUserR\x04user\x12*\n" +
-	"\x04path\x18\x02 \x01(\v2\x16.emberfs.v1.MetaPathAtR\x04path\"\v\n" +
-	"\tMetaEmpty\"\xa3\x01\n" +
-	"\rMetaRenameReq\x12(\n" +
-	"\x04user\x18\x01 \x01(\v2\x14.emberfs.v1.MetaUserR\x04user\x12(\n" +
-	"\x03src\x18\x02 \x01(\v2\x16.emberfs.v1.MetaPathAtR\x03src\x12(\n" +
-	"\x03dst\x18\x03 \x01(\v2\x16.emberfs.v1.MetaPathAtR\x03dst\x12\x14\n" +
-	"\x05flags\x18\x04 \x01(\rR\x05flags\"\xb1\x01\n" +
-	"\x0eMetaReadDirReq\x12(\n" +
-	"\x04user\x18\x01 \x01(\v2\x14.emberfs.v1.MetaUserR\x04user\x12*\n" +
-	"\x04path\x18\x02 \x01(\v2\x16.emberfs.v1.MetaPathAtR\x04path\x12\x16\n" +
+	"\aparents\x18\x04 \x01(\bR\aparents\"|\n" +
+	"\n" +
+	"SymlinkReq\x12)\n" +
+	"\x04user\x18\x01 \x01(\v2\x15.emberfs.meta.v1.UserR\x04user\x12+\n" +
+	"\x04path\x18\x02 \x01(\v2\x17.emberfs.meta.v1.PathAtR\x04path\x12\x16\n" +
+	"\x06target\x18\x03 \x01(\tR\x06target\"&\n" +
+	"\fReadlinkResp\x12\x16\n" +
+	"\x06target\x18\x01 \x01(\tR\x06target\"\x9c\x01\n" +
+	"\aLinkReq\x12)\n" +
+	"\x04user\x18\x01 \x01(\v2\x15.emberfs.meta.v1.UserR\x04user\x122\n" +
+	"\bold_path\x18\x02 \x01(\v2\x17.emberfs.meta.v1.PathAtR\aoldPath\x122\n" +
+	"\bnew_path\x18\x03 \x01(\v2\x17.emberfs.meta.v1.PathAtR\anewPath\"a\n" +
+	"\aPathReq\x12)\n" +
+	"\x04user\x18\x01 \x01(\v2\x15.emberfs.meta.v1.UserR\x04user\x12+\n" +
+	"\x04path\x18\x02 \x01(\v2\x17.emberfs.meta.v1.PathAtR\x04path\"\a\n" +
+	"\x05Empty\"\xa2\x01\n" +
+	"\tRenameReq\x12)\n" +
+	"\x04user\x18\x01 \x01(\v2\x15.emberfs.meta.v1.UserR\x04user\x12)\n" +
+	"\x03src\x18\x02 \x01(\v2\x17.emberfs.meta.v1.PathAtR\x03src\x12)\n" +
+	"\x03dst\x18\x03 \x01(\v2\x17.emberfs.meta.v1.PathAtR\x03dst\x12\x14\n" +
+	"\x05flags\x18\x04 \x01(\rR\x05flags\"\xaf\x01\n" +
+	"\n" +
+	"ReadDirReq\x12)\n" +
+	"\x04user\x18\x01 \x01(\v2\x15.emberfs.meta.v1.UserR\x04user\x12+\n" +
+	"\x04path\x18\x02 \x01(\v2\x17.emberfs.meta.v1.PathAtR\x04path\x12\x16\n" +
 	"\x06cursor\x18\x03 \x01(\tR\x06cursor\x12\x14\n" +
 	"\x05limit\x18\x04 \x01(\x05R\x05limit\x12\x1b\n" +
-	"\twith_stat\x18\x05 \x01(\bR\bwithStat\"s\n" +
-	"\fMetaDirEntry\x12\x12\n" +
+	"\twith_stat\x18\x05 \x01(\bR\bwithStat\"p\n" +
+	"\bDirEntry\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\x04R\x02id\x12\x12\n" +
-	"\x04type\x18\x03 \x01(\rR\x04type\x12+\n" +
-	"\x05inode\x18\x04 \x01(\v2\x15.emberfs.v1.MetaInodeR\x05inode\"Y\n" +
-	"\x0fMetaReadDirResp\x122\n" +
-	"\aentries\x18\x01 \x03(\v2\x18.emberfs.v1.MetaDirEntryR\aentries\x12\x12\n" +
-	"\x04more\x18\x02 \x01(\bR\x04more\"\xfc\x02\n" +
-	"\x0eMetaSetAttrReq\x12(\n" +
-	"\x04user\x18\x01 \x01(\v2\x14.emberfs.v1.MetaUserR\x04user\x12*\n" +
-	"\x04path\x18\x02 \x01(\v2\x16.emberfs.v1.MetaPathAtR\x04path\x12\x17\n" +
+	"\x04type\x18\x03 \x01(\rR\x04type\x12,\n" +
+	"\x05inode\x18\x04 \x01(\v2\x16.emberfs.meta.v1.InodeR\x05inode\"V\n" +
+	"\vReadDirResp\x123\n" +
+	"\aentries\x18\x01 \x03(\v2\x19.emberfs.meta.v1.DirEntryR\aentries\x12\x12\n" +
+	"\x04more\x18\x02 \x01(\bR\x04more\"\xfa\x02\n" +
+	"\n" +
+	"SetAttrReq\x12)\n" +
+	"\x04user\x18\x01 \x01(\v2\x15.emberfs.meta.v1.UserR\x04user\x12+\n" +
+	"\x04path\x18\x02 \x01(\v2\x17.emberfs.meta.v1.PathAtR\x04path\x12\x17\n" +
 	"\x04mode\x18\x03 \x01(\rH\x00R\x04mode\x88\x01\x01\x12\x15\n" +
 	"\x03uid\x18\x04 \x01(\rH\x01R\x03uid\x88\x01\x01\x12\x15\n" +
 	"\x03gid\x18\x05 \x01(\rH\x02R\x03gid\x88\x01\x01\x12\x1e\n" +
@@ -2344,50 +2345,50 @@ const file_meta_proto_rawDesc = "" +
 	"\x04_gidB\v\n" +
 	"\t_atime_nsB\v\n" +
 	"\t_mtime_nsB\a\n" +
-	"\x05_size\"\x9b\x01\n" +
-	"\x13MetaSetDirLayoutReq\x12(\n" +
-	"\x04user\x18\x01 \x01(\v2\x14.emberfs.v1.MetaUserR\x04user\x12*\n" +
-	"\x04path\x18\x02 \x01(\v2\x16.emberfs.v1.MetaPathAtR\x04path\x12.\n" +
-	"\x06layout\x18\x03 \x01(\v2\x16.emberfs.v1.MetaLayoutR\x06layout\"\xa4\x01\n" +
-	"\fMetaXattrReq\x12(\n" +
-	"\x04user\x18\x01 \x01(\v2\x14.emberfs.v1.MetaUserR\x04user\x12*\n" +
-	"\x04path\x18\x02 \x01(\v2\x16.emberfs.v1.MetaPathAtR\x04path\x12\x12\n" +
+	"\x05_size\"\x9a\x01\n" +
+	"\x0fSetDirLayoutReq\x12)\n" +
+	"\x04user\x18\x01 \x01(\v2\x15.emberfs.meta.v1.UserR\x04user\x12+\n" +
+	"\x04path\x18\x02 \x01(\v2\x17.emberfs.meta.v1.PathAtR\x04path\x12/\n" +
+	"\x06layout\x18\x03 \x01(\v2\x17.emberfs.meta.v1.LayoutR\x06layout\"\xa2\x01\n" +
+	"\bXattrReq\x12)\n" +
+	"\x04user\x18\x01 \x01(\v2\x15.emberfs.meta.v1.UserR\x04user\x12+\n" +
+	"\x04path\x18\x02 \x01(\v2\x17.emberfs.meta.v1.PathAtR\x04path\x12\x12\n" +
 	"\x04name\x18\x03 \x01(\tR\x04name\x12\x14\n" +
 	"\x05value\x18\x04 \x01(\fR\x05value\x12\x14\n" +
-	"\x05flags\x18\x05 \x01(\x05R\x05flags\";\n" +
-	"\rMetaXattrResp\x12\x14\n" +
+	"\x05flags\x18\x05 \x01(\x05R\x05flags\"7\n" +
+	"\tXattrResp\x12\x14\n" +
 	"\x05value\x18\x01 \x01(\fR\x05value\x12\x14\n" +
-	"\x05names\x18\x02 \x03(\tR\x05names\"1\n" +
-	"\x12MetaRenewClientReq\x12\x1b\n" +
-	"\tclient_id\x18\x01 \x01(\tR\bclientId\"=\n" +
-	"\x13MetaRenewClientResp\x12&\n" +
-	"\x0fexpires_unix_ns\x18\x01 \x01(\x03R\rexpiresUnixNs2\xe9\f\n" +
-	"\x04Meta\x12?\n" +
-	"\x06StatFS\x12\x19.emberfs.v1.MetaStatFSReq\x1a\x1a.emberfs.v1.MetaStatFSResp\x12:\n" +
-	"\x04Stat\x12\x17.emberfs.v1.MetaStatReq\x1a\x19.emberfs.v1.MetaInodeResp\x12H\n" +
-	"\tBatchStat\x12\x1c.emberfs.v1.MetaBatchStatReq\x1a\x1d.emberfs.v1.MetaBatchStatResp\x12W\n" +
-	"\x0eBatchStatPaths\x12!.emberfs.v1.MetaBatchStatPathsReq\x1a\".emberfs.v1.MetaBatchStatPathsResp\x12>\n" +
-	"\x06Lookup\x12\x19.emberfs.v1.MetaLookupReq\x1a\x19.emberfs.v1.MetaInodeResp\x12=\n" +
-	"\x06Create\x12\x19.emberfs.v1.MetaCreateReq\x1a\x18.emberfs.v1.MetaOpenResp\x129\n" +
-	"\x04Open\x12\x17.emberfs.v1.MetaOpenReq\x1a\x18.emberfs.v1.MetaOpenResp\x12<\n" +
-	"\x05Close\x12\x18.emberfs.v1.MetaCloseReq\x1a\x19.emberfs.v1.MetaInodeResp\x12<\n" +
-	"\x05Fsync\x12\x18.emberfs.v1.MetaFsyncReq\x1a\x19.emberfs.v1.MetaInodeResp\x12<\n" +
-	"\x05Mkdir\x12\x18.emberfs.v1.MetaMkdirReq\x1a\x19.emberfs.v1.MetaInodeResp\x12@\n" +
-	"\aSymlink\x12\x1a.emberfs.v1.MetaSymlinkReq\x1a\x19.emberfs.v1.MetaInodeResp\x12A\n" +
-	"\bReadlink\x12\x17.emberfs.v1.MetaPathReq\x1a\x1c.emberfs.v1.MetaReadlinkResp\x12:\n" +
-	"\x04Link\x12\x17.emberfs.v1.MetaLinkReq\x1a\x19.emberfs.v1.MetaInodeResp\x128\n" +
-	"\x06Unlink\x12\x17.emberfs.v1.MetaPathReq\x1a\x15.emberfs.v1.MetaEmpty\x127\n" +
-	"\x05Rmdir\x12\x17.emberfs.v1.MetaPathReq\x1a\x15.emberfs.v1.MetaEmpty\x12;\n" +
-	"\tRemoveAll\x12\x17.emberfs.v1.MetaPathReq\x1a\x15.emberfs.v1.MetaEmpty\x12:\n" +
-	"\x06Rename\x12\x19.emberfs.v1.MetaRenameReq\x1a\x15.emberfs.v1.MetaEmpty\x12B\n" +
-	"\aReadDir\x12\x1a.emberfs.v1.MetaReadDirReq\x1a\x1b.emberfs.v1.MetaReadDirResp\x12@\n" +
-	"\aSetAttr\x12\x1a.emberfs.v1.MetaSetAttrReq\x1a\x19.emberfs.v1.MetaInodeResp\x12J\n" +
-	"\fSetDirLayout\x12\x1f.emberfs.v1.MetaSetDirLayoutReq\x1a\x19.emberfs.v1.MetaInodeResp\x12?\n" +
-	"\bGetXattr\x12\x18.emberfs.v1.MetaXattrReq\x1a\x19.emberfs.v1.MetaXattrResp\x12;\n" +
-	"\bSetXattr\x12\x18.emberfs.v1.MetaXattrReq\x1a\x15.emberfs.v1.MetaEmpty\x12@\n" +
-	"\tListXattr\x12\x18.emberfs.v1.MetaXattrReq\x1a\x19.emberfs.v1.MetaXattrResp\x12>\n" +
-	"\vRemoveXattr\x12\x18.emberfs.v1.MetaXattrReq\x1a\x15.emberfs.v1.MetaEmpty\x12N\n" +
-	"\vRenewClient\x12\x1e.emberfs.v1.MetaRenewClientReq\x1a\x1f.emberfs.v1.MetaRenewClientRespB-Z+github.com/emberfs/emberfs/service/proto;pbb\x06proto3"
+	"\x05names\x18\x02 \x03(\tR\x05names\"-\n" +
+	"\x0eRenewClientReq\x12\x1b\n" +
+	"\tclient_id\x18\x01 \x01(\tR\bclientId\"9\n" +
+	"\x0fRenewClientResp\x12&\n" +
+	"\x0fexpires_unix_ns\x18\x01 \x01(\x03R\rexpiresUnixNs2\x9b\r\n" +
+	"\x04Meta\x12A\n" +
+	"\x06StatFS\x12\x1a.emberfs.meta.v1.StatFSReq\x1a\x1b.emberfs.meta.v1.StatFSResp\x12<\n" +
+	"\x04Stat\x12\x18.emberfs.meta.v1.StatReq\x1a\x1a.emberfs.meta.v1.InodeResp\x12J\n" +
+	"\tBatchStat\x12\x1d.emberfs.meta.v1.BatchStatReq\x1a\x1e.emberfs.meta.v1.BatchStatResp\x12Y\n" +
+	"\x0eBatchStatPaths\x12\".emberfs.meta.v1.BatchStatPathsReq\x1a#.emberfs.meta.v1.BatchStatPathsResp\x12@\n" +
+	"\x06Lookup\x12\x1a.emberfs.meta.v1.LookupReq\x1a\x1a.emberfs.meta.v1.InodeResp\x12?\n" +
+	"\x06Create\x12\x1a.emberfs.meta.v1.CreateReq\x1a\x19.emberfs.meta.v1.OpenResp\x12;\n" +
+	"\x04Open\x12\x18.emberfs.meta.v1.OpenReq\x1a\x19.emberfs.meta.v1.OpenResp\x12>\n" +
+	"\x05Close\x12\x19.emberfs.meta.v1.CloseReq\x1a\x1a.emberfs.meta.v1.InodeResp\x12>\n" +
+	"\x05Fsync\x12\x19.emberfs.meta.v1.FsyncReq\x1a\x1a.emberfs.meta.v1.InodeResp\x12>\n" +
+	"\x05Mkdir\x12\x19.emberfs.meta.v1.MkdirReq\x1a\x1a.emberfs.meta.v1.InodeResp\x12B\n" +
+	"\aSymlink\x12\x1b.emberfs.meta.v1.SymlinkReq\x1a\x1a.emberfs.meta.v1.InodeResp\x12C\n" +
+	"\bReadlink\x12\x18.emberfs.meta.v1.PathReq\x1a\x1d.emberfs.meta.v1.ReadlinkResp\x12<\n" +
+	"\x04Link\x12\x18.emberfs.meta.v1.LinkReq\x1a\x1a.emberfs.meta.v1.InodeResp\x12:\n" +
+	"\x06Unlink\x12\x18.emberfs.meta.v1.PathReq\x1a\x16.emberfs.meta.v1.Empty\x129\n" +
+	"\x05Rmdir\x12\x18.emberfs.meta.v1.PathReq\x1a\x16.emberfs.meta.v1.Empty\x12=\n" +
+	"\tRemoveAll\x12\x18.emberfs.meta.v1.PathReq\x1a\x16.emberfs.meta.v1.Empty\x12<\n" +
+	"\x06Rename\x12\x1a.emberfs.meta.v1.RenameReq\x1a\x16.emberfs.meta.v1.Empty\x12D\n" +
+	"\aReadDir\x12\x1b.emberfs.meta.v1.ReadDirReq\x1a\x1c.emberfs.meta.v1.ReadDirResp\x12B\n" +
+	"\aSetAttr\x12\x1b.emberfs.meta.v1.SetAttrReq\x1a\x1a.emberfs.meta.v1.InodeResp\x12L\n" +
+	"\fSetDirLayout\x12 .emberfs.meta.v1.SetDirLayoutReq\x1a\x1a.emberfs.meta.v1.InodeResp\x12A\n" +
+	"\bGetXattr\x12\x19.emberfs.meta.v1.XattrReq\x1a\x1a.emberfs.meta.v1.XattrResp\x12=\n" +
+	"\bSetXattr\x12\x19.emberfs.meta.v1.XattrReq\x1a\x16.emberfs.meta.v1.Empty\x12B\n" +
+	"\tListXattr\x12\x19.emberfs.meta.v1.XattrReq\x1a\x1a.emberfs.meta.v1.XattrResp\x12@\n" +
+	"\vRemoveXattr\x12\x19.emberfs.meta.v1.XattrReq\x1a\x16.emberfs.meta.v1.Empty\x12P\n" +
+	"\vRenewClient\x12\x1f.emberfs.meta.v1.RenewClientReq\x1a .emberfs.meta.v1.RenewClientRespB8Z6github.com/emberfs/emberfs/service/proto/metapb;metapbb\x06proto3"
 
 var (
 	file_meta_proto_rawDescOnce sync.Once
@@ -2403,132 +2404,132 @@ func file_meta_proto_rawDescGZIP() []byte {
 
 var file_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_meta_proto_goTypes = []any{
-	(*MetaUser)(nil),               // 0: emberfs.v1.MetaUser
-	(*MetaPathAt)(nil),             // 1: emberfs.v1.MetaPathAt
-	(*MetaLayout)(nil),             // 2: emberfs.v1.MetaLayout
-	(*MetaInode)(nil),              // 3: emberfs.v1.MetaInode
-	(*MetaStatFSReq)(nil),          // 4: emberfs.v1.MetaStatFSReq
-	(*MetaStatFSResp)(nil),         // 5: emberfs.v1.MetaStatFSResp
-	(*MetaStatReq)(nil),            // 6: emberfs.v1.MetaStatReq
-	(*MetaInodeResp)(nil),          // 7: emberfs.v1.MetaInodeResp
-	(*MetaBatchStatReq)(nil),       // 8: emberfs.v1.MetaBatchStatReq
-	(*MetaBatchStatResp)(nil),      // 9: emberfs.v1.MetaBatchStatResp
-	(*MetaBatchStatPathsReq)(nil),  // 10: emberfs.v1.MetaBatchStatPathsReq
-	(*MetaBatchStatPathsResp)(nil), // 11: emberfs.v1.MetaBatchStatPathsResp
-	(*MetaLookupReq)(nil),          // 12: emberfs.v1.MetaLookupReq
-	(*MetaCreateReq)(nil),          // 13: emberfs.v1.MetaCreateReq
-	(*MetaOpenReq)(nil),            // 14: emberfs.v1.MetaOpenReq
-	(*MetaOpenResp)(nil),           // 15: emberfs.v1.MetaOpenResp
-	(*MetaCloseReq)(nil),           // 16: emberfs.v1.MetaCloseReq
-	(*MetaFsyncReq)(nil),           // 17: emberfs.v1.MetaFsyncReq
-	(*MetaMkdirReq)(nil),           // 18: emberfs.v1.MetaMkdirReq
-	(*MetaSymlinkReq)(nil),         // 19: emberfs.v1.MetaSymlinkReq
-	(*MetaReadlinkResp)(nil),       // 20: emberfs.v1.MetaReadlinkResp
-	(*MetaLinkReq)(nil),            // 21: emberfs.v1.MetaLinkReq
-	(*MetaPathReq)(nil),            // 22: emberfs.v1.MetaPathReq
-	(*MetaEmpty)(nil),              // 23: emberfs.v1.MetaEmpty
-	(*MetaRenameReq)(nil),          // 24: emberfs.v1.MetaRenameReq
-	(*MetaReadDirReq)(nil),         // 25: emberfs.v1.MetaReadDirReq
-	(*MetaDirEntry)(nil),           // 26: emberfs.v1.MetaDirEntry
-	(*MetaReadDirResp)(nil),        // 27: emberfs.v1.MetaReadDirResp
-	(*MetaSetAttrReq)(nil),         // 28: emberfs.v1.MetaSetAttrReq
-	(*MetaSetDirLayoutReq)(nil),    // 29: emberfs.v1.MetaSetDirLayoutReq
-	(*MetaXattrReq)(nil),           // 30: emberfs.v1.MetaXattrReq
-	(*MetaXattrResp)(nil),          // 31: emberfs.v1.MetaXattrResp
-	(*MetaRenewClientReq)(nil),     // 32: emberfs.v1.MetaRenewClientReq
-	(*MetaRenewClientResp)(nil),    // 33: emberfs.v1.MetaRenewClientResp
+	(*User)(nil),               // 0: emberfs.meta.v1.User
+	(*PathAt)(nil),             // 1: emberfs.meta.v1.PathAt
+	(*Layout)(nil),             // 2: emberfs.meta.v1.Layout
+	(*Inode)(nil),              // 3: emberfs.meta.v1.Inode
+	(*StatFSReq)(nil),          // 4: emberfs.meta.v1.StatFSReq
+	(*StatFSResp)(nil),         // 5: emberfs.meta.v1.StatFSResp
+	(*StatReq)(nil),            // 6: emberfs.meta.v1.StatReq
+	(*InodeResp)(nil),          // 7: emberfs.meta.v1.InodeResp
+	(*BatchStatReq)(nil),       // 8: emberfs.meta.v1.BatchStatReq
+	(*BatchStatResp)(nil),      // 9: emberfs.meta.v1.BatchStatResp
+	(*BatchStatPathsReq)(nil),  // 10: emberfs.meta.v1.BatchStatPathsReq
+	(*BatchStatPathsResp)(nil), // 11: emberfs.meta.v1.BatchStatPathsResp
+	(*LookupReq)(nil),          // 12: emberfs.meta.v1.LookupReq
+	(*CreateReq)(nil),          // 13: emberfs.meta.v1.CreateReq
+	(*OpenReq)(nil),            // 14: emberfs.meta.v1.OpenReq
+	(*OpenResp)(nil),           // 15: emberfs.meta.v1.OpenResp
+	(*CloseReq)(nil),           // 16: emberfs.meta.v1.CloseReq
+	(*FsyncReq)(nil),           // 17: emberfs.meta.v1.FsyncReq
+	(*MkdirReq)(nil),           // 18: emberfs.meta.v1.MkdirReq
+	(*SymlinkReq)(nil),         // 19: emberfs.meta.v1.SymlinkReq
+	(*ReadlinkResp)(nil),       // 20: emberfs.meta.v1.ReadlinkResp
+	(*LinkReq)(nil),            // 21: emberfs.meta.v1.LinkReq
+	(*PathReq)(nil),            // 22: emberfs.meta.v1.PathReq
+	(*Empty)(nil),              // 23: emberfs.meta.v1.Empty
+	(*RenameReq)(nil),          // 24: emberfs.meta.v1.RenameReq
+	(*ReadDirReq)(nil),         // 25: emberfs.meta.v1.ReadDirReq
+	(*DirEntry)(nil),           // 26: emberfs.meta.v1.DirEntry
+	(*ReadDirResp)(nil),        // 27: emberfs.meta.v1.ReadDirResp
+	(*SetAttrReq)(nil),         // 28: emberfs.meta.v1.SetAttrReq
+	(*SetDirLayoutReq)(nil),    // 29: emberfs.meta.v1.SetDirLayoutReq
+	(*XattrReq)(nil),           // 30: emberfs.meta.v1.XattrReq
+	(*XattrResp)(nil),          // 31: emberfs.meta.v1.XattrResp
+	(*RenewClientReq)(nil),     // 32: emberfs.meta.v1.RenewClientReq
+	(*RenewClientResp)(nil),    // 33: emberfs.meta.v1.RenewClientResp
 }
 var file_meta_proto_depIdxs = []int32{
-	2,  // 0: emberfs.v1.MetaInode.layout:type_name -> emberfs.v1.MetaLayout
-	0,  // 1: emberfs.v1.MetaStatReq.user:type_name -> emberfs.v1.MetaUser
-	1,  // 2: emberfs.v1.MetaStatReq.path:type_name -> emberfs.v1.MetaPathAt
-	3,  // 3: emberfs.v1.MetaInodeResp.inode:type_name -> emberfs.v1.MetaInode
-	3,  // 4: emberfs.v1.MetaBatchStatResp.inodes:type_name -> emberfs.v1.MetaInode
-	0,  // 5: emberfs.v1.MetaBatchStatPathsReq.user:type_name -> emberfs.v1.MetaUser
-	1,  // 6: emberfs.v1.MetaBatchStatPathsReq.paths:type_name -> emberfs.v1.MetaPathAt
-	3,  // 7: emberfs.v1.MetaBatchStatPathsResp.inodes:type_name -> emberfs.v1.MetaInode
-	0,  // 8: emberfs.v1.MetaLookupReq.user:type_name -> emberfs.v1.MetaUser
-	0,  // 9: emberfs.v1.MetaCreateReq.user:type_name -> emberfs.v1.MetaUser
-	1,  // 10: emberfs.v1.MetaCreateReq.path:type_name -> emberfs.v1.MetaPathAt
-	2,  // 11: emberfs.v1.MetaCreateReq.layout:type_name -> emberfs.v1.MetaLayout
-	0,  // 12: emberfs.v1.MetaOpenReq.user:type_name -> emberfs.v1.MetaUser
-	1,  // 13: emberfs.v1.MetaOpenReq.path:type_name -> emberfs.v1.MetaPathAt
-	3,  // 14: emberfs.v1.MetaOpenResp.inode:type_name -> emberfs.v1.MetaInode
-	0,  // 15: emberfs.v1.MetaCloseReq.user:type_name -> emberfs.v1.MetaUser
-	0,  // 16: emberfs.v1.MetaFsyncReq.user:type_name -> emberfs.v1.MetaUser
-	0,  // 17: emberfs.v1.MetaMkdirReq.user:type_name -> emberfs.v1.MetaUser
-	1,  // 18: emberfs.v1.MetaMkdirReq.path:type_name -> emberfs.v1.MetaPathAt
-	0,  // 19: emberfs.v1.MetaSymlinkReq.user:type_name -> emberfs.v1.MetaUser
-	1,  // 20: emberfs.v1.MetaSymlinkReq.path:type_name -> emberfs.v1.MetaPathAt
-	0,  // 21: emberfs.v1.MetaLinkReq.user:type_name -> emberfs.v1.MetaUser
-	1,  // 22: emberfs.v1.MetaLinkReq.old_path:type_name -> emberfs.v1.MetaPathAt
-	1,  // 23: emberfs.v1.MetaLinkReq.new_path:type_name -> emberfs.v1.MetaPathAt
-	0,  // 24: emberfs.v1.MetaPathReq.user:type_name -> emberfs.v1.MetaUser
-	1,  // 25: emberfs.v1.MetaPathReq.path:type_name -> emberfs.v1.MetaPathAt
-	0,  // 26: emberfs.v1.MetaRenameReq.user:type_name -> emberfs.v1.MetaUser
-	1,  // 27: emberfs.v1.MetaRenameReq.src:type_name -> emberfs.v1.MetaPathAt
-	1,  // 28: emberfs.v1.MetaRenameReq.dst:type_name -> emberfs.v1.MetaPathAt
-	0,  // 29: emberfs.v1.MetaReadDirReq.user:type_name -> emberfs.v1.MetaUser
-	1,  // 30: emberfs.v1.MetaReadDirReq.path:type_name -> emberfs.v1.MetaPathAt
-	3,  // 31: emberfs.v1.MetaDirEntry.inode:type_name -> emberfs.v1.MetaInode
-	26, // 32: emberfs.v1.MetaReadDirResp.entries:type_name -> emberfs.v1.MetaDirEntry
-	0,  // 33: emberfs.v1.MetaSetAttrReq.user:type_name -> emberfs.v1.MetaUser
-	1,  // 34: emberfs.v1.MetaSetAttrReq.path:type_name -> emberfs.v1.MetaPathAt
-	0,  // 35: emberfs.v1.MetaSetDirLayoutReq.user:type_name -> emberfs.v1.MetaUser
-	1,  // 36: emberfs.v1.MetaSetDirLayoutReq.path:type_name -> emberfs.v1.MetaPathAt
-	2,  // 37: emberfs.v1.MetaSetDirLayoutReq.layout:type_name -> emberfs.v1.MetaLayout
-	0,  // 38: emberfs.v1.MetaXattrReq.user:type_name -> emberfs.v1.MetaUser
-	1,  // 39: emberfs.v1.MetaXattrReq.path:type_name -> emberfs.v1.MetaPathAt
-	4,  // 40: emberfs.v1.Meta.StatFS:input_type -> emberfs.v1.MetaStatFSReq
-	6,  // 41: emberfs.v1.Meta.Stat:input_type -> emberfs.v1.MetaStatReq
-	8,  // 42: emberfs.v1.Meta.BatchStat:input_type -> emberfs.v1.MetaBatchStatReq
-	10, // 43: emberfs.v1.Meta.BatchStatPaths:input_type -> emberfs.v1.MetaBatchStatPathsReq
-	12, // 44: emberfs.v1.Meta.Lookup:input_type -> emberfs.v1.MetaLookupReq
-	13, // 45: emberfs.v1.Meta.Create:input_type -> emberfs.v1.MetaCreateReq
-	14, // 46: emberfs.v1.Meta.Open:input_type -> emberfs.v1.MetaOpenReq
-	16, // 47: emberfs.v1.Meta.Close:input_type -> emberfs.v1.MetaCloseReq
-	17, // 48: emberfs.v1.Meta.Fsync:input_type -> emberfs.v1.MetaFsyncReq
-	18, // 49: emberfs.v1.Meta.Mkdir:input_type -> emberfs.v1.MetaMkdirReq
-	19, // 50: emberfs.v1.Meta.Symlink:input_type -> emberfs.v1.MetaSymlinkReq
-	22, // 51: emberfs.v1.Meta.Readlink:input_type -> emberfs.v1.MetaPathReq
-	21, // 52: emberfs.v1.Meta.Link:input_type -> emberfs.v1.MetaLinkReq
-	22, // 53: emberfs.v1.Meta.Unlink:input_type -> emberfs.v1.MetaPathReq
-	22, // 54: emberfs.v1.Meta.Rmdir:input_type -> emberfs.v1.MetaPathReq
-	22, // 55: emberfs.v1.Meta.RemoveAll:input_type -> emberfs.v1.MetaPathReq
-	24, // 56: emberfs.v1.Meta.Rename:input_type -> emberfs.v1.MetaRenameReq
-	25, // 57: emberfs.v1.Meta.ReadDir:input_type -> emberfs.v1.MetaReadDirReq
-	28, // 58: emberfs.v1.Meta.SetAttr:input_type -> emberfs.v1.MetaSetAttrReq
-	29, // 59: emberfs.v1.Meta.SetDirLayout:input_type -> emberfs.v1.MetaSetDirLayoutReq
-	30, // 60: emberfs.v1.Meta.GetXattr:input_type -> emberfs.v1.MetaXattrReq
-	30, // 61: emberfs.v1.Meta.SetXattr:input_type -> emberfs.v1.MetaXattrReq
-	30, // 62: emberfs.v1.Meta.ListXattr:input_type -> emberfs.v1.MetaXattrReq
-	30, // 63: emberfs.v1.Meta.RemoveXattr:input_type -> emberfs.v1.MetaXattrReq
-	32, // 64: emberfs.v1.Meta.RenewClient:input_type -> emberfs.v1.MetaRenewClientReq
-	5,  // 65: emberfs.v1.Meta.StatFS:output_type -> emberfs.v1.MetaStatFSResp
-	7,  // 66: emberfs.v1.Meta.Stat:output_type -> emberfs.v1.MetaInodeResp
-	9,  // 67: emberfs.v1.Meta.BatchStat:output_type -> emberfs.v1.MetaBatchStatResp
-	11, // 68: emberfs.v1.Meta.BatchStatPaths:output_type -> emberfs.v1.MetaBatchStatPathsResp
-	7,  // 69: emberfs.v1.Meta.Lookup:output_type -> emberfs.v1.MetaInodeResp
-	15, // 70: emberfs.v1.Meta.Create:output_type -> emberfs.v1.MetaOpenResp
-	15, // 71: emberfs.v1.Meta.Open:output_type -> emberfs.v1.MetaOpenResp
-	7,  // 72: emberfs.v1.Meta.Close:output_type -> emberfs.v1.MetaInodeResp
-	7,  // 73: emberfs.v1.Meta.Fsync:output_type -> emberfs.v1.MetaInodeResp
-	7,  // 74: emberfs.v1.Meta.Mkdir:output_type -> emberfs.v1.MetaInodeResp
-	7,  // 75: emberfs.v1.Meta.Symlink:output_type -> emberfs.v1.MetaInodeResp
-	20, // 76: emberfs.v1.Meta.Readlink:output_type -> emberfs.v1.MetaReadlinkResp
-	7,  // 77: emberfs.v1.Meta.Link:output_type -> emberfs.v1.MetaInodeResp
-	23, // 78: emberfs.v1.Meta.Unlink:output_type -> emberfs.v1.MetaEmpty
-	23, // 79: emberfs.v1.Meta.Rmdir:output_type -> emberfs.v1.MetaEmpty
-	23, // 80: emberfs.v1.Meta.RemoveAll:output_type -> emberfs.v1.MetaEmpty
-	23, // 81: emberfs.v1.Meta.Rename:output_type -> emberfs.v1.MetaEmpty
-	27, // 82: emberfs.v1.Meta.ReadDir:output_type -> emberfs.v1.MetaReadDirResp
-	7,  // 83: emberfs.v1.Meta.SetAttr:output_type -> emberfs.v1.MetaInodeResp
-	7,  // 84: emberfs.v1.Meta.SetDirLayout:output_type -> emberfs.v1.MetaInodeResp
-	31, // 85: emberfs.v1.Meta.GetXattr:output_type -> emberfs.v1.MetaXattrResp
-	23, // 86: emberfs.v1.Meta.SetXattr:output_type -> emberfs.v1.MetaEmpty
-	31, // 87: emberfs.v1.Meta.ListXattr:output_type -> emberfs.v1.MetaXattrResp
-	23, // 88: emberfs.v1.Meta.RemoveXattr:output_type -> emberfs.v1.MetaEmpty
-	33, // 89: emberfs.v1.Meta.RenewClient:output_type -> emberfs.v1.MetaRenewClientResp
+	2,  // 0: emberfs.meta.v1.Inode.layout:type_name -> emberfs.meta.v1.Layout
+	0,  // 1: emberfs.meta.v1.StatReq.user:type_name -> emberfs.meta.v1.User
+	1,  // 2: emberfs.meta.v1.StatReq.path:type_name -> emberfs.meta.v1.PathAt
+	3,  // 3: emberfs.meta.v1.InodeResp.inode:type_name -> emberfs.meta.v1.Inode
+	3,  // 4: emberfs.meta.v1.BatchStatResp.inodes:type_name -> emberfs.meta.v1.Inode
+	0,  // 5: emberfs.meta.v1.BatchStatPathsReq.user:type_name -> emberfs.meta.v1.User
+	1,  // 6: emberfs.meta.v1.BatchStatPathsReq.paths:type_name -> emberfs.meta.v1.PathAt
+	3,  // 7: emberfs.meta.v1.BatchStatPathsResp.inodes:type_name -> emberfs.meta.v1.Inode
+	0,  // 8: emberfs.meta.v1.LookupReq.user:type_name -> emberfs.meta.v1.User
+	0,  // 9: emberfs.meta.v1.CreateReq.user:type_name -> emberfs.meta.v1.User
+	1,  // 10: emberfs.meta.v1.CreateReq.path:type_name -> emberfs.meta.v1.PathAt
+	2,  // 11: emberfs.meta.v1.CreateReq.layout:type_name -> emberfs.meta.v1.Layout
+	0,  // 12: emberfs.meta.v1.OpenReq.user:type_name -> emberfs.meta.v1.User
+	1,  // 13: emberfs.meta.v1.OpenReq.path:type_name -> emberfs.meta.v1.PathAt
+	3,  // 14: emberfs.meta.v1.OpenResp.inode:type_name -> emberfs.meta.v1.Inode
+	0,  // 15: emberfs.meta.v1.CloseReq.user:type_name -> emberfs.meta.v1.User
+	0,  // 16: emberfs.meta.v1.FsyncReq.user:type_name -> emberfs.meta.v1.User
+	0,  // 17: emberfs.meta.v1.MkdirReq.user:type_name -> emberfs.meta.v1.User
+	1,  // 18: emberfs.meta.v1.MkdirReq.path:type_name -> emberfs.meta.v1.PathAt
+	0,  // 19: emberfs.meta.v1.SymlinkReq.user:type_name -> emberfs.meta.v1.User
+	1,  // 20: emberfs.meta.v1.SymlinkReq.path:type_name -> emberfs.meta.v1.PathAt
+	0,  // 21: emberfs.meta.v1.LinkReq.user:type_name -> emberfs.meta.v1.User
+	1,  // 22: emberfs.meta.v1.LinkReq.old_path:type_name -> emberfs.meta.v1.PathAt
+	1,  // 23: emberfs.meta.v1.LinkReq.new_path:type_name -> emberfs.meta.v1.PathAt
+	0,  // 24: emberfs.meta.v1.PathReq.user:type_name -> emberfs.meta.v1.User
+	1,  // 25: emberfs.meta.v1.PathReq.path:type_name -> emberfs.meta.v1.PathAt
+	0,  // 26: emberfs.meta.v1.RenameReq.user:type_name -> emberfs.meta.v1.User
+	1,  // 27: emberfs.meta.v1.RenameReq.src:type_name -> emberfs.meta.v1.PathAt
+	1,  // 28: emberfs.meta.v1.RenameReq.dst:type_name -> emberfs.meta.v1.PathAt
+	0,  // 29: emberfs.meta.v1.ReadDirReq.user:type_name -> emberfs.meta.v1.User
+	1,  // 30: emberfs.meta.v1.ReadDirReq.path:type_name -> emberfs.meta.v1.PathAt
+	3,  // 31: emberfs.meta.v1.DirEntry.inode:type_name -> emberfs.meta.v1.Inode
+	26, // 32: emberfs.meta.v1.ReadDirResp.entries:type_name -> emberfs.meta.v1.DirEntry
+	0,  // 33: emberfs.meta.v1.SetAttrReq.user:type_name -> emberfs.meta.v1.User
+	1,  // 34: emberfs.meta.v1.SetAttrReq.path:type_name -> emberfs.meta.v1.PathAt
+	0,  // 35: emberfs.meta.v1.SetDirLayoutReq.user:type_name -> emberfs.meta.v1.User
+	1,  // 36: emberfs.meta.v1.SetDirLayoutReq.path:type_name -> emberfs.meta.v1.PathAt
+	2,  // 37: emberfs.meta.v1.SetDirLayoutReq.layout:type_name -> emberfs.meta.v1.Layout
+	0,  // 38: emberfs.meta.v1.XattrReq.user:type_name -> emberfs.meta.v1.User
+	1,  // 39: emberfs.meta.v1.XattrReq.path:type_name -> emberfs.meta.v1.PathAt
+	4,  // 40: emberfs.meta.v1.Meta.StatFS:input_type -> emberfs.meta.v1.StatFSReq
+	6,  // 41: emberfs.meta.v1.Meta.Stat:input_type -> emberfs.meta.v1.StatReq
+	8,  // 42: emberfs.meta.v1.Meta.BatchStat:input_type -> emberfs.meta.v1.BatchStatReq
+	10, // 43: emberfs.meta.v1.Meta.BatchStatPaths:input_type -> emberfs.meta.v1.BatchStatPathsReq
+	12, // 44: emberfs.meta.v1.Meta.Lookup:input_type -> emberfs.meta.v1.LookupReq
+	13, // 45: emberfs.meta.v1.Meta.Create:input_type -> emberfs.meta.v1.CreateReq
+	14, // 46: emberfs.meta.v1.Meta.Open:input_type -> emberfs.meta.v1.OpenReq
+	16, // 47: emberfs.meta.v1.Meta.Close:input_type -> emberfs.meta.v1.CloseReq
+	17, // 48: emberfs.meta.v1.Meta.Fsync:input_type -> emberfs.meta.v1.FsyncReq
+	18, // 49: emberfs.meta.v1.Meta.Mkdir:input_type -> emberfs.meta.v1.MkdirReq
+	19, // 50: emberfs.meta.v1.Meta.Symlink:input_type -> emberfs.meta.v1.SymlinkReq
+	22, // 51: emberfs.meta.v1.Meta.Readlink:input_type -> emberfs.meta.v1.PathReq
+	21, // 52: emberfs.meta.v1.Meta.Link:input_type -> emberfs.meta.v1.LinkReq
+	22, // 53: emberfs.meta.v1.Meta.Unlink:input_type -> emberfs.meta.v1.PathReq
+	22, // 54: emberfs.meta.v1.Meta.Rmdir:input_type -> emberfs.meta.v1.PathReq
+	22, // 55: emberfs.meta.v1.Meta.RemoveAll:input_type -> emberfs.meta.v1.PathReq
+	24, // 56: emberfs.meta.v1.Meta.Rename:input_type -> emberfs.meta.v1.RenameReq
+	25, // 57: emberfs.meta.v1.Meta.ReadDir:input_type -> emberfs.meta.v1.ReadDirReq
+	28, // 58: emberfs.meta.v1.Meta.SetAttr:input_type -> emberfs.meta.v1.SetAttrReq
+	29, // 59: emberfs.meta.v1.Meta.SetDirLayout:input_type -> emberfs.meta.v1.SetDirLayoutReq
+	30, // 60: emberfs.meta.v1.Meta.GetXattr:input_type -> emberfs.meta.v1.XattrReq
+	30, // 61: emberfs.meta.v1.Meta.SetXattr:input_type -> emberfs.meta.v1.XattrReq
+	30, // 62: emberfs.meta.v1.Meta.ListXattr:input_type -> emberfs.meta.v1.XattrReq
+	30, // 63: emberfs.meta.v1.Meta.RemoveXattr:input_type -> emberfs.meta.v1.XattrReq
+	32, // 64: emberfs.meta.v1.Meta.RenewClient:input_type -> emberfs.meta.v1.RenewClientReq
+	5,  // 65: emberfs.meta.v1.Meta.StatFS:output_type -> emberfs.meta.v1.StatFSResp
+	7,  // 66: emberfs.meta.v1.Meta.Stat:output_type -> emberfs.meta.v1.InodeResp
+	9,  // 67: emberfs.meta.v1.Meta.BatchStat:output_type -> emberfs.meta.v1.BatchStatResp
+	11, // 68: emberfs.meta.v1.Meta.BatchStatPaths:output_type -> emberfs.meta.v1.BatchStatPathsResp
+	7,  // 69: emberfs.meta.v1.Meta.Lookup:output_type -> emberfs.meta.v1.InodeResp
+	15, // 70: emberfs.meta.v1.Meta.Create:output_type -> emberfs.meta.v1.OpenResp
+	15, // 71: emberfs.meta.v1.Meta.Open:output_type -> emberfs.meta.v1.OpenResp
+	7,  // 72: emberfs.meta.v1.Meta.Close:output_type -> emberfs.meta.v1.InodeResp
+	7,  // 73: emberfs.meta.v1.Meta.Fsync:output_type -> emberfs.meta.v1.InodeResp
+	7,  // 74: emberfs.meta.v1.Meta.Mkdir:output_type -> emberfs.meta.v1.InodeResp
+	7,  // 75: emberfs.meta.v1.Meta.Symlink:output_type -> emberfs.meta.v1.InodeResp
+	20, // 76: emberfs.meta.v1.Meta.Readlink:output_type -> emberfs.meta.v1.ReadlinkResp
+	7,  // 77: emberfs.meta.v1.Meta.Link:output_type -> emberfs.meta.v1.InodeResp
+	23, // 78: emberfs.meta.v1.Meta.Unlink:output_type -> emberfs.meta.v1.Empty
+	23, // 79: emberfs.meta.v1.Meta.Rmdir:output_type -> emberfs.meta.v1.Empty
+	23, // 80: emberfs.meta.v1.Meta.RemoveAll:output_type -> emberfs.meta.v1.Empty
+	23, // 81: emberfs.meta.v1.Meta.Rename:output_type -> emberfs.meta.v1.Empty
+	27, // 82: emberfs.meta.v1.Meta.ReadDir:output_type -> emberfs.meta.v1.ReadDirResp
+	7,  // 83: emberfs.meta.v1.Meta.SetAttr:output_type -> emberfs.meta.v1.InodeResp
+	7,  // 84: emberfs.meta.v1.Meta.SetDirLayout:output_type -> emberfs.meta.v1.InodeResp
+	31, // 85: emberfs.meta.v1.Meta.GetXattr:output_type -> emberfs.meta.v1.XattrResp
+	23, // 86: emberfs.meta.v1.Meta.SetXattr:output_type -> emberfs.meta.v1.Empty
+	31, // 87: emberfs.meta.v1.Meta.ListXattr:output_type -> emberfs.meta.v1.XattrResp
+	23, // 88: emberfs.meta.v1.Meta.RemoveXattr:output_type -> emberfs.meta.v1.Empty
+	33, // 89: emberfs.meta.v1.Meta.RenewClient:output_type -> emberfs.meta.v1.RenewClientResp
 	65, // [65:90] is the sub-list for method output_type
 	40, // [40:65] is the sub-list for method input_type
 	40, // [40:40] is the sub-list for extension type_name

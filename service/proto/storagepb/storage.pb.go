@@ -8,7 +8,7 @@
 // 	protoc        v3.21.12
 // source: storage.proto
 
-package pb
+package storagepb
 
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
@@ -26,7 +26,7 @@ const (
 )
 
 // Metadata of one chunk replica (as chunkengine.ChunkMeta).
-type StorageChunkMeta struct {
+type ChunkMeta struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	Inode          uint64                 `protobuf:"varint,1,opt,name=inode,proto3" json:"inode,omitempty"`
 	Index          uint32                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
@@ -41,20 +41,20 @@ type StorageChunkMeta struct {
 	sizeCache      protoimpl.SizeCache
 }
 
-func (x *StorageChunkMeta) Reset() {
-	*x = StorageChunkMeta{}
+func (x *ChunkMeta) Reset() {
+	*x = ChunkMeta{}
 	mi := &file_storage_proto_msgTypes[0]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *StorageChunkMeta) String() string {
+func (x *ChunkMeta) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*StorageChunkMeta) ProtoMessage() {}
+func (*ChunkMeta) ProtoMessage() {}
 
-func (x *StorageChunkMeta) ProtoReflect() protoreflect.Message {
+func (x *ChunkMeta) ProtoReflect() protoreflect.Message {
 	mi := &file_storage_proto_msgTypes[0]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -66,95 +66,95 @@ func (x *StorageChunkMeta) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use StorageChunkMeta.ProtoReflect.Descriptor instead.
-func (*StorageChunkMeta) Descriptor() ([]byte, []int) {
+// Deprecated: Use ChunkMeta.ProtoReflect.Descriptor instead.
+func (*ChunkMeta) Descriptor() ([]byte, []int) {
 	return file_storage_proto_rawDescGZIP(), []int{0}
 }
 
-func (x *StorageChunkMeta) GetInode() uint64 {
+func (x *ChunkMeta) GetInode() uint64 {
 	if x != nil {
 		return x.Inode
 	}
 	return 0
 }
 
-func (x *StorageChunkMeta) GetIndex() uint32 {
+func (x *ChunkMeta) GetIndex() uint32 {
 	if x != nil {
 		return x.Index
 	}
 	return 0
 }
 
-func (x *StorageChunkMeta) GetChunkSize() uint32 {
+func (x *ChunkMeta) GetChunkSize() uint32 {
 	if x != nil {
 		return x.ChunkSize
 	}
 	return 0
 }
 
-func (x *StorageChunkMeta) GetVersion() uint64 {
+func (x *ChunkMeta) GetVersion() uint64 {
 	if x != nil {
 		return x.Version
 	}
 	return 0
 }
 
-func (x *StorageChunkMeta) GetChainVer() uint32 {
+func (x *ChunkMeta) GetChainVer() uint32 {
 	if x != nil {
 		return x.ChainVer
 	}
 	return 0
 }
 
-func (x *StorageChunkMeta) GetLength() uint32 {
+func (x *ChunkMeta) GetLength() uint32 {
 	if x != nil {
 		return x.Length
 	}
 	return 0
 }
 
-func (x *StorageChunkMeta) GetChecksum() uint32 {
+func (x *ChunkMeta) GetChecksum() uint32 {
 	if x != nil {
 		return x.Checksum
 	}
 	return 0
 }
 
-func (x *StorageChunkMeta) GetCorrupt() bool {
+func (x *ChunkMeta) GetCorrupt() bool {
 	if x != nil {
 		return x.Corrupt
 	}
 	return false
 }
 
-func (x *StorageChunkMeta) GetPendingVersion() uint64 {
+func (x *ChunkMeta) GetPendingVersion() uint64 {
 	if x != nil {
 		return x.PendingVersion
 	}
 	return 0
 }
 
-type StorageDumpChunkMetaReq struct {
+type DumpChunkMetaReq struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	TargetId      uint64                 `protobuf:"varint,1,opt,name=target_id,json=targetId,proto3" json:"target_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *StorageDumpChunkMetaReq) Reset() {
-	*x = StorageDumpChunkMetaReq{}
+func (x *DumpChunkMetaReq) Reset() {
+	*x = DumpChunkMetaReq{}
 	mi := &file_storage_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *StorageDumpChunkMetaReq) String() string {
+func (x *DumpChunkMetaReq) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*StorageDumpChunkMetaReq) ProtoMessage() {}
+func (*DumpChunkMetaReq) ProtoMessage() {}
 
-func (x *StorageDumpChunkMetaReq) ProtoReflect() protoreflect.Message {
+func (x *DumpChunkMetaReq) ProtoReflect() protoreflect.Message {
 	mi := &file_storage_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -166,12 +166,12 @@ func (x *StorageDumpChunkMetaReq) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use StorageDumpChunkMetaReq.ProtoReflect.Descriptor instead.
-func (*StorageDumpChunkMetaReq) Descriptor() ([]byte, []int) {
+// Deprecated: Use DumpChunkMetaReq.ProtoReflect.Descriptor instead.
+func (*DumpChunkMetaReq) Descriptor() ([]byte, []int) {
 	return file_storage_proto_rawDescGZIP(), []int{1}
 }
 
-func (x *StorageDumpChunkMetaReq) GetTargetId() uint64 {
+func (x *DumpChunkMetaReq) GetTargetId() uint64 {
 	if x != nil {
 		return x.TargetId
 	}
@@ -179,27 +179,27 @@ func (x *StorageDumpChunkMetaReq) GetTargetId() uint64 {
 }
 
 // One batch of a dump stream (chunks sorted by id across batches).
-type StorageDumpChunkMetaRsp struct {
+type DumpChunkMetaRsp struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Chunks        []*StorageChunkMeta    `protobuf:"bytes,1,rep,name=chunks,proto3" json:"chunks,omitempty"`
+	Chunks        []*ChunkMeta           `protobuf:"bytes,1,rep,name=chunks,proto3" json:"chunks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *StorageDumpChunkMetaRsp) Reset() {
-	*x = StorageDumpChunkMetaRsp{}
+func (x *DumpChunkMetaRsp) Reset() {
+	*x = DumpChunkMetaRsp{}
 	mi := &file_storage_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *StorageDumpChunkMetaRsp) String() string {
+func (x *DumpChunkMetaRsp) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*StorageDumpChunkMetaRsp) ProtoMessage() {}
+func (*DumpChunkMetaRsp) ProtoMessage() {}
 
-func (x *StorageDumpChunkMetaRsp) ProtoReflect() protoreflect.Message {
+func (x *DumpChunkMetaRsp) ProtoReflect() protoreflect.Message {
 	mi := &file_storage_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -211,12 +211,12 @@ func (x *StorageDumpChunkMetaRsp) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use StorageDumpChunkMetaRsp.ProtoReflect.Descriptor instead.
-func (*StorageDumpChunkMetaRsp) Descriptor() ([]byte, []int) {
+// Deprecated: Use DumpChunkMetaRsp.ProtoReflect.Descriptor instead.
+func (*DumpChunkMetaRsp) Descriptor() ([]byte, []int) {
 	return file_storage_proto_rawDescGZIP(), []int{2}
 }
 
-func (x *StorageDumpChunkMetaRsp) GetChunks() []*StorageChunkMeta {
+func (x *DumpChunkMetaRsp) GetChunks() []*ChunkMeta {
 	if x != nil {
 		return x.Chunks
 	}
@@ -224,7 +224,7 @@ func (x *StorageDumpChunkMetaRsp) GetChunks() []*StorageChunkMeta {
 }
 
 // Sent by a predecessor once every chunk of the syncing target matches.
-type StorageSyncDoneReq struct {
+type SyncDoneReq struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	TargetId       uint64                 `protobuf:"varint,1,opt,name=target_id,json=targetId,proto3" json:"target_id,omitempty"`
 	ChainId        uint32                 `protobuf:"varint,2,opt,name=chain_id,json=chainId,proto3" json:"chain_id,omitempty"`
@@ -236,20 +236,20 @@ type StorageSyncDoneReq struct {
 	sizeCache      protoimpl.SizeCache
 }
 
-func (x *StorageSyncDoneReq) Reset() {
-	*x = StorageSyncDoneReq{}
+func (x *SyncDoneReq) Reset() {
+	*x = SyncDoneReq{}
 	mi := &file_storage_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *StorageSyncDoneReq) String() string {
+func (x *SyncDoneReq) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*StorageSyncDoneReq) ProtoMessage() {}
+func (*SyncDoneReq) ProtoMessage() {}
 
-func (x *StorageSyncDoneReq) ProtoReflect() protoreflect.Message {
+func (x *SyncDoneReq) ProtoReflect() protoreflect.Message {
 	mi := &file_storage_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -261,73 +261,73 @@ func (x *StorageSyncDoneReq) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use StorageSyncDoneReq.ProtoReflect.Descriptor instead.
-func (*StorageSyncDoneReq) Descriptor() ([]byte, []int) {
+// Deprecated: Use SyncDoneReq.ProtoReflect.Descriptor instead.
+func (*SyncDoneReq) Descriptor() ([]byte, []int) {
 	return file_storage_proto_rawDescGZIP(), []int{3}
 }
 
-func (x *StorageSyncDoneReq) GetTargetId() uint64 {
+func (x *SyncDoneReq) GetTargetId() uint64 {
 	if x != nil {
 		return x.TargetId
 	}
 	return 0
 }
 
-func (x *StorageSyncDoneReq) GetChainId() uint32 {
+func (x *SyncDoneReq) GetChainId() uint32 {
 	if x != nil {
 		return x.ChainId
 	}
 	return 0
 }
 
-func (x *StorageSyncDoneReq) GetChainVersion() uint64 {
+func (x *SyncDoneReq) GetChainVersion() uint64 {
 	if x != nil {
 		return x.ChainVersion
 	}
 	return 0
 }
 
-func (x *StorageSyncDoneReq) GetFromTargetId() uint64 {
+func (x *SyncDoneReq) GetFromTargetId() uint64 {
 	if x != nil {
 		return x.FromTargetId
 	}
 	return 0
 }
 
-func (x *StorageSyncDoneReq) GetChunksReplaced() uint64 {
+func (x *SyncDoneReq) GetChunksReplaced() uint64 {
 	if x != nil {
 		return x.ChunksReplaced
 	}
 	return 0
 }
 
-func (x *StorageSyncDoneReq) GetChunksRemoved() uint64 {
+func (x *SyncDoneReq) GetChunksRemoved() uint64 {
 	if x != nil {
 		return x.ChunksRemoved
 	}
 	return 0
 }
 
-type StorageSyncDoneRsp struct {
+type SyncDoneRsp struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *StorageSyncDoneRsp) Reset() {
-	*x = StorageSyncDoneRsp{}
+func (x *SyncDoneRsp) Reset() {
+	*x = SyncDoneRsp{}
 	mi := &file_storage_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *StorageSyncDoneRsp) String() string {
+func (x *SyncDoneRsp) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*StorageSyncDoneRsp) ProtoMessage() {}
+func (*SyncDoneRsp) ProtoMessage() {}
 
-func (x *StorageSyncDoneRsp) ProtoReflect() protoreflect.Message {
+func (x *SyncDoneRsp) ProtoReflect() protoreflect.Message {
 	mi := &file_storage_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -339,15 +339,15 @@ func (x *StorageSyncDoneRsp) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use StorageSyncDoneRsp.ProtoReflect.Descriptor instead.
-func (*StorageSyncDoneRsp) Descriptor() ([]byte, []int) {
+// Deprecated: Use SyncDoneRsp.ProtoReflect.Descriptor instead.
+func (*SyncDoneRsp) Descriptor() ([]byte, []int) {
 	return file_storage_proto_rawDescGZIP(), []int{4}
 }
 
 // Asks the service holding source_target_id to send its committed copy of
 // a chunk to dest_target_id as a full-chunk replace (repair of a corrupt
 // replica).
-type StorageRepairChunkReq struct {
+type RepairChunkReq struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	SourceTargetId uint64                 `protobuf:"varint,1,opt,name=source_target_id,json=sourceTargetId,proto3" json:"source_target_id,omitempty"`
 	DestTargetId   uint64                 `protobuf:"varint,2,opt,name=dest_target_id,json=destTargetId,proto3" json:"dest_target_id,omitempty"`
@@ -358,20 +358,20 @@ type StorageRepairChunkReq struct {
 	sizeCache      protoimpl.SizeCache
 }
 
-func (x *StorageRepairChunkReq) Reset() {
-	*x = StorageRepairChunkReq{}
+func (x *RepairChunkReq) Reset() {
+	*x = RepairChunkReq{}
 	mi := &file_storage_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *StorageRepairChunkReq) String() string {
+func (x *RepairChunkReq) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*StorageRepairChunkReq) ProtoMessage() {}
+func (*RepairChunkReq) ProtoMessage() {}
 
-func (x *StorageRepairChunkReq) ProtoReflect() protoreflect.Message {
+func (x *RepairChunkReq) ProtoReflect() protoreflect.Message {
 	mi := &file_storage_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -383,67 +383,67 @@ func (x *StorageRepairChunkReq) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use StorageRepairChunkReq.ProtoReflect.Descriptor instead.
-func (*StorageRepairChunkReq) Descriptor() ([]byte, []int) {
+// Deprecated: Use RepairChunkReq.ProtoReflect.Descriptor instead.
+func (*RepairChunkReq) Descriptor() ([]byte, []int) {
 	return file_storage_proto_rawDescGZIP(), []int{5}
 }
 
-func (x *StorageRepairChunkReq) GetSourceTargetId() uint64 {
+func (x *RepairChunkReq) GetSourceTargetId() uint64 {
 	if x != nil {
 		return x.SourceTargetId
 	}
 	return 0
 }
 
-func (x *StorageRepairChunkReq) GetDestTargetId() uint64 {
+func (x *RepairChunkReq) GetDestTargetId() uint64 {
 	if x != nil {
 		return x.DestTargetId
 	}
 	return 0
 }
 
-func (x *StorageRepairChunkReq) GetChainId() uint32 {
+func (x *RepairChunkReq) GetChainId() uint32 {
 	if x != nil {
 		return x.ChainId
 	}
 	return 0
 }
 
-func (x *StorageRepairChunkReq) GetInode() uint64 {
+func (x *RepairChunkReq) GetInode() uint64 {
 	if x != nil {
 		return x.Inode
 	}
 	return 0
 }
 
-func (x *StorageRepairChunkReq) GetIndex() uint32 {
+func (x *RepairChunkReq) GetIndex() uint32 {
 	if x != nil {
 		return x.Index
 	}
 	return 0
 }
 
-type StorageRepairChunkRsp struct {
+type RepairChunkRsp struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Version       uint64                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *StorageRepairChunkRsp) Reset() {
-	*x = StorageRepairChunkRsp{}
+func (x *RepairChunkRsp) Reset() {
+	*x = RepairChunkRsp{}
 	mi := &file_storage_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *StorageRepairChunkRsp) String() string {
+func (x *RepairChunkRsp) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*StorageRepairChunkRsp) ProtoMessage() {}
+func (*RepairChunkRsp) ProtoMessage() {}
 
-func (x *StorageRepairChunkRsp) ProtoReflect() protoreflect.Message {
+func (x *RepairChunkRsp) ProtoReflect() protoreflect.Message {
 	mi := &file_storage_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -455,19 +455,19 @@ func (x *StorageRepairChunkRsp) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use StorageRepairChunkRsp.ProtoReflect.Descriptor instead.
-func (*StorageRepairChunkRsp) Descriptor() ([]byte, []int) {
+// Deprecated: Use RepairChunkRsp.ProtoReflect.Descriptor instead.
+func (*RepairChunkRsp) Descriptor() ([]byte, []int) {
 	return file_storage_proto_rawDescGZIP(), []int{6}
 }
 
-func (x *StorageRepairChunkRsp) GetVersion() uint64 {
+func (x *RepairChunkRsp) GetVersion() uint64 {
 	if x != nil {
 		return x.Version
 	}
 	return 0
 }
 
-type StorageTargetInfo struct {
+type TargetInfo struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	TargetId uint64                 `protobuf:"varint,1,opt,name=target_id,json=targetId,proto3" json:"target_id,omitempty"`
 	Path     string                 `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
@@ -483,20 +483,20 @@ type StorageTargetInfo struct {
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *StorageTargetInfo) Reset() {
-	*x = StorageTargetInfo{}
+func (x *TargetInfo) Reset() {
+	*x = TargetInfo{}
 	mi := &file_storage_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *StorageTargetInfo) String() string {
+func (x *TargetInfo) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*StorageTargetInfo) ProtoMessage() {}
+func (*TargetInfo) ProtoMessage() {}
 
-func (x *StorageTargetInfo) ProtoReflect() protoreflect.Message {
+func (x *TargetInfo) ProtoReflect() protoreflect.Message {
 	mi := &file_storage_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -508,94 +508,94 @@ func (x *StorageTargetInfo) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use StorageTargetInfo.ProtoReflect.Descriptor instead.
-func (*StorageTargetInfo) Descriptor() ([]byte, []int) {
+// Deprecated: Use TargetInfo.ProtoReflect.Descriptor instead.
+func (*TargetInfo) Descriptor() ([]byte, []int) {
 	return file_storage_proto_rawDescGZIP(), []int{7}
 }
 
-func (x *StorageTargetInfo) GetTargetId() uint64 {
+func (x *TargetInfo) GetTargetId() uint64 {
 	if x != nil {
 		return x.TargetId
 	}
 	return 0
 }
 
-func (x *StorageTargetInfo) GetPath() string {
+func (x *TargetInfo) GetPath() string {
 	if x != nil {
 		return x.Path
 	}
 	return ""
 }
 
-func (x *StorageTargetInfo) GetChainId() uint32 {
+func (x *TargetInfo) GetChainId() uint32 {
 	if x != nil {
 		return x.ChainId
 	}
 	return 0
 }
 
-func (x *StorageTargetInfo) GetLocalState() string {
+func (x *TargetInfo) GetLocalState() string {
 	if x != nil {
 		return x.LocalState
 	}
 	return ""
 }
 
-func (x *StorageTargetInfo) GetCapacityBytes() uint64 {
+func (x *TargetInfo) GetCapacityBytes() uint64 {
 	if x != nil {
 		return x.CapacityBytes
 	}
 	return 0
 }
 
-func (x *StorageTargetInfo) GetFreeBytes() uint64 {
+func (x *TargetInfo) GetFreeBytes() uint64 {
 	if x != nil {
 		return x.FreeBytes
 	}
 	return 0
 }
 
-func (x *StorageTargetInfo) GetUsedBytes() uint64 {
+func (x *TargetInfo) GetUsedBytes() uint64 {
 	if x != nil {
 		return x.UsedBytes
 	}
 	return 0
 }
 
-func (x *StorageTargetInfo) GetChunks() uint64 {
+func (x *TargetInfo) GetChunks() uint64 {
 	if x != nil {
 		return x.Chunks
 	}
 	return 0
 }
 
-func (x *StorageTargetInfo) GetCorruptChunks() uint64 {
+func (x *TargetInfo) GetCorruptChunks() uint64 {
 	if x != nil {
 		return x.CorruptChunks
 	}
 	return 0
 }
 
-type StorageListTargetsReq struct {
+type ListTargetsReq struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *StorageListTargetsReq) Reset() {
-	*x = StorageListTargetsReq{}
+func (x *ListTargetsReq) Reset() {
+	*x = ListTargetsReq{}
 	mi := &file_storage_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *StorageListTargetsReq) String() string {
+func (x *ListTargetsReq) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*StorageListTargetsReq) ProtoMessage() {}
+func (*ListTargetsReq) ProtoMessage() {}
 
-func (x *StorageListTargetsReq) ProtoReflect() protoreflect.Message {
+func (x *ListTargetsReq) ProtoReflect() protoreflect.Message {
 	mi := &file_storage_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -607,33 +607,33 @@ func (x *StorageListTargetsReq) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use StorageListTargetsReq.ProtoReflect.Descriptor instead.
-func (*StorageListTargetsReq) Descriptor() ([]byte, []int) {
+// Deprecated: Use ListTargetsReq.ProtoReflect.Descriptor instead.
+func (*ListTargetsReq) Descriptor() ([]byte, []int) {
 	return file_storage_proto_rawDescGZIP(), []int{8}
 }
 
-type StorageListTargetsRsp struct {
+type ListTargetsRsp struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	NodeId        uint32                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	Targets       []*StorageTargetInfo   `protobuf:"bytes,2,rep,name=targets,proto3" json:"targets,omitempty"`
+	Targets       []*TargetInfo          `protobuf:"bytes,2,rep,name=targets,proto3" json:"targets,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *StorageListTargetsRsp) Reset() {
-	*x = StorageListTargetsRsp{}
+func (x *ListTargetsRsp) Reset() {
+	*x = ListTargetsRsp{}
 	mi := &file_storage_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *StorageListTargetsRsp) String() string {
+func (x *ListTargetsRsp) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*StorageListTargetsRsp) ProtoMessage() {}
+func (*ListTargetsRsp) ProtoMessage() {}
 
-func (x *StorageListTargetsRsp) ProtoReflect() protoreflect.Message {
+func (x *ListTargetsRsp) ProtoReflect() protoreflect.Message {
 	mi := &file_storage_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -645,19 +645,19 @@ func (x *StorageListTargetsRsp) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use StorageListTargetsRsp.ProtoReflect.Descriptor instead.
-func (*StorageListTargetsRsp) Descriptor() ([]byte, []int) {
+// Deprecated: Use ListTargetsRsp.ProtoReflect.Descriptor instead.
+func (*ListTargetsRsp) Descriptor() ([]byte, []int) {
 	return file_storage_proto_rawDescGZIP(), []int{9}
 }
 
-func (x *StorageListTargetsRsp) GetNodeId() uint32 {
+func (x *ListTargetsRsp) GetNodeId() uint32 {
 	if x != nil {
 		return x.NodeId
 	}
 	return 0
 }
 
-func (x *StorageListTargetsRsp) GetTargets() []*StorageTargetInfo {
+func (x *ListTargetsRsp) GetTargets() []*TargetInfo {
 	if x != nil {
 		return x.Targets
 	}
@@ -668,9 +668,8 @@ var File_storage_proto protoreflect.FileDescriptor
 
 const file_storage_proto_rawDesc = "" +
 	"\n" +
-	"\rstorage.proto\x12\n" +
-	"emberfs.v1\"\x8b\x02\n" +
-	"\x10StorageChunkMeta\x12\x14\n" +
+	"\rstorage.proto\x12\x12emberfs.storage.v1\"\x84\x02\n" +
+	"\tChunkMeta\x12\x14\n" +
 	"\x05inode\x18\x01 \x01(\x04R\x05inode\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\rR\x05index\x12\x1d\n" +
 	"\n" +
@@ -680,28 +679,29 @@ const file_storage_proto_rawDesc = "" +
 	"\x06length\x18\x06 \x01(\rR\x06length\x12\x1a\n" +
 	"\bchecksum\x18\a \x01(\rR\bchecksum\x12\x18\n" +
 	"\acorrupt\x18\b \x01(\bR\acorrupt\x12'\n" +
-	"\x0fpending_version\x18\t \x01(\x04R\x0ependingVersion\"6\n" +
-	"\x17StorageDumpChunkMetaReq\x12\x1b\n" +
-	"\ttarget_id\x18\x01 \x01(\x04R\btargetId\"O\n" +
-	"\x17StorageDumpChunkMetaRsp\x124\n" +
-	"\x06chunks\x18\x01 \x03(\v2\x1c.emberfs.v1.StorageChunkMetaR\x06chunks\"\xe7\x01\n" +
-	"\x12StorageSyncDoneReq\x12\x1b\n" +
+	"\x0fpending_version\x18\t \x01(\x04R\x0ependingVersion\"/\n" +
+	"\x10DumpChunkMetaReq\x12\x1b\n" +
+	"\ttarget_id\x18\x01 \x01(\x04R\btargetId\"I\n" +
+	"\x10DumpChunkMetaRsp\x125\n" +
+	"\x06chunks\x18\x01 \x03(\v2\x1d.emberfs.storage.v1.ChunkMetaR\x06chunks\"\xe0\x01\n" +
+	"\vSyncDoneReq\x12\x1b\n" +
 	"\ttarget_id\x18\x01 \x01(\x04R\btargetId\x12\x19\n" +
 	"\bchain_id\x18\x02 \x01(\rR\achainId\x12#\n" +
 	"\rchain_version\x18\x03 \x01(\x04R\fchainVersion\x12$\n" +
 	"\x0efrom_target_id\x18\x04 \x01(\x04R\ffromTargetId\x12'\n" +
 	"\x0fchunks_replaced\x18\x05 \x01(\x04R\x0echunksReplaced\x12%\n" +
-	"\x0echunks_removed\x18\x06 \x01(\x04R\rchunksRemoved\"\x14\n" +
-	"\x12StorageSyncDoneRsp\"\xae\x01\n" +
-	"\x15StorageRepairChunkReq\x12(\n" +
+	"\x0echunks_removed\x18\x06 \x01(\x04R\rchunksRemoved\"\r\n" +
+	"\vSyncDoneRsp\"\xa7\x01\n" +
+	"\x0eRepairChunkReq\x12(\n" +
 	"\x10source_target_id\x18\x01 \x01(\x04R\x0esourceTargetId\x12$\n" +
 	"\x0edest_target_id\x18\x02 \x01(\x04R\fdestTargetId\x12\x19\n" +
 	"\bchain_id\x18\x03 \x01(\rR\achainId\x12\x14\n" +
 	"\x05inode\x18\x04 \x01(\x04R\x05inode\x12\x14\n" +
-	"\x05index\x18\x05 \x01(\rR\x05index\"1\n" +
-	"\x15StorageRepairChunkRsp\x12\x18\n" +
-	"\aversion\x18\x01 \x01(\x04R\aversion\"\xa4\x02\n" +
-	"\x11StorageTargetInfo\x12\x1b\n" +
+	"\x05index\x18\x05 \x01(\rR\x05index\"*\n" +
+	"\x0eRepairChunkRsp\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\x04R\aversion\"\x9d\x02\n" +
+	"\n" +
+	"TargetInfo\x12\x1b\n" +
 	"\ttarget_id\x18\x01 \x01(\x04R\btargetId\x12\x12\n" +
 	"\x04path\x18\x02 \x01(\tR\x04path\x12\x19\n" +
 	"\bchain_id\x18\x03 \x01(\rR\achainId\x12\x1f\n" +
@@ -713,16 +713,16 @@ const file_storage_proto_rawDesc = "" +
 	"\n" +
 	"used_bytes\x18\a \x01(\x04R\tusedBytes\x12\x16\n" +
 	"\x06chunks\x18\b \x01(\x04R\x06chunks\x12%\n" +
-	"\x0ecorrupt_chunks\x18\t \x01(\x04R\rcorruptChunks\"\x17\n" +
-	"\x15StorageListTargetsReq\"i\n" +
-	"\x15StorageListTargetsRsp\x12\x17\n" +
-	"\anode_id\x18\x01 \x01(\rR\x06nodeId\x127\n" +
-	"\atargets\x18\x02 \x03(\v2\x1d.emberfs.v1.StorageTargetInfoR\atargets2\xdc\x02\n" +
-	"\aStorage\x12[\n" +
-	"\rDumpChunkMeta\x12#.emberfs.v1.StorageDumpChunkMetaReq\x1a#.emberfs.v1.StorageDumpChunkMetaRsp0\x01\x12J\n" +
-	"\bSyncDone\x12\x1e.emberfs.v1.StorageSyncDoneReq\x1a\x1e.emberfs.v1.StorageSyncDoneRsp\x12S\n" +
-	"\vRepairChunk\x12!.emberfs.v1.StorageRepairChunkReq\x1a!.emberfs.v1.StorageRepairChunkRsp\x12S\n" +
-	"\vListTargets\x12!.emberfs.v1.StorageListTargetsReq\x1a!.emberfs.v1.StorageListTargetsRspB-Z+github.com/emberfs/emberfs/service/proto;pbb\x06proto3"
+	"\x0ecorrupt_chunks\x18\t \x01(\x04R\rcorruptChunks\"\x10\n" +
+	"\x0eListTargetsReq\"c\n" +
+	"\x0eListTargetsRsp\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\rR\x06nodeId\x128\n" +
+	"\atargets\x18\x02 \x03(\v2\x1e.emberfs.storage.v1.TargetInfoR\atargets2\xe4\x02\n" +
+	"\aStorage\x12]\n" +
+	"\rDumpChunkMeta\x12$.emberfs.storage.v1.DumpChunkMetaReq\x1a$.emberfs.storage.v1.DumpChunkMetaRsp0\x01\x12L\n" +
+	"\bSyncDone\x12\x1f.emberfs.storage.v1.SyncDoneReq\x1a\x1f.emberfs.storage.v1.SyncDoneRsp\x12U\n" +
+	"\vRepairChunk\x12\".emberfs.storage.v1.RepairChunkReq\x1a\".emberfs.storage.v1.RepairChunkRsp\x12U\n" +
+	"\vListTargets\x12\".emberfs.storage.v1.ListTargetsReq\x1a\".emberfs.storage.v1.ListTargetsRspB>Z<github.com/emberfs/emberfs/service/proto/storagepb;storagepbb\x06proto3"
 
 var (
 	file_storage_proto_rawDescOnce sync.Once
@@ -738,28 +738,28 @@ func file_storage_proto_rawDescGZIP() []byte {
 
 var file_storage_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_storage_proto_goTypes = []any{
-	(*StorageChunkMeta)(nil),        // 0: emberfs.v1.StorageChunkMeta
-	(*StorageDumpChunkMetaReq)(nil), // 1: emberfs.v1.StorageDumpChunkMetaReq
-	(*StorageDumpChunkMetaRsp)(nil), // 2: emberfs.v1.StorageDumpChunkMetaRsp
-	(*StorageSyncDoneReq)(nil),      // 3: emberfs.v1.StorageSyncDoneReq
-	(*StorageSyncDoneRsp)(nil),      // 4: emberfs.v1.StorageSyncDoneRsp
-	(*StorageRepairChunkReq)(nil),   // 5: emberfs.v1.StorageRepairChunkReq
-	(*StorageRepairChunkRsp)(nil),   // 6: emberfs.v1.StorageRepairChunkRsp
-	(*StorageTargetInfo)(nil),       // 7: emberfs.v1.StorageTargetInfo
-	(*StorageListTargetsReq)(nil),   // 8: emberfs.v1.StorageListTargetsReq
-	(*StorageListTargetsRsp)(nil),   // 9: emberfs.v1.StorageListTargetsRsp
+	(*ChunkMeta)(nil),        // 0: emberfs.storage.v1.ChunkMeta
+	(*DumpChunkMetaReq)(nil), // 1: emberfs.storage.v1.DumpChunkMetaReq
+	(*DumpChunkMetaRsp)(nil), // 2: emberfs.storage.v1.DumpChunkMetaRsp
+	(*SyncDoneReq)(nil),      // 3: emberfs.storage.v1.SyncDoneReq
+	(*SyncDoneRsp)(nil),      // 4: emberfs.storage.v1.SyncDoneRsp
+	(*RepairChunkReq)(nil),   // 5: emberfs.storage.v1.RepairChunkReq
+	(*RepairChunkRsp)(nil),   // 6: emberfs.storage.v1.RepairChunkRsp
+	(*TargetInfo)(nil),       // 7: emberfs.storage.v1.TargetInfo
+	(*ListTargetsReq)(nil),   // 8: emberfs.storage.v1.ListTargetsReq
+	(*ListTargetsRsp)(nil),   // 9: emberfs.storage.v1.ListTargetsRsp
 }
 var file_storage_proto_depIdxs = []int32{
-	0, // 0: emberfs.v1.StorageDumpChunkMetaRsp.chunks:type_name -> emberfs.v1.StorageChunkMeta
-	7, // 1: emberfs.v1.StorageListTargetsRsp.targets:type_name -> emberfs.v1.StorageTargetInfo
-	1, // 2: emberfs.v1.Storage.DumpChunkMeta:input_type -> emberfs.v1.StorageDumpChunkMetaReq
-	3, // 3: emberfs.v1.Storage.SyncDone:input_type -> emberfs.v1.StorageSyncDoneReq
-	5, // 4: emberfs.v1.Storage.RepairChunk:input_type -> emberfs.v1.StorageRepairChunkReq
-	8, // 5: emberfs.v1.Storage.ListTargets:input_type -> emberfs.v1.StorageListTargetsReq
-	2, // 6: emberfs.v1.Storage.DumpChunkMeta:output_type -> emberfs.v1.StorageDumpChunkMetaRsp
-	4, // 7: emberfs.v1.Storage.SyncDone:output_type -> emberfs.v1.StorageSyncDoneRsp
-	6, // 8: emberfs.v1.Storage.RepairChunk:output_type -> emberfs.v1.StorageRepairChunkRsp
-	9, // 9: emberfs.v1.Storage.ListTargets:output_type -> emberfs.v1.StorageListTargetsRsp
+	0, // 0: emberfs.storage.v1.DumpChunkMetaRsp.chunks:type_name -> emberfs.storage.v1.ChunkMeta
+	7, // 1: emberfs.storage.v1.ListTargetsRsp.targets:type_name -> emberfs.storage.v1.TargetInfo
+	1, // 2: emberfs.storage.v1.Storage.DumpChunkMeta:input_type -> emberfs.storage.v1.DumpChunkMetaReq
+	3, // 3: emberfs.storage.v1.Storage.SyncDone:input_type -> emberfs.storage.v1.SyncDoneReq
+	5, // 4: emberfs.storage.v1.Storage.RepairChunk:input_type -> emberfs.storage.v1.RepairChunkReq
+	8, // 5: emberfs.storage.v1.Storage.ListTargets:input_type -> emberfs.storage.v1.ListTargetsReq
+	2, // 6: emberfs.storage.v1.Storage.DumpChunkMeta:output_type -> emberfs.storage.v1.DumpChunkMetaRsp
+	4, // 7: emberfs.storage.v1.Storage.SyncDone:output_type -> emberfs.storage.v1.SyncDoneRsp
+	6, // 8: emberfs.storage.v1.Storage.RepairChunk:output_type -> emberfs.storage.v1.RepairChunkRsp
+	9, // 9: emberfs.storage.v1.Storage.ListTargets:output_type -> emberfs.storage.v1.ListTargetsRsp
 	6, // [6:10] is the sub-list for method output_type
 	2, // [2:6] is the sub-list for method input_type
 	2, // [2:2] is the sub-list for extension type_name

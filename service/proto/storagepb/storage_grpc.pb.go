@@ -8,7 +8,7 @@
 // - protoc             v3.21.12
 // source: storage.proto
 
-package pb
+package storagepb
 
 import (
 	context "context"
@@ -23,20 +23,20 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Storage_DumpChunkMeta_FullMethodName = "/emberfs.v1.Storage/DumpChunkMeta"
-	Storage_SyncDone_FullMethodName      = "/emberfs.v1.Storage/SyncDone"
-	Storage_RepairChunk_FullMethodName   = "/emberfs.v1.Storage/RepairChunk"
-	Storage_ListTargets_FullMethodName   = "/emberfs.v1.Storage/ListTargets"
+	Storage_DumpChunkMeta_FullMethodName = "/emberfs.storage.v1.Storage/DumpChunkMeta"
+	Storage_SyncDone_FullMethodName      = "/emberfs.storage.v1.Storage/SyncDone"
+	Storage_RepairChunk_FullMethodName   = "/emberfs.storage.v1.Storage/RepairChunk"
+	Storage_ListTargets_FullMethodName   = "/emberfs.storage.v1.Storage/ListTargets"
 )
 
 // StorageClient is the client API for Storage service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 type StorageClient interface {
-	DumpChunkMeta(ctx context.Context, in *StorageDumpChunkMetaReq, opts ...grpc.CallOption) (grpc.ServerStreamingClient[StorageDumpChunkMetaRsp], error)
-	SyncDone(ctx context.Context, in *StorageSyncDoneReq, opts ...grpc.CallOption) (*StorageSyncDoneRsp, error)
-	RepairChunk(ctx context.Context, in *StorageRepairChunkReq, opts ...grpc.CallOption) (*StorageRepairChunkRsp, error)
-	ListTargets(ctx context.Context, in *StorageListTargetsReq, opts ...grpc.CallOption) (*StorageListTargetsRsp, error)
+	DumpChunkMeta(ctx context.Context, in *DumpChunkMetaReq, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DumpChunkMetaRsp], error)
+	SyncDone(ctx context.Context, in *SyncDoneReq, opts ...grpc.CallOption) (*SyncDoneRsp, error)
+	RepairChunk(ctx context.Context, in *RepairChunkReq, opts ...grpc.CallOption) (*RepairChunkRsp, error)
+	ListTargets(ctx context.Context, in *ListTargetsReq, opts ...grpc.CallOption) (*ListTargetsRsp, error)
 }
 
 type storageClient struct {
@@ -47,13 +47,13 @@ func NewStorageClient(cc grpc.ClientConnInterface) StorageClient {
 	return &storageClient{cc}
 }
 
-func (c *storageClient) DumpChunkMeta(ctx context.Context, in *StorageDumpChunkMetaReq, opts ...grpc.CallOption) (grpc.ServerStreamingClient[StorageDumpChunkMetaRsp], error) {
+func (c *storageClient) DumpChunkMeta(ctx context.Context, in *DumpChunkMetaReq, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DumpChunkMetaRsp], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	stream, err := c.cc.NewStream(ctx, &Storage_ServiceDesc.Streams[0], Storage_DumpChunkMeta_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
-	x := &grpc.GenericClientStream[StorageDumpChunkMetaReq, StorageDumpChunkMetaRsp]{ClientStream: stream}
+	x := &grpc.GenericClientStream[DumpChunkMetaReq, DumpChunkMetaRsp]{ClientStream: stream}
 	if err := x.ClientStream.SendMsg(in); err != nil {
 		return nil, err
 	}
@@ -64,11 +64,11 @@ func (c *storageClient) DumpChunkMeta(ctx context.Context, in *StorageDumpChunkM
 }
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
-type Storage_DumpChunkMetaClient = grpc.ServerStreamingClient[StorageDumpChunkMetaRsp]
+type Storage_DumpChunkMetaClient = grpc.ServerStreamingClient[DumpChunkMetaRsp]
 
-func (c *storageClient) SyncDone(ctx context.Context, in *StorageSyncDoneReq, opts ...grpc.CallOption) (*StorageSyncDoneRsp, error) {
+func (c *storageClient) SyncDone(ctx context.Context, in *SyncDoneReq, opts ...grpc.CallOption) (*SyncDoneRsp, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(StorageSyncDoneRsp)
+	out := new(SyncDoneRsp)
 	err := c.cc.Invoke(ctx, Storage_SyncDone_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -76,9 +76,9 @@ func (c *storageClient) SyncDone(ctx context.Context, in *StorageSyncDoneReq, op
 	return out, nil
 }
 
-func (c *storageClient) RepairChunk(ctx context.Context, in *StorageRepairChunkReq, opts ...grpc.CallOption) (*StorageRepairChunkRsp, error) {
+func (c *storageClient) RepairChunk(ctx context.Context, in *RepairChunkReq, opts ...grpc.CallOption) (*RepairChunkRsp, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(StorageRepairChunkRsp)
+	out := new(RepairChunkRsp)
 	err := c.cc.Invoke(ctx, Storage_RepairChunk_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -86,9 +86,9 @@ func (c *storageClient) RepairChunk(ctx context.Context, in *StorageRepairChunkR
 	return out, nil
 }
 
-func (c *storageClient) ListTargets(ctx context.Context, in *StorageListTargetsReq, opts ...grpc.CallOption) (*StorageListTargetsRsp, error) {
+func (c *storageClient) ListTargets(ctx context.Context, in *ListTargetsReq, opts ...grpc.CallOption) (*ListTargetsRsp, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(StorageListTargetsRsp)
+	out := new(ListTargetsRsp)
 	err := c.cc.Invoke(ctx, Storage_ListTargets_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -100,10 +100,10 @@ func (c *storageClient) ListTargets(ctx context.Context, in *StorageListTargetsR
 // All implementations must embed UnimplementedStorageServer
 // for forward compatibility.
 type StorageServer interface {
-	DumpChunkMeta(*StorageDumpChunkMetaReq, grpc.ServerStreamingServer[StorageDumpChunkMetaRsp]) error
-	SyncDone(context.Context, *StorageSyncDoneReq) (*StorageSyncDoneRsp, error)
-	RepairChunk(context.Context, *StorageRepairChunkReq) (*StorageRepairChunkRsp, error)
-	ListTargets(context.Context, *StorageListTargetsReq) (*StorageListTargetsRsp, error)
+	DumpChunkMeta(*DumpChunkMetaReq, grpc.ServerStreamingServer[DumpChunkMetaRsp]) error
+	SyncDone(context.Context, *SyncDoneReq) (*SyncDoneRsp, error)
+	RepairChunk(context.Context, *RepairChunkReq) (*RepairChunkRsp, error)
+	ListTargets(context.Context, *ListTargetsReq) (*ListTargetsRsp, error)
 	mustEmbedUnimplementedStorageServer()
 }
 
@@ -114,16 +114,16 @@ type StorageServer interface {
 // pointer dereference when methods are called.
 type UnimplementedStorageServer struct{}
 
-func (UnimplementedStorageServer) DumpChunkMeta(*StorageDumpChunkMetaReq, grpc.ServerStreamingServer[StorageDumpChunkMetaRsp]) error {
+func (UnimplementedStorageServer) DumpChunkMeta(*DumpChunkMetaReq, grpc.ServerStreamingServer[DumpChunkMetaRsp]) error {
 	return status.Error(codes.Unimplemented, "method DumpChunkMeta not implemented")
 }
-func (UnimplementedStorageServer) SyncDone(context.Context, *StorageSyncDoneReq) (*StorageSyncDoneRsp, error) {
+func (UnimplementedStorageServer) SyncDone(context.Context, *SyncDoneReq) (*SyncDoneRsp, error) {
 	return nil, status.Error(codes.Unimplemented, "method SyncDone not implemented")
 }
-func (UnimplementedStorageServer) RepairChunk(context.Context, *StorageRepairChunkReq) (*StorageRepairChunkRsp, error) {
+func (UnimplementedStorageServer) RepairChunk(context.Context, *RepairChunkReq) (*RepairChunkRsp, error) {
 	return nil, status.Error(codes.Unimplemented, "method RepairChunk not implemented")
 }
-func (UnimplementedStorageServer) ListTargets(context.Context, *StorageListTargetsReq) (*StorageListTargetsRsp, error) {
+func (UnimplementedStorageServer) ListTargets(context.Context, *ListTargetsReq) (*ListTargetsRsp, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListTargets not implemented")
 }
 func (UnimplementedStorageServer) mustEmbedUnimplementedStorageServer() {}
@@ -148,18 +148,18 @@ func RegisterStorageServer(s grpc.ServiceRegistrar, srv StorageServer) {
 }
 
 func _Storage_DumpChunkMeta_Handler(srv interface{}, stream grpc.ServerStream) error {
-	m := new(StorageDumpChunkMetaReq)
+	m := new(DumpChunkMetaReq)
 	if err := stream.RecvMsg(m); err != nil {
 		return err
 	}
-	return srv.(StorageServer).DumpChunkMeta(m, &grpc.GenericServerStream[StorageDumpChunkMetaReq, StorageDumpChunkMetaRsp]{ServerStream: stream})
+	return srv.(StorageServer).DumpChunkMeta(m, &grpc.GenericServerStream[DumpChunkMetaReq, DumpChunkMetaRsp]{ServerStream: stream})
 }
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
-type Storage_DumpChunkMetaServer = grpc.ServerStreamingServer[StorageDumpChunkMetaRsp]
+type Storage_DumpChunkMetaServer = grpc.ServerStreamingServer[DumpChunkMetaRsp]
 
 func _Storage_SyncDone_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(StorageSyncDoneReq)
+	in := new(SyncDoneReq)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -171,13 +171,13 @@ func _Storage_SyncDone_Handler(srv interface{}, ctx context.Context, dec func(in
 		FullMethod: Storage_SyncDone_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(StorageServer).SyncDone(ctx, req.(*StorageSyncDoneReq))
+		return srv.(StorageServer).SyncDone(ctx, req.(*SyncDoneReq))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _Storage_RepairChunk_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(StorageRepairChunkReq)
+	in := new(RepairChunkReq)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -189,13 +189,13 @@ func _Storage_RepairChunk_Handler(srv interface{}, ctx context.Context, dec func
 		FullMethod: Storage_RepairChunk_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(StorageServer).RepairChunk(ctx, req.(*StorageRepairChunkReq))
+		return srv.(StorageServer).RepairChunk(ctx, req.(*RepairChunkReq))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _Storage_ListTargets_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(StorageListTargetsReq)
+	in := new(ListTargetsReq)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -207,7 +207,7 @@ func _Storage_ListTargets_Handler(srv interface{}, ctx context.Context, dec func
 		FullMethod: Storage_ListTargets_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(StorageServer).ListTargets(ctx, req.(*StorageListTargetsReq))
+		return srv.(StorageServer).ListTargets(ctx, req.(*ListTargetsReq))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -216,7 +216,7 @@ func _Storage_ListTargets_Handler(srv interface{}, ctx context.Context, dec func
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
 var Storage_ServiceDesc = grpc.ServiceDesc{
-	ServiceName: "emberfs.v1.Storage",
+	ServiceName: "emberfs.storage.v1.Storage",
 	HandlerType: (*StorageServer)(nil),
 	Methods: []grpc.MethodDesc{
 		{
