@@ -1,41 +1,20 @@
 package pybind
 
 import (
-	"context"
 	"encoding/binary"
 	"fmt"
 	"os"
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 	"unsafe"
-
-	"github.com/emberfs/emberfs/internal/localcluster"
-	"github.com/emberfs/emberfs/internal/testutil"
 )
 
 // ReadDirStat carries every entry's stat with the listing, over more than
 // one page, in the same order as the names, equal to what Lstat says.
 func TestReadDirStatMatchesLstat(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
-	defer cancel()
-	lc, err := localcluster.Start(ctx, localcluster.Options{Dir: t.TempDir(), Storage: 1, Replicas: 1, TargetsPerNode: 1,
-		ChunkSize: 1 << 16, NoSync: true, Logger: testutil.Logger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lc.Close(context.Background())
-	if err := lc.WaitHealthy(ctx, 1); err != nil {
-		t.Fatal(err)
-	}
+	c := connectTestCluster(t)
 	var e Err
-	c := Connect(lc.MgmtdAddr(), lc.Token(), &e)
-	if err := e.err(); err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(&e)
-	c.SetUser(0, 0)
 
 	must := func(what string) {
 		t.Helper()

@@ -4,41 +4,51 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"github.com/emberfs/emberfs/internal/errcode"
 	"os"
 	"syscall"
 	"testing"
 	"time"
 	"unsafe"
 
+	"github.com/emberfs/emberfs/internal/errcode"
+
 	"github.com/emberfs/emberfs/internal/localcluster"
 	"github.com/emberfs/emberfs/internal/testutil"
 )
 
-// Truncate by path (Python's os.truncate-style emberfs.Client.truncate)
-// must drop the client's cached bytes of the file, as the native client's
-// own Truncate does: a later read must see the new length and zeros, not
-// the bytes cached before (issue 13, hole 11).
-func TestTruncateByPathDropsTheClientCache(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+// connectTestCluster starts a one-node cluster (64 KiB chunks, no fsync)
+// and returns a root client on it; both close when the test ends.
+func connectTestCluster(t *testing.T) *Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 	lc, err := localcluster.Start(ctx, localcluster.Options{Dir: t.TempDir(), Storage: 1, Replicas: 1, TargetsPerNode: 1,
 		ChunkSize: 1 << 16, NoSync: true, Logger: testutil.Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer lc.Close(context.Background())
+	t.Cleanup(func() { lc.Close(context.Background()) })
 	if err := lc.WaitHealthy(ctx, 1); err != nil {
 		t.Fatal(err)
 	}
 	var e Err
 	c := Connect(lc.MgmtdAddr(), lc.Token(), &e)
-	err = e.err()
-	if err != nil {
+	if err := e.err(); err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close(&e)
+	t.Cleanup(func() { c.Close(&Err{}) })
 	c.SetUser(0, 0)
+	return c
+}
+
+// Truncate by path (Python's os.truncate-style emberfs.Client.truncate)
+// must drop the client's cached bytes of the file, as the native client's
+// own Truncate does: a later read must see the new length and zeros, not
+// the bytes cached before (issue 13, hole 11).
+func TestTruncateByPathDropsTheClientCache(t *testing.T) {
+	c := connectTestCluster(t)
+	var e Err
+	var err error
 
 	old := bytes.Repeat([]byte("a"), 100)
 	f := c.Open("/f", os.O_RDWR|os.O_CREATE, 0o644, &e)

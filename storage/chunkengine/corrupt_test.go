@@ -11,25 +11,8 @@ import (
 	"testing"
 
 	"github.com/emberfs/emberfs/internal/errcode"
+	"github.com/emberfs/emberfs/internal/testutil"
 )
-
-// flipByte flips one byte of a file on disk.
-func flipByte(t *testing.T, path string, off int64) {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	b := make([]byte, 1)
-	if _, err := f.ReadAt(b, off); err != nil {
-		t.Fatal(err)
-	}
-	b[0] ^= 0x5a
-	if _, err := f.WriteAt(b, off); err != nil {
-		t.Fatal(err)
-	}
-}
 
 func TestChecksumCorruptionDetected(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
@@ -69,7 +52,7 @@ func TestChecksumCorruptionDetected(t *testing.T) {
 			mustApply(t, e, other, Update{Kind: UpdateWrite, Data: data, ChunkSize: testChunkSize, ChainVer: 1})
 			path := e.DataPath(id)
 			e.Close()
-			flipByte(t, path, 70000)
+			testutil.FlipByte(t, path, 70000)
 
 			e = openT(t, dir, Options{NoSync: true})
 			err := read(e, id)
@@ -137,7 +120,7 @@ func TestVerifyInterval(t *testing.T) {
 	if _, _, err := e.Read(id, 0, 20, false); err != nil {
 		t.Fatal(err)
 	}
-	flipByte(t, e.DataPath(id), 5)
+	testutil.FlipByte(t, e.DataPath(id), 5)
 	// Within the interval a partial read away from the damage trusts the
 	// earlier check; a full read and Verify always check.
 	if got, _, err := e.Read(id, 100, 10, false); err != nil || string(got) != "0123456789" {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 
@@ -81,20 +80,7 @@ func TestGetInlineCorruptNeverReturned(t *testing.T) {
 	}
 	flip := func(node int, key string, off int64) {
 		s := k.Service(node)
-		path := s.Engine(s.TargetIDs()[0]).DataPath(ns.ref(key).Chunk)
-		f, err := os.OpenFile(path, os.O_RDWR, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		b := make([]byte, 1)
-		if _, err := f.ReadAt(b, off); err != nil {
-			t.Fatal(err)
-		}
-		b[0] ^= 0x21
-		if _, err := f.WriteAt(b, off); err != nil {
-			t.Fatal(err)
-		}
+		testutil.FlipByte(t, s.Engine(s.TargetIDs()[0]).DataPath(ns.ref(key).Chunk), off)
 	}
 	flip(2, "one", 3000)
 	for n := 1; n <= 3; n++ {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -171,20 +170,7 @@ func TestCorruptReplicaNeverReturned(t *testing.T) {
 	}
 	flip := func(key string, off int64) {
 		s := k.Service(2)
-		path := s.Engine(s.TargetIDs()[0]).DataPath(ns.ref(key).Chunk)
-		f, err := os.OpenFile(path, os.O_RDWR, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		b := make([]byte, 1)
-		if _, err := f.ReadAt(b, off); err != nil {
-			t.Fatal(err)
-		}
-		b[0] ^= 0x5A
-		if _, err := f.WriteAt(b, off); err != nil {
-			t.Fatal(err)
-		}
+		testutil.FlipByte(t, s.Engine(s.TargetIDs()[0]).DataPath(ns.ref(key).Chunk), off)
 	}
 	flip("cold", 50000)
 	flip("warm", 70000)
@@ -215,19 +201,7 @@ func TestCorruptEveryReplicaIsAMiss(t *testing.T) {
 			if path == "" {
 				continue
 			}
-			f, err := os.OpenFile(path, os.O_RDWR, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			b := make([]byte, 1)
-			if _, err := f.ReadAt(b, 60000); err != nil {
-				t.Fatal(err)
-			}
-			b[0] ^= 0xA5
-			if _, err := f.WriteAt(b, 60000); err != nil {
-				t.Fatal(err)
-			}
-			f.Close()
+			testutil.FlipByte(t, path, 60000)
 			flipped++
 		}
 	}

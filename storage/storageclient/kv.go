@@ -268,47 +268,37 @@ func (c *Client) KVGetBatch(ctx context.Context, refs []KVRef, bufs [][]byte) []
 		return out
 	}
 	groups, failed := c.kvGroups(c.routingNow(ctx), refs, true, func(i int) uint32 { return uint32(min(len(bufs[i]), chunkengine.MaxChunkSize)) })
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for _, g := range groups {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			dsts := make([][]byte, len(g.idx))
-			for k, i := range g.idx {
-				dsts[k] = bufs[i][:0:len(bufs[i])]
+	failed = append(failed, fanOutGroups(groups, func(g *kvGroup) (retry []int) {
+		dsts := make([][]byte, len(g.idx))
+		for k, i := range g.idx {
+			dsts[k] = bufs[i][:0:len(bufs[i])]
+		}
+		resp, err := c.tc.CallBatchInto(ctx, g.addr, wire.OpKVGetBatch, g.subs, dsts)
+		for k, i := range g.idx {
+			if err != nil {
+				retry = append(retry, i)
+				continue
 			}
-			resp, err := c.tc.CallBatchInto(ctx, g.addr, wire.OpKVGetBatch, g.subs, dsts)
-			var retry []int
-			for k, i := range g.idx {
-				if err != nil {
-					retry = append(retry, i)
+			res := resp.Results[k]
+			if res.Err == nil {
+				var h kvformat.Header
+				h, res.Err = c.kvCheck(&refs[i], res.Ext, res.Data, bufs[i])
+				if res.Err == nil {
+					out[i] = KVResult{N: int(h.ValueLen), Header: h}
 					continue
 				}
-				res := resp.Results[k]
-				if res.Err == nil {
-					var h kvformat.Header
-					h, res.Err = c.kvCheck(&refs[i], res.Ext, res.Data, bufs[i])
-					if res.Err == nil {
-						out[i] = KVResult{N: int(h.ValueLen), Header: h}
-						continue
-					}
-				}
-				if kvFinal(res.Err) {
-					out[i].Err = res.Err
-				} else {
-					retry = append(retry, i)
-				}
 			}
-			if resp != nil {
-				resp.Release()
+			if kvFinal(res.Err) {
+				out[i].Err = res.Err
+			} else {
+				retry = append(retry, i)
 			}
-			mu.Lock()
-			failed = append(failed, retry...)
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
+		}
+		if resp != nil {
+			resp.Release()
+		}
+		return retry
+	})...)
 	for _, i := range failed {
 		h, n, err := c.KVGet(ctx, refs[i], bufs[i])
 		out[i] = KVResult{N: n, Header: h, Err: err}
@@ -328,34 +318,24 @@ func (c *Client) KVExists(ctx context.Context, refs []KVRef) ([]bool, error) {
 		}
 	}
 	groups, failed := c.kvGroups(c.routingNow(ctx), refs, false, func(int) uint32 { return 0 })
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for _, g := range groups {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			resp, err := c.tc.CallBatch(ctx, g.addr, wire.OpKVExists, g.subs, nil)
-			var retry []int
-			for k, i := range g.idx {
-				switch {
-				case err != nil:
-					retry = append(retry, i)
-				case resp.Results[k].Err == nil:
-					out[i] = true
-				case errcode.Is(resp.Results[k].Err, errcode.NotFound):
-				default:
-					retry = append(retry, i)
-				}
+	failed = append(failed, fanOutGroups(groups, func(g *kvGroup) (retry []int) {
+		resp, err := c.tc.CallBatch(ctx, g.addr, wire.OpKVExists, g.subs, nil)
+		for k, i := range g.idx {
+			switch {
+			case err != nil:
+				retry = append(retry, i)
+			case resp.Results[k].Err == nil:
+				out[i] = true
+			case errcode.Is(resp.Results[k].Err, errcode.NotFound):
+			default:
+				retry = append(retry, i)
 			}
-			if resp != nil {
-				resp.Release()
-			}
-			mu.Lock()
-			failed = append(failed, retry...)
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
+		}
+		if resp != nil {
+			resp.Release()
+		}
+		return retry
+	})...)
 	for _, i := range failed {
 		ok, err := c.kvExistsOne(ctx, refs[i])
 		if err != nil {
@@ -502,4 +482,25 @@ func (c *Client) kvNamespaceCall(ctx context.Context, r *routing.Routing, op tra
 	}
 	defer resp.Release()
 	return resp.Ext, nil
+}
+
+// fanOutGroups runs call for every target group at once (one frame each)
+// and gathers the entries each call could not settle, to be retried one by
+// one with failover.
+func fanOutGroups(groups []*kvGroup, call func(g *kvGroup) (retry []int)) []int {
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	var out []int
+	for _, g := range groups {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			retry := call(g)
+			mu.Lock()
+			out = append(out, retry...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return out
 }
