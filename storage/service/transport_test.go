@@ -93,16 +93,19 @@ func TestServiceUsesInjectedTransport(t *testing.T) {
 	if _, err := cl.Read(ctx, chains[0], chunkengine.ChunkID{Inode: 9, Index: 0}, 0, buf, storageclient.ReadOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if served, _ := rt.counts(wire.OpWrite); served != writes {
-		t.Fatalf("the injected servers served %d client writes, want %d", served, writes)
+	// At least: a loaded machine can make the client retry a write (a
+	// lease lapse, a routing change), and a retry is served again. What
+	// matters is that none of this traffic bypassed the injected ends.
+	if served, _ := rt.counts(wire.OpWrite); served < writes {
+		t.Fatalf("the injected servers served %d client writes, want at least %d", served, writes)
 	}
 	// Each write goes head -> middle -> tail: two forwards, sent by the
 	// services' injected callers and served by their injected servers.
 	served, sent := rt.counts(wire.OpForward)
-	if served != 2*writes || sent != 2*writes {
-		t.Fatalf("chain forwards: %d served, %d sent through the injected transport, want %d each", served, sent, 2*writes)
+	if served < 2*writes || sent < 2*writes {
+		t.Fatalf("chain forwards: %d served, %d sent through the injected transport, want at least %d each", served, sent, 2*writes)
 	}
-	if served, _ := rt.counts(wire.OpRead); served != 1 {
-		t.Fatalf("the injected servers served %d reads, want 1", served)
+	if served, _ := rt.counts(wire.OpRead); served < 1 {
+		t.Fatalf("the injected servers served %d reads, want at least 1", served)
 	}
 }
