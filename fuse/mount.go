@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"strings"
 	"syscall"
 	"time"
 
@@ -29,8 +30,13 @@ type Options struct {
 	// DirectIO bypasses the page cache for file data: every read and write
 	// goes to EmberFS (coherent across clients, no double caching).
 	DirectIO bool
-	// AllowOther lets users other than the one who mounted use the mount.
-	AllowOther bool
+	// OwnerOnly restricts the mount to the user who mounted it (and root).
+	// By default every local user may use it (allow_other), with the
+	// kernel checking permissions (default_permissions) as on a local file
+	// system: jobs running under their own uids share one mount. A user
+	// other than root may grant allow_other only where /etc/fuse.conf says
+	// user_allow_other; elsewhere such a mount is owner-only.
+	OwnerOnly bool
 	// Debug logs every FUSE request and reply.
 	Debug bool
 	// EntryTimeout, AttrTimeout and NegativeTimeout are how long the kernel
@@ -118,8 +124,9 @@ func Mount(ctx context.Context, b Backend, dir string, opts Options) (*Server, e
 	if _, err := fsys.meta.Stat(ctx, meta.User{}, meta.PathAt{Parent: meta.RootID}); err != nil {
 		return nil, fmt.Errorf("mount %s: the metadata service did not answer within %v: %w", dir, opts.MetaTimeout, err)
 	}
+	allowOther := !opts.OwnerOnly && (os.Geteuid() == 0 || userAllowOther())
 	mo := gofuse.MountOptions{
-		AllowOther: opts.AllowOther,
+		AllowOther: allowOther,
 		// The kernel checks permissions on its cached attributes (access(2),
 		// exec, open); the metadata service checks again on every change.
 		Options:      []string{"default_permissions"},
@@ -154,8 +161,23 @@ func Mount(ctx context.Context, b Backend, dir string, opts Options) (*Server, e
 		return nil, fmt.Errorf("mount %s: %w", dir, err)
 	}
 	s := &Server{dir: dir, srv: srv, fsys: fsys, log: opts.Logger.With("component", "fuse", "mount", dir)}
-	s.log.Info("mounted", "writeback_cache", opts.WritebackCache, "direct_io", opts.DirectIO, "allow_other", opts.AllowOther)
+	s.log.Info("mounted", "writeback_cache", opts.WritebackCache, "direct_io", opts.DirectIO, "allow_other", allowOther)
 	return s, nil
+}
+
+// userAllowOther reports whether /etc/fuse.conf lets users other than
+// root mount with allow_other (fusermount3 refuses it otherwise).
+func userAllowOther() bool {
+	b, err := os.ReadFile("/etc/fuse.conf")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.TrimSpace(line) == "user_allow_other" {
+			return true
+		}
+	}
+	return false
 }
 
 // Dir is the mount point.

@@ -90,7 +90,10 @@ func newMountCmd() *cobra.Command {
 	f.StringVar(&clientID, "client-id", "", "client id for write sessions (default: host name and process id)")
 	f.BoolVar(&opts.WritebackCache, "writeback-cache", false, "let the kernel buffer writes (faster small writes)")
 	f.BoolVar(&opts.DirectIO, "direct-io", false, "bypass the page cache for file data")
-	f.BoolVar(&opts.AllowOther, "allow-other", false, "let other users use the mount (needs root or user_allow_other in /etc/fuse.conf)")
+	f.BoolVar(&opts.OwnerOnly, "owner-only", false, "only the mounting user (and root) may use the mount; by default every local user may, with the kernel checking permissions (a user other than root needs user_allow_other in /etc/fuse.conf for that)")
+	var allowOther bool
+	f.BoolVar(&allowOther, "allow-other", true, "deprecated: every local user may use the mount by default (see --owner-only)")
+	_ = f.MarkDeprecated("allow-other", "other users may use the mount by default; --owner-only restricts it")
 	f.BoolVar(&opts.Debug, "debug", false, "log every FUSE request")
 	f.DurationVar(&connectTimeout, "connect-timeout", 10*time.Second, "how long to wait for the cluster before the mount fails")
 	f.DurationVar(&opts.MetaTimeout, "meta-timeout", fuse.DefaultMetaTimeout, "bound on each metadata call; past it the system call fails with ETIMEDOUT")

@@ -102,7 +102,7 @@ type mounted struct {
 // mountSeq names the tests' directories in the shared file system.
 var mountSeq atomic.Int64
 
-// mount mounts the test cluster (world-usable root, allow_other) through a
+// mount mounts the test cluster (world-usable root, allow_other by default) through a
 // new native client and unmounts it when the test ends, pass or fail. The
 // test works in a fresh world-writable sticky directory (like /tmp) there,
 // so unprivileged users can work in it too.
@@ -124,7 +124,6 @@ func mount(t *testing.T, opts fuse.Options) *mounted {
 	if err := os.Chmod(root, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	opts.AllowOther = true
 	opts.Logger = testutil.Logger()
 	srv, err := fuse.Mount(context.Background(), be, root, opts)
 	if err != nil {
