@@ -137,6 +137,22 @@ func (n *node) Setattr(ctx context.Context, fh fs.FileHandle, in *gofuse.SetAttr
 	}
 	var ino meta.Inode
 	var err error
+	if changed && sa.Mode != nil && u.UID != 0 && sa.UID == nil && sa.GID == nil {
+		// The kernel clears setuid/setgid after a write or truncate by
+		// someone without CAP_FSETID by sending the file's mode without
+		// them, as that caller, who may not be the owner. With
+		// default_permissions the kernel has already refused any chmod(2)
+		// the caller may not make, so a mode that only drops those bits is
+		// that clearing: done as root, as the kernel did it on its own
+		// behalf.
+		var cur meta.Inode
+		if cur, err = n.fsys.meta.Stat(c, root, n.self()); err != nil {
+			return n.fsys.errno("setattr", err)
+		}
+		if dropsOnlySetID(cur.Mode, *sa.Mode) {
+			u = root
+		}
+	}
 	if changed {
 		ino, err = n.fsys.meta.SetAttr(c, u, n.self(), sa)
 	} else {
@@ -148,6 +164,15 @@ func (n *node) Setattr(ctx context.Context, fh fs.FileHandle, in *gofuse.SetAttr
 	n.fsys.fillAttr(c, &ino, since, &out.Attr)
 	n.noteAttr(&out.Attr)
 	return 0
+}
+
+// dropsOnlySetID reports whether mode to is mode from without its setuid
+// or setgid bit (or both, or neither: meta may have cleared them already
+// for the truncate that made the kernel send this), all else equal.
+func dropsOnlySetID(from, to uint32) bool {
+	const setID = syscall.S_ISUID | syscall.S_ISGID
+	from, to = from&meta.ModePerm, to&meta.ModePerm
+	return from&^setID == to&^setID && to&setID&^from == 0
 }
 
 // truncate changes a file's size: through the handle for ftruncate (the

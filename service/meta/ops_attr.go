@@ -51,6 +51,7 @@ func (s *Server) SetAttr(ctx context.Context, u User, p PathAt, a SetAttr) (Inod
 			if trim, err = t.setLength(n, *a.Size); err != nil {
 				return err
 			}
+			dropSetIDOnWrite(u, n)
 		}
 		if a.UID != nil || a.GID != nil {
 			if err := chown(u, n, a.UID, a.GID, what); err != nil {

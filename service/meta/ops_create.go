@@ -235,6 +235,7 @@ func (t *txn) openInode(n *Inode, opts OpenOptions, what string) (Inode, uint64,
 		if trim, err = t.setLength(n, 0); err != nil {
 			return Inode{}, 0, nil, err
 		}
+		dropSetIDOnWrite(t.u, n)
 		if err := t.putInode(n); err != nil {
 			return Inode{}, 0, nil, err
 		}

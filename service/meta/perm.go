@@ -79,3 +79,18 @@ func checkSticky(u User, dir, child *Inode, what string) error {
 }
 
 func isOwner(u User, n *Inode) bool { return u.isRoot() || u.UID == n.UID }
+
+// dropSetIDOnWrite clears what a change of n's data by u clears, as the
+// kernel does for a local file system (should_remove_suid): setuid always,
+// setgid when the file is group-executable or u is not in its group; root
+// (CAP_FSETID) keeps both. A truncate goes through here; writes do not
+// reach meta, so for them the FUSE mount relays the kernel's own clearing.
+func dropSetIDOnWrite(u User, n *Inode) {
+	if u.isRoot() || n.Type != TypeFile {
+		return
+	}
+	n.Mode &^= ModeSetuid
+	if n.Mode&ModeSetgid != 0 && (n.Mode&0o010 != 0 || !u.inGroup(n.GID)) {
+		n.Mode &^= ModeSetgid
+	}
+}

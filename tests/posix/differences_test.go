@@ -8,7 +8,6 @@ var intendedDifferences = map[string]string{
 	"atime": "the mount does not update atime on reads (noatime)",
 	// The following are gaps being closed (issue 14); each goes away with its fix.
 	"dir-nlink":    "directories report nlink 2",
-	"setid-clear":  "a write or truncate by another user fails with EPERM instead of clearing setuid/setgid",
 	"parent-times": "a directory's mtime/ctime do not change when entries are added or removed",
 	"node-types":   "FIFOs, sockets and device nodes cannot be created (EPERM)",
 	"time-range":   "times past 2262 wrap over gRPC (int64 nanoseconds)",
