@@ -17,6 +17,7 @@ import (
 	"github.com/emberfs/emberfs/internal/logging"
 	"github.com/emberfs/emberfs/service/kv/kvopen"
 	"github.com/emberfs/emberfs/service/mgmtd"
+	"github.com/emberfs/emberfs/service/mgmtd/mgmtdclient"
 )
 
 func init() { subcommands = append(subcommands, newMgmtdCmd) }
@@ -102,6 +103,7 @@ func runMgmtd(ctx context.Context, cfg mgmtd.Config, cmd *cobra.Command) error {
 		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go func() { _ = metricsSrv.Serve(mlis) }()
 		metricsAddr = " metrics http://" + mlis.Addr().String() + "/metrics"
+		srv.SetMetricsAddress(mgmtdclient.AdvertisedMetricsAddress(mlis.Addr().String(), srv.Addr()))
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "mgmtd %s listening on %s kv %s%s\n", srv.ID(), srv.Addr(), eng.Name(), metricsAddr)
 	<-ctx.Done()

@@ -158,6 +158,9 @@ func runUp(ctx context.Context, cmd *cobra.Command, opts localcluster.Options, m
 			return fmt.Errorf("--metrics-listen: %w", err)
 		}
 		metricsURL = "http://" + maddr + "/metrics"
+		// One /metrics carries every role of this process: publishing it
+		// as mgmtd's lets `emberfs top --mgmtd` find it.
+		c.Mgmtd.SetMetricsAddress(maddr)
 	}
 	addr, tok := c.MgmtdAddr(), c.Token()
 	o := c.Options()
@@ -176,7 +179,7 @@ Connect:
 		fmt.Fprintf(out, "  mounted at %s\n", mountDir)
 	}
 	if metricsURL != "" {
-		fmt.Fprintf(out, "  metrics:  %s (emberfs top --metrics %s)\n", metricsURL, metricsURL)
+		fmt.Fprintf(out, "  metrics:  %s (emberfs top --mgmtd %s --token %s)\n", metricsURL, addr, tok)
 	}
 	if infoFile != "" {
 		info := map[string]string{"mgmtd": addr, "token": tok, "meta": c.Meta.Addr(), "mount": mountDir, "metrics": metricsURL}

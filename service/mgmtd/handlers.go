@@ -156,7 +156,7 @@ func (s *Server) registerNode(ctx context.Context, r *mgmtdpb.RegisterNodeReq) (
 	}
 	node := &mgmtdpb.Node{
 		NodeId: id, Role: r.Role, Address: r.Address, DataAddress: r.DataAddress, Hostname: r.Hostname,
-		Status: mgmtdpb.NodeStatus_NODE_ACTIVE, BootId: r.BootId,
+		Status: mgmtdpb.NodeStatus_NODE_ACTIVE, BootId: r.BootId, MetricsAddress: r.MetricsAddress,
 	}
 	known := map[uint64]bool{}
 	if old != nil {
@@ -241,13 +241,17 @@ func (s *Server) heartbeat(ctx context.Context, r *mgmtdpb.HeartbeatReq) (*mgmtd
 			return nil, errcode.New(errcode.NotFound, "target %d is not registered for node %d: register again", rep.TargetId, n.NodeId)
 		}
 	}
-	if (r.Address != "" && r.Address != n.Address) || (r.DataAddress != "" && r.DataAddress != n.DataAddress) {
+	if (r.Address != "" && r.Address != n.Address) || (r.DataAddress != "" && r.DataAddress != n.DataAddress) ||
+		(r.MetricsAddress != "" && r.MetricsAddress != n.MetricsAddress) {
 		c := proto.Clone(n).(*mgmtdpb.Node)
 		if r.Address != "" {
 			c.Address = r.Address
 		}
 		if r.DataAddress != "" {
 			c.DataAddress = r.DataAddress
+		}
+		if r.MetricsAddress != "" {
+			c.MetricsAddress = r.MetricsAddress
 		}
 		if err := s.commitLocked(ctx, st, &change{nodes: []*mgmtdpb.Node{c}, bumpRouting: true}); err != nil {
 			return nil, err
@@ -272,7 +276,7 @@ func (s *Server) getRoutingInfo(r *mgmtdpb.GetRoutingInfoReq) (*mgmtdpb.GetRouti
 		if r.KnownVersion == st.version {
 			return &mgmtdpb.GetRoutingInfoRsp{Unchanged: true}
 		}
-		return &mgmtdpb.GetRoutingInfoRsp{Info: st.routingInfo(s.addr)}
+		return &mgmtdpb.GetRoutingInfoRsp{Info: st.routingInfo(s.addr, s.metricsAddr)}
 	})
 }
 
@@ -288,7 +292,7 @@ func (s *Server) watchRouting(r *mgmtdpb.WatchRoutingReq, stream mgmtdpb.Mgmtd_W
 		}
 		var info *mgmtdpb.RoutingInfo
 		if st.version != known {
-			info = st.routingInfo(s.addr)
+			info = st.routingInfo(s.addr, s.metricsAddr)
 		}
 		changed, done := st.changed, st.done
 		s.mu.Unlock()

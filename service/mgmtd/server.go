@@ -69,6 +69,9 @@ type Server struct {
 
 	mu sync.Mutex
 	st *state // nil unless primary
+	// metricsAddr is this instance's /metrics host:port, published in
+	// routing while it is primary ("" until SetMetricsAddress).
+	metricsAddr string
 	// Last lease seen, for redirects while standby.
 	primaryAddr string
 	lastTerm    uint64
@@ -400,4 +403,14 @@ func (s *Server) kickScan() {
 	case s.kick <- struct{}{}:
 	default:
 	}
+}
+
+// SetMetricsAddress publishes addr (host:port of an HTTP server with
+// /metrics for this instance) in routing info while this instance is the
+// primary, so that tools find it through mgmtd. It is a setter rather than
+// an option because the HTTP server usually starts after the gRPC one.
+func (s *Server) SetMetricsAddress(addr string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.metricsAddr = addr
 }

@@ -192,7 +192,7 @@ func (st *state) tableList() []*mgmtdpb.ChainTable {
 	return out
 }
 
-func (st *state) routingInfo(primary string) *mgmtdpb.RoutingInfo {
+func (st *state) routingInfo(primary, primaryMetrics string) *mgmtdpb.RoutingInfo {
 	return &mgmtdpb.RoutingInfo{
 		Version:        st.version,
 		Nodes:          st.nodeList(),
@@ -200,5 +200,7 @@ func (st *state) routingInfo(primary string) *mgmtdpb.RoutingInfo {
 		Chains:         st.chainList(),
 		Tables:         st.tableList(),
 		PrimaryAddress: primary,
+
+		PrimaryMetricsAddress: primaryMetrics,
 	}
 }

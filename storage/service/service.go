@@ -176,11 +176,13 @@ func Start(cfg Config, logger *slog.Logger) (*Service, error) {
 	s.addr = orDefault(cfg.AdvertiseAddress, s.grpcLis.Addr().String())
 	s.dataAdr = orDefault(cfg.DataAdvertiseAddress, s.data.Addr())
 
+	metricsAddr := ""
 	if cfg.MetricsListen != "" {
 		mlis, err := net.Listen("tcp", cfg.MetricsListen)
 		if err != nil {
 			return nil, fmt.Errorf("storage: metrics listen on %s: %w", cfg.MetricsListen, err)
 		}
+		metricsAddr = mgmtdclient.AdvertisedMetricsAddress(mlis.Addr().String(), s.addr)
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", s.metrics.handler())
 		s.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
@@ -202,6 +204,7 @@ func Start(cfg Config, logger *slog.Logger) (*Service, error) {
 	s.agent, err = mgmtdclient.Start(mgmtdclient.Options{
 		Conn: s.conn, Role: mgmtdpb.NodeRole_ROLE_STORAGE, NodeID: cfg.NodeID,
 		Address: s.addr, DataAddress: s.dataAdr, Hostname: host, Targets: s.reports, Logger: logger,
+		MetricsAddress: metricsAddr,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("storage: %w", err)

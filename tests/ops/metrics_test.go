@@ -19,6 +19,9 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/emberfs/emberfs/internal/testutil"
+	"github.com/emberfs/emberfs/tests/testproc"
 )
 
 // scrape reads a /metrics URL into families.
@@ -183,10 +186,14 @@ func TestTopMovesUnderLoad(t *testing.T) {
 	c := startUp(t)
 	url := c.info["metrics"]
 
-	// Idle: two refreshes, nothing written.
-	idle := c.must(t, "top", "--metrics", url, "--count", "2", "--interval", "200ms")
+	// Idle: two refreshes, nothing written. The /metrics of emberfs up is
+	// found through mgmtd (the cluster comes from the environment).
+	idle := c.must(t, "top", "--count", "2", "--interval", "200ms")
 	if n := strings.Count(idle, "emberfs top "); n != 2 {
 		t.Fatalf("want 2 frames, got %d:\n%s", n, idle)
+	}
+	if n := strings.Count(idle, "SOURCES  mgmtd\n"); n != 2 {
+		t.Fatalf("up's one /metrics should be found through mgmtd as the only source:\n%s", idle)
 	}
 	for _, m := range topStorageRE.FindAllStringSubmatch(idle, -1) {
 		if m[2] != "0 B" {
@@ -225,7 +232,12 @@ func TestTopMovesUnderLoad(t *testing.T) {
 		}
 	}()
 	<-started
-	busy := c.must(t, "top", "--metrics", url, "--count", "3", "--interval", "300ms")
+	// --metrics alone (no cluster configured) scrapes just that URL.
+	r := run(t, nil, "top", "--metrics", url, "--count", "3", "--interval", "300ms")
+	if r.err != nil {
+		t.Fatalf("top --metrics: %v %s", r.err, r.stderr)
+	}
+	busy := r.stdout
 	close(stop)
 	wg.Wait()
 	frames := topStorageRE.FindAllStringSubmatch(busy, -1)
@@ -241,5 +253,74 @@ func TestTopMovesUnderLoad(t *testing.T) {
 	if !strings.Contains(busy, "META OPS/s") || !strings.Contains(busy, "Create") {
 		t.Fatalf("meta breakdown missing:\n%s", busy)
 	}
-	oneLine(t, run(t, nil, "top"), "no /metrics URL")
+	oneLine(t, run(t, nil, "top"), "no --metrics URL")
+}
+
+// TestTopFindsRolesThroughMgmtd runs mgmtd, meta and two storage services
+// as separate processes, each with its own /metrics: `emberfs top` given
+// only mgmtd finds all four, and goes on (naming it) when one is killed.
+func TestTopFindsRolesThroughMgmtd(t *testing.T) {
+	dir := t.TempDir()
+	const token = "top-discovery-token"
+	// A long failure timeout keeps the killed storage node registered as
+	// active, so top must meet a source that does not answer.
+	mcfg := testproc.WriteFile(t, filepath.Join(dir, "mgmtd.toml"), `listen = "127.0.0.1:0"
+metrics_listen = "127.0.0.1:0"
+kv = "memory"
+scan_interval = "20ms"
+heartbeat_interval = "100ms"
+node_failure_timeout = "10m"
+`)
+	mgmtd := testproc.Start(t, emberfsBin, filepath.Join(dir, "mgmtd.log"), "mgmtd", "--config", mcfg, "--token", token).Wait(t, testproc.ListeningRE)
+	var storage []*testproc.Proc
+	for id := 1; id <= 2; id++ {
+		cfg := testproc.WriteFile(t, filepath.Join(dir, fmt.Sprintf("storage%d.toml", id)), testproc.StorageConfig(dir, id, mgmtd, token))
+		p := testproc.Start(t, emberfsBin, filepath.Join(dir, fmt.Sprintf("storage%d.log", id)), "storage", "--config", cfg)
+		p.Wait(t, testproc.MetricsRE)
+		storage = append(storage, p)
+	}
+	metaCfg := testproc.WriteFile(t, filepath.Join(dir, "meta.toml"), fmt.Sprintf(`listen = "127.0.0.1:0"
+metrics_listen = "127.0.0.1:0"
+kv = %q
+mgmtd = [%q]
+token = %q
+node_id = 7
+`, "badger:"+filepath.Join(dir, "meta-kv"), mgmtd, token))
+	testproc.Start(t, emberfsBin, filepath.Join(dir, "meta.log"), "meta", "--config", metaCfg).Wait(t, testproc.ListeningRE)
+
+	env := []string{"EMBERFS_MGMTD=" + mgmtd, "EMBERFS_TOKEN=" + token}
+	want := []string{"mgmtd", "storage 1", "storage 2", "meta 7"}
+	var frame string
+	// Registration is asynchronous: wait until every role is listed.
+	testutil.WaitUntil(t, "top lists every role", func() bool {
+		r := run(t, env, "top", "--count", "1", "--interval", "100ms")
+		if r.err != nil {
+			t.Fatalf("top: %v %s", r.err, r.stderr)
+		}
+		frame = r.stdout
+		for _, w := range want {
+			if !regexp.MustCompile(`(?m)^SOURCES .*\b` + w + `\b`).MatchString(frame) {
+				return false
+			}
+		}
+		return true
+	})
+	if !strings.Contains(frame, "(4 source(s)") || strings.Contains(frame, "UNREACHABLE") {
+		t.Fatalf("want 4 sources scraped:\n%s", frame)
+	}
+	// The primary mgmtd's own metrics are among them: the node table.
+	if !strings.Contains(frame, "NODES    active 3") {
+		t.Fatalf("node states from mgmtd's /metrics:\n%s", frame)
+	}
+
+	storage[1].Kill()
+	<-storage[1].Done()
+	r := run(t, env, "top", "--count", "1", "--interval", "100ms")
+	if r.err != nil {
+		t.Fatalf("top after a storage kill: %v %s", r.err, r.stderr)
+	}
+	if !regexp.MustCompile(`(?m)^UNREACHABLE  storage 2 \(cannot scrape http://127\.0\.0\.1:\d+/metrics`).MatchString(r.stdout) ||
+		!strings.Contains(r.stdout, "(3 source(s)") {
+		t.Fatalf("the killed storage service should be named unreachable and the 3 others scraped:\n%s", r.stdout)
+	}
 }

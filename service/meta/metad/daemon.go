@@ -151,7 +151,8 @@ func Start(ctx context.Context, opts Options) (_ *Daemon, err error) {
 			host, _ = os.Hostname()
 		}
 		d.agent, err = mgmtdclient.Start(mgmtdclient.Options{Conn: d.conn, Role: mgmtdpb.NodeRole_ROLE_META,
-			NodeID: cfg.NodeID, Address: advertise, Hostname: host, Logger: log})
+			NodeID: cfg.NodeID, Address: advertise, Hostname: host, Logger: log,
+			MetricsAddress: mgmtdclient.AdvertisedMetricsAddress(d.maddr, advertise)})
 		if err != nil {
 			return nil, err
 		}

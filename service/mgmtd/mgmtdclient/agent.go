@@ -16,6 +16,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"log/slog"
+	"net"
 	"sync"
 	"time"
 
@@ -33,6 +34,9 @@ type Options struct {
 	Address     string
 	DataAddress string
 	Hostname    string
+	// MetricsAddress is the HTTP host:port of the service's /metrics ("" if
+	// none), published in routing so that `emberfs top` finds every role.
+	MetricsAddress string
 	// Targets reports the service's targets at each heartbeat (storage).
 	Targets func() []*mgmtdpb.TargetReport
 	Logger  *slog.Logger
@@ -190,7 +194,7 @@ func (a *Agent) run(ctx context.Context) {
 func (a *Agent) register(ctx context.Context, sent time.Time) error {
 	req := &mgmtdpb.RegisterNodeReq{
 		NodeId: a.NodeID(), Role: a.opts.Role, Address: a.opts.Address, DataAddress: a.opts.DataAddress,
-		Hostname: a.opts.Hostname, BootId: a.bootID, Targets: a.opts.Targets(),
+		Hostname: a.opts.Hostname, BootId: a.bootID, Targets: a.opts.Targets(), MetricsAddress: a.opts.MetricsAddress,
 	}
 	var rsp *mgmtdpb.RegisterNodeRsp
 	err := a.opts.Conn.Call(ctx, func(ctx context.Context, cl mgmtdpb.MgmtdClient) error {
@@ -220,6 +224,7 @@ func (a *Agent) heartbeat(ctx context.Context, sent time.Time) error {
 	req := &mgmtdpb.HeartbeatReq{
 		NodeId: a.NodeID(), BootId: a.bootID, Role: a.opts.Role,
 		Address: a.opts.Address, DataAddress: a.opts.DataAddress, Targets: a.opts.Targets(),
+		MetricsAddress: a.opts.MetricsAddress,
 	}
 	var rsp *mgmtdpb.HeartbeatRsp
 	err := a.opts.Conn.Call(ctx, func(ctx context.Context, cl mgmtdpb.MgmtdClient) error {
@@ -248,4 +253,24 @@ func (a *Agent) accepted(sent time.Time, hbMs, failMs uint32, version uint64) {
 		a.failureTimeout = time.Duration(failMs) * time.Millisecond
 	}
 	a.routingVersion = version
+}
+
+// AdvertisedMetricsAddress is what a service registers as its /metrics
+// address: the address its HTTP listener bound, except that a wildcard
+// host (":7191", "0.0.0.0:7191") is replaced by the host of the service's
+// advertised control address, which other machines can reach.
+func AdvertisedMetricsAddress(bound, control string) string {
+	host, port, err := net.SplitHostPort(bound)
+	if err != nil || bound == "" {
+		return bound
+	}
+	if ip := net.ParseIP(host); host != "" && (ip == nil || !ip.IsUnspecified()) {
+		return bound
+	}
+	if chost, _, err := net.SplitHostPort(control); err == nil && chost != "" {
+		if ip := net.ParseIP(chost); ip == nil || !ip.IsUnspecified() {
+			return net.JoinHostPort(chost, port)
+		}
+	}
+	return bound
 }

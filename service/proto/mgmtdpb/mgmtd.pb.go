@@ -259,8 +259,11 @@ type Node struct {
 	TargetIds []uint64 `protobuf:"varint,8,rep,packed,name=target_ids,json=targetIds,proto3" json:"target_ids,omitempty"`
 	// Last heartbeat seen by the current primary (0 if none yet).
 	LastHeartbeatUnixMs int64 `protobuf:"varint,9,opt,name=last_heartbeat_unix_ms,json=lastHeartbeatUnixMs,proto3" json:"last_heartbeat_unix_ms,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// HTTP address (host:port) serving the node's Prometheus /metrics; ""
+	// when it serves none. `emberfs top` finds every role through it.
+	MetricsAddress string `protobuf:"bytes,10,opt,name=metrics_address,json=metricsAddress,proto3" json:"metrics_address,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Node) Reset() {
@@ -354,6 +357,13 @@ func (x *Node) GetLastHeartbeatUnixMs() int64 {
 		return x.LastHeartbeatUnixMs
 	}
 	return 0
+}
+
+func (x *Node) GetMetricsAddress() string {
+	if x != nil {
+		return x.MetricsAddress
+	}
+	return ""
 }
 
 type Target struct {
@@ -720,8 +730,11 @@ type RoutingInfo struct {
 	Chains         []*Chain      `protobuf:"bytes,4,rep,name=chains,proto3" json:"chains,omitempty"`
 	Tables         []*ChainTable `protobuf:"bytes,5,rep,name=tables,proto3" json:"tables,omitempty"`
 	PrimaryAddress string        `protobuf:"bytes,6,opt,name=primary_address,json=primaryAddress,proto3" json:"primary_address,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The primary mgmtd's /metrics HTTP address (host:port); "" when it
+	// serves none.
+	PrimaryMetricsAddress string `protobuf:"bytes,7,opt,name=primary_metrics_address,json=primaryMetricsAddress,proto3" json:"primary_metrics_address,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *RoutingInfo) Reset() {
@@ -792,6 +805,13 @@ func (x *RoutingInfo) GetTables() []*ChainTable {
 func (x *RoutingInfo) GetPrimaryAddress() string {
 	if x != nil {
 		return x.PrimaryAddress
+	}
+	return ""
+}
+
+func (x *RoutingInfo) GetPrimaryMetricsAddress() string {
+	if x != nil {
+		return x.PrimaryMetricsAddress
 	}
 	return ""
 }
@@ -884,15 +904,17 @@ func (x *TargetReport) GetChainVersion() uint64 {
 type RegisterNodeReq struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// 0 asks mgmtd to allocate an id; the service must then persist it.
-	NodeId        uint32          `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	Role          NodeRole        `protobuf:"varint,2,opt,name=role,proto3,enum=emberfs.mgmtd.v1.NodeRole" json:"role,omitempty"`
-	Address       string          `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
-	DataAddress   string          `protobuf:"bytes,4,opt,name=data_address,json=dataAddress,proto3" json:"data_address,omitempty"`
-	Hostname      string          `protobuf:"bytes,5,opt,name=hostname,proto3" json:"hostname,omitempty"`
-	BootId        uint64          `protobuf:"varint,6,opt,name=boot_id,json=bootId,proto3" json:"boot_id,omitempty"`
-	Targets       []*TargetReport `protobuf:"bytes,7,rep,name=targets,proto3" json:"targets,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	NodeId      uint32          `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Role        NodeRole        `protobuf:"varint,2,opt,name=role,proto3,enum=emberfs.mgmtd.v1.NodeRole" json:"role,omitempty"`
+	Address     string          `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
+	DataAddress string          `protobuf:"bytes,4,opt,name=data_address,json=dataAddress,proto3" json:"data_address,omitempty"`
+	Hostname    string          `protobuf:"bytes,5,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	BootId      uint64          `protobuf:"varint,6,opt,name=boot_id,json=bootId,proto3" json:"boot_id,omitempty"`
+	Targets     []*TargetReport `protobuf:"bytes,7,rep,name=targets,proto3" json:"targets,omitempty"`
+	// HTTP address (host:port) of the service's /metrics; "" for none.
+	MetricsAddress string `protobuf:"bytes,8,opt,name=metrics_address,json=metricsAddress,proto3" json:"metrics_address,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *RegisterNodeReq) Reset() {
@@ -974,6 +996,13 @@ func (x *RegisterNodeReq) GetTargets() []*TargetReport {
 	return nil
 }
 
+func (x *RegisterNodeReq) GetMetricsAddress() string {
+	if x != nil {
+		return x.MetricsAddress
+	}
+	return ""
+}
+
 type RegisterNodeRsp struct {
 	state                protoimpl.MessageState `protogen:"open.v1"`
 	NodeId               uint32                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
@@ -1043,15 +1072,17 @@ func (x *RegisterNodeRsp) GetRoutingVersion() uint64 {
 }
 
 type HeartbeatReq struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	NodeId        uint32                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	BootId        uint64                 `protobuf:"varint,2,opt,name=boot_id,json=bootId,proto3" json:"boot_id,omitempty"`
-	Role          NodeRole               `protobuf:"varint,3,opt,name=role,proto3,enum=emberfs.mgmtd.v1.NodeRole" json:"role,omitempty"`
-	Address       string                 `protobuf:"bytes,4,opt,name=address,proto3" json:"address,omitempty"`
-	DataAddress   string                 `protobuf:"bytes,5,opt,name=data_address,json=dataAddress,proto3" json:"data_address,omitempty"`
-	Targets       []*TargetReport        `protobuf:"bytes,6,rep,name=targets,proto3" json:"targets,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	NodeId      uint32                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	BootId      uint64                 `protobuf:"varint,2,opt,name=boot_id,json=bootId,proto3" json:"boot_id,omitempty"`
+	Role        NodeRole               `protobuf:"varint,3,opt,name=role,proto3,enum=emberfs.mgmtd.v1.NodeRole" json:"role,omitempty"`
+	Address     string                 `protobuf:"bytes,4,opt,name=address,proto3" json:"address,omitempty"`
+	DataAddress string                 `protobuf:"bytes,5,opt,name=data_address,json=dataAddress,proto3" json:"data_address,omitempty"`
+	Targets     []*TargetReport        `protobuf:"bytes,6,rep,name=targets,proto3" json:"targets,omitempty"`
+	// As in RegisterNodeReq; a changed value replaces the registered one.
+	MetricsAddress string `protobuf:"bytes,7,opt,name=metrics_address,json=metricsAddress,proto3" json:"metrics_address,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *HeartbeatReq) Reset() {
@@ -1124,6 +1155,13 @@ func (x *HeartbeatReq) GetTargets() []*TargetReport {
 		return x.Targets
 	}
 	return nil
+}
+
+func (x *HeartbeatReq) GetMetricsAddress() string {
+	if x != nil {
+		return x.MetricsAddress
+	}
+	return ""
 }
 
 type HeartbeatRsp struct {
@@ -2136,7 +2174,7 @@ var File_mgmtd_proto protoreflect.FileDescriptor
 
 const file_mgmtd_proto_rawDesc = "" +
 	"\n" +
-	"\vmgmtd.proto\x12\x10emberfs.mgmtd.v1\"\xcb\x02\n" +
+	"\vmgmtd.proto\x12\x10emberfs.mgmtd.v1\"\xf4\x02\n" +
 	"\x04Node\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\rR\x06nodeId\x12.\n" +
 	"\x04role\x18\x02 \x01(\x0e2\x1a.emberfs.mgmtd.v1.NodeRoleR\x04role\x12\x18\n" +
@@ -2147,7 +2185,9 @@ const file_mgmtd_proto_rawDesc = "" +
 	"\aboot_id\x18\a \x01(\x04R\x06bootId\x12\x1d\n" +
 	"\n" +
 	"target_ids\x18\b \x03(\x04R\ttargetIds\x123\n" +
-	"\x16last_heartbeat_unix_ms\x18\t \x01(\x03R\x13lastHeartbeatUnixMs\"\xfb\x02\n" +
+	"\x16last_heartbeat_unix_ms\x18\t \x01(\x03R\x13lastHeartbeatUnixMs\x12'\n" +
+	"\x0fmetrics_address\x18\n" +
+	" \x01(\tR\x0emetricsAddress\"\xfb\x02\n" +
 	"\x06Target\x12\x1b\n" +
 	"\ttarget_id\x18\x01 \x01(\x04R\btargetId\x12\x17\n" +
 	"\anode_id\x18\x02 \x01(\rR\x06nodeId\x12\x19\n" +
@@ -2180,14 +2220,15 @@ const file_mgmtd_proto_rawDesc = "" +
 	"\n" +
 	"ExtraEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x99\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd1\x02\n" +
 	"\vRoutingInfo\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12,\n" +
 	"\x05nodes\x18\x02 \x03(\v2\x16.emberfs.mgmtd.v1.NodeR\x05nodes\x122\n" +
 	"\atargets\x18\x03 \x03(\v2\x18.emberfs.mgmtd.v1.TargetR\atargets\x12/\n" +
 	"\x06chains\x18\x04 \x03(\v2\x17.emberfs.mgmtd.v1.ChainR\x06chains\x124\n" +
 	"\x06tables\x18\x05 \x03(\v2\x1c.emberfs.mgmtd.v1.ChainTableR\x06tables\x12'\n" +
-	"\x0fprimary_address\x18\x06 \x01(\tR\x0eprimaryAddress\"\xf0\x01\n" +
+	"\x0fprimary_address\x18\x06 \x01(\tR\x0eprimaryAddress\x126\n" +
+	"\x17primary_metrics_address\x18\a \x01(\tR\x15primaryMetricsAddress\"\xf0\x01\n" +
 	"\fTargetReport\x12\x1b\n" +
 	"\ttarget_id\x18\x01 \x01(\x04R\btargetId\x12=\n" +
 	"\vlocal_state\x18\x02 \x01(\x0e2\x1c.emberfs.mgmtd.v1.LocalStateR\n" +
@@ -2196,7 +2237,7 @@ const file_mgmtd_proto_rawDesc = "" +
 	"free_bytes\x18\x03 \x01(\x04R\tfreeBytes\x12%\n" +
 	"\x0ecapacity_bytes\x18\x04 \x01(\x04R\rcapacityBytes\x12\x19\n" +
 	"\bchain_id\x18\x05 \x01(\rR\achainId\x12#\n" +
-	"\rchain_version\x18\x06 \x01(\x04R\fchainVersion\"\x86\x02\n" +
+	"\rchain_version\x18\x06 \x01(\x04R\fchainVersion\"\xaf\x02\n" +
 	"\x0fRegisterNodeReq\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\rR\x06nodeId\x12.\n" +
 	"\x04role\x18\x02 \x01(\x0e2\x1a.emberfs.mgmtd.v1.NodeRoleR\x04role\x12\x18\n" +
@@ -2204,19 +2245,21 @@ const file_mgmtd_proto_rawDesc = "" +
 	"\fdata_address\x18\x04 \x01(\tR\vdataAddress\x12\x1a\n" +
 	"\bhostname\x18\x05 \x01(\tR\bhostname\x12\x17\n" +
 	"\aboot_id\x18\x06 \x01(\x04R\x06bootId\x128\n" +
-	"\atargets\x18\a \x03(\v2\x1e.emberfs.mgmtd.v1.TargetReportR\atargets\"\xbe\x01\n" +
+	"\atargets\x18\a \x03(\v2\x1e.emberfs.mgmtd.v1.TargetReportR\atargets\x12'\n" +
+	"\x0fmetrics_address\x18\b \x01(\tR\x0emetricsAddress\"\xbe\x01\n" +
 	"\x0fRegisterNodeRsp\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\rR\x06nodeId\x122\n" +
 	"\x15heartbeat_interval_ms\x18\x02 \x01(\rR\x13heartbeatIntervalMs\x125\n" +
 	"\x17node_failure_timeout_ms\x18\x03 \x01(\rR\x14nodeFailureTimeoutMs\x12'\n" +
-	"\x0frouting_version\x18\x04 \x01(\x04R\x0eroutingVersion\"\xe7\x01\n" +
+	"\x0frouting_version\x18\x04 \x01(\x04R\x0eroutingVersion\"\x90\x02\n" +
 	"\fHeartbeatReq\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\rR\x06nodeId\x12\x17\n" +
 	"\aboot_id\x18\x02 \x01(\x04R\x06bootId\x12.\n" +
 	"\x04role\x18\x03 \x01(\x0e2\x1a.emberfs.mgmtd.v1.NodeRoleR\x04role\x12\x18\n" +
 	"\aaddress\x18\x04 \x01(\tR\aaddress\x12!\n" +
 	"\fdata_address\x18\x05 \x01(\tR\vdataAddress\x128\n" +
-	"\atargets\x18\x06 \x03(\v2\x1e.emberfs.mgmtd.v1.TargetReportR\atargets\"\xd8\x01\n" +
+	"\atargets\x18\x06 \x03(\v2\x1e.emberfs.mgmtd.v1.TargetReportR\atargets\x12'\n" +
+	"\x0fmetrics_address\x18\a \x01(\tR\x0emetricsAddress\"\xd8\x01\n" +
 	"\fHeartbeatRsp\x12'\n" +
 	"\x0frouting_version\x18\x01 \x01(\x04R\x0eroutingVersion\x122\n" +
 	"\x15heartbeat_interval_ms\x18\x02 \x01(\rR\x13heartbeatIntervalMs\x125\n" +
