@@ -3,6 +3,7 @@ package mgmtd
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -314,17 +315,15 @@ func (s *Server) watchRouting(r *mgmtdpb.WatchRoutingReq, stream mgmtdpb.Mgmtd_W
 	}
 }
 
-func (s *Server) createChainTable(ctx context.Context, r *mgmtdpb.CreateChainTableReq) (*mgmtdpb.CreateChainTableRsp, error) {
-	if r.ReplicationFactor == 0 {
-		return nil, errcode.New(errcode.InvalidArgument, "create chain table: replication factor must be at least 1")
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// chainTableTargetsLocked lists the targets a CreateChainTable request
+// places (the named ones, or every target not yet in a chain), sorted by
+// id, with the primary state it read them from.
+func (s *Server) chainTableTargetsLocked(r *mgmtdpb.CreateChainTableReq) ([]placement.Target, *state, error) {
 	st := s.primaryLocked()
 	if st == nil {
-		return nil, s.notPrimaryLocked()
+		return nil, nil, s.notPrimaryLocked()
 	}
-	ids := r.TargetIds
+	ids := slices.Clone(r.TargetIds)
 	if len(ids) == 0 {
 		for id, t := range st.targets {
 			if t.ChainId == 0 {
@@ -332,21 +331,64 @@ func (s *Server) createChainTable(ctx context.Context, r *mgmtdpb.CreateChainTab
 			}
 		}
 		if len(ids) == 0 {
-			return nil, errcode.New(errcode.InvalidArgument, "create chain table: every registered target is already in a chain (or none is registered)")
+			return nil, nil, errcode.New(errcode.InvalidArgument, "create chain table: every registered target is already in a chain (or none is registered)")
 		}
 	}
-	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	slices.Sort(ids)
 	var pts []placement.Target
 	for _, id := range ids {
 		t := st.targets[id]
 		if t == nil {
-			return nil, errcode.New(errcode.NotFound, "create chain table: target %d is not registered", id)
+			return nil, nil, errcode.New(errcode.NotFound, "create chain table: target %d is not registered", id)
 		}
 		if t.ChainId != 0 {
-			return nil, errcode.New(errcode.AlreadyExists, "create chain table: target %d is already in chain %d", id, t.ChainId)
+			return nil, nil, errcode.New(errcode.AlreadyExists, "create chain table: target %d is already in chain %d", id, t.ChainId)
 		}
 		pts = append(pts, placement.Target{ID: id, Node: t.NodeId})
 	}
+	return pts, st, nil
+}
+
+func (s *Server) createChainTable(ctx context.Context, r *mgmtdpb.CreateChainTableReq) (*mgmtdpb.CreateChainTableRsp, error) {
+	if r.ReplicationFactor == 0 {
+		return nil, errcode.New(errcode.InvalidArgument, "create chain table: replication factor must be at least 1")
+	}
+	// Placement takes about a second at 500 nodes x 20 targets, so it runs
+	// without the lock: heartbeats and lease scans must not wait for it.
+	// The targets are listed again under the lock; if they changed
+	// meanwhile (a node registered, another table took some), place again.
+	s.mu.Lock()
+	pts, _, err := s.chainTableTargetsLocked(r)
+	s.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	const attempts = 3
+	for attempt := 1; ; attempt++ {
+		groups, err := placement.Place(pts, int(r.ReplicationFactor))
+		if err != nil {
+			return nil, errcode.New(errcode.InvalidArgument, "create chain table: %v", err)
+		}
+		s.mu.Lock()
+		now, st, err := s.chainTableTargetsLocked(r)
+		if err == nil && slices.Equal(now, pts) {
+			defer s.mu.Unlock()
+			return s.commitChainTableLocked(ctx, st, r, groups)
+		}
+		s.mu.Unlock()
+		if err != nil {
+			return nil, err
+		}
+		if attempt == attempts {
+			return nil, errcode.New(errcode.Busy, "create chain table: targets kept changing while placing (%d tries); retry", attempts)
+		}
+		pts = now
+	}
+}
+
+// commitChainTableLocked stores a new table whose chains are groups
+// (target ids, head first).
+func (s *Server) commitChainTableLocked(ctx context.Context, st *state, r *mgmtdpb.CreateChainTableReq, groups [][]uint64) (*mgmtdpb.CreateChainTableRsp, error) {
 	tableID := r.TableId
 	if tableID == 0 {
 		tableID = uint32(st.nextTable)
@@ -356,10 +398,6 @@ func (s *Server) createChainTable(ctx context.Context, r *mgmtdpb.CreateChainTab
 	}
 	if st.tables[tableID] != nil {
 		return nil, errcode.New(errcode.AlreadyExists, "create chain table: table %d exists", tableID)
-	}
-	groups, err := placement.Place(pts, int(r.ReplicationFactor))
-	if err != nil {
-		return nil, errcode.New(errcode.InvalidArgument, "create chain table: %v", err)
 	}
 	ch := &change{bumpRouting: true}
 	table := &mgmtdpb.ChainTable{TableId: tableID, Version: 1, ReplicationFactor: r.ReplicationFactor}

@@ -696,3 +696,55 @@ func TestRestartedNodeMustWait(t *testing.T) {
 		t.Fatalf("heartbeat with the old boot id: %v", err)
 	}
 }
+
+// Placement runs outside mgmtd's lock, so concurrent CreateChainTable
+// calls over the same targets race; the targets are listed again before
+// the commit, so exactly one wins and no target lands in two chains.
+func TestConcurrentCreateChainTable(t *testing.T) {
+	s := startPrimary(t, fastOptions(memEngine(t)))
+	conn := dial(t, s.Addr())
+	startCluster(t, conn, 6, 2)
+	var ids []uint64
+	for n := 1; n <= 6; n++ {
+		ids = append(ids, uint64(n*100+1), uint64(n*100+2))
+	}
+	const callers = 4
+	errs := make(chan error, callers)
+	for range callers {
+		go func() {
+			errs <- conn.Call(ctxT(t), func(ctx context.Context, cl mgmtdpb.MgmtdClient) error {
+				_, err := cl.CreateChainTable(ctx, &mgmtdpb.CreateChainTableReq{ReplicationFactor: 3, TargetIds: ids})
+				return err
+			})
+		}()
+	}
+	won := 0
+	for range callers {
+		err := <-errs
+		switch {
+		case err == nil:
+			won++
+		case !errcode.Is(err, errcode.AlreadyExists):
+			t.Fatalf("losing create: %v, want AlreadyExists", err)
+		}
+	}
+	if won != 1 {
+		t.Fatalf("%d of %d concurrent creates over the same targets succeeded, want 1", won, callers)
+	}
+	r, err := startCache(t, conn).WaitFor(ctxT(t), func(r *routing.Routing) bool { return len(r.Info.Tables) == 1 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[uint64]uint32{}
+	for _, c := range r.Info.Chains {
+		for _, ct := range c.Targets {
+			if prev, ok := seen[ct.TargetId]; ok {
+				t.Fatalf("target %d in chains %d and %d", ct.TargetId, prev, c.ChainId)
+			}
+			seen[ct.TargetId] = c.ChainId
+		}
+	}
+	if len(seen) != len(ids) || len(r.Info.Chains) != 4 {
+		t.Fatalf("%d targets in %d chains, want 12 in 4", len(seen), len(r.Info.Chains))
+	}
+}

@@ -20,8 +20,22 @@ type Target struct {
 // Place groups targets into len(targets)/replicas chains of replicas
 // targets each, heads first. It fails if the count is not a multiple of
 // replicas or if some node holds more targets than there are chains (two
-// replicas of one chain would then share a node).
+// replicas of one chain would then share a node). The greedy pass spreads
+// each node's partners; improve (improve.go) then evens out partners,
+// recovery sources, heads and tails by local search. The same targets, in
+// any order, always give the same chains.
 func Place(targets []Target, replicas int) ([][]uint64, error) {
+	return place(targets, replicas, true)
+}
+
+// PlaceGreedy is Place without the local search: EmberFS's placement
+// before it had one, kept so `emberfs bench placement` can show the
+// difference.
+func PlaceGreedy(targets []Target, replicas int) ([][]uint64, error) {
+	return place(targets, replicas, false)
+}
+
+func place(targets []Target, replicas int, polish bool) ([][]uint64, error) {
 	if replicas < 1 {
 		return nil, fmt.Errorf("placement: replication factor %d, want at least 1", replicas)
 	}
@@ -51,7 +65,42 @@ func Place(targets []Target, replicas int) ([][]uint64, error) {
 		nodes = append(nodes, n)
 	}
 	sort.Slice(nodes, func(i, j int) bool { return nodes[i] < nodes[j] })
+	index := make(map[uint32]int32, len(nodes))
+	for i, n := range nodes {
+		index[n] = int32(i)
+	}
+	left := make(map[uint32]int, len(nodes))
+	for n, ids := range byNode {
+		left[n] = len(ids)
+	}
 
+	groups := greedy(nodes, left, chains, replicas)
+	idx := make([][]int32, len(groups))
+	for c, g := range groups {
+		for _, n := range g {
+			idx[c] = append(idx[c], index[n])
+		}
+	}
+	if polish {
+		improve(idx, len(nodes), replicas)
+	}
+	// Each node's targets go to its chains in ascending id order.
+	out := make([][]uint64, 0, chains)
+	for _, g := range idx {
+		chain := make([]uint64, 0, replicas)
+		for _, i := range g {
+			n := nodes[i]
+			chain = append(chain, byNode[n][0])
+			byNode[n] = byNode[n][1:]
+		}
+		out = append(out, chain)
+	}
+	return out, nil
+}
+
+// greedy picks the nodes of each chain in turn, head first; left[n] is
+// how many targets node n still has (consumed).
+func greedy(nodes []uint32, left map[uint32]int, chains, replicas int) [][]uint32 {
 	pairs := map[[2]uint32]int{} // chains shared by two nodes
 	pairKey := func(a, b uint32) [2]uint32 {
 		if a > b {
@@ -60,14 +109,14 @@ func Place(targets []Target, replicas int) ([][]uint64, error) {
 		return [2]uint32{a, b}
 	}
 	heads := map[uint32]int{}
-	out := make([][]uint64, 0, chains)
-	for left := chains; left > 0; left-- {
+	out := make([][]uint32, 0, chains)
+	for remaining := chains; remaining > 0; remaining-- {
 		var chosen []uint32
 		in := map[uint32]bool{}
 		// A node with as many targets left as chains left must be in every
 		// remaining chain; taking it now keeps the placement feasible.
 		for _, n := range nodes {
-			if len(byNode[n]) == left {
+			if left[n] == remaining {
 				chosen = append(chosen, n)
 				in[n] = true
 			}
@@ -75,7 +124,7 @@ func Place(targets []Target, replicas int) ([][]uint64, error) {
 		for len(chosen) < replicas {
 			best, bestScore, bestLeft := uint32(0), -1, 0
 			for _, n := range nodes {
-				if in[n] || len(byNode[n]) == 0 {
+				if in[n] || left[n] == 0 {
 					continue
 				}
 				score := 0
@@ -84,8 +133,8 @@ func Place(targets []Target, replicas int) ([][]uint64, error) {
 				}
 				// Fewest shared chains with the nodes already chosen; then
 				// the node with the most targets left, so none is stranded.
-				if bestScore < 0 || score < bestScore || (score == bestScore && len(byNode[n]) > bestLeft) {
-					best, bestScore, bestLeft = n, score, len(byNode[n])
+				if bestScore < 0 || score < bestScore || (score == bestScore && left[n] > bestLeft) {
+					best, bestScore, bestLeft = n, score, left[n]
 				}
 			}
 			chosen = append(chosen, best)
@@ -99,14 +148,12 @@ func Place(targets []Target, replicas int) ([][]uint64, error) {
 		// Heads take the writes: rotate the head role over nodes.
 		sort.SliceStable(chosen, func(i, j int) bool { return heads[chosen[i]] < heads[chosen[j]] })
 		heads[chosen[0]]++
-		chain := make([]uint64, 0, replicas)
 		for _, n := range chosen {
-			chain = append(chain, byNode[n][0])
-			byNode[n] = byNode[n][1:]
+			left[n]--
 		}
-		out = append(out, chain)
+		out = append(out, chosen)
 	}
-	return out, nil
+	return out
 }
 
 // Spread measures how a placement shares a failed node's load.

@@ -1,6 +1,7 @@
 package placement
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -158,5 +159,77 @@ func TestPlaceErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Fatalf("Place(%d targets, %d) error %v, want %q", len(c.ts), c.replicas, err, c.want)
 		}
+	}
+}
+
+// TestPlaceIsDeterministic: the same targets, in any order, give the same
+// chains, so a table's placement never depends on map order or on when
+// targets registered.
+func TestPlaceIsDeterministic(t *testing.T) {
+	ts, _ := grid(24, 10)
+	want, err := Place(ts, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reversed := make([]Target, len(ts))
+	for i, x := range ts {
+		reversed[len(ts)-1-i] = x
+	}
+	for _, in := range [][]Target{ts, reversed} {
+		got, err := Place(in, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("placement differs between runs or input orders:\n%v\n%v", got, want)
+		}
+	}
+}
+
+// TestHeadsAndTailsBalanced: heads take client writes and tails commit
+// first; each node gets its share of both roles.
+func TestHeadsAndTailsBalanced(t *testing.T) {
+	ts, nodeOf := grid(12, 10) // 40 chains: 3 or 4 heads and tails per node
+	chains, err := Place(ts, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkValid(t, chains, ts, nodeOf, 3)
+	heads, tails := map[uint32]int{}, map[uint32]int{}
+	for _, c := range chains {
+		heads[nodeOf[c[0]]]++
+		tails[nodeOf[c[len(c)-1]]]++
+	}
+	for n := uint32(1); n <= 12; n++ {
+		if heads[n] < 3 || heads[n] > 4 || tails[n] < 3 || tails[n] > 4 {
+			t.Fatalf("node %d: %d heads, %d tails; want 3-4 of each (heads %v, tails %v)", n, heads[n], tails[n], heads, tails)
+		}
+	}
+}
+
+// TestUnevenClusterStaysValid: nodes of different sizes, where the local
+// search must keep every node's target count and failure domains.
+func TestUnevenClusterStaysValid(t *testing.T) {
+	var ts []Target
+	nodeOf := map[uint64]uint32{}
+	for n := uint32(1); n <= 9; n++ {
+		for i := uint32(0); i < 2+n%4*3; i++ {
+			id := uint64(n)*100 + uint64(i)
+			ts = append(ts, Target{id, n})
+			nodeOf[id] = n
+		}
+	}
+	for len(ts)%3 != 0 {
+		ts = ts[:len(ts)-1]
+	}
+	for _, r := range []int{2, 3} {
+		if len(ts)%r != 0 {
+			continue
+		}
+		chains, err := Place(ts, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkValid(t, chains, ts, nodeOf, r)
 	}
 }
