@@ -11,6 +11,7 @@ import (
 //	INOD + id(LE64)                   inode; little-endian so sequential ids spread over the keyspace
 //	DENT + parent(BE64) + name        directory entry; big-endian parent keeps a directory contiguous
 //	DENT + parent(BE64)               (never stored) conflict marker: "an entry was inserted here"
+//	DTIM + dir(BE64) + writer(BE64)   directory change record: time of the last entry change by one server (dirtimes.go)
 //	XATR + id(LE64) + name            extended attribute
 //	SESS + id(LE64) + session(BE64)   write session of an open file
 //	SESS + id(LE64)                   (never stored) conflict marker: "a session was opened"

@@ -36,6 +36,9 @@ func (s *Server) SetAttr(ctx context.Context, u User, p PathAt, a SetAttr) (Inod
 		}
 		trim = nil
 		what := p.String()
+		if err := t.foldDirTimes(n); err != nil {
+			return err
+		}
 		if a.Size != nil {
 			switch n.Type {
 			case TypeDir:
@@ -87,7 +90,12 @@ func (s *Server) SetAttr(ctx context.Context, u User, p PathAt, a SetAttr) (Inod
 		case a.MtimeNow:
 			n.Mtime = t.now
 		}
-		n.Ctime = t.now
+		if n.Type != TypeDir || t.now.After(n.Ctime) {
+			// A directory's ctime may come from another server's change
+			// record (folded above) with a clock ahead of ours: it does
+			// not go back.
+			n.Ctime = t.now
+		}
 		out = *n
 		return t.putInode(n)
 	})

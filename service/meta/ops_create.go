@@ -295,6 +295,9 @@ func (s *Server) Mkdir(ctx context.Context, u User, p PathAt, mode uint32, paren
 		if err := t.putInode(n); err != nil {
 			return err
 		}
+		if err := t.adjustSubdirs(dir, +1); err != nil {
+			return err
+		}
 		out = *n
 		return t.insertEntry(dir.ID, name, n)
 	})
@@ -364,6 +367,9 @@ func (s *Server) mkdirAll(ctx context.Context, u User, p PathAt, mode uint32) (I
 			}
 			n := t.mkdirInode(ids[i], mode, cur)
 			if err := t.putInode(n); err != nil {
+				return err
+			}
+			if err := t.adjustSubdirs(cur, +1); err != nil {
 				return err
 			}
 			if err := t.insertEntry(cur.ID, name, n); err != nil {

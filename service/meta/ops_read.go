@@ -40,6 +40,7 @@ func (s *Server) Stat(ctx context.Context, u User, p PathAt) (Inode, error) {
 	err := s.view(ctx, u, func(t *txn) error {
 		n, err := t.resolve(p)
 		if err == nil {
+			err = t.withDirTimes(n)
 			out = *n
 		}
 		return err
@@ -58,6 +59,9 @@ func (s *Server) BatchStat(ctx context.Context, ids []uint64) ([]*Inode, error) 
 				return err
 			}
 			if ok {
+				if err := t.withDirTimes(n); err != nil {
+					return err
+				}
 				out[i] = n
 			}
 		}
@@ -82,6 +86,9 @@ func (s *Server) BatchStatPaths(ctx context.Context, u User, paths []PathAt) ([]
 				errs[i] = err
 				continue
 			}
+			if err := t.withDirTimes(n); err != nil {
+				return err
+			}
 			out[i] = *n
 		}
 		return nil
@@ -105,6 +112,7 @@ func (s *Server) Lookup(ctx context.Context, u User, parent uint64, name string)
 		}
 		n, err := t.walk(dir, []string{name}, false, At(parent, name).String())
 		if err == nil {
+			err = t.withDirTimes(n)
 			out = *n
 		}
 		return err
@@ -199,6 +207,9 @@ func (s *Server) ReadDir(ctx context.Context, u User, p PathAt, opts ReadDirOpti
 					return err
 				}
 				if ok {
+					if err := t.withDirTimes(n); err != nil {
+						return err
+					}
 					de.Inode = n
 				}
 			}

@@ -47,7 +47,7 @@ func (s *Server) Unlink(ctx context.Context, u User, p PathAt) error {
 		if err := checkSticky(u, dir, n, what); err != nil {
 			return err
 		}
-		if err := t.tx.Clear(dentryKey(dir.ID, name)); err != nil {
+		if err := t.removeEntry(dir.ID, name); err != nil {
 			return err
 		}
 		return t.dropLink(n)
@@ -85,7 +85,10 @@ func (s *Server) Rmdir(ctx context.Context, u User, p PathAt) error {
 		if !empty {
 			return errNotEmpty(what)
 		}
-		if err := t.tx.Clear(dentryKey(dir.ID, name)); err != nil {
+		if err := t.removeEntry(dir.ID, name); err != nil {
+			return err
+		}
+		if err := t.adjustSubdirs(dir, -1); err != nil {
 			return err
 		}
 		return t.removeInode(n)
@@ -114,11 +117,14 @@ func (s *Server) RemoveAll(ctx context.Context, u User, p PathAt) error {
 		if err := checkSticky(u, dir, n, what); err != nil {
 			return err
 		}
-		if err := t.tx.Clear(dentryKey(dir.ID, name)); err != nil {
+		if err := t.removeEntry(dir.ID, name); err != nil {
 			return err
 		}
 		if n.Type != TypeDir {
 			return t.dropLink(n)
+		}
+		if err := t.adjustSubdirs(dir, -1); err != nil {
+			return err
 		}
 		if !u.isRoot() {
 			if err := t.checkTreeRemovable(n, what); err != nil {
@@ -256,14 +262,28 @@ func (s *Server) Rename(ctx context.Context, u User, src, dst PathAt, flags Rena
 					return err
 				}
 			}
+			if err := t.moveSubdirs(sdir, ddir, isDir(dn)-isDir(sn)); err != nil {
+				return err
+			}
 			return t.exchange(sdir, sname, sn, ddir, dname, dn)
 		}
 		if dexists {
 			if err := t.replaceTarget(sn, dn, dwhat); err != nil {
 				return err
 			}
+			if dn.Type == TypeDir {
+				if err := t.adjustSubdirs(ddir, -1); err != nil {
+					return err
+				}
+				if ddir.ID == sdir.ID {
+					sdir.Nlink = ddir.Nlink // one directory, two copies
+				}
+			}
 		}
-		if err := t.tx.Clear(dentryKey(sdir.ID, sname)); err != nil {
+		if err := t.moveSubdirs(sdir, ddir, -isDir(sn)); err != nil {
+			return err
+		}
+		if err := t.removeEntry(sdir.ID, sname); err != nil {
 			return err
 		}
 		if err := t.insertEntry(ddir.ID, dname, sn); err != nil {
@@ -275,6 +295,26 @@ func (s *Server) Rename(ctx context.Context, u User, src, dst PathAt, flags Rena
 		sn.Ctime = t.now
 		return t.putInode(sn)
 	})
+}
+
+func isDir(n *Inode) int {
+	if n != nil && n.Type == TypeDir {
+		return 1
+	}
+	return 0
+}
+
+// moveSubdirs applies a rename's change to the link counts of its two
+// directories: delta subdirectories for sdir and -delta for ddir (nothing
+// when they are one directory).
+func (t *txn) moveSubdirs(sdir, ddir *Inode, delta int) error {
+	if delta == 0 || sdir.ID == ddir.ID {
+		return nil
+	}
+	if err := t.adjustSubdirs(sdir, delta); err != nil {
+		return err
+	}
+	return t.adjustSubdirs(ddir, -delta)
 }
 
 // checkMoveDir refuses to move directory n into dst if dst is n or below
@@ -328,6 +368,12 @@ func (t *txn) exchange(sdir *Inode, sname string, sn *Inode, ddir *Inode, dname 
 		return err
 	}
 	if err := t.tx.Set(dentryKey(ddir.ID, dname), dentry{ID: sn.ID, Type: sn.Type}.encode()); err != nil {
+		return err
+	}
+	if err := t.dirChanged(sdir.ID); err != nil {
+		return err
+	}
+	if err := t.dirChanged(ddir.ID); err != nil {
 		return err
 	}
 	if sn.Type == TypeDir {

@@ -121,6 +121,8 @@ type Server struct {
 	// common case needs one transaction (see needChainCount).
 	lastTable atomic.Uint32
 	gcKick    chan struct{}
+	// writer names this server's directory change records (dirtimes.go).
+	writer uint64
 }
 
 // firstDynamicID leaves room below for fixed inodes (root is 1).
@@ -132,6 +134,7 @@ func New(ctx context.Context, engine kv.Engine, cfg Config) (*Server, error) {
 	s := &Server{kv: engine, cfg: cfg, log: cfg.Logger.With("component", "meta"), gcKick: make(chan struct{}, 1)}
 	s.ids = idAllocator{engine: engine, batch: cfg.IDBatch}
 	s.cursor.Store(rand.Uint64())
+	s.writer = rand.Uint64()
 	s.lastTable.Store(cfg.RootLayout.ChainTable)
 	err := s.update(ctx, func(t *txn) error {
 		_, found, err := t.tx.Get(inodeKey(RootID))
@@ -243,6 +246,9 @@ func (t *txn) insertEntry(dir uint64, name string, child *Inode) error {
 	if err := t.tx.Set(dentryKey(dir, name), dentry{ID: child.ID, Type: child.Type}.encode()); err != nil {
 		return err
 	}
+	if err := t.dirChanged(dir); err != nil {
+		return err
+	}
 	return t.touchMarker(dirInsertMarker(dir))
 }
 
@@ -292,6 +298,11 @@ func (t *txn) removeInode(n *Inode) error {
 	xp := xattrPrefix(n.ID)
 	if err := t.tx.ClearRange(xp, kv.PrefixEnd(xp)); err != nil {
 		return err
+	}
+	if n.Type == TypeDir {
+		if err := t.clearDirTimes(n.ID); err != nil {
+			return err
+		}
 	}
 	if n.Type == TypeFile {
 		t.s.kickGC()

@@ -7,8 +7,6 @@ package posix
 var intendedDifferences = map[string]string{
 	"atime": "the mount does not update atime on reads (noatime)",
 	// The following are gaps being closed (issue 14); each goes away with its fix.
-	"dir-nlink":    "directories report nlink 2",
-	"parent-times": "a directory's mtime/ctime do not change when entries are added or removed",
-	"node-types":   "FIFOs, sockets and device nodes cannot be created (EPERM)",
-	"time-range":   "times past 2262 wrap over gRPC (int64 nanoseconds)",
+	"node-types": "FIFOs, sockets and device nodes cannot be created (EPERM)",
+	"time-range": "times past 2262 wrap over gRPC (int64 nanoseconds)",
 }
