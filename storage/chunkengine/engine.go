@@ -65,6 +65,11 @@ type Options struct {
 	// MaxWriteOutcomes bounds the write outcomes kept (one per client
 	// channel; outcomes.go). 0 means DefaultMaxWriteOutcomes.
 	MaxWriteOutcomes int
+	// BufferedIO writes chunk data through the page cache only. By
+	// default (unless NoSync) the aligned part of a write of 64 KiB or
+	// more goes to disk with O_DIRECT where the file system allows it
+	// (directio.go).
+	BufferedIO bool
 }
 
 // Defaults for Options.
@@ -117,6 +122,11 @@ type Engine struct {
 	closed bool
 
 	nextGen atomic.Uint64
+
+	// noDirect is set once the file system refused O_DIRECT (directio.go);
+	// directBytes counts the chunk data bytes written with O_DIRECT.
+	noDirect    atomic.Bool
+	directBytes atomic.Uint64
 
 	// damage describes metadata log records the last open could not read
 	// (set once by open; see MetaDamage).

@@ -25,7 +25,8 @@ func crcZeros(crc uint32, n int64) uint32 {
 	return crc
 }
 
-var copyBufs = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
+// copyBufs are aligned so copyMerge can write them with O_DIRECT.
+var copyBufs = sync.Pool{New: func() any { b := alignedBuf(1 << 20); return &b }}
 
 func (e *Engine) fdatasync(f vfs.File) error {
 	if e.opts.NoSync {
@@ -104,7 +105,7 @@ func (e *Engine) writeNewFile(id ChunkID, data []byte) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	return e.finishNew(id, f, gen, vfs.WriteFull(f, data, 0))
+	return e.finishNew(id, f, gen, e.writeData(f, data, 0))
 }
 
 // writeTail writes data at off (nil data: only extend to newLen) past the
@@ -118,7 +119,7 @@ func (e *Engine) writeTail(id ChunkID, base verState, off uint32, data []byte, n
 			return 0, err
 		}
 		if data != nil {
-			err = vfs.WriteFull(f, data, int64(off))
+			err = e.writeData(f, data, int64(off))
 		} else {
 			err = f.Truncate(int64(newLen))
 		}
@@ -134,7 +135,7 @@ func (e *Engine) writeTail(id ChunkID, base verState, off uint32, data []byte, n
 		return 0, ioErr(id, "trim data file", err)
 	}
 	if data != nil {
-		err = vfs.WriteFull(f, data, int64(off))
+		err = e.writeData(f, data, int64(off))
 	} else {
 		err = f.Truncate(int64(newLen))
 	}
@@ -195,7 +196,7 @@ func (e *Engine) copyMerge(c *chunk, base verState, newLen uint32, off uint32, d
 				copy(w[lo-pos:hi-pos], data[lo-off:hi-off])
 			}
 			newCRC = crc32c.Update(newCRC, w)
-			err = vfs.WriteFull(dst, w, int64(pos))
+			err = e.writeData(dst, w, int64(pos))
 		}
 		pos += n
 	}

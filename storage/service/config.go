@@ -62,6 +62,9 @@ type Config struct {
 	DedupeMaxEntries int `toml:"dedupe_max_entries"`
 	// NoSync skips fsync in the chunk engines (tests and benchmarks only).
 	NoSync bool `toml:"no_sync"`
+	// BufferedIO writes chunk data through the page cache only, instead of
+	// O_DIRECT for its aligned part (docs/chunk-engine.md, "Direct I/O").
+	BufferedIO bool `toml:"buffered_io"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `toml:"log_level"`
 }

@@ -238,7 +238,7 @@ func (s *Service) goLoop(f func()) {
 func (s *Service) openTarget(dir string, defaultID uint64) (*target, error) {
 	eng, err := chunkengine.Open(dir, chunkengine.Options{
 		NoSync: s.cfg.NoSync, VerifyInterval: s.cfg.VerifyInterval.Duration,
-		Logger: s.log, MaxWriteOutcomes: s.cfg.DedupeMaxEntries,
+		Logger: s.log, MaxWriteOutcomes: s.cfg.DedupeMaxEntries, BufferedIO: s.cfg.BufferedIO,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("storage: open target %s: %w", dir, err)
