@@ -21,6 +21,8 @@
 #   HEARTBEAT [100ms], FAILURE [1s]  mgmtd heartbeat interval and node
 #                    failure timeout (the stall depends on them)
 #   REPLICAS [3]     chain length (1 or 3)
+#   BUFFERED_IO [unset]  set to write chunk data through the page cache
+#                    only (storage buffered_io = true) instead of O_DIRECT
 #   PARTS [fio mdtest lsdir stall; no stall at REPLICAS=1]  which tests to run; "lsdir" creates
 #                    LS_FILES [20000] files in one directory with LS_THREADS [8]
 #                    workers, drops the kernel caches and times `ls -l` of it
@@ -30,6 +32,7 @@ set -euo pipefail
 SIZE=${SIZE:-256M} RUNTIME=${RUNTIME:-20} THREADS=${THREADS:-4} FILES=${FILES:-1000}
 STALL_MB=${STALL_MB:-64} STALL_SECS=${STALL_SECS:-12} HEARTBEAT=${HEARTBEAT:-100ms} FAILURE=${FAILURE:-1s}
 REPLICAS=${REPLICAS:-3}
+BUFFERED=false; [ -z "${BUFFERED_IO:-}" ] || BUFFERED=true
 if [ "$REPLICAS" -gt 1 ]; then PARTS=${PARTS:-fio mdtest lsdir stall}; else PARTS=${PARTS:-fio mdtest lsdir}; fi
 LS_FILES=${LS_FILES:-20000} LS_THREADS=${LS_THREADS:-8}
 part() { [[ " $PARTS " == *" $1 "* ]]; }
@@ -85,7 +88,7 @@ export EMBERFS_MGMTD=$MGMTD
 for n in 1 2 3; do
   printf '%s\n' "node_id = $n" "targets = [\"$WORK/store$n/disk0\", \"$WORK/store$n/disk1\"]" \
     "mgmtd = [\"$MGMTD\"]" 'listen = "127.0.0.1:0"' 'data_listen = "127.0.0.1:0"' 'metrics_listen = ""' \
-    'no_sync = false' >"$WORK/storage$n.toml"
+    'no_sync = false' "buffered_io = $BUFFERED" >"$WORK/storage$n.toml"
   start_storage $n
 done
 for _ in $(seq 600); do [ "$("$E" admin list-targets 2>/dev/null | grep -c online)" = 6 ] && break; sleep 0.1; done
@@ -216,5 +219,5 @@ $LS_L
 
 Read stall after SIGKILL of one of $REPLICAS storage replicas (worst 1 MiB O_DIRECT read; mgmtd heartbeat $HEARTBEAT, failure timeout $FAILURE): $STALL
 
-Settings: replicas $REPLICAS; parts: $PARTS; fio $SIZE file, ${RUNTIME} s per read test, direct=1, psync, 1 job; mdtest $THREADS threads x $FILES files; storage with fsync on every chunk write (default durability); commit $COMMIT, $(date -u +%Y-%m-%dT%H:%MZ), load $(cut -d' ' -f1-3 /proc/loadavg).
+Settings: replicas $REPLICAS; parts: $PARTS; fio $SIZE file, ${RUNTIME} s per read test, direct=1, psync, 1 job; mdtest $THREADS threads x $FILES files; storage with fsync on every chunk write (default durability), buffered_io = $BUFFERED; commit $COMMIT, $(date -u +%Y-%m-%dT%H:%MZ), load $(cut -d' ' -f1-3 /proc/loadavg).
 TABLE

@@ -92,7 +92,7 @@ func TestLinearizableUnderRestarts(t *testing.T) {
 func linearizabilityRun(t *testing.T, seed uint64) {
 	c, chains, _ := startCluster(t, 3, 3)
 	chain := chains[0]
-	cl := c.Client(storageclient.Config{RetryTimeout: 5 * time.Second})
+	cl := c.Client(storageclient.Config{RetryTimeout: 5 * time.Second, SpreadReads: true})
 	defer cl.Close()
 	const keys, workers = 6, 4
 	start := time.Now()

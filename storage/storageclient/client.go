@@ -48,6 +48,10 @@ type Config struct {
 	NoWriteChecksum bool
 	// Caller replaces the TCP transport (an RDMA transport, tests).
 	Caller transport.Caller
+	// SpreadReads starts each chunk read at the next replica in turn
+	// instead of at the replica this client uses for that chunk (tests
+	// that want every replica's answers to one chunk).
+	SpreadReads bool
 }
 
 // Client talks to storage services; safe for concurrent use.
@@ -270,12 +274,45 @@ func (c *Client) replicas(r *routing.Routing, chain uint32, force uint64) []uint
 	if len(ts) <= 1 {
 		return ts
 	}
+	return rotate(ts, int(c.rr.Add(1)%uint64(len(ts))))
+}
+
+// chunkReplicas orders a chain's serving targets for a read of one chunk:
+// like replicas, but the start is fixed per (client, chunk), so the
+// reads of one chunk by this client go to one replica while different
+// chunks (and clients) spread over all of them. Rotating per request sent
+// the pieces of one sequential chunk read to every replica in turn, and
+// each then read (and verified) the whole chunk from its disk: three
+// times the disk reads at 3 replicas once chunks are written with O_DIRECT
+// and not in the page cache (docs/storage.md, "Read routing").
+func (c *Client) chunkReplicas(r *routing.Routing, chain uint32, chunk ChunkID, force uint64) []uint64 {
+	if force != 0 || c.cfg.SpreadReads {
+		return c.replicas(r, chain, force)
+	}
+	ts := r.ServingTargets(chain)
+	if len(ts) <= 1 {
+		return ts
+	}
+	h := mix64(c.id ^ mix64(chunk.Inode) ^ uint64(chunk.Index))
+	return rotate(ts, int(h%uint64(len(ts))))
+}
+
+func rotate(ts []uint64, k int) []uint64 {
 	out := make([]uint64, 0, len(ts))
-	k := int(c.rr.Add(1)) % len(ts)
 	for i := range ts {
 		out = append(out, ts[(k+i)%len(ts)])
 	}
 	return out
+}
+
+// mix64 is splitmix64's finalizer: neighbouring chunk indexes land on
+// unrelated replicas.
+func mix64(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	return x ^ x>>31
 }
 
 // Read reads up to len(buf) committed bytes of a chunk from offset,
@@ -289,7 +326,7 @@ func (c *Client) Read(ctx context.Context, chain uint32, chunk ChunkID, offset u
 	start := time.Now()
 	what := fmt.Sprintf("read of chunk %s on chain %d", chunk, chain)
 	err := c.retry(ctx, what, func(ctx context.Context, r *routing.Routing) error {
-		reps := c.replicas(r, chain, opts.Target)
+		reps := c.chunkReplicas(r, chain, chunk, opts.Target)
 		if len(reps) == 0 {
 			return errcode.New(errcode.Unavailable, "chain %d has no serving replica at routing version %d", chain, r.Version())
 		}
@@ -371,7 +408,7 @@ func (c *Client) ReadBatch(ctx context.Context, reqs []ReadReq, opts ReadOptions
 	for i, q := range reqs {
 		var reps []uint64
 		if r != nil {
-			reps = c.replicas(r, q.Chain, opts.Target)
+			reps = c.chunkReplicas(r, q.Chain, q.Chunk, opts.Target)
 		}
 		if len(reps) == 0 {
 			failed = append(failed, i)
