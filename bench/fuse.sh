@@ -21,6 +21,7 @@
 #   HEARTBEAT [100ms], FAILURE [1s]  mgmtd heartbeat interval and node
 #                    failure timeout (the stall depends on them)
 #   REPLICAS [3]     chain length (1 or 3)
+#   MOUNT_ARGS [unset]   extra `emberfs mount` flags (e.g. --write-inflight 16)
 #   BUFFERED_IO [unset]  set to write chunk data through the page cache
 #                    only (storage buffered_io = true) instead of O_DIRECT
 #   PARTS [fio mdtest lsdir stall; no stall at REPLICAS=1]  which tests to run; "lsdir" creates
@@ -97,7 +98,8 @@ printf '%s\n' 'listen = "127.0.0.1:0"' 'metrics_listen = ""' "kv = \"badger:$WOR
   'root_chain_table = 1' 'root_stripe_size = 2' >"$WORK/meta.toml"
 "$E" meta --config "$WORK/meta.toml" >"$WORK/meta.log" 2>&1 & PIDS+=($!)
 waitlog "$WORK/meta.log" 'meta listening on ([^ ]+)' >/dev/null
-"$E" mount "$MNT" >"$WORK/mount.log" 2>&1 & MOUNT_PID=$!
+# shellcheck disable=SC2086 # MOUNT_ARGS is a list of flags
+"$E" mount ${MOUNT_ARGS:-} "$MNT" >"$WORK/mount.log" 2>&1 & MOUNT_PID=$!
 for _ in $(seq 600); do mountpoint -q "$MNT" && break; sleep 0.1; done
 mountpoint -q "$MNT" || { echo "the mount did not come up:" >&2; cat "$WORK/mount.log" >&2; exit 1; }
 
@@ -219,5 +221,5 @@ $LS_L
 
 Read stall after SIGKILL of one of $REPLICAS storage replicas (worst 1 MiB O_DIRECT read; mgmtd heartbeat $HEARTBEAT, failure timeout $FAILURE): $STALL
 
-Settings: replicas $REPLICAS; parts: $PARTS; fio $SIZE file, ${RUNTIME} s per read test, direct=1, psync, 1 job; mdtest $THREADS threads x $FILES files; storage with fsync on every chunk write (default durability), buffered_io = $BUFFERED; commit $COMMIT, $(date -u +%Y-%m-%dT%H:%MZ), load $(cut -d' ' -f1-3 /proc/loadavg).
+Settings: replicas $REPLICAS; parts: $PARTS; fio $SIZE file, ${RUNTIME} s per read test, direct=1, psync, 1 job; mdtest $THREADS threads x $FILES files; storage with fsync on every chunk write (default durability), buffered_io = $BUFFERED; mount flags: ${MOUNT_ARGS:-none}; commit $COMMIT, $(date -u +%Y-%m-%dT%H:%MZ), load $(cut -d' ' -f1-3 /proc/loadavg).
 TABLE

@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/emberfs/emberfs/internal/errcode"
 	"github.com/emberfs/emberfs/storage/chunkengine/vfs"
 	"github.com/emberfs/emberfs/storage/chunkengine/vfs/faultfs"
 )
@@ -147,5 +148,33 @@ func TestDirectIOCrashImages(t *testing.T) {
 	}
 	if e.directBytes.Load() == 0 {
 		t.Fatal("nothing was written with O_DIRECT")
+	}
+}
+
+// TestDataCRCChecked: with DataCRCChecked the engine takes the caller's
+// checksum of the data (new file, append after a hole, replace) and the
+// chunk's checksum comes out exactly as if computed from the bytes; a
+// wrong one is not silent: the next verification marks the chunk corrupt.
+func TestDataCRCChecked(t *testing.T) {
+	e := openT(t, t.TempDir(), Options{NoSync: true, VerifyInterval: -1})
+	r := rand.New(rand.NewPCG(8, 8))
+	id := ChunkID{10, 0}
+	var model []byte
+	for _, u := range []Update{
+		{Kind: UpdateWrite, Data: randBytes(r, 100<<10), ChunkSize: 1 << 20},
+		{Kind: UpdateWrite, Offset: 300 << 10, Data: randBytes(r, 7777)},
+		{Kind: UpdateWrite, Offset: 300<<10 + 7777, Data: randBytes(r, 1)},
+		{Kind: UpdateReplace, Version: 9, Data: randBytes(r, 5000)},
+		{Kind: UpdateWrite, Offset: 5000, Data: randBytes(r, 64<<10)},
+	} {
+		u.DataCRC, u.DataCRCChecked = crc(u.Data), true
+		mustApply(t, e, id, u)
+		model = applyModel(model, u)
+		checkContent(t, e, id, model)
+	}
+	bad := randBytes(r, 4096)
+	mustApply(t, e, id, Update{Kind: UpdateWrite, Offset: uint32(len(model)), Data: bad, DataCRC: crc(bad) ^ 1, DataCRCChecked: true})
+	if _, _, err := e.Read(id, 0, 10, false); !errcode.Is(err, errcode.ChecksumMismatch) || !e.IsCorrupt(id) {
+		t.Fatalf("read after an update with a wrong checked CRC: %v (corrupt %v), want ChecksumMismatch and the chunk marked corrupt", err, e.IsCorrupt(id))
 	}
 }

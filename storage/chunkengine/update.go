@@ -61,6 +61,13 @@ type Update struct {
 	// check of what the sender meant to write).
 	DataCRC      uint32
 	CheckDataCRC bool
+	// DataCRCChecked says the caller already checked that Data has
+	// CRC32C DataCRC (the storage service does as it decodes a request),
+	// so the engine takes DataCRC as the data's checksum instead of
+	// passing over the data again. A wrong DataCRC is not silent: the
+	// stored checksum would not match the content, and the chunk's next
+	// verification marks it corrupt.
+	DataCRCChecked bool
 	// Tag is the client's dedupe key of this write (zero: none). It is
 	// persisted with the version the update produces and, once that
 	// version is committed, kept as a write outcome (outcomes.go).
@@ -284,6 +291,14 @@ func (e *Engine) writeContent(c *chunk, u *Update, ver uint64) (*chunkState, err
 		base = verState{} // creating: build on empty content
 	}
 	p := verState{Version: ver, ChainVer: u.ChainVer, Length: base.Length, Checksum: base.Checksum, Gen: base.Gen}
+	// The data's checksum: one pass over it here unless the caller (or
+	// validateUpdate) has checked it already.
+	dataCRC := func() uint32 {
+		if u.CheckDataCRC || u.DataCRCChecked {
+			return u.DataCRC
+		}
+		return crc32c.Checksum(u.Data)
+	}
 	fresh := false
 	var err error
 	switch u.Kind {
@@ -295,10 +310,10 @@ func (e *Engine) writeContent(c *chunk, u *Update, ver uint64) (*chunkState, err
 			// are invisible to every committed reader, so write in place.
 			p.Gen, err = e.writeTail(c.id, base, off, u.Data, uint64(off)+uint64(n))
 			p.Length = off + n
-			p.Checksum = crc32c.Update(crcZeros(base.Checksum, int64(off-base.Length)), u.Data)
+			p.Checksum = crc32c.Combine(crcZeros(base.Checksum, int64(off-base.Length)), dataCRC(), int64(n))
 		case off == 0 && n >= base.Length:
 			p.Gen, err = e.writeNewFile(c.id, u.Data)
-			p.Length, p.Checksum, fresh = n, crc32c.Checksum(u.Data), true
+			p.Length, p.Checksum, fresh = n, dataCRC(), true
 		default:
 			p.Length = max(base.Length, off+n)
 			p.Gen, p.Checksum, err = e.copyMerge(c, base, p.Length, off, u.Data)
@@ -322,7 +337,7 @@ func (e *Engine) writeContent(c *chunk, u *Update, ver uint64) (*chunkState, err
 	case UpdateRemove:
 		st.PendingRemove = true
 	case UpdateReplace:
-		p.Length, p.Checksum, p.Gen, fresh = uint32(len(u.Data)), crc32c.Checksum(u.Data), 0, true
+		p.Length, p.Checksum, p.Gen, fresh = uint32(len(u.Data)), dataCRC(), 0, true
 		if len(u.Data) > 0 {
 			p.Gen, err = e.writeNewFile(c.id, u.Data)
 		}

@@ -59,8 +59,13 @@ func (u *update) engineUpdate(chainVer uint64) chunkengine.Update {
 	return chunkengine.Update{
 		Kind: chunkengine.UpdateKind(u.Kind), Offset: u.Offset, Data: u.data, Length: u.Length,
 		ChunkSize: u.ChunkSize, Version: u.Version, ChainVer: uint32(chainVer), Tag: u.tag(),
+		DataCRC: u.DataCRC, DataCRCChecked: u.crcChecked(),
 	}
 }
+
+// crcChecked says decodeUpdate checked the payload against DataCRC, so
+// the engine need not checksum it again.
+func (u *update) crcChecked() bool { return u.Flags&wire.FlagCheckCRC != 0 && len(u.data) > 0 }
 
 // tag is the update's dedupe key as the engine persists it with the
 // version it produces (zero without a client id).
@@ -374,7 +379,7 @@ func (s *Service) applyFull(t *target, u *update, commit bool) error {
 		return err
 	}
 	eu := chunkengine.Update{Kind: chunkengine.UpdateReplace, Data: u.data, ChunkSize: u.ChunkSize,
-		Version: u.Version, ChainVer: uint32(u.ChainVer), Tag: u.tag()}
+		Version: u.Version, ChainVer: uint32(u.ChainVer), Tag: u.tag(), DataCRC: u.DataCRC, DataCRCChecked: u.crcChecked()}
 	if commit {
 		_, err := t.eng.Apply(id, eu)
 		return err
