@@ -101,6 +101,8 @@ type Client struct {
 	inodes map[uint64]*inodeState
 
 	storageReadBytes atomic.Int64
+	// writerCloses counts closes of handles that wrote (File.Open).
+	writerCloses atomic.Uint64
 }
 
 // Stats are a client's cumulative counters.

@@ -93,6 +93,11 @@ func (c *Client) Open(ctx context.Context, u meta.User, p meta.PathAt, flags int
 	trunc := flags&os.O_TRUNC != 0
 	var res meta.OpenResult
 	var err error
+	// A handle of this client that wrote may close while the open is on
+	// the wire: meta then answered the length from before that close, and
+	// the handle's own view of the length is gone by the time this open
+	// joins the inode's state (see below).
+	closes := c.writerCloses.Load()
 	if flags&os.O_CREATE != 0 {
 		res, err = c.mfs.Create(ctx, u, p, meta.CreateOptions{Mode: mode & 0o7777, Exclusive: flags&os.O_EXCL != 0,
 			Truncate: trunc, Read: read, Write: write, ClientID: c.cfg.ClientID})
@@ -125,6 +130,14 @@ func (c *Client) Open(ctx context.Context, u meta.User, p meta.PathAt, flags int
 	}
 	f.stamp = res.Inode.Size*0x9e3779b97f4a7c15 ^ uint64(res.Inode.Mtime.UnixNano())
 	f.st = c.acquireInode(res.Inode)
+	if c.writerCloses.Load() != closes && !(trunc && write) {
+		// Read the length that close finalized (write, close(2), open,
+		// read on one FUSE mount read nothing when the kernel's release
+		// raced the open: tests/posix).
+		if n, serr := c.mfs.Stat(ctx, meta.Root, meta.PathAt{Parent: res.Inode.ID}); serr == nil {
+			f.st.opened(int64(n.Size))
+		}
+	}
 	if trunc && write {
 		f.st.setSize(int64(res.Inode.Size))
 		c.dropCached(res.Inode.ID)
@@ -558,6 +571,7 @@ func (f *File) Close() error {
 		}
 	}
 	if f.wrote {
+		f.c.writerCloses.Add(1) // before the state forgets this writer's length: see Open
 		f.st.writerClosed()
 	}
 	f.st.removeFile(f)

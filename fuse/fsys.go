@@ -149,26 +149,39 @@ func (fsys *fileSystem) fillAttr(ctx context.Context, in *meta.Inode, since uint
 	out.Nlink = in.Nlink
 	out.Owner = gofuse.Owner{Uid: in.UID, Gid: in.GID}
 	out.Size = in.Size
+	mtime, ctime := in.Mtime, in.Ctime
 	if in.Type == meta.TypeFile {
 		sz, ok, releasing := fsys.openSize(in.ID)
+		fresh := func() {
+			if n, err := fsys.meta.Stat(ctx, root, meta.PathAt{Parent: in.ID}); err == nil {
+				out.Size, mtime, ctime = n.Size, n.Mtime, n.Ctime
+			}
+		}
 		if len(releasing) > 0 {
 			// A writable handle is being released: its close is setting
-			// the final length in meta. Neither the handle's size (a
-			// truncate by path may have passed it by) nor in's (older than
-			// the close) is the answer; the length after the close is.
+			// the final length (and mtime) in meta. Neither the handle's
+			// size (a truncate by path may have passed it by) nor in's
+			// (older than the close) is the answer; the length after the
+			// close is.
 			for _, done := range releasing {
 				<-done
 			}
-			if fresh, err := fsys.meta.Stat(ctx, root, meta.PathAt{Parent: in.ID}); err == nil {
-				out.Size = fresh.Size
-			}
+			fresh()
 			sz, ok, _ = fsys.openSize(in.ID)
 		}
 		if ok {
 			out.Size = sz
 		} else if len(releasing) == 0 && fsys.releases.releasedSince(in.ID, since) {
-			if fresh, err := fsys.meta.Stat(ctx, root, meta.PathAt{Parent: in.ID}); err == nil {
-				out.Size = fresh.Size
+			fresh()
+		}
+		// Meta moves mtime when a writer's length is finalized (fsync,
+		// close); until then the last write through this mount is the
+		// file's mtime and ctime, as write(2) sets them on a local file
+		// system.
+		if w := fsys.lastWrite(in.ID); w.After(mtime) {
+			mtime = w
+			if w.After(ctime) {
+				ctime = w
 			}
 		}
 	}
@@ -177,7 +190,26 @@ func (fsys *fileSystem) fillAttr(ctx context.Context, in *meta.Inode, since uint
 	}
 	out.Blocks = (out.Size + 511) / 512
 	out.Blksize = MaxWrite // the best I/O size: one full FUSE request
-	out.SetTimes(&in.Atime, &in.Mtime, &in.Ctime)
+	out.SetTimes(&in.Atime, &mtime, &ctime)
+}
+
+// lastWrite is the time of the latest write through a handle of inode id
+// still open (not being released) on this mount; zero if none.
+func (fsys *fileSystem) lastWrite(id uint64) time.Time {
+	fsys.mu.Lock()
+	defer fsys.mu.Unlock()
+	var last int64
+	if oi := fsys.open[id]; oi != nil {
+		for h := range oi.handles {
+			if !h.releasing {
+				last = max(last, h.lastWrite.Load())
+			}
+		}
+	}
+	if last == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, last)
 }
 
 // openSize is the largest size a writable handle of inode id reports, and
@@ -284,6 +316,8 @@ type fileHandle struct {
 	// is closed once Release has finished.
 	releasing bool
 	released  chan struct{}
+	// lastWrite is when the handle last wrote (unix ns; fillAttr).
+	lastWrite atomic.Int64
 
 	// cur is the client's open file. It is nil for a file this mount
 	// created and has not read or written yet (see createFile): meta
@@ -350,6 +384,7 @@ func (h *fileHandle) Write(ctx context.Context, data []byte, off int64) (uint32,
 		return 0, h.fsys.errno("write", err)
 	}
 	n, err := f.WriteAt(data, off)
+	h.lastWrite.Store(time.Now().UnixNano())
 	if err != nil {
 		return uint32(n), h.fsys.errno("write", err)
 	}
