@@ -91,13 +91,14 @@ type fakeStorage struct {
 	targets []uint64
 	agent   *mgmtdclient.Agent
 
-	mu     sync.Mutex
-	locals map[uint64]mgmtdpb.LocalState
+	mu       sync.Mutex
+	locals   map[uint64]mgmtdpb.LocalState
+	chainVer map[uint64]uint64 // the chain version each target reports
 }
 
 func newFakeStorage(t *testing.T, conn *mgmtdclient.Conn, nodeID uint32, targets []uint64, local mgmtdpb.LocalState) *fakeStorage {
 	t.Helper()
-	f := &fakeStorage{nodeID: nodeID, targets: targets, locals: map[uint64]mgmtdpb.LocalState{}}
+	f := &fakeStorage{nodeID: nodeID, targets: targets, locals: map[uint64]mgmtdpb.LocalState{}, chainVer: map[uint64]uint64{}}
 	for _, id := range targets {
 		f.locals[id] = local
 	}
@@ -123,7 +124,7 @@ func (f *fakeStorage) reports() []*mgmtdpb.TargetReport {
 	defer f.mu.Unlock()
 	var out []*mgmtdpb.TargetReport
 	for _, id := range f.targets {
-		out = append(out, &mgmtdpb.TargetReport{TargetId: id, LocalState: f.locals[id], FreeBytes: 1 << 30, CapacityBytes: 2 << 30})
+		out = append(out, &mgmtdpb.TargetReport{TargetId: id, LocalState: f.locals[id], ChainVersion: f.chainVer[id], FreeBytes: 1 << 30, CapacityBytes: 2 << 30})
 	}
 	return out
 }
@@ -132,6 +133,15 @@ func (f *fakeStorage) setLocal(id uint64, l mgmtdpb.LocalState) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.locals[id] = l
+}
+
+// setLocalAt sets a target's local state as seen at chain version chainVer
+// (a syncing target is promoted only on an up-to-date report at its
+// chain's current version).
+func (f *fakeStorage) setLocalAt(id uint64, l mgmtdpb.LocalState, chainVer uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.locals[id], f.chainVer[id] = l, chainVer
 }
 
 // startCluster starts nodes storage nodes (ids 1..nodes) with perNode

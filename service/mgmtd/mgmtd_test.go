@@ -245,7 +245,7 @@ func TestReturningServiceRecovers(t *testing.T) {
 	if next, st, ok := r.Successor(c.ChainId, pred[1]); !ok || next != 101 || st != statemachine.Syncing {
 		t.Fatalf("predecessor's successor %d %v %v", next, st, ok)
 	}
-	back.setLocal(101, statemachine.UpToDate) // sync done
+	back.setLocalAt(101, statemachine.UpToDate, c.Version) // sync done at this chain version
 	if _, err := cache.WaitFor(ctxT(t), func(r *routing.Routing) bool { return r.TargetState(101) == statemachine.Serving }); err != nil {
 		t.Fatalf("target never served again: %v", err)
 	}

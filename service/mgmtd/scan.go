@@ -38,14 +38,24 @@ func nodeStatus(n *mgmtdpb.Node, ln *liveNode, now time.Time) mgmtdpb.NodeStatus
 	return mgmtdpb.NodeStatus_NODE_FAILED
 }
 
-// effectiveLocal is the local state the state machine sees: offline for a
-// target whose node is not active or that an admin marked offline.
-func (st *state) effectiveLocal(id uint64, statusOf func(uint32) mgmtdpb.NodeStatus) mgmtdpb.LocalState {
-	t := st.targets[id]
+// effectiveLocal is the local state the state machine sees for chain
+// member ct of a chain at version chainVer: offline for a target whose
+// node is not active or that an admin marked offline; online for a
+// syncing target that reports up-to-date at another chain version. A
+// sync-done vouches only for the chain version it was sent under; a
+// report from before the target left the write path and came back
+// syncing (its process may never have seen the versions in between) must
+// not promote it to serving without a sync.
+func (st *state) effectiveLocal(ct *mgmtdpb.ChainTarget, chainVer uint64, statusOf func(uint32) mgmtdpb.NodeStatus) mgmtdpb.LocalState {
+	t := st.targets[ct.TargetId]
 	if t == nil || t.AdminOffline || statusOf(t.NodeId) != mgmtdpb.NodeStatus_NODE_ACTIVE {
 		return statemachine.LocalOffline
 	}
-	return st.liveTarget(id).local
+	lt := st.liveTarget(ct.TargetId)
+	if lt.local == statemachine.UpToDate && ct.PublicState == statemachine.Syncing && lt.chainVersion != chainVer {
+		return statemachine.Online
+	}
+	return lt.local
 }
 
 // planScan is the scan as a pure step: given the primary's state and the
@@ -78,7 +88,7 @@ func planScan(st *state, now time.Time) *change {
 		c := st.chains[id]
 		in := make([]statemachine.Target, len(c.Targets))
 		for i, ct := range c.Targets {
-			in[i] = statemachine.Target{ID: ct.TargetId, Public: ct.PublicState, Local: st.effectiveLocal(ct.TargetId, statusOf)}
+			in[i] = statemachine.Target{ID: ct.TargetId, Public: ct.PublicState, Local: st.effectiveLocal(ct, c.Version, statusOf)}
 		}
 		next, changed := statemachine.UpdateChain(in)
 		if !changed {

@@ -88,14 +88,30 @@ func ctx(t *testing.T) context.Context {
 	return c
 }
 
-// heartbeat renews node n's lease at the current time, reporting local.
+// heartbeat renews node n's lease at the current time, reporting local
+// at the chain's current version (a storage process that follows routing).
 func (r *scanRig) heartbeat(n uint32, local mgmtdpb.LocalState) {
 	r.t.Helper()
+	r.heartbeatAt(n, local, r.chainVersion())
+}
+
+// heartbeatAt is heartbeat from a process that last saw chain version chainVer.
+func (r *scanRig) heartbeatAt(n uint32, local mgmtdpb.LocalState, chainVer uint64) {
+	r.t.Helper()
 	_, err := r.s.heartbeat(ctx(r.t), &mgmtdpb.HeartbeatReq{NodeId: n, BootId: r.boot[n], Role: mgmtdpb.NodeRole_ROLE_STORAGE,
-		Targets: []*mgmtdpb.TargetReport{{TargetId: uint64(n)*100 + 1, LocalState: local}}})
+		Targets: []*mgmtdpb.TargetReport{{TargetId: uint64(n)*100 + 1, LocalState: local, ChainId: r.chainID(), ChainVersion: chainVer}}})
 	if err != nil {
 		r.t.Fatalf("heartbeat of node %d: %v", n, err)
 	}
+}
+
+func (r *scanRig) chainID() uint32 {
+	r.s.mu.Lock()
+	defer r.s.mu.Unlock()
+	for id := range r.s.st.chains {
+		return id
+	}
+	return 0
 }
 
 // chain renders the only chain as "target:state,...".
@@ -207,6 +223,58 @@ func TestScanFlappingNode(t *testing.T) {
 	}
 	if r.chainVersion() <= v0+2 {
 		t.Fatalf("chain version %d did not advance through the flaps", r.chainVersion())
+	}
+}
+
+// A syncing target is promoted to serving only on an up-to-date report
+// made at the chain's current version. The chaos harness found a target
+// whose process took a sync-done while syncing at one version, never saw
+// the versions in which it was offline (the routing watch delivers the
+// latest state, skipping versions), and was syncing again at a later one:
+// its up-to-date report, stale by then, made it serve without the writes
+// that had gone around it (acknowledged data read back as zeros).
+func TestScanPromotesSyncingTargetOnlyAtCurrentVersion(t *testing.T) {
+	r := newScanRig(t)
+	online := map[uint32]mgmtdpb.LocalState{1: statemachine.UpToDate, 2: statemachine.Online, 3: statemachine.UpToDate}
+	r.step(testFailure+time.Millisecond, upToDate(1, 3))
+	r.step(time.Millisecond, online)
+	r.step(time.Millisecond, online)
+	if got := r.chain(); got != "101:serving,301:serving,201:syncing" {
+		t.Fatalf("chain while node 2 resyncs: %s", got)
+	}
+	first := r.chainVersion()
+	// Node 2 fails again and comes back: syncing once more, at a newer version.
+	r.step(testFailure+time.Millisecond, upToDate(1, 3))
+	r.step(time.Millisecond, online)
+	r.step(time.Millisecond, online)
+	if got := r.chain(); got != "101:serving,301:serving,201:syncing" {
+		t.Fatalf("chain while node 2 resyncs again: %s", got)
+	}
+	second := r.chainVersion()
+	if second <= first {
+		t.Fatalf("chain version %d after the second failure, want > %d", second, first)
+	}
+	// Its process vouches for the first syncing period only.
+	r.clock.advance(time.Millisecond)
+	r.s.electOnce()
+	for _, n := range []uint32{1, 3} {
+		r.heartbeat(n, statemachine.UpToDate)
+	}
+	r.heartbeatAt(2, statemachine.UpToDate, first)
+	r.s.scanOnce()
+	if got := r.chain(); got != "101:serving,301:serving,201:syncing" {
+		t.Fatalf("a sync-done from chain version %d promoted the target at version %d: %s", first, second, got)
+	}
+	// A sync-done at the current version does.
+	r.clock.advance(time.Millisecond)
+	r.s.electOnce()
+	for _, n := range []uint32{1, 3} {
+		r.heartbeat(n, statemachine.UpToDate)
+	}
+	r.heartbeatAt(2, statemachine.UpToDate, second)
+	r.s.scanOnce()
+	if got := r.chain(); got != "101:serving,301:serving,201:serving" {
+		t.Fatalf("an up-to-date report at the current version %d did not promote: %s", second, got)
 	}
 }
 

@@ -78,7 +78,7 @@ func TestBadInputOnDataPort(t *testing.T) {
 			u.Target = 999999
 			return u.Encode(nil)
 		}(),
-			[]byte("x"), errcode.NotFound, "target 999999"},
+			[]byte("x"), errcode.StaleVersion, "target 999999"},
 		{"stale chain version", wire.OpWrite, func() []byte {
 			u := upd(wire.UpdateReq{Chunk: id, Kind: wire.KindWrite})
 			u.ChainVer = cv - 1

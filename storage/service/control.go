@@ -47,6 +47,11 @@ func (c *controlServer) SyncDone(ctx context.Context, req *storagepb.SyncDoneReq
 	if err != nil {
 		return nil, errcode.ToGRPC(err)
 	}
+	// A process that holds no lease (not registered yet after a restart,
+	// or cut off) acts on no routing, sync-done included.
+	if err := s.leaseOK(); err != nil {
+		return nil, errcode.ToGRPC(err)
+	}
 	r, err := s.checkChain(ctx, req.ChainId, req.ChainVersion)
 	if err != nil {
 		return nil, errcode.ToGRPC(err)
@@ -59,8 +64,8 @@ func (c *controlServer) SyncDone(ctx context.Context, req *storagepb.SyncDoneReq
 	if i := slices.Index(wt, t.id); i <= 0 || wt[i-1] != req.FromTargetId {
 		return nil, errcode.ToGRPC(errcode.New(errcode.StaleVersion, "sync-done for target %d from target %d, which is not its predecessor in chain %d version %d", t.id, req.FromTargetId, req.ChainId, req.ChainVersion))
 	}
-	t.setRecovered(true)
-	s.log.Info("sync done; target up to date", "target", t.id, "chain", req.ChainId, "from", req.FromTargetId,
+	t.markRecovered(req.ChainVersion)
+	s.log.Info("sync done; target up to date", "target", t.id, "chain", req.ChainId, "chain_version", req.ChainVersion, "from", req.FromTargetId,
 		"replaced", req.ChunksReplaced, "removed", req.ChunksRemoved)
 	return &storagepb.SyncDoneRsp{}, nil
 }

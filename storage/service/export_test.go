@@ -13,7 +13,7 @@ func (s *Service) HoldUnrecoveredForTest(id uint64) {
 	s.regMu.Lock()
 	s.regVersion = math.MaxUint64
 	s.regMu.Unlock()
-	s.targets[id].setRecovered(false)
+	s.targets[id].clearRecovered()
 }
 
 // StopRoutingWatchForTest stops following mgmtd's routing watch (as when

@@ -50,6 +50,15 @@ type target struct {
 	// sync-done, or routing showed it serving after this process
 	// registered). Reported to mgmtd as up-to-date, else online.
 	recovered bool
+	// recoveredVer is the chain version at which recovered was last
+	// established: the version a sync-done named, or the last one that
+	// showed the target serving. A sync-done vouches only for its own
+	// chain version: the routing watch delivers the latest state and can
+	// skip versions, so a process may never see the versions in which its
+	// target was offline (and writes went around it) and next see it
+	// syncing again under a later version. Such a flag is stale; see
+	// followRouting and reports.
+	recoveredVer uint64
 }
 
 func (t *target) isRecovered() bool {
@@ -58,11 +67,30 @@ func (t *target) isRecovered() bool {
 	return t.recovered
 }
 
-func (t *target) setRecovered(v bool) bool {
+// recoveredAt says whether the target is recovered and at which chain version.
+func (t *target) recoveredAt() (bool, uint64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	changed := t.recovered != v
-	t.recovered = v
+	return t.recovered, t.recoveredVer
+}
+
+// markRecovered marks the target recovered at chainVer; it says whether
+// the target was not recovered before.
+func (t *target) markRecovered(chainVer uint64) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	changed := !t.recovered
+	t.recovered, t.recoveredVer = true, chainVer
+	return changed
+}
+
+// clearRecovered marks the target as needing recovery before it serves;
+// it says whether it was recovered.
+func (t *target) clearRecovered() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	changed := t.recovered
+	t.recovered, t.recoveredVer = false, 0
 	return changed
 }
 
@@ -345,7 +373,9 @@ func (s *Service) Routing() *routing.Routing { return s.cache.Current() }
 func (s *Service) target(id uint64) (*target, error) {
 	t := s.targets[id]
 	if t == nil {
-		return nil, errcode.New(errcode.NotFound, "target %d is not on storage node %d", id, s.cfg.NodeID)
+		// Not NotFound: readers take NotFound as the chunk's answer (a
+		// hole). A target missing here means the sender's routing is wrong.
+		return nil, errcode.New(errcode.StaleVersion, "target %d is not on storage node %d", id, s.cfg.NodeID)
 	}
 	return t, nil
 }
@@ -366,9 +396,7 @@ func (s *Service) reports() []*mgmtdpb.TargetReport {
 	out := make([]*mgmtdpb.TargetReport, 0, len(s.order))
 	for _, t := range s.order {
 		rep := &mgmtdpb.TargetReport{TargetId: t.id, LocalState: mgmtdpb.LocalState_LOCAL_ONLINE}
-		if t.isRecovered() {
-			rep.LocalState = mgmtdpb.LocalState_LOCAL_UPTODATE
-		}
+		recovered, at := t.recoveredAt()
 		if si, err := t.eng.SpaceInfo(); err == nil {
 			rep.FreeBytes, rep.CapacityBytes = si.Free, si.Capacity
 		}
@@ -376,7 +404,13 @@ func (s *Service) reports() []*mgmtdpb.TargetReport {
 			if tt, ok := r.Target(t.id); ok && tt.ChainId != 0 {
 				rep.ChainId = tt.ChainId
 				rep.ChainVersion = r.ChainVersion(tt.ChainId)
+				// mgmtd promotes a syncing target only on an up-to-date
+				// report at its current chain version.
+				recovered = vouchesUpToDate(recovered, at, r.TargetState(t.id), rep.ChainVersion)
 			}
+		}
+		if recovered {
+			rep.LocalState = mgmtdpb.LocalState_LOCAL_UPTODATE
 		}
 		out = append(out, rep)
 	}
@@ -412,9 +446,10 @@ func (s *Service) followRouting(r *routing.Routing) {
 		if !ok || tt.ChainId == 0 {
 			continue
 		}
+		chainVer := r.ChainVersion(tt.ChainId)
 		switch st := r.TargetState(t.id); st {
 		case mgmtdpb.PublicState_PUBLIC_SERVING:
-			if registered && r.Version() >= regVer && t.setRecovered(true) {
+			if registered && r.Version() >= regVer && t.markRecovered(chainVer) {
 				s.log.Info("target serving", "target", t.id, "chain", tt.ChainId, "routing", r.Version())
 			}
 			// Only a recovered target may be a sync source. Routing older
@@ -428,10 +463,19 @@ func (s *Service) followRouting(r *routing.Routing) {
 				s.startSync(t, tt.ChainId, succ)
 			}
 		case mgmtdpb.PublicState_PUBLIC_SYNCING:
+			// Recovered at another chain version (a sync-done for an
+			// earlier syncing period, or serving before): this process
+			// cannot know it stayed on the write path since, as the
+			// versions in between may have gone unseen. Sync again.
+			if ok, at := t.recoveredAt(); ok && !vouchesUpToDate(ok, at, st, chainVer) {
+				t.clearRecovered()
+				s.log.Warn("target syncing under a newer chain version than it was recovered at; it must be synced again",
+					"target", t.id, "chain", tt.ChainId, "recovered_at", at, "chain_version", chainVer, "routing", r.Version())
+			}
 		default:
 			// Waiting, offline or lastsrv while we run: we were cut off
 			// (or are returning); our copy needs recovery before serving.
-			if t.setRecovered(false) {
+			if t.clearRecovered() {
 				s.log.Warn("target left the chain; it must be recovered before serving again",
 					"target", t.id, "chain", tt.ChainId, "state", st, "routing", r.Version())
 			}

@@ -264,3 +264,22 @@ func planSyncChunk(mine chunkengine.ChunkMeta, mineOK bool, theirs syncRemote) s
 	}
 	return syncReplace
 }
+
+// vouchesUpToDate decides whether a target may call itself up to date (to
+// mgmtd, and for serving): it was recovered at chain version recoveredAt
+// and its routing now shows it in state st at chain version chainVer. A
+// serving target is up to date whatever version it was recovered at (it
+// stays on the write path; serving at a later version re-marks it). A
+// syncing one is up to date only at the very version its sync-done named:
+// the routing watch can skip versions, so a process may not have seen
+// that its target went offline (writes went around it) and came back
+// syncing, and a sync-done from before then vouches for nothing now.
+func vouchesUpToDate(recovered bool, recoveredAt uint64, st mgmtdpb.PublicState, chainVer uint64) bool {
+	if !recovered {
+		return false
+	}
+	if st == mgmtdpb.PublicState_PUBLIC_SYNCING {
+		return recoveredAt == chainVer
+	}
+	return true
+}

@@ -219,3 +219,26 @@ func TestPlanSyncChunk(t *testing.T) {
 		}
 	}
 }
+
+func TestVouchesUpToDate(t *testing.T) {
+	const serving, syncing, offline = mgmtdpb.PublicState_PUBLIC_SERVING, mgmtdpb.PublicState_PUBLIC_SYNCING, mgmtdpb.PublicState_PUBLIC_OFFLINE
+	for _, c := range []struct {
+		recovered   bool
+		at          uint64
+		st          mgmtdpb.PublicState
+		chainVer    uint64
+		want        bool
+		explanation string
+	}{
+		{false, 0, syncing, 5, false, "not recovered"},
+		{true, 5, syncing, 5, true, "sync-done at the current version"},
+		// The chaos finding: sync-done at 5, offline at 6-7 (unseen), syncing at 8.
+		{true, 5, syncing, 8, false, "sync-done from an earlier syncing period"},
+		{true, 5, serving, 9, true, "serving: stays on the write path"},
+		{true, 5, offline, 5, true, "offline: followRouting clears the flag itself"},
+	} {
+		if got := vouchesUpToDate(c.recovered, c.at, c.st, c.chainVer); got != c.want {
+			t.Errorf("%s: vouchesUpToDate(%v, %d, %v, %d) = %v, want %v", c.explanation, c.recovered, c.at, c.st, c.chainVer, got, c.want)
+		}
+	}
+}
