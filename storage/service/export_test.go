@@ -1,6 +1,10 @@
 package service
 
-import "math"
+import (
+	"math"
+
+	"github.com/emberfs/emberfs/storage/chunkengine"
+)
 
 // Test hooks: they drive the service's own state machine into states that
 // real failures reach only by racing (reliability_test.go).
@@ -36,3 +40,10 @@ func (s *Service) PeakBatchOpenRegionsForTest() int64 { return s.peakRegions.Loa
 // reroutes, as for a process paused past the failure timeout or cut off
 // from mgmtd alone. Only a restart (StopNode, StartNode) heartbeats again.
 func (s *Service) StopHeartbeatsForTest() { s.agent.Stop() }
+
+// SetAdmittedHookForTest makes every update, once admitted under its
+// chain version (before it touches the chunk), call hook first: a test
+// holds one there while the chain moves on.
+func (s *Service) SetAdmittedHookForTest(hook func(target uint64, chunk chunkengine.ChunkID)) {
+	s.admittedHook.Store(&hook)
+}

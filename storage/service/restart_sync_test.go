@@ -12,6 +12,7 @@ import (
 	"github.com/emberfs/emberfs/internal/errcode"
 	"github.com/emberfs/emberfs/internal/testutil"
 	"github.com/emberfs/emberfs/service/proto/mgmtdpb"
+	"github.com/emberfs/emberfs/service/routing"
 	"github.com/emberfs/emberfs/storage/chunkengine"
 	"github.com/emberfs/emberfs/storage/localcluster"
 	"github.com/emberfs/emberfs/storage/storageclient"
@@ -251,4 +252,69 @@ func TestRetryAfterResyncIsNotAppliedTwice(t *testing.T) {
 	if m, _ := c.Service(tail).Engine(order[2]).Stat(id); m.Version != first.Version {
 		t.Fatalf("chunk %s on target %d is at version %d after the retry, want %d", id, order[2], m.Version, first.Version)
 	}
+}
+
+// TestSyncIncludesChunkCreatedByOlderUpdate: an update admitted on the
+// sync source while the returning target was not on the write path (the
+// source was the tail) and still running when the sync starts must not
+// be missed by the sync. It creates a chunk that was neither in the
+// source's dump nor forwarded to the successor, so the successor was
+// promoted to serving without it and answered NotFound for a chunk whose
+// write was acknowledged (found by the chaos harness: zeros read back).
+// The sync now waits for such updates before it lists the chunks.
+func TestSyncIncludesChunkCreatedByOlderUpdate(t *testing.T) {
+	c, chains, cl := startCluster(t, 3, 3)
+	chain := chains[0]
+	ctx, cancel := context.WithTimeout(context.Background(), testutil.Eventually)
+	defer cancel()
+	order := c.Current().ServingTargets(chain)
+	middle, tail := nodeOf(order[1]), nodeOf(order[2])
+	c.StopNode(tail)
+	waitServing(t, c, chain, 2) // the middle is the tail now
+
+	id := chunkengine.ChunkID{Inode: 91, Index: 0}
+	held, release := make(chan struct{}), make(chan struct{})
+	c.Service(middle).SetAdmittedHookForTest(func(target uint64, chunk chunkengine.ChunkID) {
+		if target == order[1] && chunk == id {
+			close(held)
+			<-release
+		}
+	})
+	data := pattern(9, 4096)
+	written := make(chan error, 1)
+	go func() {
+		_, err := cl.Write(ctx, chain, id, chunkSize, 0, data)
+		written <- err
+	}()
+	select {
+	case <-held:
+	case err := <-written:
+		t.Fatalf("write finished (%v) before the middle admitted it", err)
+	}
+	// The tail returns while the write waits on the middle, admitted
+	// under the chain version in which the middle is the tail.
+	if err := c.StartNode(tail); err != nil {
+		t.Fatal(err)
+	}
+	syncing := func(r *routing.Routing) bool { return r.TargetState(order[2]) == mgmtdpb.PublicState_PUBLIC_SYNCING }
+	if _, err := c.WaitRouting(ctx, syncing); err != nil {
+		t.Fatalf("returning target %d never started syncing: %v", order[2], err)
+	}
+	// Give a sync that does not wait for the held update time to finish
+	// and get the target promoted (the bug); a correct sync waits.
+	promoted := func(r *routing.Routing) bool { return r.TargetState(order[2]) == mgmtdpb.PublicState_PUBLIC_SERVING }
+	wctx, wcancel := context.WithTimeout(ctx, 3*time.Second)
+	_, _ = c.WaitRouting(wctx, promoted)
+	wcancel()
+	close(release)
+	if err := <-written; err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	waitServing(t, c, chain, 3)
+	buf := make([]byte, len(data))
+	res, err := cl.Read(ctx, chain, id, 0, buf, storageclient.ReadOptions{Target: order[2]})
+	if err != nil {
+		t.Fatalf("read of the acknowledged chunk from the resynced target %d: %v", order[2], err)
+	}
+	mustEqual(t, "resynced target's copy", buf[:res.N], data)
 }

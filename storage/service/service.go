@@ -59,6 +59,10 @@ type target struct {
 	// syncing again under a later version. Such a flag is stale; see
 	// followRouting and reports.
 	recoveredVer uint64
+
+	// updates counts the updates running here by the chain version they
+	// were admitted under (a sync waits out the older ones).
+	updates inflight
 }
 
 func (t *target) isRecovered() bool {
@@ -140,6 +144,10 @@ type Service struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	// admittedHook, set only by tests (export_test.go), runs in runUpdate
+	// once an update is admitted under its chain version.
+	admittedHook atomic.Pointer[func(target uint64, chunk chunkengine.ChunkID)]
 }
 
 // Start opens the targets, starts the data and control servers and joins

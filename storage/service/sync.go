@@ -68,6 +68,11 @@ func (s *Service) syncSuccessor(t *target, chain uint32, succ uint64) (syncStats
 	}
 	r := s.cache.Current()
 	chainVer := r.ChainVersion(chain)
+	// Updates admitted before the successor joined the write path do not
+	// reach it; the chunks they create must be in the dump below.
+	if err := t.updates.drainOlder(ctx, chainVer); err != nil {
+		return st, err
+	}
 	ctrl, _, err := r.TargetAddress(succ)
 	if err != nil {
 		return st, err

@@ -203,11 +203,18 @@ func (s *Service) runUpdate(ctx context.Context, t *target, u *update, head bool
 		return wire.UpdateRsp{}, err
 	}
 	defer unlock()
+	// Counted before routing is read, so a sync that saw a newer version
+	// first either sees this update counted or this update sees the newer
+	// version and stops (inflight.go).
+	defer t.updates.enter(u.ChainVer)()
 	// Re-read routing under the lock: the chain may have changed while we
 	// waited, and the decision "am I the tail" must be current.
 	r := s.cache.Current()
 	if r.ChainVersion(u.Chain) != u.ChainVer {
 		return wire.UpdateRsp{}, errcode.New(errcode.StaleVersion, "chain %d moved to version %d while the update of chunk %s waited", u.Chain, r.ChainVersion(u.Chain), u.Chunk)
+	}
+	if hook := s.admittedHook.Load(); hook != nil {
+		(*hook)(t.id, u.Chunk)
 	}
 	defer t.kvObserve(u.Chunk) // under the lock: the index sees this change next
 	if head {
