@@ -62,6 +62,12 @@ func (c *Client) Symlink(ctx context.Context, u meta.User, p meta.PathAt, target
 	return c.mfs.Symlink(ctx, u, p, target)
 }
 
+// Mknod makes a FIFO, socket or device node at p (stored as metadata; its
+// I/O is the kernel's business on the machine that opens it).
+func (c *Client) Mknod(ctx context.Context, u meta.User, p meta.PathAt, typ meta.FileType, mode, rdev uint32) (meta.Inode, error) {
+	return c.mfs.Mknod(ctx, u, p, typ, mode, rdev)
+}
+
 // Readlink returns a symlink's target.
 func (c *Client) Readlink(ctx context.Context, u meta.User, p meta.PathAt) (string, error) {
 	p.NoFollow = true

@@ -93,6 +93,12 @@ func (b boundedMeta) Symlink(ctx context.Context, u meta.User, p meta.PathAt, ta
 	return b.fs.Symlink(ctx, u, p, target)
 }
 
+func (b boundedMeta) Mknod(ctx context.Context, u meta.User, p meta.PathAt, typ meta.FileType, mode, rdev uint32) (meta.Inode, error) {
+	ctx, cancel := b.ctx(ctx)
+	defer cancel()
+	return b.fs.Mknod(ctx, u, p, typ, mode, rdev)
+}
+
 func (b boundedMeta) Readlink(ctx context.Context, u meta.User, p meta.PathAt) (string, error) {
 	ctx, cancel := b.ctx(ctx)
 	defer cancel()

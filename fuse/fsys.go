@@ -87,15 +87,7 @@ func (fsys *fileSystem) errno(op string, err error) syscall.Errno {
 	return n
 }
 
-func typeMode(t meta.FileType) uint32 {
-	switch t {
-	case meta.TypeDir:
-		return syscall.S_IFDIR
-	case meta.TypeSymlink:
-		return syscall.S_IFLNK
-	}
-	return syscall.S_IFREG
-}
+func typeMode(t meta.FileType) uint32 { return t.ModeType() }
 
 // releaseLog numbers handle releases and remembers the inodes of the last
 // few, so that an attribute read can tell whether a handle of *its* inode was
@@ -147,6 +139,7 @@ func (fsys *fileSystem) fillAttr(ctx context.Context, in *meta.Inode, since uint
 	out.Ino = in.ID
 	out.Mode = typeMode(in.Type) | in.Mode&meta.ModePerm
 	out.Nlink = in.Nlink
+	out.Rdev = in.Rdev
 	out.Owner = gofuse.Owner{Uid: in.UID, Gid: in.GID}
 	out.Size = in.Size
 	mtime, ctime := in.Mtime, in.Ctime

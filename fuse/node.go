@@ -214,13 +214,20 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *gofuse.
 	return n.newChild(ctx, &in, since, out), 0
 }
 
-// Mknod creates regular files; EmberFS has no FIFOs, sockets or device
-// nodes, and answers EPERM for them as Linux does for a file system that
-// cannot hold them.
+// Mknod creates FIFOs, sockets and device nodes (metadata only: the kernel
+// serves their I/O locally and never asks the mount) and regular files.
 func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *gofuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	since := n.fsys.releases.now()
 	if t := mode & syscall.S_IFMT; t != 0 && t != syscall.S_IFREG {
-		return nil, syscall.EPERM
+		typ, ok := meta.FileTypeOfMode(mode)
+		if !ok || !typ.IsSpecial() {
+			return nil, syscall.EINVAL
+		}
+		in, err := n.fsys.meta.Mknod(opCtx(ctx), n.fsys.creds.user(ctx), n.child(name), typ, mode&meta.ModePerm, dev)
+		if err != nil {
+			return nil, n.fsys.errno("mknod", err)
+		}
+		return n.newChild(ctx, &in, since, out), 0
 	}
 	res, err := n.fsys.meta.Create(opCtx(ctx), n.fsys.creds.user(ctx), n.child(name),
 		meta.CreateOptions{Mode: mode & meta.ModePerm, Exclusive: true})

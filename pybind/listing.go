@@ -46,16 +46,7 @@ func (c *Client) ReadDirStat(path string, e *Err) *DirListing {
 	return l
 }
 
-func typeBits(t meta.FileType) int {
-	switch t {
-	case meta.TypeDir:
-		return sIFDIR
-	case meta.TypeSymlink:
-		return sIFLNK
-	default:
-		return sIFREG
-	}
-}
+func typeBits(t meta.FileType) int { return int(t.ModeType()) }
 
 // Len is the number of entries.
 func (l *DirListing) Len() int { return len(l.names) }

@@ -139,15 +139,7 @@ const (
 )
 
 func statOf(n meta.Inode) *Stat {
-	mode := int(n.Mode & meta.ModePerm)
-	switch n.Type {
-	case meta.TypeDir:
-		mode |= sIFDIR
-	case meta.TypeSymlink:
-		mode |= sIFLNK
-	default:
-		mode |= sIFREG
-	}
+	mode := int(n.Mode&meta.ModePerm | n.Type.ModeType())
 	return &Stat{
 		Ino: n.ID, Mode: mode, Nlink: int(n.Nlink), Uid: int(n.UID), Gid: int(n.GID),
 		Size: int64(n.Size), AtimeNs: n.Atime.UnixNano(), MtimeNs: n.Mtime.UnixNano(), CtimeNs: n.Ctime.UnixNano(),

@@ -111,6 +111,14 @@ func modeString(n *meta.Inode) string {
 		c = "d"
 	case meta.TypeSymlink:
 		c = "l"
+	case meta.TypeFIFO:
+		c = "p"
+	case meta.TypeSocket:
+		c = "s"
+	case meta.TypeCharDev:
+		c = "c"
+	case meta.TypeBlockDev:
+		c = "b"
 	}
 	const rwx = "rwxrwxrwx"
 	b := []byte(c + "---------")

@@ -20,6 +20,9 @@ type FS interface {
 	Mkdir(ctx context.Context, u User, p PathAt, mode uint32, parents bool) (Inode, error)
 	Symlink(ctx context.Context, u User, p PathAt, target string) (Inode, error)
 	Readlink(ctx context.Context, u User, p PathAt) (string, error)
+	// Mknod makes a FIFO, socket or device node (TypeFIFO ... TypeBlockDev);
+	// rdev is the device number of a device node.
+	Mknod(ctx context.Context, u User, p PathAt, typ FileType, mode, rdev uint32) (Inode, error)
 	Link(ctx context.Context, u User, oldPath, newPath PathAt) (Inode, error)
 	Unlink(ctx context.Context, u User, p PathAt) error
 	Rmdir(ctx context.Context, u User, p PathAt) error

@@ -47,6 +47,7 @@ func inodeToPB(n *Inode) *metapb.Inode {
 	}
 	return &metapb.Inode{Id: n.ID, Type: uint32(n.Type), Mode: n.Mode, Uid: n.UID, Gid: n.GID, Nlink: n.Nlink,
 		Size: n.Size, AtimeNs: n.Atime.UnixNano(), MtimeNs: n.Mtime.UnixNano(), CtimeNs: n.Ctime.UnixNano(),
+		Atime: TimeToPB(n.Atime), Mtime: TimeToPB(n.Mtime), Ctime: TimeToPB(n.Ctime), Rdev: n.Rdev,
 		Parent: n.Parent, Layout: LayoutToPB(n.Layout), Target: n.Target, Detached: n.Detached}
 }
 
@@ -56,14 +57,34 @@ func InodeFromPB(p *metapb.Inode) Inode {
 		return Inode{}
 	}
 	return Inode{ID: p.Id, Type: FileType(p.Type), Mode: p.Mode, UID: p.Uid, GID: p.Gid, Nlink: p.Nlink,
-		Size: p.Size, Atime: time.Unix(0, p.AtimeNs), Mtime: time.Unix(0, p.MtimeNs), Ctime: time.Unix(0, p.CtimeNs),
-		Parent: p.Parent, Layout: layoutFromPB(p.Layout), Target: p.Target, Detached: p.Detached}
+		Size: p.Size, Atime: timeFromPB(p.Atime, p.AtimeNs), Mtime: timeFromPB(p.Mtime, p.MtimeNs), Ctime: timeFromPB(p.Ctime, p.CtimeNs),
+		Rdev: p.Rdev, Parent: p.Parent, Layout: layoutFromPB(p.Layout), Target: p.Target, Detached: p.Detached}
 }
 
-func optTime(ns *int64) *time.Time {
-	if ns == nil {
-		return nil
+// TimeToPB is a time on the wire: seconds and nanoseconds, so that times
+// past 2262 (where int64 nanoseconds wrap) survive.
+func TimeToPB(t time.Time) *metapb.Timespec {
+	return &metapb.Timespec{Sec: t.Unix(), Nsec: uint32(t.Nanosecond())}
+}
+
+// timeFromPB reads a time sent as seconds + nanoseconds, or, from a peer
+// that sends only the deprecated int64 nanoseconds, from those.
+func timeFromPB(ts *metapb.Timespec, ns int64) time.Time {
+	if ts != nil {
+		return time.Unix(ts.Sec, int64(ts.Nsec))
 	}
-	t := time.Unix(0, *ns)
-	return &t
+	return time.Unix(0, ns)
+}
+
+// optTimeFromPB is an optional time of a request (SetAttr).
+func optTimeFromPB(ts *metapb.Timespec, ns *int64) *time.Time {
+	switch {
+	case ts != nil:
+		t := time.Unix(ts.Sec, int64(ts.Nsec))
+		return &t
+	case ns != nil:
+		t := time.Unix(0, *ns)
+		return &t
+	}
+	return nil
 }

@@ -228,7 +228,7 @@ func (s *Server) Fsck(ctx context.Context, opts FsckOptions) (*FsckReport, error
 					rep.add(limit, "directory %d: %s", id, err)
 				}
 			}
-		case TypeFile, TypeSymlink:
+		case TypeFile, TypeSymlink, TypeFIFO, TypeSocket, TypeCharDev, TypeBlockDev:
 			if n.Nlink != links[id] {
 				rep.add(limit, "%s %d has nlink %d but %d entries", n.Type, id, n.Nlink, links[id])
 			}

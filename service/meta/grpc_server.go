@@ -125,6 +125,10 @@ func (g *GRPCService) Symlink(ctx context.Context, r *metapb.SymlinkReq) (*metap
 	return inodeResp(g.s.Symlink(ctx, userFromPB(r.User), pathFromPB(r.Path), r.Target))
 }
 
+func (g *GRPCService) Mknod(ctx context.Context, r *metapb.MknodReq) (*metapb.InodeResp, error) {
+	return inodeResp(g.s.Mknod(ctx, userFromPB(r.User), pathFromPB(r.Path), FileType(r.Type), r.Mode, r.Rdev))
+}
+
 func (g *GRPCService) Readlink(ctx context.Context, r *metapb.PathReq) (*metapb.ReadlinkResp, error) {
 	target, err := g.s.Readlink(ctx, userFromPB(r.User), pathFromPB(r.Path))
 	if err != nil {
@@ -167,7 +171,7 @@ func (g *GRPCService) ReadDir(ctx context.Context, r *metapb.ReadDirReq) (*metap
 }
 
 func (g *GRPCService) SetAttr(ctx context.Context, r *metapb.SetAttrReq) (*metapb.InodeResp, error) {
-	a := SetAttr{Mode: r.Mode, UID: r.Uid, GID: r.Gid, Atime: optTime(r.AtimeNs), Mtime: optTime(r.MtimeNs),
+	a := SetAttr{Mode: r.Mode, UID: r.Uid, GID: r.Gid, Atime: optTimeFromPB(r.Atime, r.AtimeNs), Mtime: optTimeFromPB(r.Mtime, r.MtimeNs),
 		AtimeNow: r.AtimeNow, MtimeNow: r.MtimeNow, Size: r.Size}
 	return inodeResp(g.s.SetAttr(ctx, userFromPB(r.User), pathFromPB(r.Path), a))
 }

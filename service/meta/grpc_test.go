@@ -5,6 +5,7 @@ import (
 	"net"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/emberfs/emberfs/service/kv"
 	"github.com/emberfs/emberfs/service/meta"
@@ -129,4 +130,35 @@ func TestGRPCRoundTripAndTokenRefusal(t *testing.T) {
 			t.Fatalf("token %q: got %v, want unauthenticated", tok, err)
 		}
 	}
+}
+
+// TestGRPCTimesAndDeviceNodes: times outside int64 nanoseconds (past
+// 2262, before 1678) and device numbers survive the wire in both
+// directions (SetAttr request, Inode answer), to the nanosecond.
+func TestGRPCTimesAndDeviceNodes(t *testing.T) {
+	e := newEnv(t)
+	c := dialT(t, serveGRPC(t, e.s), testToken)
+	f, err := c.Create(ctx, meta.Root, meta.P("/f"), meta.CreateOptions{Mode: 0o644, Exclusive: true})
+	noErr(t, err)
+	_ = f
+	future := time.Unix(10_000_000_000, 123456789) // year 2286
+	past := time.Unix(-10_000_000_000, 1)          // year 1653
+	n, err := c.SetAttr(ctx, meta.Root, meta.P("/f"), meta.SetAttr{Atime: &future, Mtime: &past})
+	noErr(t, err)
+	if !n.Atime.Equal(future) || !n.Mtime.Equal(past) {
+		t.Fatalf("setattr answer over gRPC: atime %v mtime %v, want %v %v", n.Atime, n.Mtime, future, past)
+	}
+	n, err = e.s.Stat(ctx, meta.Root, meta.P("/f"))
+	noErr(t, err)
+	if !n.Atime.Equal(future) || !n.Mtime.Equal(past) {
+		t.Fatalf("stored: atime %v mtime %v, want %v %v", n.Atime, n.Mtime, future, past)
+	}
+	dev, err := c.Mknod(ctx, meta.Root, meta.P("/null"), meta.TypeCharDev, 0o666, 0x103)
+	noErr(t, err)
+	got, err := c.Stat(ctx, meta.Root, meta.P("/null"))
+	noErr(t, err)
+	if dev.Type != meta.TypeCharDev || got.Type != meta.TypeCharDev || got.Rdev != 0x103 || got.Mode != 0o666 {
+		t.Fatalf("mknod over gRPC: %+v, stat %+v", dev, got)
+	}
+	wantErrno(t, ignore(c.Mknod(ctx, alice, meta.P("/tmpdev"), meta.TypeBlockDev, 0o600, 1)), syscall.EPERM, "device node by a user")
 }

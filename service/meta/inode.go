@@ -13,7 +13,47 @@ const (
 	TypeFile    FileType = 1
 	TypeDir     FileType = 2
 	TypeSymlink FileType = 3
+	// Special files: metadata only (mode, owner, times and, for devices,
+	// Rdev). Their I/O is the kernel's on the machine that opens them, as
+	// on any file system: a FIFO connects processes of one host, a device
+	// node opens that host's device.
+	TypeFIFO     FileType = 4
+	TypeSocket   FileType = 5
+	TypeCharDev  FileType = 6
+	TypeBlockDev FileType = 7
 )
+
+// ModeType is t's file type bits of st_mode (S_IFREG, S_IFDIR, ...).
+func (t FileType) ModeType() uint32 {
+	switch t {
+	case TypeDir:
+		return 0o040000
+	case TypeSymlink:
+		return 0o120000
+	case TypeFIFO:
+		return 0o010000
+	case TypeSocket:
+		return 0o140000
+	case TypeCharDev:
+		return 0o020000
+	case TypeBlockDev:
+		return 0o060000
+	}
+	return 0o100000
+}
+
+// FileTypeOfMode is the file type whose st_mode type bits mode has.
+func FileTypeOfMode(mode uint32) (FileType, bool) {
+	for t := TypeFile; t <= TypeBlockDev; t++ {
+		if t.ModeType() == mode&0o170000 {
+			return t, true
+		}
+	}
+	return 0, false
+}
+
+// IsSpecial reports whether t is a FIFO, socket or device node.
+func (t FileType) IsSpecial() bool { return t >= TypeFIFO && t <= TypeBlockDev }
 
 func (t FileType) String() string {
 	switch t {
@@ -23,6 +63,14 @@ func (t FileType) String() string {
 		return "directory"
 	case TypeSymlink:
 		return "symlink"
+	case TypeFIFO:
+		return "fifo"
+	case TypeSocket:
+		return "socket"
+	case TypeCharDev:
+		return "character device"
+	case TypeBlockDev:
+		return "block device"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
@@ -65,6 +113,7 @@ type Inode struct {
 	Parent uint64 // directories: the directory holding the entry (root: itself)
 	Layout Layout
 	Target string // symlinks
+	Rdev   uint32 // device nodes: the device number (Linux new_encode_dev, as FUSE carries it)
 	// Detached marks a directory removed by RemoveAll whose contents the
 	// background collector is still deleting.
 	Detached bool
@@ -79,16 +128,24 @@ type Inode struct {
 // past 2262 (to 1715); version 2 stores seconds and nanoseconds and adds
 // the trim epoch. Records are rewritten in version 2 whenever an inode is
 // written; version 1 records are still read, so existing stores open.
+// Version 3 is version 2 followed by the device number (BE32), written
+// only for device nodes, so that servers that predate them read every
+// other record.
 const (
 	inodeEncodingV1      = 1
 	inodeEncodingVersion = 2
+	inodeEncodingRdev    = 3
 )
 
 const flagDetached = 1
 
 func (n *Inode) encode() []byte {
-	b := make([]byte, 0, inodeFixedLen+1+len(n.Target))
-	b = append(b, inodeEncodingVersion, byte(n.Type))
+	b := make([]byte, 0, inodeFixedLen+1+len(n.Target)+4)
+	version := byte(inodeEncodingVersion)
+	if n.Rdev != 0 {
+		version = inodeEncodingRdev
+	}
+	b = append(b, version, byte(n.Type))
 	b = binary.BigEndian.AppendUint32(b, n.Mode)
 	b = binary.BigEndian.AppendUint32(b, n.UID)
 	b = binary.BigEndian.AppendUint32(b, n.GID)
@@ -106,7 +163,11 @@ func (n *Inode) encode() []byte {
 	b = binary.BigEndian.AppendUint64(b, n.trimEpoch)
 	b = appendLayout(b, n.Layout)
 	b = binary.AppendUvarint(b, uint64(len(n.Target)))
-	return append(b, n.Target...)
+	b = append(b, n.Target...)
+	if version == inodeEncodingRdev {
+		b = binary.BigEndian.AppendUint32(b, n.Rdev)
+	}
+	return b
 }
 
 // appendTime stores t as seconds since the epoch (int64) and nanoseconds
@@ -150,7 +211,7 @@ func decodeInode(id uint64, b []byte) (*Inode, error) {
 	switch b[0] {
 	case inodeEncodingV1:
 		fixed = inodeFixedLenV1
-	case inodeEncodingVersion:
+	case inodeEncodingVersion, inodeEncodingRdev:
 	default:
 		return nil, fmt.Errorf("inode %d: corrupt record (unknown encoding version %d)", id, b[0])
 	}
@@ -187,6 +248,13 @@ func decodeInode(id uint64, b []byte) (*Inode, error) {
 		return nil, fmt.Errorf("inode %d: corrupt symlink target", id)
 	}
 	n.Target = string(p[k : k+int(l)])
+	if b[0] == inodeEncodingRdev {
+		rest := p[k+int(l):]
+		if len(rest) != 4 {
+			return nil, fmt.Errorf("inode %d: corrupt device number (%d bytes)", id, len(rest))
+		}
+		n.Rdev = binary.BigEndian.Uint32(rest)
+	}
 	return n, nil
 }
 

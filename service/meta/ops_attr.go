@@ -46,6 +46,9 @@ func (s *Server) SetAttr(ctx context.Context, u User, p PathAt, a SetAttr) (Inod
 			case TypeSymlink:
 				return errInval("%s: cannot truncate a symbolic link", what)
 			}
+			if n.Type.IsSpecial() {
+				return errInval("%s: cannot truncate a %s", what, n.Type)
+			}
 			if err := checkAccess(u, n, permW, what); err != nil {
 				return err
 			}

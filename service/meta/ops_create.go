@@ -412,6 +412,38 @@ func (s *Server) Symlink(ctx context.Context, u User, p PathAt, target string) (
 	return out, err
 }
 
+// Mknod creates a FIFO, socket or device node (mknod(2); regular files
+// are Create's). Only root creates device nodes (CAP_MKNOD), as on Linux.
+func (s *Server) Mknod(ctx context.Context, u User, p PathAt, typ FileType, mode, rdev uint32) (Inode, error) {
+	if !typ.IsSpecial() {
+		return Inode{}, errInval("mknod %s: type %s is not a FIFO, socket or device node", p, typ)
+	}
+	if (typ == TypeCharDev || typ == TypeBlockDev) && !u.isRoot() {
+		return Inode{}, errPerm("mknod %s: only root may create device nodes", p)
+	}
+	ids, err := s.ids.alloc(ctx, 1)
+	if err != nil {
+		return Inode{}, err
+	}
+	var out Inode
+	err = s.updateAs(ctx, u, func(t *txn) error {
+		dir, name, err := t.freeName(p)
+		if err != nil {
+			return err
+		}
+		n := t.newInode(ids[0], typ, mode, dir)
+		if typ == TypeCharDev || typ == TypeBlockDev {
+			n.Rdev = rdev
+		}
+		if err := t.putInode(n); err != nil {
+			return err
+		}
+		out = *n
+		return t.insertEntry(dir.ID, name, n)
+	})
+	return out, err
+}
+
 // Link creates newPath as another name of oldPath (which is not followed if
 // it is a symlink, as on Linux).
 func (s *Server) Link(ctx context.Context, u User, oldPath, newPath PathAt) (Inode, error) {

@@ -6,7 +6,5 @@ package posix
 // docs/fuse.md ("Differences from ext4").
 var intendedDifferences = map[string]string{
 	"atime": "the mount does not update atime on reads (noatime)",
-	// The following are gaps being closed (issue 14); each goes away with its fix.
-	"node-types": "FIFOs, sockets and device nodes cannot be created (EPERM)",
-	"time-range": "times past 2262 wrap over gRPC (int64 nanoseconds)",
+	"nodev": "the mount is nodev (and nosuid): opening a device node on it is EACCES",
 }

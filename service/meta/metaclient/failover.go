@@ -35,7 +35,7 @@ import (
 //     SetXattr without create/replace flags) are retried on the next server
 //     whatever happened to the first attempt: applying them twice leaves
 //     the same state and gives the same answer;
-//   - every other operation (Create, Open, Close, Mkdir, Symlink, Link,
+//   - every other operation (Create, Open, Close, Mkdir, Symlink, Mknod, Link,
 //     Unlink, Rmdir, RemoveAll, Rename, SetXattr with flags, RemoveXattr)
 //     is retried only when the request provably never left this process
 //     (no connection to the server was ever picked for it, e.g. connection
@@ -333,6 +333,11 @@ func (c *FailoverClient) Mkdir(ctx context.Context, u meta.User, p meta.PathAt, 
 
 func (c *FailoverClient) Symlink(ctx context.Context, u meta.User, p meta.PathAt, target string) (r meta.Inode, err error) {
 	err = c.do(ctx, "symlink", retryNotSent, func(ctx context.Context, cl *Client) (e error) { r, e = cl.Symlink(ctx, u, p, target); return })
+	return
+}
+
+func (c *FailoverClient) Mknod(ctx context.Context, u meta.User, p meta.PathAt, typ meta.FileType, mode, rdev uint32) (r meta.Inode, err error) {
+	err = c.do(ctx, "mknod", retryNotSent, func(ctx context.Context, cl *Client) (e error) { r, e = cl.Mknod(ctx, u, p, typ, mode, rdev); return })
 	return
 }
 

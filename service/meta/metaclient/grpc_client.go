@@ -137,6 +137,10 @@ func (c *Client) Symlink(ctx context.Context, u meta.User, p meta.PathAt, target
 	return inodeOut(c.rpc.Symlink(ctx, &metapb.SymlinkReq{User: meta.UserToPB(u), Path: meta.PathToPB(p), Target: target}))
 }
 
+func (c *Client) Mknod(ctx context.Context, u meta.User, p meta.PathAt, typ meta.FileType, mode, rdev uint32) (meta.Inode, error) {
+	return inodeOut(c.rpc.Mknod(ctx, &metapb.MknodReq{User: meta.UserToPB(u), Path: meta.PathToPB(p), Type: uint32(typ), Mode: mode, Rdev: rdev}))
+}
+
 func (c *Client) Readlink(ctx context.Context, u meta.User, p meta.PathAt) (string, error) {
 	r, err := c.rpc.Readlink(ctx, &metapb.PathReq{User: meta.UserToPB(u), Path: meta.PathToPB(p)})
 	if err != nil {
@@ -185,7 +189,7 @@ func (c *Client) ReadDir(ctx context.Context, u meta.User, p meta.PathAt, o meta
 func (c *Client) SetAttr(ctx context.Context, u meta.User, p meta.PathAt, a meta.SetAttr) (meta.Inode, error) {
 	return inodeOut(c.rpc.SetAttr(ctx, &metapb.SetAttrReq{User: meta.UserToPB(u), Path: meta.PathToPB(p), Mode: a.Mode,
 		Uid: a.UID, Gid: a.GID, AtimeNs: timeNs(a.Atime), MtimeNs: timeNs(a.Mtime), AtimeNow: a.AtimeNow,
-		MtimeNow: a.MtimeNow, Size: a.Size}))
+		MtimeNow: a.MtimeNow, Size: a.Size, Atime: optTimeToPB(a.Atime), Mtime: optTimeToPB(a.Mtime)}))
 }
 
 func (c *Client) Truncate(ctx context.Context, u meta.User, p meta.PathAt, size uint64) (meta.Inode, error) {
@@ -229,6 +233,15 @@ func (c *Client) RenewClient(ctx context.Context, client string) (time.Time, err
 }
 
 func errnoOf(v uint32) syscall.Errno { return syscall.Errno(v) }
+
+// optTimeToPB is an optional time as seconds + nanoseconds (what servers
+// read); timeNs sends the deprecated nanoseconds too, for older servers.
+func optTimeToPB(t *time.Time) *metapb.Timespec {
+	if t == nil {
+		return nil
+	}
+	return meta.TimeToPB(*t)
+}
 
 func timeNs(t *time.Time) *int64 {
 	if t == nil {

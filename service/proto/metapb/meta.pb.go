@@ -224,29 +224,90 @@ func (x *Layout) GetSeed() uint64 {
 	return 0
 }
 
-type Inode struct {
+// A point in time: seconds since the epoch and nanoseconds (0..999999999).
+// int64 nanoseconds wrap past 2262; this covers every time the file
+// system stores.
+type Timespec struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
-	Type          uint32                 `protobuf:"varint,2,opt,name=type,proto3" json:"type,omitempty"` // 1 file, 2 directory, 3 symlink
-	Mode          uint32                 `protobuf:"varint,3,opt,name=mode,proto3" json:"mode,omitempty"`
-	Uid           uint32                 `protobuf:"varint,4,opt,name=uid,proto3" json:"uid,omitempty"`
-	Gid           uint32                 `protobuf:"varint,5,opt,name=gid,proto3" json:"gid,omitempty"`
-	Nlink         uint32                 `protobuf:"varint,6,opt,name=nlink,proto3" json:"nlink,omitempty"`
-	Size          uint64                 `protobuf:"varint,7,opt,name=size,proto3" json:"size,omitempty"`
-	AtimeNs       int64                  `protobuf:"varint,8,opt,name=atime_ns,json=atimeNs,proto3" json:"atime_ns,omitempty"`
-	MtimeNs       int64                  `protobuf:"varint,9,opt,name=mtime_ns,json=mtimeNs,proto3" json:"mtime_ns,omitempty"`
-	CtimeNs       int64                  `protobuf:"varint,10,opt,name=ctime_ns,json=ctimeNs,proto3" json:"ctime_ns,omitempty"`
-	Parent        uint64                 `protobuf:"varint,11,opt,name=parent,proto3" json:"parent,omitempty"`
-	Layout        *Layout                `protobuf:"bytes,12,opt,name=layout,proto3" json:"layout,omitempty"`
-	Target        string                 `protobuf:"bytes,13,opt,name=target,proto3" json:"target,omitempty"`
-	Detached      bool                   `protobuf:"varint,14,opt,name=detached,proto3" json:"detached,omitempty"`
+	Sec           int64                  `protobuf:"varint,1,opt,name=sec,proto3" json:"sec,omitempty"`
+	Nsec          uint32                 `protobuf:"varint,2,opt,name=nsec,proto3" json:"nsec,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Timespec) Reset() {
+	*x = Timespec{}
+	mi := &file_meta_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Timespec) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Timespec) ProtoMessage() {}
+
+func (x *Timespec) ProtoReflect() protoreflect.Message {
+	mi := &file_meta_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Timespec.ProtoReflect.Descriptor instead.
+func (*Timespec) Descriptor() ([]byte, []int) {
+	return file_meta_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Timespec) GetSec() int64 {
+	if x != nil {
+		return x.Sec
+	}
+	return 0
+}
+
+func (x *Timespec) GetNsec() uint32 {
+	if x != nil {
+		return x.Nsec
+	}
+	return 0
+}
+
+type Inode struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Type  uint32                 `protobuf:"varint,2,opt,name=type,proto3" json:"type,omitempty"` // 1 file, 2 directory, 3 symlink, 4 FIFO, 5 socket, 6 character device, 7 block device
+	Mode  uint32                 `protobuf:"varint,3,opt,name=mode,proto3" json:"mode,omitempty"`
+	Uid   uint32                 `protobuf:"varint,4,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid   uint32                 `protobuf:"varint,5,opt,name=gid,proto3" json:"gid,omitempty"`
+	Nlink uint32                 `protobuf:"varint,6,opt,name=nlink,proto3" json:"nlink,omitempty"`
+	Size  uint64                 `protobuf:"varint,7,opt,name=size,proto3" json:"size,omitempty"`
+	// Deprecated: wrap past 2262; filled for older readers. Readers use
+	// atime/mtime/ctime when set.
+	AtimeNs       int64     `protobuf:"varint,8,opt,name=atime_ns,json=atimeNs,proto3" json:"atime_ns,omitempty"`
+	MtimeNs       int64     `protobuf:"varint,9,opt,name=mtime_ns,json=mtimeNs,proto3" json:"mtime_ns,omitempty"`
+	CtimeNs       int64     `protobuf:"varint,10,opt,name=ctime_ns,json=ctimeNs,proto3" json:"ctime_ns,omitempty"`
+	Parent        uint64    `protobuf:"varint,11,opt,name=parent,proto3" json:"parent,omitempty"`
+	Layout        *Layout   `protobuf:"bytes,12,opt,name=layout,proto3" json:"layout,omitempty"`
+	Target        string    `protobuf:"bytes,13,opt,name=target,proto3" json:"target,omitempty"`
+	Detached      bool      `protobuf:"varint,14,opt,name=detached,proto3" json:"detached,omitempty"`
+	Rdev          uint32    `protobuf:"varint,15,opt,name=rdev,proto3" json:"rdev,omitempty"` // device nodes: the device number (Linux new_encode_dev)
+	Atime         *Timespec `protobuf:"bytes,16,opt,name=atime,proto3" json:"atime,omitempty"`
+	Mtime         *Timespec `protobuf:"bytes,17,opt,name=mtime,proto3" json:"mtime,omitempty"`
+	Ctime         *Timespec `protobuf:"bytes,18,opt,name=ctime,proto3" json:"ctime,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Inode) Reset() {
 	*x = Inode{}
-	mi := &file_meta_proto_msgTypes[3]
+	mi := &file_meta_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -258,7 +319,7 @@ func (x *Inode) String() string {
 func (*Inode) ProtoMessage() {}
 
 func (x *Inode) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[3]
+	mi := &file_meta_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -271,7 +332,7 @@ func (x *Inode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Inode.ProtoReflect.Descriptor instead.
 func (*Inode) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{3}
+	return file_meta_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Inode) GetId() uint64 {
@@ -372,6 +433,34 @@ func (x *Inode) GetDetached() bool {
 	return false
 }
 
+func (x *Inode) GetRdev() uint32 {
+	if x != nil {
+		return x.Rdev
+	}
+	return 0
+}
+
+func (x *Inode) GetAtime() *Timespec {
+	if x != nil {
+		return x.Atime
+	}
+	return nil
+}
+
+func (x *Inode) GetMtime() *Timespec {
+	if x != nil {
+		return x.Mtime
+	}
+	return nil
+}
+
+func (x *Inode) GetCtime() *Timespec {
+	if x != nil {
+		return x.Ctime
+	}
+	return nil
+}
+
 type StatFSReq struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -380,7 +469,7 @@ type StatFSReq struct {
 
 func (x *StatFSReq) Reset() {
 	*x = StatFSReq{}
-	mi := &file_meta_proto_msgTypes[4]
+	mi := &file_meta_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -392,7 +481,7 @@ func (x *StatFSReq) String() string {
 func (*StatFSReq) ProtoMessage() {}
 
 func (x *StatFSReq) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[4]
+	mi := &file_meta_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -405,7 +494,7 @@ func (x *StatFSReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatFSReq.ProtoReflect.Descriptor instead.
 func (*StatFSReq) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{4}
+	return file_meta_proto_rawDescGZIP(), []int{5}
 }
 
 type StatFSResp struct {
@@ -419,7 +508,7 @@ type StatFSResp struct {
 
 func (x *StatFSResp) Reset() {
 	*x = StatFSResp{}
-	mi := &file_meta_proto_msgTypes[5]
+	mi := &file_meta_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -431,7 +520,7 @@ func (x *StatFSResp) String() string {
 func (*StatFSResp) ProtoMessage() {}
 
 func (x *StatFSResp) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[5]
+	mi := &file_meta_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -444,7 +533,7 @@ func (x *StatFSResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatFSResp.ProtoReflect.Descriptor instead.
 func (*StatFSResp) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{5}
+	return file_meta_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *StatFSResp) GetCapacity() uint64 {
@@ -478,7 +567,7 @@ type StatReq struct {
 
 func (x *StatReq) Reset() {
 	*x = StatReq{}
-	mi := &file_meta_proto_msgTypes[6]
+	mi := &file_meta_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -490,7 +579,7 @@ func (x *StatReq) String() string {
 func (*StatReq) ProtoMessage() {}
 
 func (x *StatReq) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[6]
+	mi := &file_meta_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -503,7 +592,7 @@ func (x *StatReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatReq.ProtoReflect.Descriptor instead.
 func (*StatReq) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{6}
+	return file_meta_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *StatReq) GetUser() *User {
@@ -529,7 +618,7 @@ type InodeResp struct {
 
 func (x *InodeResp) Reset() {
 	*x = InodeResp{}
-	mi := &file_meta_proto_msgTypes[7]
+	mi := &file_meta_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -541,7 +630,7 @@ func (x *InodeResp) String() string {
 func (*InodeResp) ProtoMessage() {}
 
 func (x *InodeResp) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[7]
+	mi := &file_meta_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -554,7 +643,7 @@ func (x *InodeResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InodeResp.ProtoReflect.Descriptor instead.
 func (*InodeResp) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{7}
+	return file_meta_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *InodeResp) GetInode() *Inode {
@@ -573,7 +662,7 @@ type BatchStatReq struct {
 
 func (x *BatchStatReq) Reset() {
 	*x = BatchStatReq{}
-	mi := &file_meta_proto_msgTypes[8]
+	mi := &file_meta_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -585,7 +674,7 @@ func (x *BatchStatReq) String() string {
 func (*BatchStatReq) ProtoMessage() {}
 
 func (x *BatchStatReq) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[8]
+	mi := &file_meta_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -598,7 +687,7 @@ func (x *BatchStatReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchStatReq.ProtoReflect.Descriptor instead.
 func (*BatchStatReq) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{8}
+	return file_meta_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *BatchStatReq) GetIds() []uint64 {
@@ -619,7 +708,7 @@ type BatchStatResp struct {
 
 func (x *BatchStatResp) Reset() {
 	*x = BatchStatResp{}
-	mi := &file_meta_proto_msgTypes[9]
+	mi := &file_meta_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -631,7 +720,7 @@ func (x *BatchStatResp) String() string {
 func (*BatchStatResp) ProtoMessage() {}
 
 func (x *BatchStatResp) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[9]
+	mi := &file_meta_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -644,7 +733,7 @@ func (x *BatchStatResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchStatResp.ProtoReflect.Descriptor instead.
 func (*BatchStatResp) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{9}
+	return file_meta_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *BatchStatResp) GetInodes() []*Inode {
@@ -671,7 +760,7 @@ type BatchStatPathsReq struct {
 
 func (x *BatchStatPathsReq) Reset() {
 	*x = BatchStatPathsReq{}
-	mi := &file_meta_proto_msgTypes[10]
+	mi := &file_meta_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -683,7 +772,7 @@ func (x *BatchStatPathsReq) String() string {
 func (*BatchStatPathsReq) ProtoMessage() {}
 
 func (x *BatchStatPathsReq) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[10]
+	mi := &file_meta_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -696,7 +785,7 @@ func (x *BatchStatPathsReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchStatPathsReq.ProtoReflect.Descriptor instead.
 func (*BatchStatPathsReq) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{10}
+	return file_meta_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *BatchStatPathsReq) GetUser() *User {
@@ -726,7 +815,7 @@ type BatchStatPathsResp struct {
 
 func (x *BatchStatPathsResp) Reset() {
 	*x = BatchStatPathsResp{}
-	mi := &file_meta_proto_msgTypes[11]
+	mi := &file_meta_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -738,7 +827,7 @@ func (x *BatchStatPathsResp) String() string {
 func (*BatchStatPathsResp) ProtoMessage() {}
 
 func (x *BatchStatPathsResp) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[11]
+	mi := &file_meta_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -751,7 +840,7 @@ func (x *BatchStatPathsResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchStatPathsResp.ProtoReflect.Descriptor instead.
 func (*BatchStatPathsResp) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{11}
+	return file_meta_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *BatchStatPathsResp) GetInodes() []*Inode {
@@ -793,7 +882,7 @@ type LookupReq struct {
 
 func (x *LookupReq) Reset() {
 	*x = LookupReq{}
-	mi := &file_meta_proto_msgTypes[12]
+	mi := &file_meta_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -805,7 +894,7 @@ func (x *LookupReq) String() string {
 func (*LookupReq) ProtoMessage() {}
 
 func (x *LookupReq) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[12]
+	mi := &file_meta_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -818,7 +907,7 @@ func (x *LookupReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupReq.ProtoReflect.Descriptor instead.
 func (*LookupReq) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{12}
+	return file_meta_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *LookupReq) GetUser() *User {
@@ -859,7 +948,7 @@ type CreateReq struct {
 
 func (x *CreateReq) Reset() {
 	*x = CreateReq{}
-	mi := &file_meta_proto_msgTypes[13]
+	mi := &file_meta_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -871,7 +960,7 @@ func (x *CreateReq) String() string {
 func (*CreateReq) ProtoMessage() {}
 
 func (x *CreateReq) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[13]
+	mi := &file_meta_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -884,7 +973,7 @@ func (x *CreateReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateReq.ProtoReflect.Descriptor instead.
 func (*CreateReq) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{13}
+	return file_meta_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CreateReq) GetUser() *User {
@@ -964,7 +1053,7 @@ type OpenReq struct {
 
 func (x *OpenReq) Reset() {
 	*x = OpenReq{}
-	mi := &file_meta_proto_msgTypes[14]
+	mi := &file_meta_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -976,7 +1065,7 @@ func (x *OpenReq) String() string {
 func (*OpenReq) ProtoMessage() {}
 
 func (x *OpenReq) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[14]
+	mi := &file_meta_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -989,7 +1078,7 @@ func (x *OpenReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenReq.ProtoReflect.Descriptor instead.
 func (*OpenReq) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{14}
+	return file_meta_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *OpenReq) GetUser() *User {
@@ -1045,7 +1134,7 @@ type OpenResp struct {
 
 func (x *OpenResp) Reset() {
 	*x = OpenResp{}
-	mi := &file_meta_proto_msgTypes[15]
+	mi := &file_meta_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1057,7 +1146,7 @@ func (x *OpenResp) String() string {
 func (*OpenResp) ProtoMessage() {}
 
 func (x *OpenResp) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[15]
+	mi := &file_meta_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1070,7 +1159,7 @@ func (x *OpenResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenResp.ProtoReflect.Descriptor instead.
 func (*OpenResp) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{15}
+	return file_meta_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *OpenResp) GetInode() *Inode {
@@ -1106,7 +1195,7 @@ type CloseReq struct {
 
 func (x *CloseReq) Reset() {
 	*x = CloseReq{}
-	mi := &file_meta_proto_msgTypes[16]
+	mi := &file_meta_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1118,7 +1207,7 @@ func (x *CloseReq) String() string {
 func (*CloseReq) ProtoMessage() {}
 
 func (x *CloseReq) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[16]
+	mi := &file_meta_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1131,7 +1220,7 @@ func (x *CloseReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseReq.ProtoReflect.Descriptor instead.
 func (*CloseReq) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{16}
+	return file_meta_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CloseReq) GetUser() *User {
@@ -1172,7 +1261,7 @@ type FsyncReq struct {
 
 func (x *FsyncReq) Reset() {
 	*x = FsyncReq{}
-	mi := &file_meta_proto_msgTypes[17]
+	mi := &file_meta_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1184,7 +1273,7 @@ func (x *FsyncReq) String() string {
 func (*FsyncReq) ProtoMessage() {}
 
 func (x *FsyncReq) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[17]
+	mi := &file_meta_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1197,7 +1286,7 @@ func (x *FsyncReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FsyncReq.ProtoReflect.Descriptor instead.
 func (*FsyncReq) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{17}
+	return file_meta_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *FsyncReq) GetUser() *User {
@@ -1226,7 +1315,7 @@ type MkdirReq struct {
 
 func (x *MkdirReq) Reset() {
 	*x = MkdirReq{}
-	mi := &file_meta_proto_msgTypes[18]
+	mi := &file_meta_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1238,7 +1327,7 @@ func (x *MkdirReq) String() string {
 func (*MkdirReq) ProtoMessage() {}
 
 func (x *MkdirReq) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[18]
+	mi := &file_meta_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1251,7 +1340,7 @@ func (x *MkdirReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MkdirReq.ProtoReflect.Descriptor instead.
 func (*MkdirReq) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{18}
+	return file_meta_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *MkdirReq) GetUser() *User {
@@ -1293,7 +1382,7 @@ type SymlinkReq struct {
 
 func (x *SymlinkReq) Reset() {
 	*x = SymlinkReq{}
-	mi := &file_meta_proto_msgTypes[19]
+	mi := &file_meta_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1305,7 +1394,7 @@ func (x *SymlinkReq) String() string {
 func (*SymlinkReq) ProtoMessage() {}
 
 func (x *SymlinkReq) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[19]
+	mi := &file_meta_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1318,7 +1407,7 @@ func (x *SymlinkReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SymlinkReq.ProtoReflect.Descriptor instead.
 func (*SymlinkReq) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{19}
+	return file_meta_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SymlinkReq) GetUser() *User {
@@ -1351,7 +1440,7 @@ type ReadlinkResp struct {
 
 func (x *ReadlinkResp) Reset() {
 	*x = ReadlinkResp{}
-	mi := &file_meta_proto_msgTypes[20]
+	mi := &file_meta_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1363,7 +1452,7 @@ func (x *ReadlinkResp) String() string {
 func (*ReadlinkResp) ProtoMessage() {}
 
 func (x *ReadlinkResp) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[20]
+	mi := &file_meta_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1376,7 +1465,7 @@ func (x *ReadlinkResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadlinkResp.ProtoReflect.Descriptor instead.
 func (*ReadlinkResp) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{20}
+	return file_meta_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ReadlinkResp) GetTarget() string {
@@ -1384,6 +1473,82 @@ func (x *ReadlinkResp) GetTarget() string {
 		return x.Target
 	}
 	return ""
+}
+
+type MknodReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	User          *User                  `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	Path          *PathAt                `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	Type          uint32                 `protobuf:"varint,3,opt,name=type,proto3" json:"type,omitempty"` // 4 FIFO, 5 socket, 6 character device, 7 block device
+	Mode          uint32                 `protobuf:"varint,4,opt,name=mode,proto3" json:"mode,omitempty"`
+	Rdev          uint32                 `protobuf:"varint,5,opt,name=rdev,proto3" json:"rdev,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MknodReq) Reset() {
+	*x = MknodReq{}
+	mi := &file_meta_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MknodReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MknodReq) ProtoMessage() {}
+
+func (x *MknodReq) ProtoReflect() protoreflect.Message {
+	mi := &file_meta_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MknodReq.ProtoReflect.Descriptor instead.
+func (*MknodReq) Descriptor() ([]byte, []int) {
+	return file_meta_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *MknodReq) GetUser() *User {
+	if x != nil {
+		return x.User
+	}
+	return nil
+}
+
+func (x *MknodReq) GetPath() *PathAt {
+	if x != nil {
+		return x.Path
+	}
+	return nil
+}
+
+func (x *MknodReq) GetType() uint32 {
+	if x != nil {
+		return x.Type
+	}
+	return 0
+}
+
+func (x *MknodReq) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+func (x *MknodReq) GetRdev() uint32 {
+	if x != nil {
+		return x.Rdev
+	}
+	return 0
 }
 
 type LinkReq struct {
@@ -1397,7 +1562,7 @@ type LinkReq struct {
 
 func (x *LinkReq) Reset() {
 	*x = LinkReq{}
-	mi := &file_meta_proto_msgTypes[21]
+	mi := &file_meta_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1409,7 +1574,7 @@ func (x *LinkReq) String() string {
 func (*LinkReq) ProtoMessage() {}
 
 func (x *LinkReq) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[21]
+	mi := &file_meta_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1422,7 +1587,7 @@ func (x *LinkReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinkReq.ProtoReflect.Descriptor instead.
 func (*LinkReq) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{21}
+	return file_meta_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *LinkReq) GetUser() *User {
@@ -1456,7 +1621,7 @@ type PathReq struct {
 
 func (x *PathReq) Reset() {
 	*x = PathReq{}
-	mi := &file_meta_proto_msgTypes[22]
+	mi := &file_meta_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1468,7 +1633,7 @@ func (x *PathReq) String() string {
 func (*PathReq) ProtoMessage() {}
 
 func (x *PathReq) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[22]
+	mi := &file_meta_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1481,7 +1646,7 @@ func (x *PathReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PathReq.ProtoReflect.Descriptor instead.
 func (*PathReq) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{22}
+	return file_meta_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *PathReq) GetUser() *User {
@@ -1506,7 +1671,7 @@ type Empty struct {
 
 func (x *Empty) Reset() {
 	*x = Empty{}
-	mi := &file_meta_proto_msgTypes[23]
+	mi := &file_meta_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1518,7 +1683,7 @@ func (x *Empty) String() string {
 func (*Empty) ProtoMessage() {}
 
 func (x *Empty) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[23]
+	mi := &file_meta_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1531,7 +1696,7 @@ func (x *Empty) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Empty.ProtoReflect.Descriptor instead.
 func (*Empty) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{23}
+	return file_meta_proto_rawDescGZIP(), []int{25}
 }
 
 type RenameReq struct {
@@ -1546,7 +1711,7 @@ type RenameReq struct {
 
 func (x *RenameReq) Reset() {
 	*x = RenameReq{}
-	mi := &file_meta_proto_msgTypes[24]
+	mi := &file_meta_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1558,7 +1723,7 @@ func (x *RenameReq) String() string {
 func (*RenameReq) ProtoMessage() {}
 
 func (x *RenameReq) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[24]
+	mi := &file_meta_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1571,7 +1736,7 @@ func (x *RenameReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenameReq.ProtoReflect.Descriptor instead.
 func (*RenameReq) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{24}
+	return file_meta_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RenameReq) GetUser() *User {
@@ -1615,7 +1780,7 @@ type ReadDirReq struct {
 
 func (x *ReadDirReq) Reset() {
 	*x = ReadDirReq{}
-	mi := &file_meta_proto_msgTypes[25]
+	mi := &file_meta_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1627,7 +1792,7 @@ func (x *ReadDirReq) String() string {
 func (*ReadDirReq) ProtoMessage() {}
 
 func (x *ReadDirReq) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[25]
+	mi := &file_meta_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1640,7 +1805,7 @@ func (x *ReadDirReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadDirReq.ProtoReflect.Descriptor instead.
 func (*ReadDirReq) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{25}
+	return file_meta_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ReadDirReq) GetUser() *User {
@@ -1690,7 +1855,7 @@ type DirEntry struct {
 
 func (x *DirEntry) Reset() {
 	*x = DirEntry{}
-	mi := &file_meta_proto_msgTypes[26]
+	mi := &file_meta_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1702,7 +1867,7 @@ func (x *DirEntry) String() string {
 func (*DirEntry) ProtoMessage() {}
 
 func (x *DirEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[26]
+	mi := &file_meta_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1715,7 +1880,7 @@ func (x *DirEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DirEntry.ProtoReflect.Descriptor instead.
 func (*DirEntry) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{26}
+	return file_meta_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *DirEntry) GetName() string {
@@ -1756,7 +1921,7 @@ type ReadDirResp struct {
 
 func (x *ReadDirResp) Reset() {
 	*x = ReadDirResp{}
-	mi := &file_meta_proto_msgTypes[27]
+	mi := &file_meta_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1768,7 +1933,7 @@ func (x *ReadDirResp) String() string {
 func (*ReadDirResp) ProtoMessage() {}
 
 func (x *ReadDirResp) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[27]
+	mi := &file_meta_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1781,7 +1946,7 @@ func (x *ReadDirResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadDirResp.ProtoReflect.Descriptor instead.
 func (*ReadDirResp) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{27}
+	return file_meta_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ReadDirResp) GetEntries() []*DirEntry {
@@ -1805,18 +1970,20 @@ type SetAttrReq struct {
 	Mode          *uint32                `protobuf:"varint,3,opt,name=mode,proto3,oneof" json:"mode,omitempty"`
 	Uid           *uint32                `protobuf:"varint,4,opt,name=uid,proto3,oneof" json:"uid,omitempty"`
 	Gid           *uint32                `protobuf:"varint,5,opt,name=gid,proto3,oneof" json:"gid,omitempty"`
-	AtimeNs       *int64                 `protobuf:"varint,6,opt,name=atime_ns,json=atimeNs,proto3,oneof" json:"atime_ns,omitempty"`
-	MtimeNs       *int64                 `protobuf:"varint,7,opt,name=mtime_ns,json=mtimeNs,proto3,oneof" json:"mtime_ns,omitempty"`
+	AtimeNs       *int64                 `protobuf:"varint,6,opt,name=atime_ns,json=atimeNs,proto3,oneof" json:"atime_ns,omitempty"` // deprecated: atime when set
+	MtimeNs       *int64                 `protobuf:"varint,7,opt,name=mtime_ns,json=mtimeNs,proto3,oneof" json:"mtime_ns,omitempty"` // deprecated: mtime when set
 	AtimeNow      bool                   `protobuf:"varint,8,opt,name=atime_now,json=atimeNow,proto3" json:"atime_now,omitempty"`
 	MtimeNow      bool                   `protobuf:"varint,9,opt,name=mtime_now,json=mtimeNow,proto3" json:"mtime_now,omitempty"`
 	Size          *uint64                `protobuf:"varint,10,opt,name=size,proto3,oneof" json:"size,omitempty"`
+	Atime         *Timespec              `protobuf:"bytes,11,opt,name=atime,proto3" json:"atime,omitempty"`
+	Mtime         *Timespec              `protobuf:"bytes,12,opt,name=mtime,proto3" json:"mtime,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SetAttrReq) Reset() {
 	*x = SetAttrReq{}
-	mi := &file_meta_proto_msgTypes[28]
+	mi := &file_meta_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1828,7 +1995,7 @@ func (x *SetAttrReq) String() string {
 func (*SetAttrReq) ProtoMessage() {}
 
 func (x *SetAttrReq) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[28]
+	mi := &file_meta_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1841,7 +2008,7 @@ func (x *SetAttrReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetAttrReq.ProtoReflect.Descriptor instead.
 func (*SetAttrReq) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{28}
+	return file_meta_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *SetAttrReq) GetUser() *User {
@@ -1914,6 +2081,20 @@ func (x *SetAttrReq) GetSize() uint64 {
 	return 0
 }
 
+func (x *SetAttrReq) GetAtime() *Timespec {
+	if x != nil {
+		return x.Atime
+	}
+	return nil
+}
+
+func (x *SetAttrReq) GetMtime() *Timespec {
+	if x != nil {
+		return x.Mtime
+	}
+	return nil
+}
+
 type SetDirLayoutReq struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	User          *User                  `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
@@ -1925,7 +2106,7 @@ type SetDirLayoutReq struct {
 
 func (x *SetDirLayoutReq) Reset() {
 	*x = SetDirLayoutReq{}
-	mi := &file_meta_proto_msgTypes[29]
+	mi := &file_meta_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1937,7 +2118,7 @@ func (x *SetDirLayoutReq) String() string {
 func (*SetDirLayoutReq) ProtoMessage() {}
 
 func (x *SetDirLayoutReq) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[29]
+	mi := &file_meta_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1950,7 +2131,7 @@ func (x *SetDirLayoutReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetDirLayoutReq.ProtoReflect.Descriptor instead.
 func (*SetDirLayoutReq) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{29}
+	return file_meta_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SetDirLayoutReq) GetUser() *User {
@@ -1987,7 +2168,7 @@ type XattrReq struct {
 
 func (x *XattrReq) Reset() {
 	*x = XattrReq{}
-	mi := &file_meta_proto_msgTypes[30]
+	mi := &file_meta_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1999,7 +2180,7 @@ func (x *XattrReq) String() string {
 func (*XattrReq) ProtoMessage() {}
 
 func (x *XattrReq) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[30]
+	mi := &file_meta_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2012,7 +2193,7 @@ func (x *XattrReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use XattrReq.ProtoReflect.Descriptor instead.
 func (*XattrReq) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{30}
+	return file_meta_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *XattrReq) GetUser() *User {
@@ -2060,7 +2241,7 @@ type XattrResp struct {
 
 func (x *XattrResp) Reset() {
 	*x = XattrResp{}
-	mi := &file_meta_proto_msgTypes[31]
+	mi := &file_meta_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2072,7 +2253,7 @@ func (x *XattrResp) String() string {
 func (*XattrResp) ProtoMessage() {}
 
 func (x *XattrResp) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[31]
+	mi := &file_meta_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2085,7 +2266,7 @@ func (x *XattrResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use XattrResp.ProtoReflect.Descriptor instead.
 func (*XattrResp) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{31}
+	return file_meta_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *XattrResp) GetValue() []byte {
@@ -2111,7 +2292,7 @@ type RenewClientReq struct {
 
 func (x *RenewClientReq) Reset() {
 	*x = RenewClientReq{}
-	mi := &file_meta_proto_msgTypes[32]
+	mi := &file_meta_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2123,7 +2304,7 @@ func (x *RenewClientReq) String() string {
 func (*RenewClientReq) ProtoMessage() {}
 
 func (x *RenewClientReq) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[32]
+	mi := &file_meta_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2136,7 +2317,7 @@ func (x *RenewClientReq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewClientReq.ProtoReflect.Descriptor instead.
 func (*RenewClientReq) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{32}
+	return file_meta_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RenewClientReq) GetClientId() string {
@@ -2155,7 +2336,7 @@ type RenewClientResp struct {
 
 func (x *RenewClientResp) Reset() {
 	*x = RenewClientResp{}
-	mi := &file_meta_proto_msgTypes[33]
+	mi := &file_meta_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2167,7 +2348,7 @@ func (x *RenewClientResp) String() string {
 func (*RenewClientResp) ProtoMessage() {}
 
 func (x *RenewClientResp) ProtoReflect() protoreflect.Message {
-	mi := &file_meta_proto_msgTypes[33]
+	mi := &file_meta_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2180,7 +2361,7 @@ func (x *RenewClientResp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewClientResp.ProtoReflect.Descriptor instead.
 func (*RenewClientResp) Descriptor() ([]byte, []int) {
-	return file_meta_proto_rawDescGZIP(), []int{33}
+	return file_meta_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RenewClientResp) GetExpiresUnixNs() int64 {
@@ -2213,7 +2394,10 @@ const file_meta_proto_rawDesc = "" +
 	"stripeSize\x12\x1f\n" +
 	"\vchain_begin\x18\x04 \x01(\rR\n" +
 	"chainBegin\x12\x12\n" +
-	"\x04seed\x18\x05 \x01(\x04R\x04seed\"\xdb\x02\n" +
+	"\x04seed\x18\x05 \x01(\x04R\x04seed\"0\n" +
+	"\bTimespec\x12\x10\n" +
+	"\x03sec\x18\x01 \x01(\x03R\x03sec\x12\x12\n" +
+	"\x04nsec\x18\x02 \x01(\rR\x04nsec\"\x82\x04\n" +
 	"\x05Inode\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\rR\x04type\x12\x12\n" +
@@ -2229,7 +2413,11 @@ const file_meta_proto_rawDesc = "" +
 	"\x06parent\x18\v \x01(\x04R\x06parent\x12/\n" +
 	"\x06layout\x18\f \x01(\v2\x17.emberfs.meta.v1.LayoutR\x06layout\x12\x16\n" +
 	"\x06target\x18\r \x01(\tR\x06target\x12\x1a\n" +
-	"\bdetached\x18\x0e \x01(\bR\bdetached\"\v\n" +
+	"\bdetached\x18\x0e \x01(\bR\bdetached\x12\x12\n" +
+	"\x04rdev\x18\x0f \x01(\rR\x04rdev\x12/\n" +
+	"\x05atime\x18\x10 \x01(\v2\x19.emberfs.meta.v1.TimespecR\x05atime\x12/\n" +
+	"\x05mtime\x18\x11 \x01(\v2\x19.emberfs.meta.v1.TimespecR\x05mtime\x12/\n" +
+	"\x05ctime\x18\x12 \x01(\v2\x19.emberfs.meta.v1.TimespecR\x05ctime\"\v\n" +
 	"\tStatFSReq\"g\n" +
 	"\n" +
 	"StatFSResp\x12\x1a\n" +
@@ -2298,7 +2486,13 @@ const file_meta_proto_rawDesc = "" +
 	"\x04path\x18\x02 \x01(\v2\x17.emberfs.meta.v1.PathAtR\x04path\x12\x16\n" +
 	"\x06target\x18\x03 \x01(\tR\x06target\"&\n" +
 	"\fReadlinkResp\x12\x16\n" +
-	"\x06target\x18\x01 \x01(\tR\x06target\"\x9c\x01\n" +
+	"\x06target\x18\x01 \x01(\tR\x06target\"\x9e\x01\n" +
+	"\bMknodReq\x12)\n" +
+	"\x04user\x18\x01 \x01(\v2\x15.emberfs.meta.v1.UserR\x04user\x12+\n" +
+	"\x04path\x18\x02 \x01(\v2\x17.emberfs.meta.v1.PathAtR\x04path\x12\x12\n" +
+	"\x04type\x18\x03 \x01(\rR\x04type\x12\x12\n" +
+	"\x04mode\x18\x04 \x01(\rR\x04mode\x12\x12\n" +
+	"\x04rdev\x18\x05 \x01(\rR\x04rdev\"\x9c\x01\n" +
 	"\aLinkReq\x12)\n" +
 	"\x04user\x18\x01 \x01(\v2\x15.emberfs.meta.v1.UserR\x04user\x122\n" +
 	"\bold_path\x18\x02 \x01(\v2\x17.emberfs.meta.v1.PathAtR\aoldPath\x122\n" +
@@ -2326,7 +2520,7 @@ const file_meta_proto_rawDesc = "" +
 	"\x05inode\x18\x04 \x01(\v2\x16.emberfs.meta.v1.InodeR\x05inode\"V\n" +
 	"\vReadDirResp\x123\n" +
 	"\aentries\x18\x01 \x03(\v2\x19.emberfs.meta.v1.DirEntryR\aentries\x12\x12\n" +
-	"\x04more\x18\x02 \x01(\bR\x04more\"\xfa\x02\n" +
+	"\x04more\x18\x02 \x01(\bR\x04more\"\xdc\x03\n" +
 	"\n" +
 	"SetAttrReq\x12)\n" +
 	"\x04user\x18\x01 \x01(\v2\x15.emberfs.meta.v1.UserR\x04user\x12+\n" +
@@ -2339,7 +2533,9 @@ const file_meta_proto_rawDesc = "" +
 	"\tatime_now\x18\b \x01(\bR\batimeNow\x12\x1b\n" +
 	"\tmtime_now\x18\t \x01(\bR\bmtimeNow\x12\x17\n" +
 	"\x04size\x18\n" +
-	" \x01(\x04H\x05R\x04size\x88\x01\x01B\a\n" +
+	" \x01(\x04H\x05R\x04size\x88\x01\x01\x12/\n" +
+	"\x05atime\x18\v \x01(\v2\x19.emberfs.meta.v1.TimespecR\x05atime\x12/\n" +
+	"\x05mtime\x18\f \x01(\v2\x19.emberfs.meta.v1.TimespecR\x05mtimeB\a\n" +
 	"\x05_modeB\x06\n" +
 	"\x04_uidB\x06\n" +
 	"\x04_gidB\v\n" +
@@ -2362,7 +2558,7 @@ const file_meta_proto_rawDesc = "" +
 	"\x0eRenewClientReq\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\tR\bclientId\"9\n" +
 	"\x0fRenewClientResp\x12&\n" +
-	"\x0fexpires_unix_ns\x18\x01 \x01(\x03R\rexpiresUnixNs2\x9b\r\n" +
+	"\x0fexpires_unix_ns\x18\x01 \x01(\x03R\rexpiresUnixNs2\xdb\r\n" +
 	"\x04Meta\x12A\n" +
 	"\x06StatFS\x12\x1a.emberfs.meta.v1.StatFSReq\x1a\x1b.emberfs.meta.v1.StatFSResp\x12<\n" +
 	"\x04Stat\x12\x18.emberfs.meta.v1.StatReq\x1a\x1a.emberfs.meta.v1.InodeResp\x12J\n" +
@@ -2375,7 +2571,8 @@ const file_meta_proto_rawDesc = "" +
 	"\x05Fsync\x12\x19.emberfs.meta.v1.FsyncReq\x1a\x1a.emberfs.meta.v1.InodeResp\x12>\n" +
 	"\x05Mkdir\x12\x19.emberfs.meta.v1.MkdirReq\x1a\x1a.emberfs.meta.v1.InodeResp\x12B\n" +
 	"\aSymlink\x12\x1b.emberfs.meta.v1.SymlinkReq\x1a\x1a.emberfs.meta.v1.InodeResp\x12C\n" +
-	"\bReadlink\x12\x18.emberfs.meta.v1.PathReq\x1a\x1d.emberfs.meta.v1.ReadlinkResp\x12<\n" +
+	"\bReadlink\x12\x18.emberfs.meta.v1.PathReq\x1a\x1d.emberfs.meta.v1.ReadlinkResp\x12>\n" +
+	"\x05Mknod\x12\x19.emberfs.meta.v1.MknodReq\x1a\x1a.emberfs.meta.v1.InodeResp\x12<\n" +
 	"\x04Link\x12\x18.emberfs.meta.v1.LinkReq\x1a\x1a.emberfs.meta.v1.InodeResp\x12:\n" +
 	"\x06Unlink\x12\x18.emberfs.meta.v1.PathReq\x1a\x16.emberfs.meta.v1.Empty\x129\n" +
 	"\x05Rmdir\x12\x18.emberfs.meta.v1.PathReq\x1a\x16.emberfs.meta.v1.Empty\x12=\n" +
@@ -2402,139 +2599,150 @@ func file_meta_proto_rawDescGZIP() []byte {
 	return file_meta_proto_rawDescData
 }
 
-var file_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_meta_proto_goTypes = []any{
 	(*User)(nil),               // 0: emberfs.meta.v1.User
 	(*PathAt)(nil),             // 1: emberfs.meta.v1.PathAt
 	(*Layout)(nil),             // 2: emberfs.meta.v1.Layout
-	(*Inode)(nil),              // 3: emberfs.meta.v1.Inode
-	(*StatFSReq)(nil),          // 4: emberfs.meta.v1.StatFSReq
-	(*StatFSResp)(nil),         // 5: emberfs.meta.v1.StatFSResp
-	(*StatReq)(nil),            // 6: emberfs.meta.v1.StatReq
-	(*InodeResp)(nil),          // 7: emberfs.meta.v1.InodeResp
-	(*BatchStatReq)(nil),       // 8: emberfs.meta.v1.BatchStatReq
-	(*BatchStatResp)(nil),      // 9: emberfs.meta.v1.BatchStatResp
-	(*BatchStatPathsReq)(nil),  // 10: emberfs.meta.v1.BatchStatPathsReq
-	(*BatchStatPathsResp)(nil), // 11: emberfs.meta.v1.BatchStatPathsResp
-	(*LookupReq)(nil),          // 12: emberfs.meta.v1.LookupReq
-	(*CreateReq)(nil),          // 13: emberfs.meta.v1.CreateReq
-	(*OpenReq)(nil),            // 14: emberfs.meta.v1.OpenReq
-	(*OpenResp)(nil),           // 15: emberfs.meta.v1.OpenResp
-	(*CloseReq)(nil),           // 16: emberfs.meta.v1.CloseReq
-	(*FsyncReq)(nil),           // 17: emberfs.meta.v1.FsyncReq
-	(*MkdirReq)(nil),           // 18: emberfs.meta.v1.MkdirReq
-	(*SymlinkReq)(nil),         // 19: emberfs.meta.v1.SymlinkReq
-	(*ReadlinkResp)(nil),       // 20: emberfs.meta.v1.ReadlinkResp
-	(*LinkReq)(nil),            // 21: emberfs.meta.v1.LinkReq
-	(*PathReq)(nil),            // 22: emberfs.meta.v1.PathReq
-	(*Empty)(nil),              // 23: emberfs.meta.v1.Empty
-	(*RenameReq)(nil),          // 24: emberfs.meta.v1.RenameReq
-	(*ReadDirReq)(nil),         // 25: emberfs.meta.v1.ReadDirReq
-	(*DirEntry)(nil),           // 26: emberfs.meta.v1.DirEntry
-	(*ReadDirResp)(nil),        // 27: emberfs.meta.v1.ReadDirResp
-	(*SetAttrReq)(nil),         // 28: emberfs.meta.v1.SetAttrReq
-	(*SetDirLayoutReq)(nil),    // 29: emberfs.meta.v1.SetDirLayoutReq
-	(*XattrReq)(nil),           // 30: emberfs.meta.v1.XattrReq
-	(*XattrResp)(nil),          // 31: emberfs.meta.v1.XattrResp
-	(*RenewClientReq)(nil),     // 32: emberfs.meta.v1.RenewClientReq
-	(*RenewClientResp)(nil),    // 33: emberfs.meta.v1.RenewClientResp
+	(*Timespec)(nil),           // 3: emberfs.meta.v1.Timespec
+	(*Inode)(nil),              // 4: emberfs.meta.v1.Inode
+	(*StatFSReq)(nil),          // 5: emberfs.meta.v1.StatFSReq
+	(*StatFSResp)(nil),         // 6: emberfs.meta.v1.StatFSResp
+	(*StatReq)(nil),            // 7: emberfs.meta.v1.StatReq
+	(*InodeResp)(nil),          // 8: emberfs.meta.v1.InodeResp
+	(*BatchStatReq)(nil),       // 9: emberfs.meta.v1.BatchStatReq
+	(*BatchStatResp)(nil),      // 10: emberfs.meta.v1.BatchStatResp
+	(*BatchStatPathsReq)(nil),  // 11: emberfs.meta.v1.BatchStatPathsReq
+	(*BatchStatPathsResp)(nil), // 12: emberfs.meta.v1.BatchStatPathsResp
+	(*LookupReq)(nil),          // 13: emberfs.meta.v1.LookupReq
+	(*CreateReq)(nil),          // 14: emberfs.meta.v1.CreateReq
+	(*OpenReq)(nil),            // 15: emberfs.meta.v1.OpenReq
+	(*OpenResp)(nil),           // 16: emberfs.meta.v1.OpenResp
+	(*CloseReq)(nil),           // 17: emberfs.meta.v1.CloseReq
+	(*FsyncReq)(nil),           // 18: emberfs.meta.v1.FsyncReq
+	(*MkdirReq)(nil),           // 19: emberfs.meta.v1.MkdirReq
+	(*SymlinkReq)(nil),         // 20: emberfs.meta.v1.SymlinkReq
+	(*ReadlinkResp)(nil),       // 21: emberfs.meta.v1.ReadlinkResp
+	(*MknodReq)(nil),           // 22: emberfs.meta.v1.MknodReq
+	(*LinkReq)(nil),            // 23: emberfs.meta.v1.LinkReq
+	(*PathReq)(nil),            // 24: emberfs.meta.v1.PathReq
+	(*Empty)(nil),              // 25: emberfs.meta.v1.Empty
+	(*RenameReq)(nil),          // 26: emberfs.meta.v1.RenameReq
+	(*ReadDirReq)(nil),         // 27: emberfs.meta.v1.ReadDirReq
+	(*DirEntry)(nil),           // 28: emberfs.meta.v1.DirEntry
+	(*ReadDirResp)(nil),        // 29: emberfs.meta.v1.ReadDirResp
+	(*SetAttrReq)(nil),         // 30: emberfs.meta.v1.SetAttrReq
+	(*SetDirLayoutReq)(nil),    // 31: emberfs.meta.v1.SetDirLayoutReq
+	(*XattrReq)(nil),           // 32: emberfs.meta.v1.XattrReq
+	(*XattrResp)(nil),          // 33: emberfs.meta.v1.XattrResp
+	(*RenewClientReq)(nil),     // 34: emberfs.meta.v1.RenewClientReq
+	(*RenewClientResp)(nil),    // 35: emberfs.meta.v1.RenewClientResp
 }
 var file_meta_proto_depIdxs = []int32{
 	2,  // 0: emberfs.meta.v1.Inode.layout:type_name -> emberfs.meta.v1.Layout
-	0,  // 1: emberfs.meta.v1.StatReq.user:type_name -> emberfs.meta.v1.User
-	1,  // 2: emberfs.meta.v1.StatReq.path:type_name -> emberfs.meta.v1.PathAt
-	3,  // 3: emberfs.meta.v1.InodeResp.inode:type_name -> emberfs.meta.v1.Inode
-	3,  // 4: emberfs.meta.v1.BatchStatResp.inodes:type_name -> emberfs.meta.v1.Inode
-	0,  // 5: emberfs.meta.v1.BatchStatPathsReq.user:type_name -> emberfs.meta.v1.User
-	1,  // 6: emberfs.meta.v1.BatchStatPathsReq.paths:type_name -> emberfs.meta.v1.PathAt
-	3,  // 7: emberfs.meta.v1.BatchStatPathsResp.inodes:type_name -> emberfs.meta.v1.Inode
-	0,  // 8: emberfs.meta.v1.LookupReq.user:type_name -> emberfs.meta.v1.User
-	0,  // 9: emberfs.meta.v1.CreateReq.user:type_name -> emberfs.meta.v1.User
-	1,  // 10: emberfs.meta.v1.CreateReq.path:type_name -> emberfs.meta.v1.PathAt
-	2,  // 11: emberfs.meta.v1.CreateReq.layout:type_name -> emberfs.meta.v1.Layout
-	0,  // 12: emberfs.meta.v1.OpenReq.user:type_name -> emberfs.meta.v1.User
-	1,  // 13: emberfs.meta.v1.OpenReq.path:type_name -> emberfs.meta.v1.PathAt
-	3,  // 14: emberfs.meta.v1.OpenResp.inode:type_name -> emberfs.meta.v1.Inode
-	0,  // 15: emberfs.meta.v1.CloseReq.user:type_name -> emberfs.meta.v1.User
-	0,  // 16: emberfs.meta.v1.FsyncReq.user:type_name -> emberfs.meta.v1.User
-	0,  // 17: emberfs.meta.v1.MkdirReq.user:type_name -> emberfs.meta.v1.User
-	1,  // 18: emberfs.meta.v1.MkdirReq.path:type_name -> emberfs.meta.v1.PathAt
-	0,  // 19: emberfs.meta.v1.SymlinkReq.user:type_name -> emberfs.meta.v1.User
-	1,  // 20: emberfs.meta.v1.SymlinkReq.path:type_name -> emberfs.meta.v1.PathAt
-	0,  // 21: emberfs.meta.v1.LinkReq.user:type_name -> emberfs.meta.v1.User
-	1,  // 22: emberfs.meta.v1.LinkReq.old_path:type_name -> emberfs.meta.v1.PathAt
-	1,  // 23: emberfs.meta.v1.LinkReq.new_path:type_name -> emberfs.meta.v1.PathAt
-	0,  // 24: emberfs.meta.v1.PathReq.user:type_name -> emberfs.meta.v1.User
-	1,  // 25: emberfs.meta.v1.PathReq.path:type_name -> emberfs.meta.v1.PathAt
-	0,  // 26: emberfs.meta.v1.RenameReq.user:type_name -> emberfs.meta.v1.User
-	1,  // 27: emberfs.meta.v1.RenameReq.src:type_name -> emberfs.meta.v1.PathAt
-	1,  // 28: emberfs.meta.v1.RenameReq.dst:type_name -> emberfs.meta.v1.PathAt
-	0,  // 29: emberfs.meta.v1.ReadDirReq.user:type_name -> emberfs.meta.v1.User
-	1,  // 30: emberfs.meta.v1.ReadDirReq.path:type_name -> emberfs.meta.v1.PathAt
-	3,  // 31: emberfs.meta.v1.DirEntry.inode:type_name -> emberfs.meta.v1.Inode
-	26, // 32: emberfs.meta.v1.ReadDirResp.entries:type_name -> emberfs.meta.v1.DirEntry
-	0,  // 33: emberfs.meta.v1.SetAttrReq.user:type_name -> emberfs.meta.v1.User
-	1,  // 34: emberfs.meta.v1.SetAttrReq.path:type_name -> emberfs.meta.v1.PathAt
-	0,  // 35: emberfs.meta.v1.SetDirLayoutReq.user:type_name -> emberfs.meta.v1.User
-	1,  // 36: emberfs.meta.v1.SetDirLayoutReq.path:type_name -> emberfs.meta.v1.PathAt
-	2,  // 37: emberfs.meta.v1.SetDirLayoutReq.layout:type_name -> emberfs.meta.v1.Layout
-	0,  // 38: emberfs.meta.v1.XattrReq.user:type_name -> emberfs.meta.v1.User
-	1,  // 39: emberfs.meta.v1.XattrReq.path:type_name -> emberfs.meta.v1.PathAt
-	4,  // 40: emberfs.meta.v1.Meta.StatFS:input_type -> emberfs.meta.v1.StatFSReq
-	6,  // 41: emberfs.meta.v1.Meta.Stat:input_type -> emberfs.meta.v1.StatReq
-	8,  // 42: emberfs.meta.v1.Meta.BatchStat:input_type -> emberfs.meta.v1.BatchStatReq
-	10, // 43: emberfs.meta.v1.Meta.BatchStatPaths:input_type -> emberfs.meta.v1.BatchStatPathsReq
-	12, // 44: emberfs.meta.v1.Meta.Lookup:input_type -> emberfs.meta.v1.LookupReq
-	13, // 45: emberfs.meta.v1.Meta.Create:input_type -> emberfs.meta.v1.CreateReq
-	14, // 46: emberfs.meta.v1.Meta.Open:input_type -> emberfs.meta.v1.OpenReq
-	16, // 47: emberfs.meta.v1.Meta.Close:input_type -> emberfs.meta.v1.CloseReq
-	17, // 48: emberfs.meta.v1.Meta.Fsync:input_type -> emberfs.meta.v1.FsyncReq
-	18, // 49: emberfs.meta.v1.Meta.Mkdir:input_type -> emberfs.meta.v1.MkdirReq
-	19, // 50: emberfs.meta.v1.Meta.Symlink:input_type -> emberfs.meta.v1.SymlinkReq
-	22, // 51: emberfs.meta.v1.Meta.Readlink:input_type -> emberfs.meta.v1.PathReq
-	21, // 52: emberfs.meta.v1.Meta.Link:input_type -> emberfs.meta.v1.LinkReq
-	22, // 53: emberfs.meta.v1.Meta.Unlink:input_type -> emberfs.meta.v1.PathReq
-	22, // 54: emberfs.meta.v1.Meta.Rmdir:input_type -> emberfs.meta.v1.PathReq
-	22, // 55: emberfs.meta.v1.Meta.RemoveAll:input_type -> emberfs.meta.v1.PathReq
-	24, // 56: emberfs.meta.v1.Meta.Rename:input_type -> emberfs.meta.v1.RenameReq
-	25, // 57: emberfs.meta.v1.Meta.ReadDir:input_type -> emberfs.meta.v1.ReadDirReq
-	28, // 58: emberfs.meta.v1.Meta.SetAttr:input_type -> emberfs.meta.v1.SetAttrReq
-	29, // 59: emberfs.meta.v1.Meta.SetDirLayout:input_type -> emberfs.meta.v1.SetDirLayoutReq
-	30, // 60: emberfs.meta.v1.Meta.GetXattr:input_type -> emberfs.meta.v1.XattrReq
-	30, // 61: emberfs.meta.v1.Meta.SetXattr:input_type -> emberfs.meta.v1.XattrReq
-	30, // 62: emberfs.meta.v1.Meta.ListXattr:input_type -> emberfs.meta.v1.XattrReq
-	30, // 63: emberfs.meta.v1.Meta.RemoveXattr:input_type -> emberfs.meta.v1.XattrReq
-	32, // 64: emberfs.meta.v1.Meta.RenewClient:input_type -> emberfs.meta.v1.RenewClientReq
-	5,  // 65: emberfs.meta.v1.Meta.StatFS:output_type -> emberfs.meta.v1.StatFSResp
-	7,  // 66: emberfs.meta.v1.Meta.Stat:output_type -> emberfs.meta.v1.InodeResp
-	9,  // 67: emberfs.meta.v1.Meta.BatchStat:output_type -> emberfs.meta.v1.BatchStatResp
-	11, // 68: emberfs.meta.v1.Meta.BatchStatPaths:output_type -> emberfs.meta.v1.BatchStatPathsResp
-	7,  // 69: emberfs.meta.v1.Meta.Lookup:output_type -> emberfs.meta.v1.InodeResp
-	15, // 70: emberfs.meta.v1.Meta.Create:output_type -> emberfs.meta.v1.OpenResp
-	15, // 71: emberfs.meta.v1.Meta.Open:output_type -> emberfs.meta.v1.OpenResp
-	7,  // 72: emberfs.meta.v1.Meta.Close:output_type -> emberfs.meta.v1.InodeResp
-	7,  // 73: emberfs.meta.v1.Meta.Fsync:output_type -> emberfs.meta.v1.InodeResp
-	7,  // 74: emberfs.meta.v1.Meta.Mkdir:output_type -> emberfs.meta.v1.InodeResp
-	7,  // 75: emberfs.meta.v1.Meta.Symlink:output_type -> emberfs.meta.v1.InodeResp
-	20, // 76: emberfs.meta.v1.Meta.Readlink:output_type -> emberfs.meta.v1.ReadlinkResp
-	7,  // 77: emberfs.meta.v1.Meta.Link:output_type -> emberfs.meta.v1.InodeResp
-	23, // 78: emberfs.meta.v1.Meta.Unlink:output_type -> emberfs.meta.v1.Empty
-	23, // 79: emberfs.meta.v1.Meta.Rmdir:output_type -> emberfs.meta.v1.Empty
-	23, // 80: emberfs.meta.v1.Meta.RemoveAll:output_type -> emberfs.meta.v1.Empty
-	23, // 81: emberfs.meta.v1.Meta.Rename:output_type -> emberfs.meta.v1.Empty
-	27, // 82: emberfs.meta.v1.Meta.ReadDir:output_type -> emberfs.meta.v1.ReadDirResp
-	7,  // 83: emberfs.meta.v1.Meta.SetAttr:output_type -> emberfs.meta.v1.InodeResp
-	7,  // 84: emberfs.meta.v1.Meta.SetDirLayout:output_type -> emberfs.meta.v1.InodeResp
-	31, // 85: emberfs.meta.v1.Meta.GetXattr:output_type -> emberfs.meta.v1.XattrResp
-	23, // 86: emberfs.meta.v1.Meta.SetXattr:output_type -> emberfs.meta.v1.Empty
-	31, // 87: emberfs.meta.v1.Meta.ListXattr:output_type -> emberfs.meta.v1.XattrResp
-	23, // 88: emberfs.meta.v1.Meta.RemoveXattr:output_type -> emberfs.meta.v1.Empty
-	33, // 89: emberfs.meta.v1.Meta.RenewClient:output_type -> emberfs.meta.v1.RenewClientResp
-	65, // [65:90] is the sub-list for method output_type
-	40, // [40:65] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	3,  // 1: emberfs.meta.v1.Inode.atime:type_name -> emberfs.meta.v1.Timespec
+	3,  // 2: emberfs.meta.v1.Inode.mtime:type_name -> emberfs.meta.v1.Timespec
+	3,  // 3: emberfs.meta.v1.Inode.ctime:type_name -> emberfs.meta.v1.Timespec
+	0,  // 4: emberfs.meta.v1.StatReq.user:type_name -> emberfs.meta.v1.User
+	1,  // 5: emberfs.meta.v1.StatReq.path:type_name -> emberfs.meta.v1.PathAt
+	4,  // 6: emberfs.meta.v1.InodeResp.inode:type_name -> emberfs.meta.v1.Inode
+	4,  // 7: emberfs.meta.v1.BatchStatResp.inodes:type_name -> emberfs.meta.v1.Inode
+	0,  // 8: emberfs.meta.v1.BatchStatPathsReq.user:type_name -> emberfs.meta.v1.User
+	1,  // 9: emberfs.meta.v1.BatchStatPathsReq.paths:type_name -> emberfs.meta.v1.PathAt
+	4,  // 10: emberfs.meta.v1.BatchStatPathsResp.inodes:type_name -> emberfs.meta.v1.Inode
+	0,  // 11: emberfs.meta.v1.LookupReq.user:type_name -> emberfs.meta.v1.User
+	0,  // 12: emberfs.meta.v1.CreateReq.user:type_name -> emberfs.meta.v1.User
+	1,  // 13: emberfs.meta.v1.CreateReq.path:type_name -> emberfs.meta.v1.PathAt
+	2,  // 14: emberfs.meta.v1.CreateReq.layout:type_name -> emberfs.meta.v1.Layout
+	0,  // 15: emberfs.meta.v1.OpenReq.user:type_name -> emberfs.meta.v1.User
+	1,  // 16: emberfs.meta.v1.OpenReq.path:type_name -> emberfs.meta.v1.PathAt
+	4,  // 17: emberfs.meta.v1.OpenResp.inode:type_name -> emberfs.meta.v1.Inode
+	0,  // 18: emberfs.meta.v1.CloseReq.user:type_name -> emberfs.meta.v1.User
+	0,  // 19: emberfs.meta.v1.FsyncReq.user:type_name -> emberfs.meta.v1.User
+	0,  // 20: emberfs.meta.v1.MkdirReq.user:type_name -> emberfs.meta.v1.User
+	1,  // 21: emberfs.meta.v1.MkdirReq.path:type_name -> emberfs.meta.v1.PathAt
+	0,  // 22: emberfs.meta.v1.SymlinkReq.user:type_name -> emberfs.meta.v1.User
+	1,  // 23: emberfs.meta.v1.SymlinkReq.path:type_name -> emberfs.meta.v1.PathAt
+	0,  // 24: emberfs.meta.v1.MknodReq.user:type_name -> emberfs.meta.v1.User
+	1,  // 25: emberfs.meta.v1.MknodReq.path:type_name -> emberfs.meta.v1.PathAt
+	0,  // 26: emberfs.meta.v1.LinkReq.user:type_name -> emberfs.meta.v1.User
+	1,  // 27: emberfs.meta.v1.LinkReq.old_path:type_name -> emberfs.meta.v1.PathAt
+	1,  // 28: emberfs.meta.v1.LinkReq.new_path:type_name -> emberfs.meta.v1.PathAt
+	0,  // 29: emberfs.meta.v1.PathReq.user:type_name -> emberfs.meta.v1.User
+	1,  // 30: emberfs.meta.v1.PathReq.path:type_name -> emberfs.meta.v1.PathAt
+	0,  // 31: emberfs.meta.v1.RenameReq.user:type_name -> emberfs.meta.v1.User
+	1,  // 32: emberfs.meta.v1.RenameReq.src:type_name -> emberfs.meta.v1.PathAt
+	1,  // 33: emberfs.meta.v1.RenameReq.dst:type_name -> emberfs.meta.v1.PathAt
+	0,  // 34: emberfs.meta.v1.ReadDirReq.user:type_name -> emberfs.meta.v1.User
+	1,  // 35: emberfs.meta.v1.ReadDirReq.path:type_name -> emberfs.meta.v1.PathAt
+	4,  // 36: emberfs.meta.v1.DirEntry.inode:type_name -> emberfs.meta.v1.Inode
+	28, // 37: emberfs.meta.v1.ReadDirResp.entries:type_name -> emberfs.meta.v1.DirEntry
+	0,  // 38: emberfs.meta.v1.SetAttrReq.user:type_name -> emberfs.meta.v1.User
+	1,  // 39: emberfs.meta.v1.SetAttrReq.path:type_name -> emberfs.meta.v1.PathAt
+	3,  // 40: emberfs.meta.v1.SetAttrReq.atime:type_name -> emberfs.meta.v1.Timespec
+	3,  // 41: emberfs.meta.v1.SetAttrReq.mtime:type_name -> emberfs.meta.v1.Timespec
+	0,  // 42: emberfs.meta.v1.SetDirLayoutReq.user:type_name -> emberfs.meta.v1.User
+	1,  // 43: emberfs.meta.v1.SetDirLayoutReq.path:type_name -> emberfs.meta.v1.PathAt
+	2,  // 44: emberfs.meta.v1.SetDirLayoutReq.layout:type_name -> emberfs.meta.v1.Layout
+	0,  // 45: emberfs.meta.v1.XattrReq.user:type_name -> emberfs.meta.v1.User
+	1,  // 46: emberfs.meta.v1.XattrReq.path:type_name -> emberfs.meta.v1.PathAt
+	5,  // 47: emberfs.meta.v1.Meta.StatFS:input_type -> emberfs.meta.v1.StatFSReq
+	7,  // 48: emberfs.meta.v1.Meta.Stat:input_type -> emberfs.meta.v1.StatReq
+	9,  // 49: emberfs.meta.v1.Meta.BatchStat:input_type -> emberfs.meta.v1.BatchStatReq
+	11, // 50: emberfs.meta.v1.Meta.BatchStatPaths:input_type -> emberfs.meta.v1.BatchStatPathsReq
+	13, // 51: emberfs.meta.v1.Meta.Lookup:input_type -> emberfs.meta.v1.LookupReq
+	14, // 52: emberfs.meta.v1.Meta.Create:input_type -> emberfs.meta.v1.CreateReq
+	15, // 53: emberfs.meta.v1.Meta.Open:input_type -> emberfs.meta.v1.OpenReq
+	17, // 54: emberfs.meta.v1.Meta.Close:input_type -> emberfs.meta.v1.CloseReq
+	18, // 55: emberfs.meta.v1.Meta.Fsync:input_type -> emberfs.meta.v1.FsyncReq
+	19, // 56: emberfs.meta.v1.Meta.Mkdir:input_type -> emberfs.meta.v1.MkdirReq
+	20, // 57: emberfs.meta.v1.Meta.Symlink:input_type -> emberfs.meta.v1.SymlinkReq
+	24, // 58: emberfs.meta.v1.Meta.Readlink:input_type -> emberfs.meta.v1.PathReq
+	22, // 59: emberfs.meta.v1.Meta.Mknod:input_type -> emberfs.meta.v1.MknodReq
+	23, // 60: emberfs.meta.v1.Meta.Link:input_type -> emberfs.meta.v1.LinkReq
+	24, // 61: emberfs.meta.v1.Meta.Unlink:input_type -> emberfs.meta.v1.PathReq
+	24, // 62: emberfs.meta.v1.Meta.Rmdir:input_type -> emberfs.meta.v1.PathReq
+	24, // 63: emberfs.meta.v1.Meta.RemoveAll:input_type -> emberfs.meta.v1.PathReq
+	26, // 64: emberfs.meta.v1.Meta.Rename:input_type -> emberfs.meta.v1.RenameReq
+	27, // 65: emberfs.meta.v1.Meta.ReadDir:input_type -> emberfs.meta.v1.ReadDirReq
+	30, // 66: emberfs.meta.v1.Meta.SetAttr:input_type -> emberfs.meta.v1.SetAttrReq
+	31, // 67: emberfs.meta.v1.Meta.SetDirLayout:input_type -> emberfs.meta.v1.SetDirLayoutReq
+	32, // 68: emberfs.meta.v1.Meta.GetXattr:input_type -> emberfs.meta.v1.XattrReq
+	32, // 69: emberfs.meta.v1.Meta.SetXattr:input_type -> emberfs.meta.v1.XattrReq
+	32, // 70: emberfs.meta.v1.Meta.ListXattr:input_type -> emberfs.meta.v1.XattrReq
+	32, // 71: emberfs.meta.v1.Meta.RemoveXattr:input_type -> emberfs.meta.v1.XattrReq
+	34, // 72: emberfs.meta.v1.Meta.RenewClient:input_type -> emberfs.meta.v1.RenewClientReq
+	6,  // 73: emberfs.meta.v1.Meta.StatFS:output_type -> emberfs.meta.v1.StatFSResp
+	8,  // 74: emberfs.meta.v1.Meta.Stat:output_type -> emberfs.meta.v1.InodeResp
+	10, // 75: emberfs.meta.v1.Meta.BatchStat:output_type -> emberfs.meta.v1.BatchStatResp
+	12, // 76: emberfs.meta.v1.Meta.BatchStatPaths:output_type -> emberfs.meta.v1.BatchStatPathsResp
+	8,  // 77: emberfs.meta.v1.Meta.Lookup:output_type -> emberfs.meta.v1.InodeResp
+	16, // 78: emberfs.meta.v1.Meta.Create:output_type -> emberfs.meta.v1.OpenResp
+	16, // 79: emberfs.meta.v1.Meta.Open:output_type -> emberfs.meta.v1.OpenResp
+	8,  // 80: emberfs.meta.v1.Meta.Close:output_type -> emberfs.meta.v1.InodeResp
+	8,  // 81: emberfs.meta.v1.Meta.Fsync:output_type -> emberfs.meta.v1.InodeResp
+	8,  // 82: emberfs.meta.v1.Meta.Mkdir:output_type -> emberfs.meta.v1.InodeResp
+	8,  // 83: emberfs.meta.v1.Meta.Symlink:output_type -> emberfs.meta.v1.InodeResp
+	21, // 84: emberfs.meta.v1.Meta.Readlink:output_type -> emberfs.meta.v1.ReadlinkResp
+	8,  // 85: emberfs.meta.v1.Meta.Mknod:output_type -> emberfs.meta.v1.InodeResp
+	8,  // 86: emberfs.meta.v1.Meta.Link:output_type -> emberfs.meta.v1.InodeResp
+	25, // 87: emberfs.meta.v1.Meta.Unlink:output_type -> emberfs.meta.v1.Empty
+	25, // 88: emberfs.meta.v1.Meta.Rmdir:output_type -> emberfs.meta.v1.Empty
+	25, // 89: emberfs.meta.v1.Meta.RemoveAll:output_type -> emberfs.meta.v1.Empty
+	25, // 90: emberfs.meta.v1.Meta.Rename:output_type -> emberfs.meta.v1.Empty
+	29, // 91: emberfs.meta.v1.Meta.ReadDir:output_type -> emberfs.meta.v1.ReadDirResp
+	8,  // 92: emberfs.meta.v1.Meta.SetAttr:output_type -> emberfs.meta.v1.InodeResp
+	8,  // 93: emberfs.meta.v1.Meta.SetDirLayout:output_type -> emberfs.meta.v1.InodeResp
+	33, // 94: emberfs.meta.v1.Meta.GetXattr:output_type -> emberfs.meta.v1.XattrResp
+	25, // 95: emberfs.meta.v1.Meta.SetXattr:output_type -> emberfs.meta.v1.Empty
+	33, // 96: emberfs.meta.v1.Meta.ListXattr:output_type -> emberfs.meta.v1.XattrResp
+	25, // 97: emberfs.meta.v1.Meta.RemoveXattr:output_type -> emberfs.meta.v1.Empty
+	35, // 98: emberfs.meta.v1.Meta.RenewClient:output_type -> emberfs.meta.v1.RenewClientResp
+	73, // [73:99] is the sub-list for method output_type
+	47, // [47:73] is the sub-list for method input_type
+	47, // [47:47] is the sub-list for extension type_name
+	47, // [47:47] is the sub-list for extension extendee
+	0,  // [0:47] is the sub-list for field type_name
 }
 
 func init() { file_meta_proto_init() }
@@ -2542,14 +2750,14 @@ func file_meta_proto_init() {
 	if File_meta_proto != nil {
 		return
 	}
-	file_meta_proto_msgTypes[28].OneofWrappers = []any{}
+	file_meta_proto_msgTypes[30].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meta_proto_rawDesc), len(file_meta_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   34,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

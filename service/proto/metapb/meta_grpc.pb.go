@@ -36,6 +36,7 @@ const (
 	Meta_Mkdir_FullMethodName          = "/emberfs.meta.v1.Meta/Mkdir"
 	Meta_Symlink_FullMethodName        = "/emberfs.meta.v1.Meta/Symlink"
 	Meta_Readlink_FullMethodName       = "/emberfs.meta.v1.Meta/Readlink"
+	Meta_Mknod_FullMethodName          = "/emberfs.meta.v1.Meta/Mknod"
 	Meta_Link_FullMethodName           = "/emberfs.meta.v1.Meta/Link"
 	Meta_Unlink_FullMethodName         = "/emberfs.meta.v1.Meta/Unlink"
 	Meta_Rmdir_FullMethodName          = "/emberfs.meta.v1.Meta/Rmdir"
@@ -67,6 +68,7 @@ type MetaClient interface {
 	Mkdir(ctx context.Context, in *MkdirReq, opts ...grpc.CallOption) (*InodeResp, error)
 	Symlink(ctx context.Context, in *SymlinkReq, opts ...grpc.CallOption) (*InodeResp, error)
 	Readlink(ctx context.Context, in *PathReq, opts ...grpc.CallOption) (*ReadlinkResp, error)
+	Mknod(ctx context.Context, in *MknodReq, opts ...grpc.CallOption) (*InodeResp, error)
 	Link(ctx context.Context, in *LinkReq, opts ...grpc.CallOption) (*InodeResp, error)
 	Unlink(ctx context.Context, in *PathReq, opts ...grpc.CallOption) (*Empty, error)
 	Rmdir(ctx context.Context, in *PathReq, opts ...grpc.CallOption) (*Empty, error)
@@ -204,6 +206,16 @@ func (c *metaClient) Readlink(ctx context.Context, in *PathReq, opts ...grpc.Cal
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ReadlinkResp)
 	err := c.cc.Invoke(ctx, Meta_Readlink_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *metaClient) Mknod(ctx context.Context, in *MknodReq, opts ...grpc.CallOption) (*InodeResp, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(InodeResp)
+	err := c.cc.Invoke(ctx, Meta_Mknod_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -356,6 +368,7 @@ type MetaServer interface {
 	Mkdir(context.Context, *MkdirReq) (*InodeResp, error)
 	Symlink(context.Context, *SymlinkReq) (*InodeResp, error)
 	Readlink(context.Context, *PathReq) (*ReadlinkResp, error)
+	Mknod(context.Context, *MknodReq) (*InodeResp, error)
 	Link(context.Context, *LinkReq) (*InodeResp, error)
 	Unlink(context.Context, *PathReq) (*Empty, error)
 	Rmdir(context.Context, *PathReq) (*Empty, error)
@@ -414,6 +427,9 @@ func (UnimplementedMetaServer) Symlink(context.Context, *SymlinkReq) (*InodeResp
 }
 func (UnimplementedMetaServer) Readlink(context.Context, *PathReq) (*ReadlinkResp, error) {
 	return nil, status.Error(codes.Unimplemented, "method Readlink not implemented")
+}
+func (UnimplementedMetaServer) Mknod(context.Context, *MknodReq) (*InodeResp, error) {
+	return nil, status.Error(codes.Unimplemented, "method Mknod not implemented")
 }
 func (UnimplementedMetaServer) Link(context.Context, *LinkReq) (*InodeResp, error) {
 	return nil, status.Error(codes.Unimplemented, "method Link not implemented")
@@ -687,6 +703,24 @@ func _Meta_Readlink_Handler(srv interface{}, ctx context.Context, dec func(inter
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(MetaServer).Readlink(ctx, req.(*PathReq))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Meta_Mknod_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MknodReq)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MetaServer).Mknod(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Meta_Mknod_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MetaServer).Mknod(ctx, req.(*MknodReq))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -979,6 +1013,10 @@ var Meta_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Readlink",
 			Handler:    _Meta_Readlink_Handler,
+		},
+		{
+			MethodName: "Mknod",
+			Handler:    _Meta_Mknod_Handler,
 		},
 		{
 			MethodName: "Link",
