@@ -4,12 +4,12 @@ import (
 	"context"
 	"fmt"
 	"testing"
-	"time"
 
 	"github.com/emberfs/emberfs/checkpoint"
 	"github.com/emberfs/emberfs/checkpoint/ckptbench"
 	"github.com/emberfs/emberfs/client"
 	"github.com/emberfs/emberfs/internal/localcluster"
+	"github.com/emberfs/emberfs/internal/localcluster/clustertest"
 	"github.com/emberfs/emberfs/service/meta"
 )
 
@@ -17,19 +17,8 @@ import (
 // (4 MiB), so profiles show the real per-chunk and per-region costs.
 func benchCluster(b *testing.B) *checkpoint.Store {
 	b.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	c, err := localcluster.Start(ctx, localcluster.Options{Dir: b.TempDir(), Storage: 3, Replicas: 1, TargetsPerNode: 2, NoSync: true})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { c.Close(context.Background()) })
-	cl, err := c.NewClient(ctx, client.Config{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { cl.Close() })
-	return checkpoint.New(cl, meta.Root, checkpoint.Options{})
+	c := clustertest.Start(b, localcluster.Options{Storage: 3, Replicas: 1, TargetsPerNode: 2})
+	return checkpoint.New(clustertest.Client(b, c, client.Config{}), meta.Root, checkpoint.Options{})
 }
 
 // benchState is the benchmark's mixed state dict (ckptbench.Sizes) of

@@ -2,9 +2,7 @@ package checkpoint_test
 
 import (
 	"context"
-	"log/slog"
 	"math/rand/v2"
-	"os"
 	"testing"
 	"time"
 
@@ -12,35 +10,16 @@ import (
 	"github.com/emberfs/emberfs/client"
 	"github.com/emberfs/emberfs/internal/crc32c"
 	"github.com/emberfs/emberfs/internal/localcluster"
+	"github.com/emberfs/emberfs/internal/localcluster/clustertest"
 	"github.com/emberfs/emberfs/service/meta"
 )
 
 // testChunk is small so that modest regions cross many chunks.
 const testChunk = 64 << 10
 
-func testLogger() *slog.Logger {
-	if os.Getenv("EMBERFS_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return nil
-}
-
 func startCluster(t *testing.T, replicas int) *localcluster.Cluster {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	c, err := localcluster.Start(ctx, localcluster.Options{Dir: t.TempDir(), Storage: 3, Replicas: replicas, TargetsPerNode: 2,
-		ChunkSize: testChunk, NoSync: true, Logger: testLogger(),
-		HeartbeatInterval: 100 * time.Millisecond, FailureTimeout: 600 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		c.Close(ctx)
-	})
-	return c
+	return clustertest.Start(t, localcluster.Options{Storage: 3, Replicas: replicas, TargetsPerNode: 2, ChunkSize: testChunk})
 }
 
 func newStore(t *testing.T, c *localcluster.Cluster, opts checkpoint.Options) *checkpoint.Store {
@@ -50,14 +29,7 @@ func newStore(t *testing.T, c *localcluster.Cluster, opts checkpoint.Options) *c
 
 func newStoreCfg(t *testing.T, c *localcluster.Cluster, cfg client.Config, opts checkpoint.Options) *checkpoint.Store {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cl, err := c.NewClient(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cl.Close() })
-	return checkpoint.New(cl, meta.Root, opts)
+	return checkpoint.New(clustertest.Client(t, c, cfg), meta.Root, opts)
 }
 
 func ctxT(t *testing.T) context.Context {

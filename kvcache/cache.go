@@ -18,6 +18,7 @@ import (
 	"github.com/emberfs/emberfs/internal/errcode"
 	"github.com/emberfs/emberfs/storage/kvformat"
 	"github.com/emberfs/emberfs/storage/storageclient"
+	"golang.org/x/sync/errgroup"
 )
 
 // Options configure an open Cache.
@@ -302,17 +303,15 @@ func (k *Cache) BatchPutFrom(ctx context.Context, keys, values [][]byte) []error
 		}
 		return errs
 	}
-	sem := make(chan struct{}, k.opts.BatchParallel)
-	var wg sync.WaitGroup
+	var g errgroup.Group
+	g.SetLimit(k.opts.BatchParallel)
 	for i := range keys {
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
+		g.Go(func() error {
 			errs[i] = k.PutFrom(ctx, keys[i], values[i])
-		}()
+			return nil // each key's own error is in errs
+		})
 	}
-	wg.Wait()
+	_ = g.Wait()
 	return errs
 }
 

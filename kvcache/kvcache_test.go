@@ -13,6 +13,7 @@ import (
 	"github.com/emberfs/emberfs/client"
 	"github.com/emberfs/emberfs/internal/errcode"
 	"github.com/emberfs/emberfs/internal/localcluster"
+	"github.com/emberfs/emberfs/internal/localcluster/clustertest"
 	"github.com/emberfs/emberfs/service/meta"
 	"github.com/emberfs/emberfs/storage/kvformat"
 	"github.com/emberfs/emberfs/storage/storageclient"
@@ -27,33 +28,25 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "emberfs-kvcache-test-")
+	var stop func()
+	var err error
+	cluster, stop, err = clustertest.StartMain(localcluster.Options{Storage: 3, Replicas: 3, TargetsPerNode: 2,
+		HeartbeatInterval: 100 * time.Millisecond, FailureTimeout: 600 * time.Millisecond})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	cluster, err = localcluster.Start(ctx, localcluster.Options{Dir: dir, Storage: 3, Replicas: 3, TargetsPerNode: 2,
-		NoSync: true, HeartbeatInterval: 100 * time.Millisecond, FailureTimeout: 600 * time.Millisecond})
-	if err == nil {
-		cl, err = cluster.NewClient(ctx, client.Config{})
-	}
+	cl, err = clustertest.NewClient(ctx, cluster, client.Config{})
 	cancel()
 	code := 1
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "starting the test cluster:", err)
+		fmt.Fprintln(os.Stderr, "connecting to the test cluster:", err)
 	} else {
 		code = m.Run()
-	}
-	if cl != nil {
 		cl.Close()
 	}
-	if cluster != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		cluster.Close(ctx)
-		cancel()
-	}
-	os.RemoveAll(dir)
+	stop()
 	os.Exit(code)
 }
 

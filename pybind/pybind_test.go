@@ -2,35 +2,23 @@ package pybind
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"os"
 	"syscall"
 	"testing"
-	"time"
 	"unsafe"
 
 	"github.com/emberfs/emberfs/internal/errcode"
 
 	"github.com/emberfs/emberfs/internal/localcluster"
-	"github.com/emberfs/emberfs/internal/testutil"
+	"github.com/emberfs/emberfs/internal/localcluster/clustertest"
 )
 
 // connectTestCluster starts a one-node cluster (64 KiB chunks, no fsync)
 // and returns a root client on it; both close when the test ends.
 func connectTestCluster(t *testing.T) *Client {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
-	defer cancel()
-	lc, err := localcluster.Start(ctx, localcluster.Options{Dir: t.TempDir(), Storage: 1, Replicas: 1, TargetsPerNode: 1,
-		ChunkSize: 1 << 16, NoSync: true, Logger: testutil.Logger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { lc.Close(context.Background()) })
-	if err := lc.WaitHealthy(ctx, 1); err != nil {
-		t.Fatal(err)
-	}
+	lc := clustertest.Start(t, localcluster.Options{Storage: 1, Replicas: 1, TargetsPerNode: 1, ChunkSize: 1 << 16})
 	var e Err
 	c := Connect(lc.MgmtdAddr(), lc.Token(), &e)
 	if err := e.err(); err != nil {

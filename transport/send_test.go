@@ -5,18 +5,9 @@ import (
 	"encoding/binary"
 	"io"
 	"testing"
-	"time"
-)
 
-// waitFor polls cond (the server's internal state) for up to 10 s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
-}
+	"github.com/emberfs/emberfs/internal/testutil"
+)
 
 // Responses that are ready while the connection's writer is busy leave
 // together: with a 16 MiB response stuck on a client that does not read,
@@ -26,7 +17,7 @@ func TestResponsesCoalesce(t *testing.T) {
 	ts := startTestServer(t, ServerConfig{})
 	nc := rawHandshake(t, ts.Addr())
 	var sc *serverConn
-	waitFor(t, "the connection", func() bool {
+	testutil.WaitUntil(t, "the connection", func() bool {
 		ts.mu.Lock()
 		defer ts.mu.Unlock()
 		for c := range ts.conns {
@@ -50,7 +41,7 @@ func TestResponsesCoalesce(t *testing.T) {
 	// stalls, and this write would then wait for nothing.
 	bigSent := make(chan error, 1)
 	go func() { bigSent <- send(1, nil, big) }()
-	waitFor(t, "the big response to stall the writer", func() bool {
+	testutil.WaitUntil(t, "the big response to stall the writer", func() bool {
 		w, q := queue()
 		return w && q == 0 && ts.Stats().Frames == 2 // the handshake, then the big one being written
 	})
@@ -65,7 +56,7 @@ func TestResponsesCoalesce(t *testing.T) {
 	if err := <-bigSent; err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the small responses to queue", func() bool { _, q := queue(); return q == small })
+	testutil.WaitUntil(t, "the small responses to queue", func() bool { _, q := queue(); return q == small })
 	before := ts.Stats()
 
 	seen := map[uint64]bool{}
@@ -96,7 +87,7 @@ func TestResponsesCoalesce(t *testing.T) {
 		}
 		seen[h.ID] = true
 	}
-	waitFor(t, "the counters", func() bool { return ts.Stats().Frames == 2+small })
+	testutil.WaitUntil(t, "the counters", func() bool { return ts.Stats().Frames == 2+small })
 	st := ts.Stats()
 	if batches := st.WriteBatches - before.WriteBatches; batches != 1 {
 		t.Fatalf("the %d queued responses went out in %d batches, want 1 (stats %+v)", small, batches, st)

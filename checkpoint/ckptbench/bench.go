@@ -107,7 +107,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 			return Result{}, err
 		}
 		defer c.Close(context.Background())
-		addrs, token = []string{c.MgmtdAddr()}, c.Token()
+		addrs, token = c.MgmtdAddrs(), c.Token()
 	}
 	cl, err := client.New(ctx, client.Config{MgmtdAddrs: addrs, Token: token})
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/emberfs/emberfs/kvcache/kvbench"
+	"github.com/emberfs/emberfs/service/mgmtd/mgmtdclient"
 )
 
 // newBenchKVCacheCmd is `emberfs bench kvcache` (the bench parent adds it).
@@ -35,7 +36,7 @@ progress goes to stderr.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error
-			o.Mgmtd = splitAddrs(mgmtd)
+			o.Mgmtd = mgmtdclient.ParseAddrs(mgmtd)
 			if len(o.Mgmtd) > 0 && o.Token == "" {
 				return fmt.Errorf("--mgmtd given without a cluster token: pass --token or set EMBERFS_TOKEN")
 			}

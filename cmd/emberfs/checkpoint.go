@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"sort"
@@ -14,6 +13,7 @@ import (
 	"github.com/emberfs/emberfs/checkpoint/ckptbench"
 	"github.com/emberfs/emberfs/client"
 	"github.com/emberfs/emberfs/service/meta"
+	"github.com/emberfs/emberfs/service/mgmtd/mgmtdclient"
 )
 
 func init() {
@@ -24,29 +24,17 @@ func init() {
 // newCheckpointCmd is `emberfs checkpoint ls|show|rm|reclaim` over a
 // running cluster (docs/checkpoint.md).
 func newCheckpointCmd() *cobra.Command {
-	var addrs, token string
+	cf := &clusterFlags{}
 	cmd := &cobra.Command{
 		Use:   "checkpoint",
 		Short: "List, inspect, remove and reclaim checkpoints",
 		Args:  cobra.NoArgs,
 	}
-	pf := cmd.PersistentFlags()
-	pf.StringVar(&addrs, "mgmtd", os.Getenv("EMBERFS_MGMTD"), "mgmtd addresses, comma separated (default $EMBERFS_MGMTD)")
-	pf.StringVar(&token, "token", os.Getenv("EMBERFS_TOKEN"), "cluster token (default $EMBERFS_TOKEN)")
+	cf.addPersistent(cmd)
 	withStore := func(cmd *cobra.Command, fn func(ctx context.Context, s *checkpoint.Store) error) error {
-		if addrs == "" {
-			return errors.New("--mgmtd is required (or set $EMBERFS_MGMTD)")
-		}
-		if token == "" {
-			return errors.New("no cluster token: pass --token or set EMBERFS_TOKEN")
-		}
-		ctx := cmd.Context()
-		c, err := client.New(ctx, client.Config{MgmtdAddrs: splitAddrs(addrs), Token: token})
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		return fn(ctx, checkpoint.New(c, meta.Root, checkpoint.Options{}))
+		return cf.withClient(cmd, client.Config{}, func(ctx context.Context, c *client.Client) error {
+			return fn(ctx, checkpoint.New(c, meta.Root, checkpoint.Options{}))
+		})
 	}
 	cmd.AddCommand(&cobra.Command{
 		Use:   "ls DIR",
@@ -202,7 +190,7 @@ fsynced) for each --replicas value. Prints a Markdown table.`,
 				return err
 			}
 			if addrs != "" {
-				o.MgmtdAddrs, reps = splitAddrs(addrs), []int{0}
+				o.MgmtdAddrs, reps = mgmtdclient.ParseAddrs(addrs), []int{0}
 			}
 			o.Progress = cmd.ErrOrStderr()
 			out := cmd.OutOrStdout()

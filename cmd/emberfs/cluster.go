@@ -13,14 +13,16 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/emberfs/emberfs/client"
 	"github.com/emberfs/emberfs/internal/errcode"
 	"github.com/emberfs/emberfs/service/meta"
+	"github.com/emberfs/emberfs/service/mgmtd/mgmtdclient"
 )
 
-// clusterFlags is how the mount-less commands (ls, cat, cp, ...) find the
-// cluster: --mgmtd/--token, else $EMBERFS_MGMTD/$EMBERFS_TOKEN, else the
+// clusterFlags is how the commands that connect a native client without a
+// mount (ls, cat, cp, top, kvcache, checkpoint, ...) find the cluster: --mgmtd/--token, else $EMBERFS_MGMTD/$EMBERFS_TOKEN, else the
 // client config file (--config, $EMBERFS_CONFIG, or
 // ~/.config/emberfs/client.toml when it exists). See docs/cli.md.
 type clusterFlags struct {
@@ -34,8 +36,12 @@ type clientFileConfig struct {
 	Token string `toml:"token"`
 }
 
-func (f *clusterFlags) add(cmd *cobra.Command) {
-	fl := cmd.Flags()
+// add registers the flags on cmd alone; addPersistent on cmd and its
+// subcommands (kvcache, checkpoint).
+func (f *clusterFlags) add(cmd *cobra.Command)           { f.addTo(cmd.Flags()) }
+func (f *clusterFlags) addPersistent(cmd *cobra.Command) { f.addTo(cmd.PersistentFlags()) }
+
+func (f *clusterFlags) addTo(fl *pflag.FlagSet) {
 	fl.StringVar(&f.mgmtd, "mgmtd", "", "mgmtd addresses, comma separated (default $EMBERFS_MGMTD, then the config file)")
 	fl.StringVar(&f.token, "token", "", "cluster token (default $EMBERFS_TOKEN, then the config file)")
 	fl.StringVar(&f.config, "config", "", "client config file (default $EMBERFS_CONFIG, then ~/.config/emberfs/client.toml if present)")
@@ -73,14 +79,14 @@ func loadClientConfig(path string) (addrs []string, token string, err error) {
 	switch v := c.Mgmtd.(type) {
 	case nil:
 	case string:
-		addrs = splitAddrs(v)
+		addrs = mgmtdclient.ParseAddrs(v)
 	case []any:
 		for _, a := range v {
 			s, ok := a.(string)
 			if !ok {
 				return nil, "", fmt.Errorf("config %s: mgmtd holds %v, not an address string", path, a)
 			}
-			addrs = append(addrs, splitAddrs(s)...)
+			addrs = append(addrs, mgmtdclient.ParseAddrs(s)...)
 		}
 	default:
 		return nil, "", fmt.Errorf("config %s: mgmtd must be a string or a list of strings, not %T", path, v)
@@ -91,9 +97,9 @@ func loadClientConfig(path string) (addrs []string, token string, err error) {
 // resolve picks the address list and token: flags, then environment, then
 // the config file; each of the two is taken from the first place that has it.
 func (f *clusterFlags) resolve() (addrs []string, token string, err error) {
-	addrs, token = splitAddrs(f.mgmtd), f.token
+	addrs, token = mgmtdclient.ParseAddrs(f.mgmtd), f.token
 	if len(addrs) == 0 {
-		addrs = splitAddrs(os.Getenv("EMBERFS_MGMTD"))
+		addrs = mgmtdclient.ParseAddrs(os.Getenv("EMBERFS_MGMTD"))
 	}
 	if token == "" {
 		token = os.Getenv("EMBERFS_TOKEN")
@@ -131,16 +137,18 @@ func (f *clusterFlags) resolve() (addrs []string, token string, err error) {
 	return addrs, token, nil
 }
 
-// connect makes a client, failing within the connect timeout with one line
-// that says what was tried when the cluster does not answer.
-func (f *clusterFlags) connect(ctx context.Context) (*client.Client, error) {
+// connect makes a client with cfg's tunables, failing within the connect
+// timeout with one line that says what was tried when the cluster does not
+// answer.
+func (f *clusterFlags) connect(ctx context.Context, cfg client.Config) (*client.Client, error) {
 	addrs, token, err := f.resolve()
 	if err != nil {
 		return nil, err
 	}
 	cctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
-	c, err := client.New(cctx, client.Config{MgmtdAddrs: addrs, Token: token, MetaRetryWindow: f.timeout})
+	cfg.MgmtdAddrs, cfg.Token, cfg.MetaRetryWindow = addrs, token, f.timeout
+	c, err := client.New(cctx, cfg)
 	if err != nil {
 		why := ""
 		if cctx.Err() == nil {
@@ -151,6 +159,17 @@ func (f *clusterFlags) connect(ctx context.Context) (*client.Client, error) {
 		return nil, fmt.Errorf("cannot reach the cluster at mgmtd %s within %v (is it running, and are the address and token right?)%s", strings.Join(addrs, ","), f.timeout, why)
 	}
 	return c, nil
+}
+
+// withClient connects a client with cfg's tunables, runs fn with it and
+// closes it.
+func (f *clusterFlags) withClient(cmd *cobra.Command, cfg client.Config, fn func(ctx context.Context, c *client.Client) error) error {
+	c, err := f.connect(cmd.Context(), cfg)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return fn(cmd.Context(), c)
 }
 
 // cliUser is who the mount-less commands act as: the calling user, as a

@@ -68,7 +68,7 @@ own name, and several SRCs need an existing directory DST.`,
 			for _, a := range args {
 				if isEmberURI(a) {
 					var err error
-					if c, err = cf.connect(ctx); err != nil {
+					if c, err = cf.connect(ctx, client.Config{}); err != nil {
 						return err
 					}
 					defer c.Close()

@@ -4,16 +4,15 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"io"
-	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/emberfs/emberfs/internal/localcluster"
+	"github.com/emberfs/emberfs/internal/testutil"
 	"github.com/emberfs/emberfs/service/kv"
 	"github.com/emberfs/emberfs/service/kv/kvopen"
 	"github.com/emberfs/emberfs/service/meta"
-	"github.com/emberfs/emberfs/storage/localcluster"
 	"github.com/emberfs/emberfs/storage/storageclient"
 )
 
@@ -120,17 +119,18 @@ func TestAdminFsckChunksWithoutFiles(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	spec, keep, gone := fsckNamespace(t)
-	c, err := localcluster.Start(ctx, localcluster.Options{Dir: t.TempDir(), Nodes: 2, NoSync: true,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	o := localcluster.StorageOnly(t.TempDir(), 2)
+	o.NoSync, o.Logger = true, testutil.Logger()
+	c, err := localcluster.Start(ctx, o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	defer c.Close(ctx)
 	chains, err := c.CreateChains(ctx, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cl := c.Client(storageclient.Config{})
+	cl := c.StorageClient(storageclient.Config{})
 	defer cl.Close()
 	write := func(inode uint64) {
 		t.Helper()

@@ -31,12 +31,9 @@ func fsCommand(use, short string, args cobra.PositionalArgs, body func(ctx conte
 	cmd := &cobra.Command{
 		Use: use, Short: short, Args: args,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.connect(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			return body(cmd.Context(), cmd, c, args)
+			return cf.withClient(cmd, client.Config{}, func(ctx context.Context, c *client.Client) error {
+				return body(ctx, cmd, c, args)
+			})
 		},
 	}
 	cf.add(cmd)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -15,35 +14,15 @@ import (
 
 func init() { subcommands = append(subcommands, newKVCacheCmd) }
 
-// clusterTarget is how commands that need a native client reach the
-// cluster: the same --mgmtd/--token/--timeout flags as admin and status.
-type clusterTarget struct{ adminTarget }
-
-// withClient connects a native client and runs fn with it.
-func (a *clusterTarget) withClient(cmd *cobra.Command, fn func(ctx context.Context, c *client.Client) error) error {
-	if a.addrs == "" {
-		return errors.New("no mgmtd address: pass --mgmtd host:port[,host:port...] or set EMBERFS_MGMTD")
-	}
-	if a.token == "" {
-		return errors.New("no cluster token: pass --token or set EMBERFS_TOKEN")
-	}
-	ctx, cancel := context.WithTimeout(cmd.Context(), a.timeout)
-	defer cancel()
-	c, err := client.New(ctx, client.Config{MgmtdAddrs: splitAddrs(a.addrs), Token: a.token, CacheBytes: -1, ReadAhead: -1})
-	if err != nil {
-		return fmt.Errorf("connecting to the cluster at %s: %w", a.addrs, err)
-	}
-	defer c.Close()
-	return fn(ctx, c)
-}
-
 func newKVCacheCmd() *cobra.Command {
-	a := &clusterTarget{}
+	a := &clusterFlags{}
+	// Namespace commands read no file data: no page cache, no read-ahead.
+	noCache := client.Config{CacheBytes: -1, ReadAhead: -1}
 	cmd := &cobra.Command{
 		Use:   "kvcache",
 		Short: "Inference KVCache namespaces: create, ls, info, stats, drop",
 	}
-	a.addFlags(cmd)
+	a.addPersistent(cmd)
 
 	var capacity, maxValue string
 	var ttl time.Duration
@@ -71,7 +50,7 @@ used values are evicted, or with --no-evict further puts fail with "no space".`,
 			if s.MaxValueBytes, err = parseSize(maxValue); err != nil {
 				return fmt.Errorf("--max-value: %w", err)
 			}
-			return a.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+			return a.withClient(cmd, noCache, func(ctx context.Context, c *client.Client) error {
 				ns, err := kvcache.Create(ctx, c, args[0], s)
 				if err != nil {
 					return err
@@ -96,7 +75,7 @@ used values are evicted, or with --no-evict further puts fail with "no space".`,
 		Short: "List namespaces",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return a.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+			return a.withClient(cmd, noCache, func(ctx context.Context, c *client.Client) error {
 				all, err := kvcache.List(ctx, c)
 				if err != nil {
 					return err
@@ -117,7 +96,7 @@ used values are evicted, or with --no-evict further puts fail with "no space".`,
 		Short: "Print a namespace's settings and chains",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+			return a.withClient(cmd, noCache, func(ctx context.Context, c *client.Client) error {
 				ns, err := kvcache.Info(ctx, c, args[0])
 				if err != nil {
 					return err
@@ -150,7 +129,7 @@ used values are evicted, or with --no-evict further puts fail with "no space".`,
 		Short: "Print a namespace's counters, summed over its chains",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+			return a.withClient(cmd, noCache, func(ctx context.Context, c *client.Client) error {
 				ns, err := kvcache.Info(ctx, c, args[0])
 				if err != nil {
 					return err
@@ -185,7 +164,7 @@ used values are evicted, or with --no-evict further puts fail with "no space".`,
 		Short: "Drop a namespace and every value in it",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+			return a.withClient(cmd, noCache, func(ctx context.Context, c *client.Client) error {
 				if err := kvcache.Drop(ctx, c, args[0]); err != nil {
 					return err
 				}

@@ -3,9 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -42,27 +39,15 @@ EMBERFS_TOKEN.`,
 	f := cmd.Flags()
 	f.StringVar(&rc.cfg.Listen, "listen", rc.cfg.Listen, "gRPC listen address (overrides the config)")
 	f.StringVar(&rc.cfg.KV, "kv", rc.cfg.KV, `KV store: "memory", "badger:/dir", "fdb:/cluster-file" or "etcd:host:port,host:port[/prefix]" (overrides the config)`)
-	f.StringVar(&rc.cfg.Token, "token", "", "cluster token (overrides the config)")
 	f.Var(addrList{&rc.cfg.Mgmtd}, "mgmtd", `mgmtd addresses, comma separated ("" runs standalone; overrides the config)`)
 	f.StringVar(&rc.cfg.MetricsListen, "metrics-listen", rc.cfg.MetricsListen, `HTTP address for /metrics ("" disables; overrides the config)`)
 	f.StringVar(&rc.cfg.AdvertiseAddress, "advertise", rc.cfg.AdvertiseAddress, "address registered in mgmtd for clients (overrides the config)")
-	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		cfg, done, err := rc.resolve(cmd)
-		if err != nil || done {
-			return err
-		}
-		if err := cfg.Validate(); err != nil {
-			return err
-		}
-		ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-		defer stop()
-		return runMeta(ctx, *cfg, cmd)
-	}
+	cmd.RunE = rc.runE((*metad.Config).Validate, runMeta)
 	return cmd
 }
 
 // runMeta serves until ctx ends (SIGINT, SIGTERM), then stops cleanly.
-func runMeta(ctx context.Context, cfg metad.Config, cmd *cobra.Command) error {
+func runMeta(ctx context.Context, cmd *cobra.Command, cfg metad.Config) error {
 	logger, err := logging.New(cmd.ErrOrStderr(), cfg.LogLevel, "meta")
 	if err != nil {
 		return err

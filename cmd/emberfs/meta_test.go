@@ -16,6 +16,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/emberfs/emberfs/internal/errcode"
+	"github.com/emberfs/emberfs/internal/testutil"
 	"github.com/emberfs/emberfs/service/meta"
 	"github.com/emberfs/emberfs/service/meta/metaclient"
 	"github.com/emberfs/emberfs/service/meta/metad"
@@ -88,13 +89,12 @@ func TestMetaCommandServesThroughRouting(t *testing.T) {
 	}()
 	re := regexp.MustCompile(`meta listening on (\S+) kv memory metrics (\S+)`)
 	var metaAddr, metricsURL string
-	for deadline := time.Now().Add(20 * time.Second); metaAddr == ""; time.Sleep(10 * time.Millisecond) {
+	testutil.WaitFor(t, "the meta command to start", func() (bool, string) {
 		if m := re.FindStringSubmatch(out.String()); m != nil {
 			metaAddr, metricsURL = m[1], m[2]
-		} else if time.Now().After(deadline) {
-			t.Fatalf("meta command never started:\n%s", out.String())
 		}
-	}
+		return metaAddr != "", out.String()
+	})
 
 	conn, err := mgmtdclient.Dial([]string{mgmtdAddr}, cliToken)
 	if err != nil {

@@ -7,9 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -39,29 +37,19 @@ EMBERFS_TOKEN.`,
 	f := cmd.Flags()
 	f.StringVar(&rc.cfg.Listen, "listen", rc.cfg.Listen, "gRPC listen address (overrides the config)")
 	f.StringVar(&rc.cfg.KV, "kv", rc.cfg.KV, `KV store: "memory", "badger:/dir", "fdb:/cluster-file" or "etcd:host:port,host:port[/prefix]" (overrides the config)`)
-	f.StringVar(&rc.cfg.Token, "token", "", "cluster token (overrides the config)")
 	f.StringVar(&rc.cfg.MetricsListen, "metrics-listen", rc.cfg.MetricsListen, `HTTP address for /metrics ("" disables; overrides the config)`)
 	f.StringVar(&rc.cfg.AdvertiseAddress, "advertise", rc.cfg.AdvertiseAddress, "address handed to callers in redirects (overrides the config)")
-	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		cfg, done, err := rc.resolve(cmd)
-		if err != nil || done {
-			return err
-		}
-		if err := cfg.Validate(); err != nil {
-			return err
-		}
+	cmd.RunE = rc.runE(func(cfg *mgmtd.Config) error {
 		if cfg.Token == "" {
 			return errors.New("mgmtd: no cluster token: set token in the config, pass --token, or set EMBERFS_TOKEN")
 		}
-		ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-		defer stop()
-		return runMgmtd(ctx, *cfg, cmd)
-	}
+		return cfg.Validate()
+	}, runMgmtd)
 	return cmd
 }
 
 // runMgmtd serves until ctx ends, then releases the primary lease.
-func runMgmtd(ctx context.Context, cfg mgmtd.Config, cmd *cobra.Command) error {
+func runMgmtd(ctx context.Context, cmd *cobra.Command, cfg mgmtd.Config) error {
 	logger, err := logging.New(os.Stderr, cfg.LogLevel, "mgmtd")
 	if err != nil {
 		return err

@@ -16,6 +16,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/emberfs/emberfs/internal/testutil"
 	"github.com/emberfs/emberfs/service/mgmtd"
 	"github.com/emberfs/emberfs/service/mgmtd/mgmtdclient"
 	"github.com/emberfs/emberfs/service/proto/mgmtdpb"
@@ -173,13 +174,10 @@ func TestStatusAndAdminAgainstLiveMgmtd(t *testing.T) {
 
 	// Chains start serving; wait for the first scan to confirm them.
 	var status string
-	for deadline := time.Now().Add(20 * time.Second); ; {
+	testutil.WaitFor(t, "three serving targets in status", func() (bool, string) {
 		status = cli("status")
-		if strings.Count(status, "(serving)") == 3 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return strings.Count(status, "(serving)") == 3, status
+	})
 	for _, want := range []*regexp.Regexp{
 		regexp.MustCompile(`(?m)^NODES$`),
 		regexp.MustCompile(`(?m)^ID\s+ROLE\s+STATUS\s+ADDRESS`),
@@ -199,13 +197,10 @@ func TestStatusAndAdminAgainstLiveMgmtd(t *testing.T) {
 	if !strings.Contains(out, "target 201 marked offline") {
 		t.Fatalf("offline-target: %s", out)
 	}
-	for deadline := time.Now().Add(20 * time.Second); ; {
+	testutil.WaitFor(t, "target 201 offline in list-chains", func() (bool, string) {
 		out = cli("admin", "list-chains")
-		if strings.Contains(out, "201(offline)") || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return strings.Contains(out, "201(offline)"), out
+	})
 	if !regexp.MustCompile(`(?m)^1\s+2\s+\d01\(serving\) \d01\(serving\) 201\(offline\)$`).MatchString(out) {
 		t.Fatalf("list-chains after offline-target:\n%s", out)
 	}

@@ -41,7 +41,7 @@ func newMountCmd() *cobra.Command {
 			defer stop()
 			// An unreachable cluster fails the mount after connectTimeout
 			// with a message saying what was tried, not after minutes.
-			ccfg := client.Config{MgmtdAddrs: splitAddrs(addrs), Token: token, ClientID: clientID}
+			ccfg := client.Config{MgmtdAddrs: mgmtdclient.ParseAddrs(addrs), Token: token, ClientID: clientID}
 			if err := tun.apply(&ccfg); err != nil {
 				return err
 			}
@@ -116,9 +116,6 @@ func newUmountCmd() *cobra.Command {
 		},
 	}
 }
-
-// splitAddrs reads a comma-separated address list, ignoring blanks.
-func splitAddrs(s string) []string { return mgmtdclient.ParseAddrs(s) }
 
 // clientTunables are the native client's knobs as mount flags; sizes take
 // units (64MiB), "off" turns a cache or buffer off.

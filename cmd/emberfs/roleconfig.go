@@ -1,12 +1,17 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+
+	"github.com/emberfs/emberfs/service/mgmtd/mgmtdclient"
 )
 
 // roleConfig is the config plumbing every server role (mgmtd, meta,
@@ -24,13 +29,31 @@ type roleConfig[C any] struct {
 }
 
 // newRoleConfig starts from the role's defaults (so --help shows them) and
-// registers --config and --print-config on cmd.
+// registers --config, --print-config and --token on cmd.
 func newRoleConfig[C any](cmd *cobra.Command, defaults func() C, load func(string) (C, error), token func(*C) *string, toml func(*C) string) *roleConfig[C] {
 	rc := &roleConfig[C]{cfg: defaults(), defaults: defaults, load: load, token: token, toml: toml}
 	f := cmd.Flags()
 	f.StringVar(&rc.path, "config", "", "TOML config file")
 	f.BoolVar(&rc.printConfig, "print-config", false, "print the effective config (defaults, file, flags) and exit")
+	f.StringVar(token(&rc.cfg), "token", "", "cluster token (overrides the config)")
 	return rc
+}
+
+// runE is the RunE every role shares: the effective config, checked by
+// validate, then run with a context that ends on SIGINT or SIGTERM.
+func (rc *roleConfig[C]) runE(validate func(*C) error, run func(ctx context.Context, cmd *cobra.Command, cfg C) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, _ []string) error {
+		cfg, done, err := rc.resolve(cmd)
+		if err != nil || done {
+			return err
+		}
+		if err := validate(cfg); err != nil {
+			return err
+		}
+		ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		return run(ctx, cmd, *cfg)
+	}
 }
 
 // resolve builds the effective config: defaults, then the file, then the
@@ -71,4 +94,4 @@ type addrList struct{ p *[]string }
 
 func (a addrList) String() string     { return strings.Join(*a.p, ",") }
 func (a addrList) Type() string       { return "addrs" }
-func (a addrList) Set(s string) error { *a.p = splitAddrs(s); return nil }
+func (a addrList) Set(s string) error { *a.p = mgmtdclient.ParseAddrs(s); return nil }

@@ -4,9 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -31,24 +29,14 @@ EMBERFS_TOKEN.`,
 	rc := newRoleConfig(cmd, service.DefaultConfig, service.LoadConfig,
 		func(c *service.Config) *string { return &c.Token }, func(c *service.Config) string { return c.TOML() })
 	f := cmd.Flags()
-	f.StringVar(&rc.cfg.Token, "token", "", "cluster token (overrides the config)")
 	f.Var(addrList{&rc.cfg.Mgmtd}, "mgmtd", "comma-separated mgmtd addresses (overrides the config)")
 	f.Uint32Var(&rc.cfg.NodeID, "node-id", rc.cfg.NodeID, "node id (overrides the config)")
-	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		cfg, done, err := rc.resolve(cmd)
-		if err != nil || done {
-			return err
-		}
-		if err := cfg.Validate(); err != nil {
-			return err
-		}
+	cmd.RunE = rc.runE((*service.Config).Validate, func(ctx context.Context, cmd *cobra.Command, cfg service.Config) error {
 		logger, err := logging.New(os.Stderr, cfg.LogLevel, "storage")
 		if err != nil {
 			return err
 		}
-		ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-		defer stop()
-		svc, err := service.Start(*cfg, logger)
+		svc, err := service.Start(cfg, logger)
 		if err != nil {
 			return err
 		}
@@ -57,6 +45,6 @@ EMBERFS_TOKEN.`,
 		svc.Close()
 		logger.Info("storage stopped", "reason", strings.TrimSpace(fmt.Sprint(context.Cause(ctx))))
 		return nil
-	}
+	})
 	return cmd
 }

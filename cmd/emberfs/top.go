@@ -52,7 +52,7 @@ redraws in place until Ctrl-C; --count N stops after N refreshes.`,
 			if interval <= 0 {
 				return fmt.Errorf("top: --interval %v must be positive", interval)
 			}
-			src := &topSources{static: splitAddrs(urls), timeout: cf.timeout}
+			src := &topSources{static: mgmtdclient.ParseAddrs(urls), timeout: cf.timeout}
 			addrs, token, err := cf.resolve()
 			switch {
 			case err == nil:

@@ -130,7 +130,7 @@ func runUp(ctx context.Context, cmd *cobra.Command, opts localcluster.Options, m
 		cancel()
 		fmt.Fprintln(out, "stopped")
 	}()
-	cl, err := c.NewClient(ctx, client.Config{ClientID: "emberfs-up"})
+	cl, err := client.New(ctx, client.Config{ClientID: "emberfs-up", MgmtdAddrs: c.MgmtdAddrs(), Token: c.Token(), Logger: opts.Logger})
 	if err != nil {
 		return err
 	}

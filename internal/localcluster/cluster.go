@@ -1,9 +1,15 @@
-// Package localcluster runs a whole EmberFS cluster in one process: mgmtd and
+// Package localcluster runs an EmberFS cluster in one process: mgmtd and
 // meta over Badger directories, and N storage services with their targets,
-// all on loopback. `emberfs up` runs one for a person to use; tests run
-// one and stop or restart storage services in it. Everything lives under
-// one directory, so starting again on the same directory brings back every
-// file.
+// all on loopback, with real gRPC, real data ports and real chunk engines.
+// `emberfs up` runs one for a person to use; tests and benchmarks run one
+// and stop or restart storage services in it. Everything lives under one
+// directory, so starting again on the same directory brings back every
+// file. With NoMeta it is a storage cluster alone (mgmtd and storage, no
+// chain table until CreateChains): what storage tests and `emberfs bench
+// storage` use (StorageOnly).
+//
+// It does not import the native client, so the storage layer can use it;
+// connect one with client.New and MgmtdAddrs/Token.
 package localcluster
 
 import (
@@ -21,7 +27,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/emberfs/emberfs/client"
 	"github.com/emberfs/emberfs/service/kv"
 	"github.com/emberfs/emberfs/service/kv/kvopen"
 	"github.com/emberfs/emberfs/service/meta"
@@ -78,6 +83,31 @@ type Options struct {
 	// MetaConfig, when set, adjusts the meta server's config before it
 	// starts (tests: short client leases, prune intervals).
 	MetaConfig func(*metad.Config)
+
+	// NoMeta runs mgmtd and the storage services alone: no meta server
+	// and no chain table (CreateChains makes chains); Replicas is unused.
+	NoMeta bool
+	// MgmtdKV is mgmtd's KV spec (default badger:Dir/mgmtd; "memory" for a
+	// cluster whose mgmtd never restarts).
+	MgmtdKV string
+	// ScanInterval is mgmtd's lease and chain scan period (0: mgmtd's
+	// default); RepairInterval the storage services' (default 200 ms).
+	ScanInterval   time.Duration
+	RepairInterval time.Duration
+	// StorageConfig, when set, adjusts storage node n's config before it
+	// starts (tests: a fake KV clock, an injected transport).
+	StorageConfig func(n int, cfg *service.Config)
+}
+
+// StorageOnly is the storage cluster storage tests and `emberfs bench
+// storage` use: mgmtd (KV in memory) and nodes storage services of one
+// target each, no meta, no chain table, and failures noticed quickly
+// (heartbeat 100 ms, failure timeout 600 ms, scans every 20 ms, repair
+// every 100 ms). Adjust the fields before Start.
+func StorageOnly(dir string, nodes int) Options {
+	return Options{Dir: dir, Storage: nodes, TargetsPerNode: 1, NoMeta: true, MgmtdKV: "memory",
+		HeartbeatInterval: 100 * time.Millisecond, FailureTimeout: 600 * time.Millisecond,
+		ScanInterval: 20 * time.Millisecond, RepairInterval: 100 * time.Millisecond}
 }
 
 // Cluster is a running cluster.
@@ -85,10 +115,11 @@ type Cluster struct {
 	opts     Options
 	mgmtdEng kv.Engine
 	Mgmtd    *mgmtd.Server
-	conn     *mgmtdclient.Conn
-	cache    *mgmtdclient.Cache
-	Meta     *metad.Daemon
-	metaSC   *storageclient.Client
+	// Conn reaches mgmtd; Cache follows its routing.
+	Conn   *mgmtdclient.Conn
+	Cache  *mgmtdclient.Cache
+	Meta   *metad.Daemon // nil with NoMeta
+	metaSC *storageclient.Client
 
 	mu       sync.Mutex
 	storage  []*service.Service // index node-1; nil while stopped
@@ -105,13 +136,21 @@ func (o *Options) setDefaults() error {
 	if o.Replicas <= 0 {
 		o.Replicas = min(3, o.Storage)
 	}
-	if o.Replicas > o.Storage {
-		return fmt.Errorf("cluster: %d replicas need at least %d storage services, have %d", o.Replicas, o.Replicas, o.Storage)
-	}
 	if o.TargetsPerNode <= 0 {
 		o.TargetsPerNode = 4
 	}
-	if (o.Storage*o.TargetsPerNode)%o.Replicas != 0 {
+	if o.MgmtdKV == "" {
+		o.MgmtdKV = "badger:" + filepath.Join(o.Dir, "mgmtd")
+	}
+	if o.RepairInterval <= 0 {
+		o.RepairInterval = 200 * time.Millisecond
+	}
+	// With NoMeta there is no table to check: CreateChains names its
+	// replication factor.
+	if !o.NoMeta && o.Replicas > o.Storage {
+		return fmt.Errorf("cluster: %d replicas need at least %d storage services, have %d", o.Replicas, o.Replicas, o.Storage)
+	}
+	if !o.NoMeta && (o.Storage*o.TargetsPerNode)%o.Replicas != 0 {
 		return fmt.Errorf("cluster: %d storage services x %d targets is not a multiple of %d replicas", o.Storage, o.TargetsPerNode, o.Replicas)
 	}
 	if o.MgmtdListen == "" {
@@ -178,11 +217,12 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	step := func(format string, args ...any) { fmt.Fprintf(opts.Progress, format+"\n", args...) }
 
 	// mgmtd
-	if c.mgmtdEng, err = kvopen.OpenWith("badger:"+filepath.Join(opts.Dir, "mgmtd"), kvopen.Options{Logger: log}); err != nil {
+	if c.mgmtdEng, err = kvopen.OpenWith(opts.MgmtdKV, kvopen.Options{Logger: log}); err != nil {
 		return nil, fmt.Errorf("cluster: mgmtd KV: %w", err)
 	}
 	c.Mgmtd, err = mgmtd.New(mgmtd.Options{Engine: c.mgmtdEng, Token: opts.Token, InstanceID: "emberfs-up",
-		PrimaryLease: 2 * time.Second, HeartbeatInterval: opts.HeartbeatInterval, NodeFailureTimeout: opts.FailureTimeout,
+		PrimaryLease: 2 * time.Second, ScanInterval: opts.ScanInterval,
+		HeartbeatInterval: opts.HeartbeatInterval, NodeFailureTimeout: opts.FailureTimeout,
 		Logger: log.With("role", "mgmtd")})
 	if err != nil {
 		return nil, err
@@ -193,11 +233,11 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	}
 	c.Mgmtd.Start(lis)
 	step("mgmtd listening on %s", c.Mgmtd.Addr())
-	if c.conn, err = mgmtdclient.Dial([]string{c.Mgmtd.Addr()}, opts.Token); err != nil {
+	if c.Conn, err = mgmtdclient.Dial([]string{c.Mgmtd.Addr()}, opts.Token); err != nil {
 		return nil, err
 	}
-	c.cache = mgmtdclient.NewCache(c.conn)
-	c.cache.Start()
+	c.Cache = mgmtdclient.NewCache(c.Conn)
+	c.Cache.Start()
 
 	// storage
 	for n := 1; n <= opts.Storage; n++ {
@@ -211,7 +251,10 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		cfg.Token = opts.Token
 		cfg.Listen, cfg.DataListen, cfg.MetricsListen = "127.0.0.1:0", "127.0.0.1:0", ""
 		cfg.NoSync = opts.NoSync
-		cfg.RepairInterval.Duration = 200 * time.Millisecond
+		cfg.RepairInterval.Duration = opts.RepairInterval
+		if opts.StorageConfig != nil {
+			opts.StorageConfig(n, &cfg)
+		}
 		c.storCfgs = append(c.storCfgs, cfg)
 		c.storage = append(c.storage, nil)
 		if err := c.StartStorage(n); err != nil {
@@ -223,6 +266,9 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		if err := c.StorageService(n).WaitRegistered(ctx); err != nil {
 			return nil, fmt.Errorf("cluster: storage %d did not register: %w", n, err)
 		}
+	}
+	if opts.NoMeta {
+		return c, nil
 	}
 	if err := c.ensureChainTable(ctx); err != nil {
 		return nil, err
@@ -255,7 +301,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if err := c.Meta.WaitRegistered(ctx); err != nil {
 		return nil, fmt.Errorf("cluster: meta did not register: %w", err)
 	}
-	if _, err := c.cache.WaitFor(ctx, func(r *routing.Routing) bool {
+	if _, err := c.Cache.WaitFor(ctx, func(r *routing.Routing) bool {
 		return len(r.ActiveNodes(mgmtdpb.NodeRole_ROLE_META)) > 0
 	}); err != nil {
 		return nil, fmt.Errorf("cluster: meta not in routing: %w", err)
@@ -266,28 +312,27 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 
 // ensureChainTable creates the chain table over every target on first start.
 func (c *Cluster) ensureChainTable(ctx context.Context) error {
-	if err := c.cache.Refresh(ctx); err != nil {
+	if err := c.Cache.Refresh(ctx); err != nil {
 		return err
 	}
-	if _, ok := c.cache.Current().Table(ChainTable); ok {
+	if _, ok := c.Cache.Current().Table(ChainTable); ok {
 		return nil
 	}
-	err := c.conn.Call(ctx, func(ctx context.Context, cl mgmtdpb.MgmtdClient) error {
+	err := c.Conn.Call(ctx, func(ctx context.Context, cl mgmtdpb.MgmtdClient) error {
 		_, err := cl.CreateChainTable(ctx, &mgmtdpb.CreateChainTableReq{TableId: ChainTable, ReplicationFactor: uint32(c.opts.Replicas)})
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("cluster: create chain table %d: %w", ChainTable, err)
 	}
-	_, err = c.cache.WaitFor(ctx, func(r *routing.Routing) bool { _, ok := r.Table(ChainTable); return ok })
+	_, err = c.Cache.WaitFor(ctx, func(r *routing.Routing) bool { _, ok := r.Table(ChainTable); return ok })
 	return err
 }
 
 // WaitHealthy waits until every chain of the table has at least min
 // serving targets (0: all of its targets).
 func (c *Cluster) WaitHealthy(ctx context.Context, minServing int) error {
-	_ = c.cache.Refresh(ctx)
-	_, err := c.cache.WaitFor(ctx, func(r *routing.Routing) bool {
+	_, err := c.WaitRouting(ctx, func(r *routing.Routing) bool {
 		t, ok := r.Table(ChainTable)
 		if !ok {
 			return false
@@ -316,8 +361,11 @@ func (c *Cluster) Token() string { return c.opts.Token }
 // MgmtdAddr is the address clients connect to.
 func (c *Cluster) MgmtdAddr() string { return c.Mgmtd.Addr() }
 
-// Routing is the cluster's routing cache.
-func (c *Cluster) Routing() *mgmtdclient.Cache { return c.cache }
+// MgmtdAddrs is MgmtdAddr as the list client configs take.
+func (c *Cluster) MgmtdAddrs() []string { return []string{c.Mgmtd.Addr()} }
+
+// Current is the routing the cluster's cache holds now.
+func (c *Cluster) Current() *routing.Routing { return c.Cache.Current() }
 
 // Options returns the options in effect (defaults filled in).
 func (c *Cluster) Options() Options { return c.opts }
@@ -328,6 +376,9 @@ func (c *Cluster) StorageService(n int) *service.Service {
 	defer c.mu.Unlock()
 	return c.storage[n-1]
 }
+
+// TargetDir is the directory of storage node n's i-th target (from 0).
+func (c *Cluster) TargetDir(n, i int) string { return c.storCfgs[n-1].Targets[i] }
 
 // StartStorage starts (or restarts) storage node n on its directories.
 func (c *Cluster) StartStorage(n int) error {
@@ -355,14 +406,50 @@ func (c *Cluster) StopStorage(n int) {
 	}
 }
 
-// NewClient connects a native client to the cluster.
-func (c *Cluster) NewClient(ctx context.Context, cfg client.Config) (*client.Client, error) {
-	cfg.MgmtdAddrs = []string{c.MgmtdAddr()}
-	cfg.Token = c.opts.Token
-	if cfg.Logger == nil {
-		cfg.Logger = c.opts.Logger
+// CreateChains places every target not yet in a chain into chains of
+// replicas targets (a new chain table) and waits until each chain serves
+// on all of them. It returns the chain ids.
+func (c *Cluster) CreateChains(ctx context.Context, replicas int) ([]uint32, error) {
+	var rsp *mgmtdpb.CreateChainTableRsp
+	err := c.Conn.Call(ctx, func(ctx context.Context, cl mgmtdpb.MgmtdClient) error {
+		var err error
+		rsp, err = cl.CreateChainTable(ctx, &mgmtdpb.CreateChainTableReq{ReplicationFactor: uint32(replicas)})
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
-	return client.New(ctx, cfg)
+	ids := make([]uint32, len(rsp.Chains))
+	for i, ch := range rsp.Chains {
+		ids[i] = ch.ChainId
+	}
+	_, err = c.WaitRouting(ctx, func(r *routing.Routing) bool {
+		for _, id := range ids {
+			if len(r.ServingTargets(id)) != replicas {
+				return false
+			}
+		}
+		return true
+	})
+	return ids, err
+}
+
+// WaitRouting waits until the cluster's routing satisfies ok.
+func (c *Cluster) WaitRouting(ctx context.Context, ok func(*routing.Routing) bool) (*routing.Routing, error) {
+	_ = c.Cache.Refresh(ctx)
+	return c.Cache.WaitFor(ctx, ok)
+}
+
+// WaitAllServing waits until n targets of chain serve.
+func (c *Cluster) WaitAllServing(ctx context.Context, chain uint32, n int) error {
+	_, err := c.WaitRouting(ctx, func(r *routing.Routing) bool { return len(r.ServingTargets(chain)) == n })
+	return err
+}
+
+// StorageClient makes a storage client on the cluster's routing cache.
+func (c *Cluster) StorageClient(cfg storageclient.Config) *storageclient.Client {
+	cfg.Token = c.opts.Token
+	return storageclient.New(c.Cache, cfg)
 }
 
 // Close stops meta, storage and mgmtd, in that order, and closes the KVs.
@@ -376,11 +463,11 @@ func (c *Cluster) Close(ctx context.Context) {
 	for n := 1; n <= len(c.storage); n++ {
 		c.StopStorage(n)
 	}
-	if c.cache != nil {
-		c.cache.Close()
+	if c.Cache != nil {
+		c.Cache.Close()
 	}
-	if c.conn != nil {
-		_ = c.conn.Close()
+	if c.Conn != nil {
+		_ = c.Conn.Close()
 	}
 	if c.Mgmtd != nil {
 		c.Mgmtd.Shutdown(ctx)

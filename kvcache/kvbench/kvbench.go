@@ -264,7 +264,8 @@ func connect(ctx context.Context, o Options, dir string, step func(string, ...an
 	if err != nil {
 		return nil, nil, err
 	}
-	c, err := lc.NewClient(ctx, cfg)
+	cfg.MgmtdAddrs, cfg.Token = lc.MgmtdAddrs(), lc.Token()
+	c, err := client.New(ctx, cfg)
 	if err != nil {
 		lc.Close(context.Background())
 		return nil, nil, err

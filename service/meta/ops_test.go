@@ -3,6 +3,7 @@ package meta
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -232,26 +233,13 @@ func TestFsckDetectsDamage(t *testing.T) {
 	noErr(t, err)
 	joined := fmt.Sprint(rep.Problems)
 	for _, want := range []string{"has nlink 3 but 1 entries", "records parent", "orphan file 99999", "missing inode 77777"} {
-		if !contains(joined, want) {
+		if !strings.Contains(joined, want) {
 			t.Errorf("fsck missed %q in %v", want, rep.Problems)
 		}
 	}
 	if !slices.Equal(rep.OrphanChunkFiles, []uint64{55_555}) {
 		t.Errorf("orphan chunk files %v", rep.OrphanChunkFiles)
 	}
-}
-
-func contains(s, sub string) bool {
-	return len(sub) == 0 || (len(s) >= len(sub) && indexOf(s, sub) >= 0)
-}
-
-func indexOf(s, sub string) int {
-	for i := 0; i+len(sub) <= len(s); i++ {
-		if s[i:i+len(sub)] == sub {
-			return i
-		}
-	}
-	return -1
 }
 
 // Pages through a directory while other goroutines create and delete

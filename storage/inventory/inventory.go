@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"sort"
 	"sync"
 
@@ -19,6 +21,7 @@ import (
 	"github.com/emberfs/emberfs/internal/rpcauth"
 	"github.com/emberfs/emberfs/service/mgmtd/mgmtdclient"
 	"github.com/emberfs/emberfs/service/proto/storagepb"
+	"golang.org/x/sync/errgroup"
 )
 
 // Listing is what storage holds at the time of a listing.
@@ -75,14 +78,10 @@ func List(ctx context.Context, cache *mgmtdclient.Cache, token string, targets [
 
 	var mu sync.Mutex
 	found := map[uint64]map[uint64]bool{} // inode -> targets
-	sem := make(chan struct{}, parallelNodes)
-	var wg sync.WaitGroup
+	var g errgroup.Group
+	g.SetLimit(parallelNodes)
 	for addr, ts := range byAddr {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
+		g.Go(func() error {
 			cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), rpcauth.DialOption(token))
 			if err != nil {
 				mu.Lock()
@@ -90,7 +89,7 @@ func List(ctx context.Context, cache *mgmtdclient.Cache, token string, targets [
 					l.Failed[t] = fmt.Errorf("dial %s: %w", addr, err)
 				}
 				mu.Unlock()
-				return
+				return nil // recorded per target; the other nodes go on
 			}
 			defer cc.Close()
 			cl := storagepb.NewStorageClient(cc)
@@ -110,14 +109,15 @@ func List(ctx context.Context, cache *mgmtdclient.Cache, token string, targets [
 				}
 				mu.Unlock()
 			}
-		}()
+			return nil
+		})
 	}
-	wg.Wait()
+	_ = g.Wait() // every failure is recorded per target
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("inventory: %w", err)
 	}
 	for ino, ts := range found {
-		l.Inodes[ino] = sortedKeys(ts)
+		l.Inodes[ino] = slices.Sorted(maps.Keys(ts))
 	}
 	sort.Slice(l.Listed, func(i, j int) bool { return l.Listed[i] < l.Listed[j] })
 	return l, nil
@@ -146,13 +146,4 @@ func dumpInodes(ctx context.Context, cl storagepb.StorageClient, target uint64) 
 			out[m.Inode] = true
 		}
 	}
-}
-
-func sortedKeys(m map[uint64]bool) []uint64 {
-	out := make([]uint64, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
-	return out
 }

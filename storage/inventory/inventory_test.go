@@ -2,15 +2,14 @@ package inventory_test
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"reflect"
 	"sort"
 	"testing"
 	"time"
 
+	"github.com/emberfs/emberfs/internal/localcluster"
+	"github.com/emberfs/emberfs/internal/testutil"
 	"github.com/emberfs/emberfs/storage/inventory"
-	"github.com/emberfs/emberfs/storage/localcluster"
 	"github.com/emberfs/emberfs/storage/storageclient"
 )
 
@@ -22,12 +21,13 @@ func cluster(t *testing.T) (*localcluster.Cluster, uint32, *storageclient.Client
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := localcluster.Start(ctx, localcluster.Options{Dir: t.TempDir(), Nodes: 2, NoSync: true,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	o := localcluster.StorageOnly(t.TempDir(), 2)
+	o.NoSync, o.Logger = true, testutil.Logger()
+	c, err := localcluster.Start(ctx, o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(c.Close)
+	t.Cleanup(func() { c.Close(context.Background()) })
 	chains, err := c.CreateChains(ctx, 2)
 	if err != nil {
 		t.Fatal(err)
@@ -35,7 +35,7 @@ func cluster(t *testing.T) (*localcluster.Cluster, uint32, *storageclient.Client
 	if len(chains) != 1 {
 		t.Fatalf("chains %v, want one", chains)
 	}
-	cl := c.Client(storageclient.Config{})
+	cl := c.StorageClient(storageclient.Config{})
 	t.Cleanup(func() { cl.Close() })
 	targets := c.Current().ServingTargets(chains[0])
 	sort.Slice(targets, func(i, j int) bool { return targets[i] < targets[j] })
@@ -150,7 +150,7 @@ func TestCheckNodeDown(t *testing.T) {
 	c, chain, cl, targets := cluster(t)
 	ctx := context.Background()
 	write(t, cl, chain, 7, 0)
-	c.StopNode(2)
+	c.StopStorage(2)
 	ck := &inventory.Checker{Cache: c.Cache, Token: c.Token()}
 	ids, err := ck.OrphanChunks(ctx, nil)
 	if err != nil {

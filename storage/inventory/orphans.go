@@ -3,6 +3,8 @@ package inventory
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"sync"
 
@@ -118,7 +120,7 @@ func (c *Checker) Check(ctx context.Context, live map[uint64]bool) (*Result, err
 			targetSet[t] = true
 		}
 	}
-	second, err := List(ctx, c.Cache, c.Token, sortedKeys(targetSet))
+	second, err := List(ctx, c.Cache, c.Token, slices.Sorted(maps.Keys(targetSet)))
 	if err != nil {
 		return nil, err
 	}
@@ -141,7 +143,7 @@ func (c *Checker) Check(ctx context.Context, live map[uint64]bool) (*Result, err
 			res.Vanished++
 			continue
 		}
-		res.Orphans[ino] = sortedKeys(ts)
+		res.Orphans[ino] = slices.Sorted(maps.Keys(ts))
 	}
 	return res, nil
 }

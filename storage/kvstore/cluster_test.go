@@ -9,9 +9,10 @@ import (
 	"time"
 
 	"github.com/emberfs/emberfs/internal/errcode"
+	"github.com/emberfs/emberfs/internal/localcluster"
 	"github.com/emberfs/emberfs/internal/testutil"
 	"github.com/emberfs/emberfs/storage/kvformat"
-	"github.com/emberfs/emberfs/storage/localcluster"
+	"github.com/emberfs/emberfs/storage/service"
 	"github.com/emberfs/emberfs/storage/storageclient"
 )
 
@@ -45,17 +46,22 @@ func startKV(t testing.TB, nodes, replicas int, reclaim time.Duration) *kvCluste
 		reclaim = time.Hour
 	}
 	clock := newClock()
-	c, err := localcluster.Start(ctx, localcluster.Options{Dir: t.TempDir(), Nodes: nodes, NoSync: true, Logger: testutil.Logger(),
-		KVNow: clock.Now, KVReclaimInterval: reclaim})
+	o := localcluster.StorageOnly(t.TempDir(), nodes)
+	o.NoSync, o.Logger = true, testutil.Logger()
+	o.StorageConfig = func(_ int, cfg *service.Config) {
+		cfg.KVNow = clock.Now
+		cfg.KVReclaimInterval.Duration = reclaim
+	}
+	c, err := localcluster.Start(ctx, o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(c.Close)
+	t.Cleanup(func() { c.Close(context.Background()) })
 	chains, err := c.CreateChains(ctx, replicas)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cl := c.Client(storageclient.Config{RetryTimeout: testutil.Eventually})
+	cl := c.StorageClient(storageclient.Config{RetryTimeout: testutil.Eventually})
 	t.Cleanup(func() { cl.Close() })
 	return &kvCluster{Cluster: c, chains: chains, cl: cl, clock: clock, nodes: nodes}
 }

@@ -129,7 +129,7 @@ func TestExistsStaleIndexReadsHeader(t *testing.T) {
 	ns := k.createNamespace(t, kvformat.Descriptor{Name: "stale", ID: 41, CapacityBytes: 1 << 30, Evict: true, SlotBits: 3})
 	a, b := collidingKeys(t, ns)
 	ns.put(t, a, value(a, 5000))
-	svc := k.Service(1)
+	svc := k.StorageService(1)
 	tid := svc.TargetIDs()[0]
 	eng, st := svc.Engine(tid), svc.KVStore(tid)
 	ref := ns.ref(a)
@@ -184,7 +184,7 @@ func TestExistsCorruptReplica(t *testing.T) {
 	k := startKV(t, 3, 3, 0)
 	ns := k.createNamespace(t, kvformat.Descriptor{Name: "corrupt-exists", ID: 42, CapacityBytes: 1 << 30, Evict: true})
 	ns.put(t, "k", value("k", 20000))
-	svc := k.Service(2)
+	svc := k.StorageService(2)
 	tid := svc.TargetIDs()[0]
 	ref := ns.ref("k")
 	if err := svc.Engine(tid).MarkCorrupt(ref.Chunk, "test"); err != nil {
@@ -210,7 +210,7 @@ func TestExistsAfterResync(t *testing.T) {
 	ns.put(t, a, value(a, 4000))
 	ns.put(t, "removed", value("removed", 4000))
 	ns.put(t, "kept", value("kept", 4000))
-	k.StopNode(3)
+	k.StopStorage(3)
 	testutil.WaitUntil(t, "node 3 out of the chains", func() bool {
 		return len(k.Current().ServingTargets(ns.ref(a).Chain)) == 2 && len(k.Current().ServingTargets(ns.ref("removed").Chain)) == 2
 	})
@@ -219,13 +219,13 @@ func TestExistsAfterResync(t *testing.T) {
 		t.Fatal(err)
 	}
 	ns.put(t, "new", value("new", 4000))
-	if err := k.StartNode(3); err != nil {
+	if err := k.StartStorage(3); err != nil {
 		t.Fatal(err)
 	}
 	for _, ch := range k.chains {
 		testutil.WaitUntil(t, "node 3 serving again", func() bool { return len(k.Current().ServingTargets(ch)) == 3 })
 	}
-	svc := k.Service(3)
+	svc := k.StorageService(3)
 	st := svc.KVStore(svc.TargetIDs()[0])
 	disk := st.ExistsFromDisk()
 	for key, want := range map[string]bool{a: false, b: true, "removed": false, "kept": true, "new": true} {

@@ -79,7 +79,7 @@ func TestGetInlineCorruptNeverReturned(t *testing.T) {
 		ns.get(t, "all")
 	}
 	flip := func(node int, key string, off int64) {
-		s := k.Service(node)
+		s := k.StorageService(node)
 		testutil.FlipByte(t, s.Engine(s.TargetIDs()[0]).DataPath(ns.ref(key).Chunk), off)
 	}
 	flip(2, "one", 3000)

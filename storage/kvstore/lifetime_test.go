@@ -23,7 +23,7 @@ func node(target uint64) int { return int(target / 100) }
 func (k *kvCluster) stores() map[int]*kvstore.Store {
 	out := map[int]*kvstore.Store{}
 	for n := 1; n <= k.nodes; n++ {
-		if s := k.Service(n); s != nil {
+		if s := k.StorageService(n); s != nil {
 			out[n] = s.KVStore(s.TargetIDs()[0])
 		}
 	}
@@ -34,7 +34,7 @@ func (k *kvCluster) stores() map[int]*kvstore.Store {
 func (k *kvCluster) onDisk(ref storageclient.KVRef) int {
 	c := 0
 	for n := 1; n <= k.nodes; n++ {
-		if s := k.Service(n); s != nil {
+		if s := k.StorageService(n); s != nil {
 			if _, ok := s.Engine(s.TargetIDs()[0]).Stat(ref.Chunk); ok {
 				c++
 			}
@@ -169,7 +169,7 @@ func TestCorruptReplicaNeverReturned(t *testing.T) {
 		ns.get(t, "warm")
 	}
 	flip := func(key string, off int64) {
-		s := k.Service(2)
+		s := k.StorageService(2)
 		testutil.FlipByte(t, s.Engine(s.TargetIDs()[0]).DataPath(ns.ref(key).Chunk), off)
 	}
 	flip("cold", 50000)
@@ -195,7 +195,7 @@ func TestCorruptEveryReplicaIsAMiss(t *testing.T) {
 	ns.put(t, "good", value("good", 100000))
 	flipped := 0
 	for node := 1; node <= k.nodes; node++ { // nodes are numbered from 1
-		s := k.Service(node)
+		s := k.StorageService(node)
 		for _, tid := range s.TargetIDs() {
 			path := s.Engine(tid).DataPath(ns.ref("bad").Chunk)
 			if path == "" {
@@ -406,7 +406,7 @@ func TestDrop(t *testing.T) {
 		if _, ok := st.Descriptor(ns.desc.ID); ok {
 			t.Fatalf("node %d still has the dropped descriptor", n)
 		}
-		s := k.Service(n)
+		s := k.StorageService(n)
 		for _, m := range s.Engine(s.TargetIDs()[0]).Dump() {
 			if kvformat.IsKVChunk(m.ID) && kvformat.NamespaceOf(m.ID) == ns.desc.ID {
 				t.Fatalf("node %d still holds chunk %s", n, m.ID)
@@ -467,7 +467,7 @@ func TestReplicaStoppedMidReads(t *testing.T) {
 		}()
 	}
 	done.Wait() // every reader is under way
-	k.StopNode(2)
+	k.StopStorage(2)
 	wg.Wait()
 	close(errs)
 	for err := range errs {
@@ -499,10 +499,10 @@ func TestRestartRebuildsIndex(t *testing.T) {
 		before[n] = [2]int64{b, v}
 	}
 	for n := 1; n <= 3; n++ {
-		k.StopNode(n)
+		k.StopStorage(n)
 	}
 	for n := 1; n <= 3; n++ {
-		if err := k.StartNode(n); err != nil {
+		if err := k.StartStorage(n); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -28,7 +28,7 @@ func TestCorruptChunkDetectedServedElsewhereRepaired(t *testing.T) {
 		t.Fatal(err)
 	}
 	victim := c.Current().ServingTargets(chain)[1]
-	eng := c.Service(nodeOf(victim)).Engine(victim)
+	eng := c.StorageService(nodeOf(victim)).Engine(victim)
 	path := eng.DataPath(id)
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {

@@ -6,9 +6,9 @@ import (
 	"time"
 
 	"github.com/emberfs/emberfs/internal/errcode"
+	"github.com/emberfs/emberfs/internal/localcluster"
 	"github.com/emberfs/emberfs/internal/testutil"
 	"github.com/emberfs/emberfs/storage/chunkengine"
-	"github.com/emberfs/emberfs/storage/localcluster"
 	"github.com/emberfs/emberfs/storage/wire"
 	"github.com/emberfs/emberfs/transport"
 )
@@ -83,15 +83,15 @@ func TestRetryAfterRestartIsAppliedOnce(t *testing.T) {
 	other := wire.UpdateReq{Chain: chain, Chunk: chunkengine.ChunkID{Inode: 97}, Kind: wire.KindWrite, ChunkSize: chunkSize, ClientID: 0xD00D, Channel: 1, Seq: 1}
 	sendWrite(t, c, tc, chain, other, []byte("zz"))
 
-	c.StopNode(1) // the answer to seq 2 is "lost"; the process is gone
-	if err := c.StartNode(1); err != nil {
+	c.StopStorage(1) // the answer to seq 2 is "lost"; the process is gone
+	if err := c.StartStorage(1); err != nil {
 		t.Fatal(err)
 	}
 	retry := w(2, 2, "bb")
 	if retry != first {
 		t.Fatalf("retry of seq 2 after the restart answered %+v, want the first outcome %+v", retry, first)
 	}
-	s := c.Service(1)
+	s := c.StorageService(1)
 	m, _ := s.Engine(s.TargetIDs()[0]).Stat(id)
 	if m.Version != 2 || m.PendingVersion != 0 {
 		t.Fatalf("chunk at version %d (pending %d) after the retry, want 2: the write was applied twice", m.Version, m.PendingVersion)

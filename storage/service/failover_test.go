@@ -7,10 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emberfs/emberfs/internal/localcluster"
 	"github.com/emberfs/emberfs/internal/testutil"
 	"github.com/emberfs/emberfs/service/routing"
 	"github.com/emberfs/emberfs/storage/chunkengine"
-	"github.com/emberfs/emberfs/storage/localcluster"
 	"github.com/emberfs/emberfs/storage/storageclient"
 )
 
@@ -30,18 +30,18 @@ func TestStopMiddleThenHeadDuringWrites(t *testing.T) {
 	acked := streamWrites(t, cl, chain, 4, func(phase func(string)) {
 		time.Sleep(150 * time.Millisecond)
 		phase("stop middle")
-		c.StopNode(middle)
+		c.StopStorage(middle)
 		waitServing(t, c, chain, 2)
 		time.Sleep(150 * time.Millisecond)
 		phase("stop head")
-		c.StopNode(head)
+		c.StopStorage(head)
 		waitServing(t, c, chain, 1)
 		time.Sleep(150 * time.Millisecond)
 		phase("restart both")
-		if err := c.StartNode(middle); err != nil {
+		if err := c.StartStorage(middle); err != nil {
 			t.Error(err)
 		}
-		if err := c.StartNode(head); err != nil {
+		if err := c.StartStorage(head); err != nil {
 			t.Error(err)
 		}
 		waitServing(t, c, chain, 3)

@@ -5,9 +5,9 @@ import (
 	"context"
 	"testing"
 
+	"github.com/emberfs/emberfs/internal/localcluster"
 	"github.com/emberfs/emberfs/internal/testutil"
 	"github.com/emberfs/emberfs/storage/chunkengine"
-	"github.com/emberfs/emberfs/storage/localcluster"
 	"github.com/emberfs/emberfs/storage/storageclient"
 )
 
@@ -19,25 +19,34 @@ func startCluster(t *testing.T, nodes, replicas int) (*localcluster.Cluster, []u
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), testutil.Eventually)
 	defer cancel()
-	c, err := localcluster.Start(ctx, localcluster.Options{Dir: t.TempDir(), Nodes: nodes, NoSync: true, Logger: testutil.Logger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
+	c := startStorage(t, ctx, localcluster.StorageOnly(t.TempDir(), nodes))
 	chains, err := c.CreateChains(ctx, replicas)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cl := c.Client(storageclient.Config{})
+	cl := c.StorageClient(storageclient.Config{})
 	t.Cleanup(func() { cl.Close() })
 	return c, chains, cl
+}
+
+// startStorage starts a storage cluster (o from localcluster.StorageOnly)
+// without fsync and with the test logger, and stops it when the test ends.
+func startStorage(t testing.TB, ctx context.Context, o localcluster.Options) *localcluster.Cluster {
+	t.Helper()
+	o.NoSync, o.Logger = true, testutil.Logger()
+	c, err := localcluster.Start(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(context.Background()) })
+	return c
 }
 
 // replicaStates returns each target's committed metadata of a chunk.
 func replicaStates(c *localcluster.Cluster, nodes int, id chunkengine.ChunkID) map[int]chunkengine.ChunkMeta {
 	out := map[int]chunkengine.ChunkMeta{}
 	for n := 1; n <= nodes; n++ {
-		s := c.Service(n)
+		s := c.StorageService(n)
 		if s == nil {
 			continue
 		}

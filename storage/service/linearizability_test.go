@@ -20,8 +20,8 @@ import (
 	"github.com/anishathalye/porcupine"
 
 	"github.com/emberfs/emberfs/internal/errcode"
+	"github.com/emberfs/emberfs/internal/localcluster"
 	"github.com/emberfs/emberfs/storage/chunkengine"
-	"github.com/emberfs/emberfs/storage/localcluster"
 	"github.com/emberfs/emberfs/storage/storageclient"
 )
 
@@ -92,7 +92,7 @@ func TestLinearizableUnderRestarts(t *testing.T) {
 func linearizabilityRun(t *testing.T, seed uint64) {
 	c, chains, _ := startCluster(t, 3, 3)
 	chain := chains[0]
-	cl := c.Client(storageclient.Config{RetryTimeout: 5 * time.Second, SpreadReads: true})
+	cl := c.StorageClient(storageclient.Config{RetryTimeout: 5 * time.Second, SpreadReads: true})
 	defer cl.Close()
 	const keys, workers = 6, 4
 	start := time.Now()
@@ -163,15 +163,15 @@ func linearizabilityRun(t *testing.T, seed uint64) {
 		n := 1 + rng.IntN(3)
 		switch kind := []string{"restart", "two-down", "lease-expiry"}[rng.IntN(3)]; kind {
 		case "restart":
-			c.StopNode(n)
+			c.StopStorage(n)
 			time.Sleep(time.Duration(rng.IntN(300)) * time.Millisecond)
 			restartNodes(t, c, n)
 			faults[kind]++
 		case "two-down":
 			// Two of three replicas gone: the survivor is head and tail.
 			m := 1 + (n+rng.IntN(2))%3
-			c.StopNode(n)
-			c.StopNode(m)
+			c.StopStorage(n)
+			c.StopStorage(m)
 			time.Sleep(time.Duration(rng.IntN(400)) * time.Millisecond)
 			restartNodes(t, c, n, m)
 			faults[kind]++
@@ -179,9 +179,9 @@ func linearizabilityRun(t *testing.T, seed uint64) {
 			// The node keeps running and serving its connections while
 			// mgmtd times it out (failure timeout 600 ms) and reroutes:
 			// what a long GC pause or a partition from mgmtd looks like.
-			c.Service(n).StopHeartbeatsForTest()
+			c.StorageService(n).StopHeartbeatsForTest()
 			time.Sleep(time.Duration(900+rng.IntN(600)) * time.Millisecond)
-			c.StopNode(n)
+			c.StopStorage(n)
 			restartNodes(t, c, n)
 			faults[kind]++
 		}
@@ -212,7 +212,7 @@ func registerAt(key int) (chunkengine.ChunkID, uint32) {
 func restartNodes(t *testing.T, c *localcluster.Cluster, nodes ...int) {
 	t.Helper()
 	for _, n := range nodes {
-		if err := c.StartNode(n); err != nil {
+		if err := c.StartStorage(n); err != nil {
 			t.Fatal(err)
 		}
 	}

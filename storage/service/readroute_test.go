@@ -50,7 +50,7 @@ func TestChunkReadsStayOnOneReplica(t *testing.T) {
 		t.Fatalf("reads of %d chunks went to replicas %v, want all 3", chunks, all)
 	}
 
-	spread := c.Client(storageclient.Config{SpreadReads: true})
+	spread := c.StorageClient(storageclient.Config{SpreadReads: true})
 	defer spread.Close()
 	if seen := readTargets(spread, 0); len(seen) != 3 {
 		t.Fatalf("with SpreadReads the %d reads of one chunk went to replicas %v, want all 3", pieces, seen)

@@ -9,11 +9,12 @@ import (
 	"time"
 
 	"github.com/emberfs/emberfs/internal/errcode"
+	"github.com/emberfs/emberfs/internal/localcluster"
 	"github.com/emberfs/emberfs/internal/testutil"
 	"github.com/emberfs/emberfs/service/proto/mgmtdpb"
 	"github.com/emberfs/emberfs/storage/chunkengine"
 	"github.com/emberfs/emberfs/storage/kvformat"
-	"github.com/emberfs/emberfs/storage/localcluster"
+	"github.com/emberfs/emberfs/storage/service"
 	"github.com/emberfs/emberfs/storage/storageclient"
 	"github.com/emberfs/emberfs/storage/wire"
 	"github.com/emberfs/emberfs/transport"
@@ -44,7 +45,7 @@ func TestHeadRefusesWritesUntilRecovered(t *testing.T) {
 	}
 	r := c.Current()
 	head, _ := r.Head(chain)
-	c.Service(nodeOf(head)).HoldUnrecoveredForTest(head)
+	c.StorageService(nodeOf(head)).HoldUnrecoveredForTest(head)
 	_, addr, _ := r.TargetAddress(head)
 	tc := transport.NewClient(transport.ClientConfig{Token: c.Token()})
 	defer tc.Close()
@@ -54,7 +55,7 @@ func TestHeadRefusesWritesUntilRecovered(t *testing.T) {
 		t.Fatalf("write at an unrecovered head: %v, want Unavailable", err)
 	}
 	for n := 1; n <= 3; n++ {
-		s := c.Service(n)
+		s := c.StorageService(n)
 		if m, _ := s.Engine(s.TargetIDs()[0]).Stat(id); m.Version != 1 || m.PendingVersion != 0 {
 			t.Fatalf("node %d holds version %d pending %d after the refused write, want 1 and none", n, m.Version, m.PendingVersion)
 		}
@@ -80,12 +81,12 @@ func TestOrphanPendingIsRedrivenNotRolledBack(t *testing.T) {
 	// committed on the middle and the tail, as when a head's forward was
 	// acknowledged downstream but the head never committed.
 	v2 := chunkengine.Update{Kind: chunkengine.UpdateWrite, Data: []byte("bbbb"), ChunkSize: chunkSize, Version: 2, ChainVer: cv}
-	hs := c.Service(nodeOf(order[0]))
+	hs := c.StorageService(nodeOf(order[0]))
 	if _, err := hs.Engine(order[0]).Prepare(id, v2); err != nil {
 		t.Fatal(err)
 	}
 	for _, tg := range order[1:] {
-		if _, err := c.Service(nodeOf(tg)).Engine(tg).Apply(id, v2); err != nil {
+		if _, err := c.StorageService(nodeOf(tg)).Engine(tg).Apply(id, v2); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -98,7 +99,7 @@ func TestOrphanPendingIsRedrivenNotRolledBack(t *testing.T) {
 	}
 	want := []byte("bbbbaacc")
 	for n, m := range replicaStates(c, 3, id) {
-		s := c.Service(n)
+		s := c.StorageService(n)
 		got, _, err := s.Engine(s.TargetIDs()[0]).Read(id, 0, 8, false)
 		if err != nil || !bytes.Equal(got, want) {
 			t.Errorf("node %d: version %d holds %q (%v), want %q: the committed version 2 was rolled back", n, m.Version, got, err, want)
@@ -144,7 +145,7 @@ func TestSyncFrameOnlyFromSyncingPredecessor(t *testing.T) {
 			t.Errorf("sync replace to serving tail %d from %d accepted, want refused", tail, from)
 		}
 	}
-	s := c.Service(nodeOf(tail))
+	s := c.StorageService(nodeOf(tail))
 	got, ver, err := s.Engine(tail).Read(id, 0, 2, false)
 	if err != nil || string(got) != "v2" || ver != 2 {
 		t.Fatalf("tail holds %q at version %d (%v) after the refused syncs, want v2 at 2: rolled back", got, ver, err)
@@ -169,17 +170,13 @@ func TestSyncFrameOnlyFromSyncingPredecessor(t *testing.T) {
 func TestStaleRoutingRefusesReads(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), testutil.Eventually)
 	defer cancel()
-	c, err := localcluster.Start(ctx, localcluster.Options{Dir: t.TempDir(), Nodes: 3, NoSync: true, Logger: testutil.Logger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
+	c := startStorage(t, ctx, localcluster.StorageOnly(t.TempDir(), 3))
 	chains, err := c.CreateChains(ctx, 3)
 	if err != nil {
 		t.Fatal(err)
 	}
 	chain := chains[0]
-	cl := c.Client(storageclient.Config{})
+	cl := c.StorageClient(storageclient.Config{})
 	defer cl.Close()
 	id := chunkengine.ChunkID{Inode: 94}
 	if _, err := cl.Write(ctx, chain, id, chunkSize, 0, []byte("old")); err != nil {
@@ -188,11 +185,11 @@ func TestStaleRoutingRefusesReads(t *testing.T) {
 	r := c.Current()
 	order := r.ServingTargets(chain)
 	tail := order[2]
-	ts := c.Service(nodeOf(tail))
+	ts := c.StorageService(nodeOf(tail))
 	ts.StopRoutingWatchForTest()
 	// The head leaves the chain; mgmtd's routing moves on, the tail's
 	// does not (its heartbeats say so).
-	c.StopNode(nodeOf(order[0]))
+	c.StopStorage(nodeOf(order[0]))
 	testutil.WaitUntil(t, "mgmtd reports newer routing to the tail", func() bool {
 		held, m := ts.RoutingVersionsForTest()
 		return m > held
@@ -270,7 +267,7 @@ func TestBatchReadDoesNotOpenAFilePerEntry(t *testing.T) {
 	if failed > 0 {
 		t.Fatalf("%d of %d entries failed", failed, entries)
 	}
-	if peak := c.Service(1).PeakBatchOpenRegionsForTest(); peak > 64 {
+	if peak := c.StorageService(1).PeakBatchOpenRegionsForTest(); peak > 64 {
 		t.Fatalf("batch reads held %d data files open at once, want at most 64", peak)
 	}
 }
@@ -287,17 +284,15 @@ func TestKVBatchDoesNotOpenAFilePerEntry(t *testing.T) {
 	defer cancel()
 	// Inline reads off: every value goes out from its file, as values
 	// past the inline size or budget do.
-	c, err := localcluster.Start(ctx, localcluster.Options{Dir: t.TempDir(), Nodes: 1, NoSync: true, Logger: testutil.Logger(), KVInlineMax: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
+	o := localcluster.StorageOnly(t.TempDir(), 1)
+	o.StorageConfig = func(_ int, cfg *service.Config) { cfg.KVInlineMax = -1 }
+	c := startStorage(t, ctx, o)
 	chains, err := c.CreateChains(ctx, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	chain := chains[0]
-	cl := c.Client(storageclient.Config{})
+	cl := c.StorageClient(storageclient.Config{})
 	defer cl.Close()
 	// 4096 entries: a get reply header is ~170 bytes and a frame carries
 	// at most 1 MiB of them.
@@ -361,7 +356,7 @@ func TestKVBatchDoesNotOpenAFilePerEntry(t *testing.T) {
 	if failed > 0 {
 		t.Fatalf("%d of %d entries failed", failed, 2*entries)
 	}
-	if peak := c.Service(1).PeakBatchOpenRegionsForTest(); peak > 64 {
+	if peak := c.StorageService(1).PeakBatchOpenRegionsForTest(); peak > 64 {
 		t.Fatalf("kv batches held %d data files open at once, want at most 64", peak)
 	}
 }
@@ -402,7 +397,7 @@ func TestClientConnectionCannotSendChainTraffic(t *testing.T) {
 		}
 		tc.Close()
 	}
-	s := c.Service(nodeOf(tail))
+	s := c.StorageService(nodeOf(tail))
 	if got, ver, err := s.Engine(tail).Read(id, 0, 2, false); err != nil || string(got) != "v1" || ver != 1 {
 		t.Fatalf("tail holds %q at version %d (%v) after the refused chain traffic, want v1 at 1", got, ver, err)
 	}

@@ -10,11 +10,11 @@ import (
 	"time"
 
 	"github.com/emberfs/emberfs/internal/errcode"
+	"github.com/emberfs/emberfs/internal/localcluster"
 	"github.com/emberfs/emberfs/internal/testutil"
 	"github.com/emberfs/emberfs/service/proto/mgmtdpb"
 	"github.com/emberfs/emberfs/service/routing"
 	"github.com/emberfs/emberfs/storage/chunkengine"
-	"github.com/emberfs/emberfs/storage/localcluster"
 	"github.com/emberfs/emberfs/storage/storageclient"
 	"github.com/emberfs/emberfs/storage/wire"
 	"github.com/emberfs/emberfs/transport"
@@ -39,18 +39,15 @@ func TestRestartedPredecessorDoesNotSyncFromStaleCopy(t *testing.T) {
 	const failureTimeout = 3 * time.Second
 	ctx, cancel := context.WithTimeout(context.Background(), testutil.Eventually)
 	defer cancel()
-	c, err := localcluster.Start(ctx, localcluster.Options{Dir: t.TempDir(), Nodes: 3, NoSync: true,
-		FailureTimeout: failureTimeout, Logger: testutil.Logger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
+	o := localcluster.StorageOnly(t.TempDir(), 3)
+	o.FailureTimeout = failureTimeout
+	c := startStorage(t, ctx, o)
 	chains, err := c.CreateChains(ctx, 3)
 	if err != nil {
 		t.Fatal(err)
 	}
 	chain := chains[0]
-	cl := c.Client(storageclient.Config{})
+	cl := c.StorageClient(storageclient.Config{})
 	defer cl.Close()
 	order := c.Current().ServingTargets(chain)
 	if len(order) != 3 {
@@ -67,21 +64,21 @@ func TestRestartedPredecessorDoesNotSyncFromStaleCopy(t *testing.T) {
 	}
 
 	write(1)
-	c.StopNode(tail)
+	c.StopStorage(tail)
 	waitServing(t, c, chain, 2)
 	write(2) // on head and middle only
 
 	// Restart the middle on the tail's stale copy, inside the failure
 	// timeout: mgmtd still lists it serving.
-	c.StopNode(middle)
+	c.StopStorage(middle)
 	copyTargetData(t, c.TargetDir(tail, 0), c.TargetDir(middle, 0))
-	if err := c.StartNode(middle); err != nil {
+	if err := c.StartStorage(middle); err != nil {
 		t.Fatal(err)
 	}
 	if st := c.Current().TargetState(order[1]); st != mgmtdpb.PublicState_PUBLIC_SERVING {
 		t.Fatalf("set-up too slow: restarted middle %d is already %s (failure timeout %v)", order[1], st, failureTimeout)
 	}
-	if err := c.StartNode(tail); err != nil {
+	if err := c.StartStorage(tail); err != nil {
 		t.Fatal(err)
 	}
 
@@ -232,15 +229,15 @@ func TestRetryAfterResyncIsNotAppliedTwice(t *testing.T) {
 	first := write()
 
 	// The tail restarts (losing its dedupe table) and is resynced.
-	c.StopNode(tail)
+	c.StopStorage(tail)
 	waitServing(t, c, chain, 2)
-	if err := c.StartNode(tail); err != nil {
+	if err := c.StartStorage(tail); err != nil {
 		t.Fatal(err)
 	}
 	waitServing(t, c, chain, 3)
 	// Head and middle fail together: the resynced target is head alone.
-	c.StopNode(head)
-	c.StopNode(middle)
+	c.StopStorage(head)
+	c.StopStorage(middle)
 	testutil.WaitUntil(t, "resynced target heads the chain", func() bool {
 		h, ok := c.Current().Head(chain)
 		return ok && h == order[2] && len(c.Current().ServingTargets(chain)) == 1
@@ -249,7 +246,7 @@ func TestRetryAfterResyncIsNotAppliedTwice(t *testing.T) {
 	if retry.Version != first.Version {
 		t.Fatalf("retry of an applied write answered version %d, first attempt committed %d: applied twice", retry.Version, first.Version)
 	}
-	if m, _ := c.Service(tail).Engine(order[2]).Stat(id); m.Version != first.Version {
+	if m, _ := c.StorageService(tail).Engine(order[2]).Stat(id); m.Version != first.Version {
 		t.Fatalf("chunk %s on target %d is at version %d after the retry, want %d", id, order[2], m.Version, first.Version)
 	}
 }
@@ -269,12 +266,12 @@ func TestSyncIncludesChunkCreatedByOlderUpdate(t *testing.T) {
 	defer cancel()
 	order := c.Current().ServingTargets(chain)
 	middle, tail := nodeOf(order[1]), nodeOf(order[2])
-	c.StopNode(tail)
+	c.StopStorage(tail)
 	waitServing(t, c, chain, 2) // the middle is the tail now
 
 	id := chunkengine.ChunkID{Inode: 91, Index: 0}
 	held, release := make(chan struct{}), make(chan struct{})
-	c.Service(middle).SetAdmittedHookForTest(func(target uint64, chunk chunkengine.ChunkID) {
+	c.StorageService(middle).SetAdmittedHookForTest(func(target uint64, chunk chunkengine.ChunkID) {
 		if target == order[1] && chunk == id {
 			close(held)
 			<-release
@@ -293,7 +290,7 @@ func TestSyncIncludesChunkCreatedByOlderUpdate(t *testing.T) {
 	}
 	// The tail returns while the write waits on the middle, admitted
 	// under the chain version in which the middle is the tail.
-	if err := c.StartNode(tail); err != nil {
+	if err := c.StartStorage(tail); err != nil {
 		t.Fatal(err)
 	}
 	syncing := func(r *routing.Routing) bool { return r.TargetState(order[2]) == mgmtdpb.PublicState_PUBLIC_SYNCING }

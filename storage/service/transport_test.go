@@ -5,9 +5,10 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/emberfs/emberfs/internal/localcluster"
 	"github.com/emberfs/emberfs/internal/testutil"
 	"github.com/emberfs/emberfs/storage/chunkengine"
-	"github.com/emberfs/emberfs/storage/localcluster"
+	"github.com/emberfs/emberfs/storage/service"
 	"github.com/emberfs/emberfs/storage/storageclient"
 	"github.com/emberfs/emberfs/storage/wire"
 	"github.com/emberfs/emberfs/transport"
@@ -72,16 +73,14 @@ func TestServiceUsesInjectedTransport(t *testing.T) {
 	rt := &recordingTransport{served: map[transport.Op]int{}, sent: map[transport.Op]int{}}
 	ctx, cancel := context.WithTimeout(context.Background(), testutil.Eventually)
 	defer cancel()
-	c, err := localcluster.Start(ctx, localcluster.Options{Dir: t.TempDir(), Nodes: 3, NoSync: true, Logger: testutil.Logger(), Transport: rt})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
+	o := localcluster.StorageOnly(t.TempDir(), 3)
+	o.StorageConfig = func(_ int, cfg *service.Config) { cfg.Transport = rt }
+	c := startStorage(t, ctx, o)
 	chains, err := c.CreateChains(ctx, 3)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cl := c.Client(storageclient.Config{})
+	cl := c.StorageClient(storageclient.Config{})
 	t.Cleanup(func() { cl.Close() })
 	const writes = 5
 	for i := range writes {

@@ -13,8 +13,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/emberfs/emberfs/internal/localcluster"
 	"github.com/emberfs/emberfs/storage/chunkengine"
-	"github.com/emberfs/emberfs/storage/localcluster"
 	"github.com/emberfs/emberfs/storage/storageclient"
 	"github.com/emberfs/emberfs/transport"
 )
@@ -96,23 +96,25 @@ func Run(ctx context.Context, o Options, report func(Row)) ([]Row, error) {
 	}
 	var rows []Row
 	for _, reps := range o.Replicas {
-		c, err := localcluster.Start(ctx, localcluster.Options{Dir: fmt.Sprintf("%s/r%d", dir, reps), Nodes: reps, NoSync: !o.Sync, Logger: o.Logger,
-			HeartbeatInterval: 500 * time.Millisecond, FailureTimeout: 5 * time.Second})
+		lo := localcluster.StorageOnly(fmt.Sprintf("%s/r%d", dir, reps), reps)
+		lo.NoSync, lo.Logger = !o.Sync, o.Logger
+		lo.HeartbeatInterval, lo.FailureTimeout = 500*time.Millisecond, 5*time.Second
+		c, err := localcluster.Start(ctx, lo)
 		if err != nil {
 			return rows, err
 		}
 		chains, err := c.CreateChains(ctx, reps)
 		if err != nil {
-			c.Close()
+			c.Close(ctx)
 			return rows, err
 		}
-		cl := c.Client(storageclient.Config{})
+		cl := c.StorageClient(storageclient.Config{})
 		for _, size := range o.Sizes {
 			for _, inflight := range o.InFlight {
 				row, err := runCell(ctx, cl, chains[0], reps, size, inflight, o.Duration)
 				if err != nil {
 					cl.Close()
-					c.Close()
+					c.Close(ctx)
 					return rows, fmt.Errorf("replicas=%d size=%d inflight=%d: %w", reps, size, inflight, err)
 				}
 				rows = append(rows, row)
@@ -122,7 +124,7 @@ func Run(ctx context.Context, o Options, report func(Row)) ([]Row, error) {
 			}
 		}
 		cl.Close()
-		c.Close()
+		c.Close(ctx)
 	}
 	return rows, nil
 }

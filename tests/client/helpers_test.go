@@ -7,7 +7,7 @@ import (
 
 	"github.com/emberfs/emberfs/client"
 	"github.com/emberfs/emberfs/internal/localcluster"
-	"github.com/emberfs/emberfs/internal/testutil"
+	"github.com/emberfs/emberfs/internal/localcluster/clustertest"
 )
 
 // testChunk is small so that modest writes cross many chunk boundaries.
@@ -17,32 +17,12 @@ const testChunk = 64 << 10
 // 3 chains of 3 replicas) in a temp dir.
 func startCluster(t *testing.T) *localcluster.Cluster {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	c, err := localcluster.Start(ctx, localcluster.Options{Dir: t.TempDir(), Storage: 3, Replicas: 3, TargetsPerNode: 3,
-		ChunkSize: testChunk, NoSync: true, Logger: testutil.Logger(),
-		HeartbeatInterval: 100 * time.Millisecond, FailureTimeout: 600 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		c.Close(ctx)
-	})
-	return c
+	return clustertest.Start(t, localcluster.Options{Storage: 3, Replicas: 3, TargetsPerNode: 3, ChunkSize: testChunk})
 }
 
 func newClient(t *testing.T, c *localcluster.Cluster, cfg client.Config) *client.Client {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cl, err := c.NewClient(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cl.Close() })
-	return cl
+	return clustertest.Client(t, c, cfg)
 }
 
 func ctxT(t *testing.T) context.Context {

@@ -16,7 +16,7 @@ import (
 	"github.com/emberfs/emberfs/client"
 	"github.com/emberfs/emberfs/internal/errcode"
 	"github.com/emberfs/emberfs/internal/localcluster"
-	"github.com/emberfs/emberfs/internal/testutil"
+	"github.com/emberfs/emberfs/internal/localcluster/clustertest"
 	"github.com/emberfs/emberfs/service/meta"
 	"github.com/emberfs/emberfs/service/meta/metad"
 	"github.com/emberfs/emberfs/service/routing"
@@ -115,20 +115,10 @@ func TestUnlinkedWhileOpenForReadKeepsData(t *testing.T) {
 // with ESTALE instead of returning zeros.
 func TestReadOfCollectedFileIsStale(t *testing.T) {
 	ctx := ctxT(t)
-	c, err := localcluster.Start(ctx, localcluster.Options{Dir: t.TempDir(), Storage: 3, Replicas: 3, TargetsPerNode: 3,
-		ChunkSize: testChunk, NoSync: true, Logger: testutil.Logger(),
-		HeartbeatInterval: 100 * time.Millisecond, FailureTimeout: 600 * time.Millisecond,
+	c := clustertest.Start(t, localcluster.Options{Storage: 3, Replicas: 3, TargetsPerNode: 3, ChunkSize: testChunk,
 		// Leases far shorter than the client's 15 s renewal: the reader's
 		// session is pruned once the test asks.
 		MetaConfig: func(m *metad.Config) { m.ClientTTL.Duration = 200 * time.Millisecond }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		c.Close(ctx)
-	})
 	a := newClient(t, c, client.Config{})
 	b := newClient(t, c, client.Config{CacheBytes: -1, ReadAhead: -1})
 	data := pattern(2*testChunk+5, 6)

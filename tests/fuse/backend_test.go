@@ -2,14 +2,12 @@ package fusetest
 
 import (
 	"context"
-	"fmt"
-	"os"
 	"sync"
-	"time"
 
 	"github.com/emberfs/emberfs/client"
 	"github.com/emberfs/emberfs/fuse"
 	"github.com/emberfs/emberfs/internal/localcluster"
+	"github.com/emberfs/emberfs/internal/localcluster/clustertest"
 	"github.com/emberfs/emberfs/internal/testutil"
 	"github.com/emberfs/emberfs/service/meta"
 )
@@ -23,26 +21,10 @@ import (
 var testCluster *localcluster.Cluster
 
 func startCluster() (stop func(), err error) {
-	dir, err := os.MkdirTemp("", "emberfs-fusecluster-")
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	// NoSync: fsync of the chunk engines only slows the tests down; nothing
-	// here crashes the machine.
-	c, err := localcluster.Start(ctx, localcluster.Options{Dir: dir, Storage: 3, Replicas: 3, NoSync: true, Logger: testutil.Logger()})
-	if err != nil {
-		os.RemoveAll(dir)
-		return nil, fmt.Errorf("starting the test cluster: %w", err)
-	}
-	testCluster = c
-	return func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		c.Close(ctx)
-		os.RemoveAll(dir)
-	}, nil
+	// Chunk engines without fsync (StartMain): nothing here crashes the
+	// machine.
+	testCluster, stop, err = clustertest.StartMain(localcluster.Options{Storage: 3, Replicas: 3})
+	return stop, err
 }
 
 // recordingBackend is the native client's backend with the largest single
@@ -114,5 +96,5 @@ func (f recordingFile) ReadAt(p []byte, off int64) (int, error) {
 }
 
 func newClient(ctx context.Context, id string) (*client.Client, error) {
-	return testCluster.NewClient(ctx, client.Config{ClientID: id, Logger: testutil.Logger()})
+	return clustertest.NewClient(ctx, testCluster, client.Config{ClientID: id, Logger: testutil.Logger()})
 }

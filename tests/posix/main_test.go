@@ -18,10 +18,10 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/emberfs/emberfs/client"
 	"github.com/emberfs/emberfs/internal/localcluster"
+	"github.com/emberfs/emberfs/internal/localcluster/clustertest"
 	"github.com/emberfs/emberfs/internal/testutil"
 )
 
@@ -67,29 +67,13 @@ func TestMain(m *testing.M) {
 }
 
 func startCluster() (stop func(), err error) {
-	dir, err := os.MkdirTemp("", "emberfs-posixcluster-")
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
 	// One storage service is enough: the suite is about metadata semantics.
-	c, err := localcluster.Start(ctx, localcluster.Options{Dir: dir, Storage: 1, Replicas: 1, NoSync: true, Logger: testutil.Logger()})
-	if err != nil {
-		os.RemoveAll(dir)
-		return nil, fmt.Errorf("starting the test cluster: %w", err)
-	}
-	testCluster = c
-	return func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		c.Close(ctx)
-		os.RemoveAll(dir)
-	}, nil
+	testCluster, stop, err = clustertest.StartMain(localcluster.Options{Storage: 1, Replicas: 1})
+	return stop, err
 }
 
 func newClient(ctx context.Context, id string) (*client.Client, error) {
-	return testCluster.NewClient(ctx, client.Config{ClientID: id, Logger: testutil.Logger()})
+	return clustertest.NewClient(ctx, testCluster, client.Config{ClientID: id, Logger: testutil.Logger()})
 }
 
 // detachStaleMounts lazily unmounts mounts a killed earlier run left.

@@ -3,13 +3,13 @@ package metad
 import (
 	"context"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/emberfs/emberfs/internal/testutil"
 	"github.com/emberfs/emberfs/service/meta"
 	"github.com/emberfs/emberfs/service/meta/metaclient"
 )
@@ -21,7 +21,7 @@ func TestStandaloneDaemon(t *testing.T) {
 	cfg.Listen, cfg.MetricsListen, cfg.KV, cfg.Token, cfg.Mgmtd = "127.0.0.1:0", "127.0.0.1:0", "memory", "tok", nil
 	cfg.RootChunkSize = 1 << 20
 	ctx := context.Background()
-	d, err := Start(ctx, Options{Config: cfg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	d, err := Start(ctx, Options{Config: cfg, Logger: testutil.Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
