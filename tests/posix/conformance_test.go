@@ -64,11 +64,15 @@ func compare(t *testing.T, file string, ext4, ember []result) {
 			bad = append(bad, fmt.Sprintf("%s:%d: %s: %s: agrees (%s) but is annotated #differs: %s; remove the annotation", file, st.line, st.user, st.text, ext4[i].out, st.differs))
 		}
 	}
-	if len(bad) > 0 {
-		var full strings.Builder
-		for i := range ext4 {
-			fmt.Fprintf(&full, "%4d %-60s | %s\n", ext4[i].st.line, ext4[i].String(), ember[i].out)
-		}
+	var full strings.Builder
+	for i := range ext4 {
+		fmt.Fprintf(&full, "%4d %-60s | %s\n", ext4[i].st.line, ext4[i].String(), ember[i].out)
+	}
+	if len(bad) == 0 {
+		t.Logf("transcript (ext4 | emberfs):\n%s", full.String()) // go test -v shows it
+		return
+	}
+	{
 		t.Errorf("%d lines differ from ext4:\n%s\n\ntranscript (ext4 | emberfs):\n%s", len(bad), strings.Join(bad, "\n"), full.String())
 	}
 }
