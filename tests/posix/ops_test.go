@@ -469,6 +469,7 @@ func runHelper(args []string) int {
 		default:
 			fmt.Fprintln(w, "OK "+out)
 		}
+		w.Flush() // the driver waits for each result
 	}
 	return 0
 }

@@ -3,6 +3,7 @@ package posix
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"sort"
@@ -27,8 +28,10 @@ import (
 //
 // Paths are relative to the case's own directory (world-writable, owned by
 // root, mode 0777), which is the working directory of every operation.
-// Consecutive operations of one user run in one helper process started with
-// that user's uid, gid and supplementary groups (SysProcAttr.Credential), so
+// Each user's operations run in one helper process of that user, started
+// with its uid, gid and supplementary groups (SysProcAttr.Credential) at
+// the user's first operation and kept for the whole case (so descriptors
+// opened with fopen stay open across other users' operations and snaps):
 // every permission check is the kernel's and the file system's, as for any
 // program. The transcript has one line per statement:
 //
@@ -161,6 +164,8 @@ func run(t *testing.T, dir string, script []statement) []result {
 	t.Helper()
 	var out []result
 	snaps := map[string]timesOf{}
+	helpers := &helperSet{dir: dir, procs: map[string]*helper{}}
+	defer helpers.close(t)
 	for i := 0; i < len(script); {
 		st := script[i]
 		fields := strings.Fields(st.text)
@@ -213,17 +218,10 @@ func run(t *testing.T, dir string, script []statement) []result {
 			i++
 			continue
 		}
-		// A batch: this and the following operations of the same user.
-		j := i
-		for j < len(script) && script[j].user == st.user && !isDriverOp(script[j].text) {
-			j++
-		}
-		lines := runBatch(t, dir, users[st.user], script[i:j])
-		for k := i; k < j; k++ {
-			out = append(out, result{script[k], lines[k-i]})
-		}
-		i = j
+		out = append(out, result{st, helpers.get(t, st.user).do(t, st)})
+		i++
 	}
+	helpers.close(t)
 	return out
 }
 
@@ -232,30 +230,75 @@ func isDriverOp(text string) bool {
 	return op == "snap" || op == "times"
 }
 
-// runBatch runs operations in one helper process as u and returns one
-// result per operation.
-func runBatch(t *testing.T, dir string, u user, batch []statement) []string {
+// helper is one user's helper process for a case: it runs that user's
+// operations one line at a time and keeps its descriptors (fopen) for the
+// whole case, across other users' operations and snaps.
+type helper struct {
+	u      user
+	cmd    *exec.Cmd
+	in     io.WriteCloser
+	out    *bufio.Reader
+	stderr *strings.Builder
+}
+
+type helperSet struct {
+	dir   string
+	procs map[string]*helper
+}
+
+func (hs *helperSet) get(t *testing.T, name string) *helper {
 	t.Helper()
-	var in strings.Builder
-	for _, st := range batch {
-		in.WriteString(st.text + "\n")
+	if h, ok := hs.procs[name]; ok {
+		return h
 	}
-	cmd := exec.Command(helperBin, dir)
-	cmd.Stdin = strings.NewReader(in.String())
+	u := users[name]
+	cmd := exec.Command(helperBin, hs.dir)
 	// No 1 s race-detector exit delay in helpers of a -race test binary.
 	cmd.Env = append(os.Environ(), helperEnv+"=1", "GORACE=atexit_sleep_ms=0")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: u.uid, Gid: u.gid, Groups: u.groups}}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	stdout, err := cmd.Output()
+	h := &helper{u: u, cmd: cmd, stderr: &strings.Builder{}}
+	cmd.Stderr = h.stderr
+	in, err := cmd.StdinPipe()
 	if err != nil {
-		t.Fatalf("helper as %s in %s: %v\nstdin:\n%s\nstderr:\n%s", u.name, dir, err, in.String(), stderr.String())
+		t.Fatal(err)
 	}
-	lines := strings.Split(strings.TrimSuffix(string(stdout), "\n"), "\n")
-	if len(lines) != len(batch) {
-		t.Fatalf("helper as %s: %d results for %d operations:\n%s\nstderr:\n%s", u.name, len(lines), len(batch), stdout, stderr.String())
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
 	}
-	return lines
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting the helper as %s: %v", name, err)
+	}
+	h.in, h.out = in, bufio.NewReader(out)
+	hs.procs[name] = h
+	return h
+}
+
+// do runs one operation and returns its result line.
+func (h *helper) do(t *testing.T, st statement) string {
+	t.Helper()
+	if _, err := io.WriteString(h.in, st.text+"\n"); err != nil {
+		t.Fatalf("line %d: helper as %s: %v\n%s", st.line, h.u.name, err, h.stderr)
+	}
+	line, err := h.out.ReadString('\n')
+	if err != nil {
+		h.cmd.Wait()
+		t.Fatalf("line %d: %s: helper as %s: %v\nstderr:\n%s", st.line, st.text, h.u.name, err, h.stderr)
+	}
+	return strings.TrimSuffix(line, "\n")
+}
+
+// close ends every helper (closing descriptors still open) and checks
+// that each exited cleanly.
+func (hs *helperSet) close(t *testing.T) {
+	t.Helper()
+	for name, h := range hs.procs {
+		h.in.Close()
+		if err := h.cmd.Wait(); err != nil {
+			t.Errorf("helper as %s: %v\nstderr:\n%s", name, err, h.stderr)
+		}
+	}
+	hs.procs = map[string]*helper{}
 }
 
 // sortedCopy is a sorted copy of names (readdir order is the file
