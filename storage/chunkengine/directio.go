@@ -56,11 +56,12 @@ func isAligned(p []byte) bool {
 }
 
 // writeData writes all of data at off in f, the aligned middle with
-// O_DIRECT when the engine uses direct I/O. The caller still syncs f.
-func (e *Engine) writeData(f vfs.File, data []byte, off int64) error {
+// O_DIRECT when the engine uses direct I/O and the update does not ask to
+// keep its data cached. The caller still syncs f.
+func (e *Engine) writeData(f vfs.File, data []byte, off int64, cached bool) error {
 	// Without fsync nothing waits for the disk, and the page cache is the
 	// faster way to get there.
-	if e.opts.BufferedIO || e.opts.NoSync || e.noDirect.Load() || len(data) < directMin {
+	if cached || e.opts.BufferedIO || e.opts.NoSync || e.noDirect.Load() || len(data) < directMin {
 		return vfs.WriteFull(f, data, off)
 	}
 	head := int((directAlign - off%directAlign) % directAlign)

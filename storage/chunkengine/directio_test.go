@@ -55,6 +55,7 @@ func directSteps() []directStep {
 		{"truncate down: copy of a prefix", b, Update{Kind: UpdateTruncate, Length: 100<<10 + 5}, true},
 		{"small write stays buffered", b, Update{Kind: UpdateWrite, Offset: 100<<10 + 5, Data: randBytes(r, 5000)}, false},
 		{"replace with a whole new file", c, Update{Kind: UpdateReplace, Version: 7, Data: randBytes(r, 2<<20), ChunkSize: cs}, true},
+		{"KeepCached: through the page cache", c, Update{Kind: UpdateWrite, Offset: 2 << 20, Data: alignedCopy(randBytes(r, 1<<20)), KeepCached: true}, false},
 	}
 }
 

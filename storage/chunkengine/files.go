@@ -100,26 +100,26 @@ func (e *Engine) finishNew(id ChunkID, f vfs.File, gen uint64, werr error) (uint
 }
 
 // writeNewFile writes data as the whole content of a new data file.
-func (e *Engine) writeNewFile(id ChunkID, data []byte) (uint64, error) {
+func (e *Engine) writeNewFile(id ChunkID, data []byte, cached bool) (uint64, error) {
 	f, gen, err := e.createFile(id)
 	if err != nil {
 		return 0, err
 	}
-	return e.finishNew(id, f, gen, e.writeData(f, data, 0))
+	return e.finishNew(id, f, gen, e.writeData(f, data, 0, cached))
 }
 
 // writeTail writes data at off (nil data: only extend to newLen) past the
 // committed length of base, in base's own file: bytes past a committed
 // length are never visible to readers of any committed version, so the
 // committed content is untouched. It returns the file generation.
-func (e *Engine) writeTail(id ChunkID, base verState, off uint32, data []byte, newLen uint64) (uint64, error) {
+func (e *Engine) writeTail(id ChunkID, base verState, off uint32, data []byte, newLen uint64, cached bool) (uint64, error) {
 	if base.Gen == 0 {
 		f, gen, err := e.createFile(id)
 		if err != nil {
 			return 0, err
 		}
 		if data != nil {
-			err = e.writeData(f, data, int64(off))
+			err = e.writeData(f, data, int64(off), cached)
 		} else {
 			err = f.Truncate(int64(newLen))
 		}
@@ -135,7 +135,7 @@ func (e *Engine) writeTail(id ChunkID, base verState, off uint32, data []byte, n
 		return 0, ioErr(id, "trim data file", err)
 	}
 	if data != nil {
-		err = e.writeData(f, data, int64(off))
+		err = e.writeData(f, data, int64(off), cached)
 	} else {
 		err = f.Truncate(int64(newLen))
 	}
@@ -153,7 +153,7 @@ func (e *Engine) writeTail(id ChunkID, base verState, off uint32, data []byte, n
 // base's checksum, so corrupt content is never laundered into a new
 // version with a fresh checksum. It returns the new generation and the new
 // content's checksum.
-func (e *Engine) copyMerge(c *chunk, base verState, newLen uint32, off uint32, data []byte) (uint64, uint32, error) {
+func (e *Engine) copyMerge(c *chunk, base verState, newLen uint32, off uint32, data []byte, cached bool) (uint64, uint32, error) {
 	var src vfs.File
 	if base.Gen != 0 {
 		of, err := e.openCached(c.id, base.Gen)
@@ -196,7 +196,7 @@ func (e *Engine) copyMerge(c *chunk, base verState, newLen uint32, off uint32, d
 				copy(w[lo-pos:hi-pos], data[lo-off:hi-off])
 			}
 			newCRC = crc32c.Update(newCRC, w)
-			err = e.writeData(dst, w, int64(pos))
+			err = e.writeData(dst, w, int64(pos), cached)
 		}
 		pos += n
 	}

@@ -68,6 +68,10 @@ type Update struct {
 	// stored checksum would not match the content, and the chunk's next
 	// verification marks it corrupt.
 	DataCRCChecked bool
+	// KeepCached writes the data through the page cache rather than with
+	// O_DIRECT (directio.go): for data that is read back soon, like
+	// KVCache records, where a read from the page cache beats the disk.
+	KeepCached bool
 	// Tag is the client's dedupe key of this write (zero: none). It is
 	// persisted with the version the update produces and, once that
 	// version is committed, kept as a write outcome (outcomes.go).
@@ -308,22 +312,22 @@ func (e *Engine) writeContent(c *chunk, u *Update, ver uint64) (*chunkState, err
 		case off >= base.Length:
 			// Append (maybe after a hole): bytes past the committed length
 			// are invisible to every committed reader, so write in place.
-			p.Gen, err = e.writeTail(c.id, base, off, u.Data, uint64(off)+uint64(n))
+			p.Gen, err = e.writeTail(c.id, base, off, u.Data, uint64(off)+uint64(n), u.KeepCached)
 			p.Length = off + n
 			p.Checksum = crc32c.Combine(crcZeros(base.Checksum, int64(off-base.Length)), dataCRC(), int64(n))
 		case off == 0 && n >= base.Length:
-			p.Gen, err = e.writeNewFile(c.id, u.Data)
+			p.Gen, err = e.writeNewFile(c.id, u.Data, u.KeepCached)
 			p.Length, p.Checksum, fresh = n, dataCRC(), true
 		default:
 			p.Length = max(base.Length, off+n)
-			p.Gen, p.Checksum, err = e.copyMerge(c, base, p.Length, off, u.Data)
+			p.Gen, p.Checksum, err = e.copyMerge(c, base, p.Length, off, u.Data, u.KeepCached)
 			fresh = true
 		}
 	case UpdateTruncate:
 		switch {
 		case u.Length == base.Length:
 		case u.Length > base.Length:
-			p.Gen, err = e.writeTail(c.id, base, u.Length, nil, uint64(u.Length))
+			p.Gen, err = e.writeTail(c.id, base, u.Length, nil, uint64(u.Length), u.KeepCached)
 			p.Length = u.Length
 			p.Checksum = crcZeros(base.Checksum, int64(u.Length-base.Length))
 		case u.Length == 0:
@@ -331,7 +335,7 @@ func (e *Engine) writeContent(c *chunk, u *Update, ver uint64) (*chunkState, err
 			fresh = true
 		default:
 			p.Length = u.Length
-			p.Gen, p.Checksum, err = e.copyMerge(c, base, u.Length, 0, nil)
+			p.Gen, p.Checksum, err = e.copyMerge(c, base, u.Length, 0, nil, u.KeepCached)
 			fresh = true
 		}
 	case UpdateRemove:
@@ -339,7 +343,7 @@ func (e *Engine) writeContent(c *chunk, u *Update, ver uint64) (*chunkState, err
 	case UpdateReplace:
 		p.Length, p.Checksum, p.Gen, fresh = uint32(len(u.Data)), dataCRC(), 0, true
 		if len(u.Data) > 0 {
-			p.Gen, err = e.writeNewFile(c.id, u.Data)
+			p.Gen, err = e.writeNewFile(c.id, u.Data, u.KeepCached)
 		}
 	}
 	if err != nil {

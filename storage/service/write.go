@@ -59,7 +59,7 @@ func (u *update) engineUpdate(chainVer uint64) chunkengine.Update {
 	return chunkengine.Update{
 		Kind: chunkengine.UpdateKind(u.Kind), Offset: u.Offset, Data: u.data, Length: u.Length,
 		ChunkSize: u.ChunkSize, Version: u.Version, ChainVer: uint32(chainVer), Tag: u.tag(),
-		DataCRC: u.DataCRC, DataCRCChecked: u.crcChecked(),
+		DataCRC: u.DataCRC, DataCRCChecked: u.crcChecked(), KeepCached: kvformat.IsKVChunk(u.Chunk),
 	}
 }
 
@@ -386,7 +386,8 @@ func (s *Service) applyFull(t *target, u *update, commit bool) error {
 		return err
 	}
 	eu := chunkengine.Update{Kind: chunkengine.UpdateReplace, Data: u.data, ChunkSize: u.ChunkSize,
-		Version: u.Version, ChainVer: uint32(u.ChainVer), Tag: u.tag(), DataCRC: u.DataCRC, DataCRCChecked: u.crcChecked()}
+		Version: u.Version, ChainVer: uint32(u.ChainVer), Tag: u.tag(), DataCRC: u.DataCRC, DataCRCChecked: u.crcChecked(),
+		KeepCached: kvformat.IsKVChunk(id)}
 	if commit {
 		_, err := t.eng.Apply(id, eu)
 		return err
