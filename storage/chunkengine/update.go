@@ -314,7 +314,11 @@ func (e *Engine) writeContent(c *chunk, u *Update, ver uint64) (*chunkState, err
 			// are invisible to every committed reader, so write in place.
 			p.Gen, err = e.writeTail(c.id, base, off, u.Data, uint64(off)+uint64(n), u.KeepCached)
 			p.Length = off + n
-			p.Checksum = crc32c.Combine(crcZeros(base.Checksum, int64(off-base.Length)), dataCRC(), int64(n))
+			if base.Length == 0 && off == 0 {
+				p.Checksum = dataCRC() // the data is the whole content
+			} else {
+				p.Checksum = crc32c.Combine(crcZeros(base.Checksum, int64(off-base.Length)), dataCRC(), int64(n))
+			}
 		case off == 0 && n >= base.Length:
 			p.Gen, err = e.writeNewFile(c.id, u.Data, u.KeepCached)
 			p.Length, p.Checksum, fresh = n, dataCRC(), true
