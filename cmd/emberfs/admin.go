@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -19,29 +17,27 @@ import (
 
 func init() { subcommands = append(subcommands, newAdminCmd) }
 
-// adminTarget is how admin and status reach mgmtd.
+// adminTarget is how admin and status reach mgmtd: the cluster found as
+// every other command finds it (clusterFlags: flags, environment, client
+// config file), and --timeout for the whole call.
 type adminTarget struct {
-	addrs   string
-	token   string
+	cf      clusterFlags
 	timeout time.Duration
 }
 
 func (a *adminTarget) addFlags(cmd *cobra.Command) {
 	f := cmd.PersistentFlags()
-	f.StringVar(&a.addrs, "mgmtd", os.Getenv("EMBERFS_MGMTD"), "mgmtd addresses, comma separated (default $EMBERFS_MGMTD)")
-	f.StringVar(&a.token, "token", os.Getenv("EMBERFS_TOKEN"), "cluster token (default $EMBERFS_TOKEN)")
+	a.cf.addClusterTo(f)
 	f.DurationVar(&a.timeout, "timeout", 10*time.Second, "give up after this long")
 }
 
 // call runs fn against the mgmtd primary, following redirects.
 func (a *adminTarget) call(cmd *cobra.Command, fn func(ctx context.Context, cl mgmtdpb.MgmtdClient) error) error {
-	if a.addrs == "" {
-		return errors.New("no mgmtd address: pass --mgmtd host:port[,host:port...] or set EMBERFS_MGMTD")
+	addrs, token, err := a.cf.resolve()
+	if err != nil {
+		return err
 	}
-	if a.token == "" {
-		return errors.New("no cluster token: pass --token or set EMBERFS_TOKEN")
-	}
-	conn, err := mgmtdclient.Dial([]string{a.addrs}, a.token)
+	conn, err := mgmtdclient.Dial(addrs, token)
 	if err != nil {
 		return err
 	}

@@ -42,10 +42,16 @@ func (f *clusterFlags) add(cmd *cobra.Command)           { f.addTo(cmd.Flags()) 
 func (f *clusterFlags) addPersistent(cmd *cobra.Command) { f.addTo(cmd.PersistentFlags()) }
 
 func (f *clusterFlags) addTo(fl *pflag.FlagSet) {
+	f.addClusterTo(fl)
+	fl.DurationVar(&f.timeout, "connect-timeout", 5*time.Second, "how long to wait for the cluster before failing")
+}
+
+// addClusterTo registers the flags that name the cluster alone (admin and
+// status bound their calls with --timeout instead).
+func (f *clusterFlags) addClusterTo(fl *pflag.FlagSet) {
 	fl.StringVar(&f.mgmtd, "mgmtd", "", "mgmtd addresses, comma separated (default $EMBERFS_MGMTD, then the config file)")
 	fl.StringVar(&f.token, "token", "", "cluster token (default $EMBERFS_TOKEN, then the config file)")
 	fl.StringVar(&f.config, "config", "", "client config file (default $EMBERFS_CONFIG, then ~/.config/emberfs/client.toml if present)")
-	fl.DurationVar(&f.timeout, "connect-timeout", 5*time.Second, "how long to wait for the cluster before failing")
 }
 
 // defaultClientConfig is the config file used when neither --config nor

@@ -237,7 +237,9 @@ func TestStatusAndAdminAgainstLiveMgmtd(t *testing.T) {
 		t.Fatalf("bad node id: %v", err)
 	}
 	t.Setenv("EMBERFS_MGMTD", "")
-	if _, err := runCLI(t, "status", "--token", cliToken, "--mgmtd", ""); err == nil || !strings.Contains(err.Error(), "no mgmtd address") {
+	t.Setenv("EMBERFS_CONFIG", "")
+	t.Setenv("XDG_CONFIG_HOME", t.TempDir()) // no client config file either
+	if _, err := runCLI(t, "status", "--token", cliToken, "--mgmtd", ""); err == nil || !strings.Contains(err.Error(), "no cluster address") {
 		t.Fatalf("no address: %v", err)
 	}
 

@@ -7,6 +7,7 @@
 package service
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -209,8 +210,8 @@ func Start(cfg Config, logger *slog.Logger) (*Service, error) {
 	s.grpc = grpc.NewServer(rpcauth.ServerOptions(cfg.Token)...)
 	storagepb.RegisterStorageServer(s.grpc, &controlServer{s: s})
 	go func() { _ = s.grpc.Serve(s.grpcLis) }()
-	s.addr = orDefault(cfg.AdvertiseAddress, s.grpcLis.Addr().String())
-	s.dataAdr = orDefault(cfg.DataAdvertiseAddress, s.data.Addr())
+	s.addr = cmp.Or(cfg.AdvertiseAddress, s.grpcLis.Addr().String())
+	s.dataAdr = cmp.Or(cfg.DataAdvertiseAddress, s.data.Addr())
 
 	metricsAddr := ""
 	if cfg.MetricsListen != "" {
@@ -253,13 +254,6 @@ func Start(cfg Config, logger *slog.Logger) (*Service, error) {
 	ok = true
 	s.log.Info("storage service started", "control", s.addr, "data", s.dataAdr, "targets", len(s.order))
 	return s, nil
-}
-
-func orDefault(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 func (s *Service) goLoop(f func()) {
