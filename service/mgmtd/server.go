@@ -24,6 +24,7 @@ import (
 	"github.com/emberfs/emberfs/internal/errcode"
 	"github.com/emberfs/emberfs/internal/rpcauth"
 	"github.com/emberfs/emberfs/service/kv"
+	"github.com/emberfs/emberfs/service/mgmtd/mgmtdclient"
 	"github.com/emberfs/emberfs/service/mgmtd/primaryhint"
 	"github.com/emberfs/emberfs/service/proto/mgmtdpb"
 )
@@ -131,7 +132,7 @@ func (s *Server) Start(lis net.Listener) {
 	if s.opts.AdvertiseAddress != "" {
 		s.addr = s.opts.AdvertiseAddress
 	}
-	s.grpc = grpc.NewServer(rpcauth.ServerOptions(s.opts.Token)...)
+	s.grpc = grpc.NewServer(append(rpcauth.ServerOptions(s.opts.Token), grpc.KeepaliveEnforcementPolicy(mgmtdclient.KeepalivePolicy))...)
 	mgmtdpb.RegisterMgmtdServer(s.grpc, &handlers{s: s})
 	s.loops.Add(3)
 	go func() {

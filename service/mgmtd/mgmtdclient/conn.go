@@ -11,12 +11,26 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 
 	"github.com/emberfs/emberfs/internal/errcode"
 	"github.com/emberfs/emberfs/internal/rpcauth"
 	"github.com/emberfs/emberfs/service/mgmtd/primaryhint"
 	"github.com/emberfs/emberfs/service/proto/mgmtdpb"
 )
+
+// KeepaliveParams make a connection to an mgmtd that the network cut off
+// fail within Time+Timeout while a call or a routing watch is on it: the
+// watch stream is otherwise silent until routing changes, and without
+// pings it would wait on a dead primary forever (tests/netns cuts the
+// primary's link). gRPC raises Time to at least 10 s; mgmtd's server
+// permits pings this often (KeepalivePolicy).
+var KeepaliveParams = keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 3 * time.Second}
+
+// KeepalivePolicy is what mgmtd's gRPC server allows: clients that ping
+// more often than MinTime are disconnected, so it must not exceed
+// KeepaliveParams.Time.
+var KeepalivePolicy = keepalive.EnforcementPolicy{MinTime: 5 * time.Second}
 
 // Conn is a set of gRPC connections to mgmtd instances. It remembers which
 // one is the primary and moves on when that one redirects or is down.
@@ -88,7 +102,8 @@ func (c *Conn) client() (mgmtdpb.MgmtdClient, string, error) {
 		var err error
 		cc, err = grpc.NewClient(addr,
 			grpc.WithTransportCredentials(insecure.NewCredentials()),
-			rpcauth.DialOption(c.token))
+			rpcauth.DialOption(c.token),
+			grpc.WithKeepaliveParams(KeepaliveParams))
 		if err != nil {
 			return nil, addr, fmt.Errorf("routing: dial mgmtd %s: %w", addr, err)
 		}
@@ -143,6 +158,12 @@ func (c *Conn) Call(ctx context.Context, fn func(ctx context.Context, cl mgmtdpb
 			return nil
 		}
 		if ctx.Err() != nil {
+			// The caller's time ran out on this instance. An instance
+			// cut off by the network (no RST, nothing answers) takes
+			// every call's whole deadline, so the next call starts at
+			// the next instance; a primary that was only slow is found
+			// again through the standby's redirect.
+			c.advance(addr)
 			return err
 		}
 		switch errcode.CodeOf(err) {
