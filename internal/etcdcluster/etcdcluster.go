@@ -20,6 +20,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+
+	"github.com/emberfs/emberfs/internal/testutil"
 )
 
 // Eventually bounds every wait; nothing asserts on how fast things happen.
@@ -36,16 +38,36 @@ type Cluster struct {
 
 type member struct {
 	name, dir, clientURL, peerURL string
+	prefix                        []string // runs the member on its host
 	cmd                           *exec.Cmd
 	log                           *os.File
 }
 
-// Start starts an n-member cluster and waits until it serves
+// Host places a member on a host of its own (internal/netns): the member
+// listens on IP:2379 (clients) and IP:2380 (peers), and Prefix is the
+// command that runs a process there ("ip netns exec NS").
+type Host struct {
+	IP     string
+	Prefix []string
+}
+
+// Start starts an n-member cluster on loopback and waits until it serves
 // linearizable reads; every member is killed when the test ends. A missing
 // Go toolchain or a failed etcd build fails the test with the build's output.
 func Start(t testing.TB, n int) *Cluster {
 	t.Helper()
-	root, err := moduleRoot()
+	return start(t, n, nil)
+}
+
+// StartOn is Start with one member on each of hosts.
+func StartOn(t testing.TB, hosts []Host) *Cluster {
+	t.Helper()
+	return start(t, len(hosts), hosts)
+}
+
+func start(t testing.TB, n int, hosts []Host) *Cluster {
+	t.Helper()
+	root, err := testutil.ModuleRoot()
 	if err != nil {
 		t.Fatalf("etcdcluster: %v", err)
 	}
@@ -61,7 +83,7 @@ func Start(t testing.TB, n int) *Cluster {
 	// on fresh ports.
 	for try := 0; try < 3; try++ {
 		c := &Cluster{t: t, script: filepath.Join(root, "scripts", "etcd-member.sh")}
-		if lastErr = c.start(n); lastErr == nil {
+		if lastErr = c.start(n, hosts); lastErr == nil {
 			t.Cleanup(c.stopAll)
 			return c
 		}
@@ -71,23 +93,27 @@ func Start(t testing.TB, n int) *Cluster {
 	return nil
 }
 
-func (c *Cluster) start(n int) error {
+func (c *Cluster) start(n int, hosts []Host) error {
 	base := c.t.TempDir()
 	var initial []string
 	for i := range n {
-		cp, err := freePort()
-		if err != nil {
-			return err
-		}
-		pp, err := freePort()
-		if err != nil {
-			return err
-		}
-		m := &member{
-			name:      fmt.Sprintf("e%d", i),
-			dir:       filepath.Join(base, fmt.Sprintf("e%d", i)),
-			clientURL: fmt.Sprintf("http://127.0.0.1:%d", cp),
-			peerURL:   fmt.Sprintf("http://127.0.0.1:%d", pp),
+		m := &member{name: fmt.Sprintf("e%d", i), dir: filepath.Join(base, fmt.Sprintf("e%d", i))}
+		if hosts != nil {
+			// A host of its own: etcd's usual ports are free there.
+			m.clientURL = fmt.Sprintf("http://%s:2379", hosts[i].IP)
+			m.peerURL = fmt.Sprintf("http://%s:2380", hosts[i].IP)
+			m.prefix = hosts[i].Prefix
+		} else {
+			cp, err := freePort()
+			if err != nil {
+				return err
+			}
+			pp, err := freePort()
+			if err != nil {
+				return err
+			}
+			m.clientURL = fmt.Sprintf("http://127.0.0.1:%d", cp)
+			m.peerURL = fmt.Sprintf("http://127.0.0.1:%d", pp)
 		}
 		c.members = append(c.members, m)
 		initial = append(initial, m.name+"="+m.peerURL)
@@ -107,7 +133,12 @@ func (c *Cluster) launch(i int) error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(c.script, m.name, m.dir, m.clientURL, m.peerURL, c.initial, "new")
+	// The prefix execs its command, as the script execs etcd: the pid
+	// Kill signals is etcd's.
+	argv := append(append([]string(nil), m.prefix...), c.script, m.name, m.dir, m.clientURL, m.peerURL, c.initial, "new")
+	cmd := exec.Command(argv[0], argv[1:]...)
+	// Killed with the test binary if that dies without its cleanups.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		log.Close()
@@ -237,26 +268,6 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// moduleRoot finds the EmberFS checkout from the working directory (go test
-// runs in the package's directory).
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		data, err := os.ReadFile(filepath.Join(dir, "go.mod"))
-		if err == nil && bytes.HasPrefix(data, []byte("module github.com/emberfs/emberfs\n")) {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("no EmberFS go.mod above the working directory")
-		}
-		dir = parent
-	}
 }
 
 // Leader returns the index of the member that is raft leader now.

@@ -4,9 +4,12 @@
 package testutil
 
 import (
+	"bytes"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -67,5 +70,25 @@ func FlipByte(t testing.TB, path string, off int64) {
 	b[0] ^= 0x5a
 	if _, err := f.WriteAt(b, off); err != nil {
 		t.Fatalf("write byte %d of %s: %v", off, path, err)
+	}
+}
+
+// ModuleRoot finds the EmberFS checkout from the working directory (go test
+// runs in the package's directory), for tests that run the repo's scripts.
+func ModuleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		data, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+		if err == nil && bytes.HasPrefix(data, []byte("module github.com/emberfs/emberfs\n")) {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("no EmberFS go.mod above the working directory")
+		}
+		dir = parent
 	}
 }

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -36,84 +35,14 @@ const (
 	tmpfsSize      = 24 << 20
 )
 
-// role is one restartable process of the cluster: its start command is
-// fixed, so a restart after SIGKILL runs the same config on the same data.
-type role struct {
-	name   string // "mgmtd1", "meta1", "storage3"
-	args   []string
-	dir    string
-	mu     sync.Mutex
-	p      *testproc.Proc
-	starts int
-	paused bool
-	ready  func(p *testproc.Proc) // waits until the process serves
-	t      *testing.T
-}
-
-func (r *role) start() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.starts++
-	r.p = testproc.Start(r.t, emberfsBin, filepath.Join(r.dir, fmt.Sprintf("%s.%d.log", r.name, r.starts)), r.args...)
-	r.paused = false
-	if r.ready != nil {
-		r.ready(r.p)
-	}
-}
-
-func (r *role) kill() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.paused {
-		_ = r.p.Cmd.Process.Signal(syscall.SIGCONT)
-		r.paused = false
-	}
-	r.p.Kill()
-}
-
-func (r *role) signal(sig syscall.Signal) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	select {
-	case <-r.p.Done():
-		r.t.Errorf("%s: process exited unexpectedly (%v):\n%s", r.name, r.p.Err(), tail(r.p.Output(), 3000))
-		return
-	default:
-	}
-	if err := r.p.Cmd.Process.Signal(sig); err != nil {
-		r.t.Errorf("%s: %v: %v", r.name, sig, err)
-	}
-	r.paused = sig == syscall.SIGSTOP
-}
-
-// alive reports whether the process is still running (a role that died on
-// its own, not by the nemesis, is a failure the test reports).
-func (r *role) alive() bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	select {
-	case <-r.p.Done():
-		return false
-	default:
-		return true
-	}
-}
-
-func tail(s string, n int) string {
-	if len(s) > n {
-		return "..." + s[len(s)-n:]
-	}
-	return s
-}
-
 // cluster is mgmtd, meta and storage as separate processes of the emberfs
 // binary, every storage target fsyncing.
 type cluster struct {
 	t        *testing.T
 	dir      string
-	mgmtd    []*role
-	meta     []*role
-	storage  []*role
+	mgmtd    []*testproc.Role
+	meta     []*testproc.Role
+	storage  []*testproc.Role
 	mgmtdAdr []string
 	metaKV   string
 	etcd     *etcdcluster.Cluster
@@ -168,9 +97,9 @@ heartbeat_interval = "100ms"
 node_failure_timeout = %q
 primary_lease = "1s"
 `, addr, c.etcd.Spec("mgmtd"), token, name, failureTimeout.String()))
-		mg := &role{t: t, name: name, dir: c.dir, args: []string{"mgmtd", "--config", mcfg},
-			ready: func(p *testproc.Proc) { p.Wait(t, testproc.ListeningRE) }}
-		mg.start()
+		mg := &testproc.Role{T: t, Name: name, Dir: c.dir, Argv: []string{emberfsBin, "mgmtd", "--config", mcfg},
+			Ready: func(p *testproc.Proc) { p.Wait(t, testproc.ListeningRE) }}
+		mg.Start()
 		c.mgmtd = append(c.mgmtd, mg)
 	}
 	mgmtdList := quoteAll(c.mgmtdAdr)
@@ -218,9 +147,9 @@ verify_interval = "-1s"
 forward_timeout = "5s"
 no_sync = false
 `, n, quoteAll(targets), mgmtdList, token))
-		s := &role{t: t, name: fmt.Sprintf("storage%d", n), dir: c.dir, args: []string{"storage", "--config", scfg},
-			ready: func(p *testproc.Proc) { p.Wait(t, regexp1) }}
-		s.start()
+		s := &testproc.Role{T: t, Name: fmt.Sprintf("storage%d", n), Dir: c.dir, Argv: []string{emberfsBin, "storage", "--config", scfg},
+			Ready: func(p *testproc.Proc) { p.Wait(t, regexp1) }}
+		s.Start()
 		c.storage = append(c.storage, s)
 	}
 	if _, err := c.cache.WaitFor(ctx, func(r *routing.Routing) bool { return len(r.Info.Targets) == storageNodes*targetsPerNode }); err != nil {
@@ -249,9 +178,9 @@ root_chunk_size = %d
 root_stripe_size = %d
 gc_interval = "500ms"
 `, c.metaKV, mgmtdList, token, chainTable, chunkSize, storageNodes))
-		mt := &role{t: t, name: name, dir: c.dir, args: []string{"meta", "--config", metaCfg},
-			ready: func(p *testproc.Proc) { p.Wait(t, testproc.ListeningRE) }}
-		mt.start()
+		mt := &testproc.Role{T: t, Name: name, Dir: c.dir, Argv: []string{emberfsBin, "meta", "--config", metaCfg},
+			Ready: func(p *testproc.Proc) { p.Wait(t, testproc.ListeningRE) }}
+		mt.Start()
 		c.meta = append(c.meta, mt)
 	}
 	return c

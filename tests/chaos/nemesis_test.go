@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/emberfs/emberfs/tests/testproc"
 )
 
 // nemesis injects one fault at a time, each held for a while and then
@@ -84,11 +86,11 @@ func (n *nemesis) run(ctx context.Context) {
 // checkAlive restarts (and reports) any process that died on its own.
 func (n *nemesis) checkAlive() {
 	for _, r := range slices.Concat(n.c.mgmtd, n.c.meta, n.c.storage) {
-		if !r.alive() {
-			out := tail(r.p.Output(), 4000)
-			n.t.Errorf("%s exited without being killed (%v):\n%s", r.name, r.p.Err(), out)
-			n.note("%s found dead, restarted", r.name)
-			r.start()
+		if !r.Alive() {
+			out := testproc.Tail(r.Proc().Output(), 4000)
+			n.t.Errorf("%s exited without being killed (%v):\n%s", r.Name, r.Proc().Err(), out)
+			n.note("%s found dead, restarted", r.Name)
+			r.Start()
 		}
 	}
 }
@@ -98,18 +100,18 @@ func (n *nemesis) inject(kind string) {
 	switch kind {
 	case "kill-storage", "kill-meta", "kill-mgmtd":
 		r := n.role(kind)
-		r.kill()
+		r.Kill()
 		d := n.sleep(0, 1500*time.Millisecond)
-		n.note("SIGKILL %s, restarted after %v", r.name, d.Round(time.Millisecond))
-		r.start()
+		n.note("SIGKILL %s, restarted after %v", r.Name, d.Round(time.Millisecond))
+		r.Start()
 	case "pause-storage", "pause-meta", "pause-mgmtd":
 		r := n.role(kind)
-		r.signal(syscall.SIGSTOP)
+		r.Signal(syscall.SIGSTOP)
 		// Longer than the failure timeout: leases run out, mgmtd
 		// reroutes, and the process wakes up to a changed cluster.
 		d := n.sleep(failureTimeout+failureTimeout/2, failureTimeout)
-		r.signal(syscall.SIGCONT)
-		n.note("SIGSTOP %s for %v", r.name, d.Round(time.Millisecond))
+		r.Signal(syscall.SIGCONT)
+		n.note("SIGSTOP %s for %v", r.Name, d.Round(time.Millisecond))
 	case "kill-etcd":
 		i := n.rng.IntN(3)
 		c.etcd.Kill(i)
@@ -156,8 +158,8 @@ func (n *nemesis) inject(kind string) {
 	}
 }
 
-func (n *nemesis) role(kind string) *role {
-	var rs []*role
+func (n *nemesis) role(kind string) *testproc.Role {
+	var rs []*testproc.Role
 	switch {
 	case strings.HasSuffix(kind, "storage"):
 		rs = n.c.storage

@@ -32,24 +32,33 @@ var MetricsRE = regexp.MustCompile(`url=(http://\S+/metrics)`)
 
 // Main builds the emberfs binary into a temporary directory, stores its
 // path in *bin, runs the tests and removes the directory; use it as the
-// body of TestMain.
-func Main(m *testing.M, bin *string) {
+// body of TestMain. Each of more is another main package to build there
+// (a test's helper program), its path stored likewise.
+func Main(m *testing.M, bin *string, more ...Bin) {
 	dir, err := os.MkdirTemp("", "emberfs-proc-tests-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	*bin = filepath.Join(dir, "emberfs")
-	build := exec.Command("go", "build", "-o", *bin, "github.com/emberfs/emberfs/cmd/emberfs")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building emberfs:", err)
-		os.RemoveAll(dir)
-		os.Exit(1)
+	for _, b := range append([]Bin{{Pkg: "github.com/emberfs/emberfs/cmd/emberfs", Path: bin}}, more...) {
+		*b.Path = filepath.Join(dir, filepath.Base(b.Pkg))
+		build := exec.Command("go", "build", "-o", *b.Path, b.Pkg)
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintf(os.Stderr, "building %s: %v\n", b.Pkg, err)
+			os.RemoveAll(dir)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// Bin is a main package for Main to build, and where to put its path.
+type Bin struct {
+	Pkg  string
+	Path *string
 }
 
 // Proc is a running emberfs process whose output is kept (and copied to a
@@ -73,6 +82,10 @@ func Start(t *testing.T, bin, logPath string, args ...string) *Proc {
 func StartEnv(t *testing.T, bin, logPath string, env []string, args ...string) *Proc {
 	t.Helper()
 	p := &Proc{Cmd: exec.Command(bin, args...), done: make(chan struct{})}
+	// A test binary killed by its timeout runs no cleanups: the kernel
+	// then kills its processes, which would otherwise keep running (and,
+	// in a network namespace, keep it alive after it is deleted).
+	p.Cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if env != nil {
 		p.Cmd.Env = append(os.Environ(), env...)
 	}
@@ -203,4 +216,90 @@ func Ctx(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), Eventually)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// Role is one restartable process of a multi-process cluster: its command
+// is fixed, so a restart after SIGKILL runs the same config on the same
+// data. Argv is the whole command: the emberfs binary and its arguments,
+// or a prefix that execs them elsewhere (`ip netns exec NS emberfs ...`).
+type Role struct {
+	T     *testing.T
+	Name  string // "mgmtd1", "storage3": the Nth start logs to Dir/Name.N.log
+	Dir   string
+	Argv  []string
+	Ready func(p *Proc) // waits until the process serves; nil: no wait
+
+	mu     sync.Mutex
+	p      *Proc
+	starts int
+	paused bool
+}
+
+// Start runs the process (again) and waits until it is ready.
+func (r *Role) Start() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.starts++
+	r.p = Start(r.T, r.Argv[0], filepath.Join(r.Dir, fmt.Sprintf("%s.%d.log", r.Name, r.starts)), r.Argv[1:]...)
+	r.paused = false
+	if r.Ready != nil {
+		r.Ready(r.p)
+	}
+}
+
+// Kill SIGKILLs the process (continuing it first if it was stopped) and
+// waits until it is gone.
+func (r *Role) Kill() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.paused {
+		_ = r.p.Cmd.Process.Signal(syscall.SIGCONT)
+		r.paused = false
+	}
+	r.p.Kill()
+}
+
+// Signal sends sig to the running process (SIGSTOP, SIGCONT); a process
+// that already exited is a test failure.
+func (r *Role) Signal(sig syscall.Signal) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	select {
+	case <-r.p.Done():
+		r.T.Errorf("%s: process exited unexpectedly (%v):\n%s", r.Name, r.p.Err(), Tail(r.p.Output(), 3000))
+		return
+	default:
+	}
+	if err := r.p.Cmd.Process.Signal(sig); err != nil {
+		r.T.Errorf("%s: %v: %v", r.Name, sig, err)
+	}
+	r.paused = sig == syscall.SIGSTOP
+}
+
+// Alive reports whether the process is still running (a role that died on
+// its own, not by the test, is a failure the test reports).
+func (r *Role) Alive() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	select {
+	case <-r.p.Done():
+		return false
+	default:
+		return true
+	}
+}
+
+// Proc is the current process.
+func (r *Role) Proc() *Proc {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.p
+}
+
+// Tail is the last n bytes of s, for failure messages.
+func Tail(s string, n int) string {
+	if len(s) > n {
+		return "..." + s[len(s)-n:]
+	}
+	return s
 }
