@@ -284,7 +284,7 @@ func (c *Client) replicas(r *routing.Routing, chain uint32, force uint64) []uint
 // the pieces of one sequential chunk read to every replica in turn, and
 // each then read (and verified) the whole chunk from its disk: three
 // times the disk reads at 3 replicas once chunks are written with O_DIRECT
-// and not in the page cache (docs/storage.md, "Read routing").
+// and not in the page cache (docs/storage.md, "Reads").
 func (c *Client) chunkReplicas(r *routing.Routing, chain uint32, chunk ChunkID, force uint64) []uint64 {
 	if force != 0 || c.cfg.SpreadReads {
 		return c.replicas(r, chain, force)
