@@ -201,21 +201,27 @@ func orDefault(v, def int64) int64 {
 }
 
 // renewLoop keeps this client's meta lease alive, so that its write
-// sessions are not pruned while it runs.
+// sessions and file locks are not dropped while it runs. It renews every
+// 15 s, or every third of the lease meta grants if that is shorter (a
+// cluster with a short client TTL frees a dead client's locks sooner).
 func (c *Client) renewLoop() {
 	defer c.wg.Done()
-	t := time.NewTicker(15 * time.Second)
-	defer t.Stop()
+	const most = 15 * time.Second
 	for {
+		every := most
 		ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
-		if _, err := c.mfs.RenewClient(ctx, c.cfg.ClientID); err != nil && c.ctx.Err() == nil {
-			c.log.Warn("renewing the client lease failed", "client", c.cfg.ClientID, "err", err)
-		}
+		exp, err := c.mfs.RenewClient(ctx, c.cfg.ClientID)
 		cancel()
+		if err != nil && c.ctx.Err() == nil {
+			c.log.Warn("renewing the client lease failed", "client", c.cfg.ClientID, "err", err)
+			every = time.Second
+		} else if err == nil {
+			every = min(most, max(time.Until(exp)/3, 100*time.Millisecond))
+		}
 		select {
 		case <-c.ctx.Done():
 			return
-		case <-t.C:
+		case <-time.After(every):
 		}
 	}
 }

@@ -357,11 +357,21 @@ func (f *File) WriteAt(p []byte, off int64) (int, error) {
 	if err := f.lostErr(); err != nil {
 		return 0, err
 	}
-	if f.append {
-		off = f.Size()
-	}
 	if len(p) == 0 {
 		return 0, nil
+	}
+	if f.append {
+		// The end of the file is where every client's appends meet: meta
+		// hands out the offset and moves the end in one transaction, so
+		// appends from other clients and mounts land after each other
+		// instead of over each other (docs/client.md, "O_APPEND").
+		ctx, cancel := f.ctx()
+		at, err := f.c.mfs.ReserveAppend(ctx, f.u, f.ino.ID, f.session, uint64(len(p)))
+		cancel()
+		if err != nil {
+			return 0, err
+		}
+		off = int64(at)
 	}
 	end := off + int64(len(p))
 	if end > f.maxSize() {

@@ -14,6 +14,9 @@ import (
 // open files. *client.Client satisfies it through ClientBackend.
 type Backend interface {
 	Meta() meta.FS
+	// ClientID is the client's meta id: file locks taken through the
+	// mount belong to it and live as long as its lease.
+	ClientID() string
 	// Open opens (flags are os.O_*; with O_CREAT it creates with mode) the
 	// file p names as user u. PathAt{Parent: id} opens inode id itself.
 	Open(ctx context.Context, u meta.User, p meta.PathAt, flags int, mode uint32) (File, error)

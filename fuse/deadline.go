@@ -189,6 +189,18 @@ func (b boundedMeta) RenewClient(ctx context.Context, client string) (time.Time,
 	return b.fs.RenewClient(ctx, client)
 }
 
+func (b boundedMeta) Lock(ctx context.Context, u meta.User, r meta.LockRequest) (meta.LockResult, error) {
+	ctx, cancel := b.ctx(ctx)
+	defer cancel()
+	return b.fs.Lock(ctx, u, r)
+}
+
+func (b boundedMeta) ReserveAppend(ctx context.Context, u meta.User, inode, session, length uint64) (uint64, error) {
+	ctx, cancel := b.ctx(ctx)
+	defer cancel()
+	return b.fs.ReserveAppend(ctx, u, inode, session, length)
+}
+
 // openBounded opens a file through the backend with the metadata deadline
 // (the open is a meta Create or Open call, plus routing lookups).
 func (fsys *fileSystem) openBounded(ctx context.Context, u meta.User, p meta.PathAt, flags int, mode uint32) (File, error) {

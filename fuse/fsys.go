@@ -31,6 +31,10 @@ type fileSystem struct {
 	creds *credCache
 	// xattrs remembers xattr names found absent (xattr.go).
 	xattrs *missingXattrs
+	// clientID owns the file locks taken through this mount; locks
+	// records which fcntl lock owners hold locks (locks.go).
+	clientID string
+	locks    lockOwners
 
 	mu   sync.Mutex
 	open map[uint64]*openInode // inode id -> handles open through this mount
@@ -49,10 +53,12 @@ type openInode struct {
 
 func newFileSystem(b Backend, opts Options) *fileSystem {
 	var m meta.FS
+	var id string
 	if b != nil {
 		m = boundedMeta{fs: b.Meta(), d: opts.MetaTimeout}
+		id = b.ClientID()
 	}
-	return &fileSystem{b: b, meta: m, opts: opts, log: opts.Logger.With("component", "fuse"),
+	return &fileSystem{b: b, meta: m, clientID: id, opts: opts, log: opts.Logger.With("component", "fuse"),
 		creds: newCredCache(), open: map[uint64]*openInode{}, xattrs: newMissingXattrs(opts.AttrTimeout)}
 }
 
@@ -303,6 +309,8 @@ type fileHandle struct {
 	fsys     *fileSystem
 	id       uint64
 	writable bool
+	// appends: opened O_APPEND (the client puts every write at the end).
+	appends bool
 	// releasing (guarded by fsys.mu) is set once Release starts closing f:
 	// the kernel sends RELEASE after close(2) has returned, so a truncate(2)
 	// may arrive meanwhile and must not use the closing handle. released
@@ -321,6 +329,11 @@ type fileHandle struct {
 	openMu    sync.Mutex // serializes the lazy open
 	lazyFlags int
 	created   meta.Inode // the inode as created, for a handle not opened yet
+
+	// lockOwners are the lock owners that set locks through this handle,
+	// released with it (locks.go).
+	lockMu     sync.Mutex
+	lockOwners map[handleOwner]struct{}
 }
 
 type openedFile struct{ File }
@@ -421,6 +434,7 @@ func (h *fileHandle) Release(ctx context.Context) syscall.Errno {
 	}
 	h.cur.Store(&openedFile{closedFile{}})
 	h.openMu.Unlock()
+	h.releaseLocks(opCtx(ctx))
 	if pin := h.fsys.unregister(h); pin != nil {
 		if perr := pin.Close(); perr != nil {
 			h.fsys.log.Warn("closing the session that kept an unlinked file alive", "inode", h.id, "err", perr)
@@ -430,10 +444,12 @@ func (h *fileHandle) Release(ctx context.Context) syscall.Errno {
 }
 
 // openFlags maps open(2) flags to what the client is asked for. O_APPEND is
-// dropped: the kernel computes the offset of every append itself. O_DIRECT
-// is passed on: the client then skips its read-ahead and data cache.
+// passed on: the kernel's append offset is its cached size, which another
+// client's appends have moved past, so the client asks meta for the offset
+// of every append write (docs/fuse.md, "O_APPEND"). O_DIRECT is passed on:
+// the client then skips its read-ahead and data cache.
 func (fsys *fileSystem) openFlags(flags uint32) int {
-	f := int(flags) & (syscall.O_ACCMODE | syscall.O_CREAT | syscall.O_EXCL | syscall.O_TRUNC | syscall.O_DIRECT)
+	f := int(flags) & (syscall.O_ACCMODE | syscall.O_CREAT | syscall.O_EXCL | syscall.O_TRUNC | syscall.O_DIRECT | syscall.O_APPEND)
 	return f
 }
 
@@ -457,7 +473,7 @@ func (fsys *fileSystem) openFile(ctx context.Context, u meta.User, p meta.PathAt
 	if err != nil {
 		return nil, fsys.errno("open", err)
 	}
-	h := &fileHandle{fsys: fsys, id: file.Inode().ID, writable: f&syscall.O_ACCMODE != syscall.O_RDONLY}
+	h := &fileHandle{fsys: fsys, id: file.Inode().ID, writable: f&syscall.O_ACCMODE != syscall.O_RDONLY, appends: f&syscall.O_APPEND != 0}
 	h.cur.Store(&openedFile{file})
 	fsys.register(h)
 	return h, 0
@@ -483,7 +499,7 @@ func (fsys *fileSystem) createFile(ctx context.Context, u meta.User, p meta.Path
 		}
 		return h, h.inode(), 0
 	}
-	h := &fileHandle{fsys: fsys, id: res.Inode.ID, writable: f&syscall.O_ACCMODE != syscall.O_RDONLY,
+	h := &fileHandle{fsys: fsys, id: res.Inode.ID, writable: f&syscall.O_ACCMODE != syscall.O_RDONLY, appends: f&syscall.O_APPEND != 0,
 		lazyFlags: f &^ (syscall.O_CREAT | syscall.O_EXCL | syscall.O_TRUNC), created: res.Inode}
 	fsys.register(h)
 	return h, res.Inode, 0
@@ -496,8 +512,12 @@ func (fsys *fileSystem) createFile(ctx context.Context, u meta.User, p meta.Path
 // keeps the file's cached pages instead of dropping them at each open,
 // which is safe because node.Open first drops them itself when the file
 // changed since this mount last described it (close-to-open).
+//
+// An O_APPEND open gets FOPEN_DIRECT_IO too: its writes land where meta
+// says, not at the offset the kernel chose, so the kernel must not cache
+// them at its offset.
 func (fsys *fileSystem) fuseOpenFlags(flags uint32) uint32 {
-	if fsys.opts.DirectIO || flags&syscall.O_DIRECT != 0 {
+	if fsys.opts.DirectIO || flags&(syscall.O_DIRECT|syscall.O_APPEND) != 0 {
 		return gofuse.FOPEN_DIRECT_IO
 	}
 	return gofuse.FOPEN_KEEP_CACHE

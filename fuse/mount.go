@@ -56,7 +56,10 @@ type Options struct {
 	// instead of hanging while a meta server is hung. Mount's own check
 	// that meta answers is bounded by it too.
 	MetaTimeout time.Duration
-	Logger      *slog.Logger
+	// ReadOnly mounts read-only (MS_RDONLY): every change fails with EROFS
+	// in the kernel, before it reaches EmberFS.
+	ReadOnly bool
+	Logger   *slog.Logger
 }
 
 // Kernel cache defaults. Names and attributes are cached long enough that a
@@ -138,6 +141,12 @@ func Mount(ctx context.Context, b Backend, dir string, opts Options) (*Server, e
 		DirectMount:  os.Geteuid() == 0,
 		// 1 MiB replies do not fit the default pipe, so splice only logs and falls back.
 		DisableSplice: true,
+		// flock and fcntl locks go to EmberFS (locks.go), so they hold
+		// across mounts; without this the kernel keeps them per machine.
+		EnableLocks: true,
+	}
+	if opts.ReadOnly {
+		mo.Options = append(mo.Options, "ro")
 	}
 	if opts.Debug {
 		mo.Logger = slog.NewLogLogger(opts.Logger.Handler(), slog.LevelDebug)
@@ -156,12 +165,18 @@ func Mount(ctx context.Context, b Backend, dir string, opts Options) (*Server, e
 		RootStableAttr:  &fs.StableAttr{Ino: meta.RootID},
 	}
 	root := &node{fsys: fsys}
-	srv, err := fs.Mount(dir, root, fo)
+	// fs.Mount, with the bridge wrapped to release fcntl locks on FLUSH.
+	srv, err := gofuse.NewServer(lockFS{RawFileSystem: fs.NewNodeFS(root, fo), fsys: fsys}, dir, &fo.MountOptions)
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", dir, err)
 	}
+	go srv.Serve()
+	if err := srv.WaitMount(); err != nil {
+		// Serve ends by itself once the kernel side is gone.
+		return nil, fmt.Errorf("mount %s: %w", dir, err)
+	}
 	s := &Server{dir: dir, srv: srv, fsys: fsys, log: opts.Logger.With("component", "fuse", "mount", dir)}
-	s.log.Info("mounted", "writeback_cache", opts.WritebackCache, "direct_io", opts.DirectIO, "allow_other", allowOther)
+	s.log.Info("mounted", "writeback_cache", opts.WritebackCache, "direct_io", opts.DirectIO, "allow_other", allowOther, "read_only", opts.ReadOnly)
 	return s, nil
 }
 

@@ -94,6 +94,7 @@ func newMountCmd() *cobra.Command {
 	var allowOther bool
 	f.BoolVar(&allowOther, "allow-other", true, "deprecated: every local user may use the mount by default (see --owner-only)")
 	_ = f.MarkDeprecated("allow-other", "other users may use the mount by default; --owner-only restricts it")
+	f.BoolVar(&opts.ReadOnly, "read-only", false, "mount read-only: every change fails with EROFS")
 	f.BoolVar(&opts.Debug, "debug", false, "log every FUSE request")
 	f.DurationVar(&connectTimeout, "connect-timeout", 10*time.Second, "how long to wait for the cluster before the mount fails")
 	f.DurationVar(&opts.MetaTimeout, "meta-timeout", fuse.DefaultMetaTimeout, "bound on each metadata call; past it the system call fails with ETIMEDOUT")

@@ -37,6 +37,8 @@ type FS interface {
 	ListXattr(ctx context.Context, u User, p PathAt) ([]string, error)
 	RemoveXattr(ctx context.Context, u User, p PathAt, name string) error
 	RenewClient(ctx context.Context, client string) (time.Time, error)
+	Lock(ctx context.Context, u User, r LockRequest) (LockResult, error)
+	ReserveAppend(ctx context.Context, u User, inode, session, length uint64) (uint64, error)
 }
 
 var _ FS = (*Server)(nil)

@@ -88,3 +88,15 @@ func optTimeFromPB(ts *metapb.Timespec, ns *int64) *time.Time {
 	}
 	return nil
 }
+
+// LockToPB and LockFromPB convert advisory locks for the wire.
+func LockToPB(l FileLock) *metapb.FileLock {
+	return &metapb.FileLock{ClientId: l.Client, Owner: l.Owner, Flock: l.Flock, Type: uint32(l.Type), Start: l.Start, End: l.End, Pid: l.Pid}
+}
+
+func LockFromPB(p *metapb.FileLock) FileLock {
+	if p == nil {
+		return FileLock{}
+	}
+	return FileLock{Client: p.ClientId, Owner: p.Owner, Flock: p.Flock, Type: LockType(p.Type), Start: p.Start, End: p.End, Pid: p.Pid}
+}

@@ -139,6 +139,21 @@ func (s *Server) Fsck(ctx context.Context, opts FsckOptions) (*FsckReport, error
 		}); err != nil {
 			return err
 		}
+		if err := scan(tagLock, func(e kv.KeyValue) {
+			if len(e.Key) != len(tagLock)+8 {
+				rep.add(limit, "malformed lock key %q", e.Key)
+				return
+			}
+			id := le64(e.Key[len(tagLock):])
+			if _, err := decodeLocks(e.Value); err != nil {
+				rep.add(limit, "locks of inode %d: %v", id, err)
+			}
+			if inodes[id] == nil {
+				rep.add(limit, "locks of missing inode %d", id)
+			}
+		}); err != nil {
+			return err
+		}
 		return scan(tagDentry, func(e kv.KeyValue) {
 			rep.Dentries++
 			if len(e.Key) <= 12 {

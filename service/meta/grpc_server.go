@@ -211,3 +211,23 @@ func (g *GRPCService) RenewClient(ctx context.Context, r *metapb.RenewClientReq)
 	}
 	return &metapb.RenewClientResp{ExpiresUnixNs: exp.UnixNano()}, nil
 }
+
+func (g *GRPCService) Lock(ctx context.Context, r *metapb.LockReq) (*metapb.LockResp, error) {
+	res, err := g.s.Lock(ctx, userFromPB(r.User), LockRequest{Inode: r.Inode, Lock: LockFromPB(r.Lock), Test: r.Test})
+	if err != nil {
+		return nil, errcode.ToGRPC(err)
+	}
+	out := &metapb.LockResp{}
+	if res.Conflict != nil {
+		out.Conflict = LockToPB(*res.Conflict)
+	}
+	return out, nil
+}
+
+func (g *GRPCService) ReserveAppend(ctx context.Context, r *metapb.ReserveAppendReq) (*metapb.ReserveAppendResp, error) {
+	off, err := g.s.ReserveAppend(ctx, userFromPB(r.User), r.Inode, r.Session, r.Length)
+	if err != nil {
+		return nil, errcode.ToGRPC(err)
+	}
+	return &metapb.ReserveAppendResp{Offset: off}, nil
+}

@@ -18,6 +18,7 @@ import (
 //	CLNT + client id                  client lease expiry (unix ns, BE64)
 //	GCQU + id(BE64)                   removed inode waiting for background cleanup
 //	TRIM + id(BE64)                   truncate committed, chunks not yet trimmed (trim.go)
+//	LOCK + id(LE64)                   advisory file locks of an inode (locks.go)
 //	METAinode-next                    inode id allocator counter (BE64)
 var (
 	tagInode   = []byte("INOD")
@@ -27,6 +28,7 @@ var (
 	tagClient  = []byte("CLNT")
 	tagGC      = []byte("GCQU")
 	tagTrim    = []byte("TRIM")
+	tagLock    = []byte("LOCK")
 	keyIDNext  = []byte("METAinode-next")
 )
 
@@ -86,6 +88,12 @@ func trimKey(id uint64) []byte {
 	k := make([]byte, 0, 12)
 	k = append(k, tagTrim...)
 	return binary.BigEndian.AppendUint64(k, id)
+}
+
+func lockKey(id uint64) []byte {
+	k := make([]byte, 0, 12)
+	k = append(k, tagLock...)
+	return binary.LittleEndian.AppendUint64(k, id)
 }
 
 func prefixRange(tag []byte) (begin, end []byte) { return tag, kv.PrefixEnd(tag) }

@@ -295,6 +295,10 @@ func (t *txn) removeInode(n *Inode) error {
 	if err := t.tx.Clear(trimKey(n.ID)); err != nil {
 		return err
 	}
+	// So do its locks (holders that still have it open lock nothing now).
+	if err := t.tx.Clear(lockKey(n.ID)); err != nil {
+		return err
+	}
 	xp := xattrPrefix(n.ID)
 	if err := t.tx.ClearRange(xp, kv.PrefixEnd(xp)); err != nil {
 		return err

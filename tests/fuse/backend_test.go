@@ -3,6 +3,7 @@ package fusetest
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/emberfs/emberfs/client"
 	"github.com/emberfs/emberfs/fuse"
@@ -10,6 +11,7 @@ import (
 	"github.com/emberfs/emberfs/internal/localcluster/clustertest"
 	"github.com/emberfs/emberfs/internal/testutil"
 	"github.com/emberfs/emberfs/service/meta"
+	"github.com/emberfs/emberfs/service/meta/metad"
 )
 
 // The mounts run over the real native client and a real in-process cluster
@@ -20,10 +22,16 @@ import (
 // testCluster is the package's cluster, started by TestMain.
 var testCluster *localcluster.Cluster
 
+// clientTTL is the test cluster's client lease.
+const clientTTL = 10 * time.Second
+
 func startCluster() (stop func(), err error) {
 	// Chunk engines without fsync (StartMain): nothing here crashes the
-	// machine.
-	testCluster, stop, err = clustertest.StartMain(localcluster.Options{Storage: 3, Replicas: 3})
+	// machine. ClientTTL 10 s (default 60): a killed mount's file locks are
+	// free that long after its death (TestLockReleasedWhenMountDies); live
+	// clients renew every third of it.
+	testCluster, stop, err = clustertest.StartMain(localcluster.Options{Storage: 3, Replicas: 3,
+		MetaConfig: func(m *metad.Config) { m.ClientTTL.Duration = clientTTL }})
 	return stop, err
 }
 

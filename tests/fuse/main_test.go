@@ -32,6 +32,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(helperEnv) != "" {
 		os.Exit(runHelper(os.Args[1:]))
 	}
+	if os.Getenv(mountHelperEnv) != "" {
+		os.Exit(runMountHelper(os.Args[1:]))
+	}
 	detachStaleMounts()
 	dir, err := os.MkdirTemp("", "emberfs-fusehelper-")
 	if err != nil {

@@ -418,3 +418,19 @@ func (c *FailoverClient) RenewClient(ctx context.Context, client string) (r time
 func (c *FailoverClient) String() string {
 	return fmt.Sprintf("meta failover client %v", c.cfg.Addrs())
 }
+
+// Lock: setting a lock is idempotent for its owner (the same lock again
+// changes nothing), so it may be repeated elsewhere; so is a test.
+func (c *FailoverClient) Lock(ctx context.Context, u meta.User, r meta.LockRequest) (res meta.LockResult, err error) {
+	err = c.do(ctx, "lock", retryAlways, func(ctx context.Context, cl *Client) (e error) { res, e = cl.Lock(ctx, u, r); return })
+	return
+}
+
+// ReserveAppend moves the end of the file: repeating it would leave a gap.
+func (c *FailoverClient) ReserveAppend(ctx context.Context, u meta.User, inode, session, length uint64) (off uint64, err error) {
+	err = c.do(ctx, "reserve append", retryNotSent, func(ctx context.Context, cl *Client) (e error) {
+		off, e = cl.ReserveAppend(ctx, u, inode, session, length)
+		return
+	})
+	return
+}

@@ -250,3 +250,24 @@ func timeNs(t *time.Time) *int64 {
 	v := t.UnixNano()
 	return &v
 }
+
+func (c *Client) Lock(ctx context.Context, u meta.User, r meta.LockRequest) (meta.LockResult, error) {
+	resp, err := c.rpc.Lock(ctx, &metapb.LockReq{User: meta.UserToPB(u), Inode: r.Inode, Lock: meta.LockToPB(r.Lock), Test: r.Test})
+	if err != nil {
+		return meta.LockResult{}, errcode.FromGRPC(err)
+	}
+	var out meta.LockResult
+	if resp.Conflict != nil {
+		l := meta.LockFromPB(resp.Conflict)
+		out.Conflict = &l
+	}
+	return out, nil
+}
+
+func (c *Client) ReserveAppend(ctx context.Context, u meta.User, inode, session, length uint64) (uint64, error) {
+	resp, err := c.rpc.ReserveAppend(ctx, &metapb.ReserveAppendReq{User: meta.UserToPB(u), Inode: inode, Session: session, Length: length})
+	if err != nil {
+		return 0, errcode.FromGRPC(err)
+	}
+	return resp.Offset, nil
+}

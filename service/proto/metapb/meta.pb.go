@@ -2371,6 +2371,323 @@ func (x *RenewClientResp) GetExpiresUnixNs() int64 {
 	return 0
 }
 
+// An advisory lock (meta.FileLock); type 1 read, 2 write, 3 unlock.
+type FileLock struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ClientId      string                 `protobuf:"bytes,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	Owner         uint64                 `protobuf:"varint,2,opt,name=owner,proto3" json:"owner,omitempty"`
+	Flock         bool                   `protobuf:"varint,3,opt,name=flock,proto3" json:"flock,omitempty"`
+	Type          uint32                 `protobuf:"varint,4,opt,name=type,proto3" json:"type,omitempty"`
+	Start         uint64                 `protobuf:"varint,5,opt,name=start,proto3" json:"start,omitempty"`
+	End           uint64                 `protobuf:"varint,6,opt,name=end,proto3" json:"end,omitempty"` // inclusive; 2^64-1: to the end of the file
+	Pid           uint32                 `protobuf:"varint,7,opt,name=pid,proto3" json:"pid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileLock) Reset() {
+	*x = FileLock{}
+	mi := &file_meta_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileLock) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileLock) ProtoMessage() {}
+
+func (x *FileLock) ProtoReflect() protoreflect.Message {
+	mi := &file_meta_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileLock.ProtoReflect.Descriptor instead.
+func (*FileLock) Descriptor() ([]byte, []int) {
+	return file_meta_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *FileLock) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *FileLock) GetOwner() uint64 {
+	if x != nil {
+		return x.Owner
+	}
+	return 0
+}
+
+func (x *FileLock) GetFlock() bool {
+	if x != nil {
+		return x.Flock
+	}
+	return false
+}
+
+func (x *FileLock) GetType() uint32 {
+	if x != nil {
+		return x.Type
+	}
+	return 0
+}
+
+func (x *FileLock) GetStart() uint64 {
+	if x != nil {
+		return x.Start
+	}
+	return 0
+}
+
+func (x *FileLock) GetEnd() uint64 {
+	if x != nil {
+		return x.End
+	}
+	return 0
+}
+
+func (x *FileLock) GetPid() uint32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+type LockReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	User          *User                  `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	Inode         uint64                 `protobuf:"varint,2,opt,name=inode,proto3" json:"inode,omitempty"`
+	Lock          *FileLock              `protobuf:"bytes,3,opt,name=lock,proto3" json:"lock,omitempty"`
+	Test          bool                   `protobuf:"varint,4,opt,name=test,proto3" json:"test,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LockReq) Reset() {
+	*x = LockReq{}
+	mi := &file_meta_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LockReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LockReq) ProtoMessage() {}
+
+func (x *LockReq) ProtoReflect() protoreflect.Message {
+	mi := &file_meta_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LockReq.ProtoReflect.Descriptor instead.
+func (*LockReq) Descriptor() ([]byte, []int) {
+	return file_meta_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *LockReq) GetUser() *User {
+	if x != nil {
+		return x.User
+	}
+	return nil
+}
+
+func (x *LockReq) GetInode() uint64 {
+	if x != nil {
+		return x.Inode
+	}
+	return 0
+}
+
+func (x *LockReq) GetLock() *FileLock {
+	if x != nil {
+		return x.Lock
+	}
+	return nil
+}
+
+func (x *LockReq) GetTest() bool {
+	if x != nil {
+		return x.Test
+	}
+	return false
+}
+
+type LockResp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Conflict      *FileLock              `protobuf:"bytes,1,opt,name=conflict,proto3" json:"conflict,omitempty"` // test only: the first lock in the way
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LockResp) Reset() {
+	*x = LockResp{}
+	mi := &file_meta_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LockResp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LockResp) ProtoMessage() {}
+
+func (x *LockResp) ProtoReflect() protoreflect.Message {
+	mi := &file_meta_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LockResp.ProtoReflect.Descriptor instead.
+func (*LockResp) Descriptor() ([]byte, []int) {
+	return file_meta_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *LockResp) GetConflict() *FileLock {
+	if x != nil {
+		return x.Conflict
+	}
+	return nil
+}
+
+type ReserveAppendReq struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	User          *User                  `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	Inode         uint64                 `protobuf:"varint,2,opt,name=inode,proto3" json:"inode,omitempty"`
+	Session       uint64                 `protobuf:"varint,3,opt,name=session,proto3" json:"session,omitempty"`
+	Length        uint64                 `protobuf:"varint,4,opt,name=length,proto3" json:"length,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReserveAppendReq) Reset() {
+	*x = ReserveAppendReq{}
+	mi := &file_meta_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReserveAppendReq) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReserveAppendReq) ProtoMessage() {}
+
+func (x *ReserveAppendReq) ProtoReflect() protoreflect.Message {
+	mi := &file_meta_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReserveAppendReq.ProtoReflect.Descriptor instead.
+func (*ReserveAppendReq) Descriptor() ([]byte, []int) {
+	return file_meta_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *ReserveAppendReq) GetUser() *User {
+	if x != nil {
+		return x.User
+	}
+	return nil
+}
+
+func (x *ReserveAppendReq) GetInode() uint64 {
+	if x != nil {
+		return x.Inode
+	}
+	return 0
+}
+
+func (x *ReserveAppendReq) GetSession() uint64 {
+	if x != nil {
+		return x.Session
+	}
+	return 0
+}
+
+func (x *ReserveAppendReq) GetLength() uint64 {
+	if x != nil {
+		return x.Length
+	}
+	return 0
+}
+
+type ReserveAppendResp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Offset        uint64                 `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReserveAppendResp) Reset() {
+	*x = ReserveAppendResp{}
+	mi := &file_meta_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReserveAppendResp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReserveAppendResp) ProtoMessage() {}
+
+func (x *ReserveAppendResp) ProtoReflect() protoreflect.Message {
+	mi := &file_meta_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReserveAppendResp.ProtoReflect.Descriptor instead.
+func (*ReserveAppendResp) Descriptor() ([]byte, []int) {
+	return file_meta_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *ReserveAppendResp) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
 var File_meta_proto protoreflect.FileDescriptor
 
 const file_meta_proto_rawDesc = "" +
@@ -2558,7 +2875,29 @@ const file_meta_proto_rawDesc = "" +
 	"\x0eRenewClientReq\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\tR\bclientId\"9\n" +
 	"\x0fRenewClientResp\x12&\n" +
-	"\x0fexpires_unix_ns\x18\x01 \x01(\x03R\rexpiresUnixNs2\xdb\r\n" +
+	"\x0fexpires_unix_ns\x18\x01 \x01(\x03R\rexpiresUnixNs\"\xa1\x01\n" +
+	"\bFileLock\x12\x1b\n" +
+	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12\x14\n" +
+	"\x05owner\x18\x02 \x01(\x04R\x05owner\x12\x14\n" +
+	"\x05flock\x18\x03 \x01(\bR\x05flock\x12\x12\n" +
+	"\x04type\x18\x04 \x01(\rR\x04type\x12\x14\n" +
+	"\x05start\x18\x05 \x01(\x04R\x05start\x12\x10\n" +
+	"\x03end\x18\x06 \x01(\x04R\x03end\x12\x10\n" +
+	"\x03pid\x18\a \x01(\rR\x03pid\"\x8d\x01\n" +
+	"\aLockReq\x12)\n" +
+	"\x04user\x18\x01 \x01(\v2\x15.emberfs.meta.v1.UserR\x04user\x12\x14\n" +
+	"\x05inode\x18\x02 \x01(\x04R\x05inode\x12-\n" +
+	"\x04lock\x18\x03 \x01(\v2\x19.emberfs.meta.v1.FileLockR\x04lock\x12\x12\n" +
+	"\x04test\x18\x04 \x01(\bR\x04test\"A\n" +
+	"\bLockResp\x125\n" +
+	"\bconflict\x18\x01 \x01(\v2\x19.emberfs.meta.v1.FileLockR\bconflict\"\x85\x01\n" +
+	"\x10ReserveAppendReq\x12)\n" +
+	"\x04user\x18\x01 \x01(\v2\x15.emberfs.meta.v1.UserR\x04user\x12\x14\n" +
+	"\x05inode\x18\x02 \x01(\x04R\x05inode\x12\x18\n" +
+	"\asession\x18\x03 \x01(\x04R\asession\x12\x16\n" +
+	"\x06length\x18\x04 \x01(\x04R\x06length\"+\n" +
+	"\x11ReserveAppendResp\x12\x16\n" +
+	"\x06offset\x18\x01 \x01(\x04R\x06offset2\xf0\x0e\n" +
 	"\x04Meta\x12A\n" +
 	"\x06StatFS\x12\x1a.emberfs.meta.v1.StatFSReq\x1a\x1b.emberfs.meta.v1.StatFSResp\x12<\n" +
 	"\x04Stat\x12\x18.emberfs.meta.v1.StatReq\x1a\x1a.emberfs.meta.v1.InodeResp\x12J\n" +
@@ -2585,7 +2924,9 @@ const file_meta_proto_rawDesc = "" +
 	"\bSetXattr\x12\x19.emberfs.meta.v1.XattrReq\x1a\x16.emberfs.meta.v1.Empty\x12B\n" +
 	"\tListXattr\x12\x19.emberfs.meta.v1.XattrReq\x1a\x1a.emberfs.meta.v1.XattrResp\x12@\n" +
 	"\vRemoveXattr\x12\x19.emberfs.meta.v1.XattrReq\x1a\x16.emberfs.meta.v1.Empty\x12P\n" +
-	"\vRenewClient\x12\x1f.emberfs.meta.v1.RenewClientReq\x1a .emberfs.meta.v1.RenewClientRespB8Z6github.com/emberfs/emberfs/service/proto/metapb;metapbb\x06proto3"
+	"\vRenewClient\x12\x1f.emberfs.meta.v1.RenewClientReq\x1a .emberfs.meta.v1.RenewClientResp\x12;\n" +
+	"\x04Lock\x12\x18.emberfs.meta.v1.LockReq\x1a\x19.emberfs.meta.v1.LockResp\x12V\n" +
+	"\rReserveAppend\x12!.emberfs.meta.v1.ReserveAppendReq\x1a\".emberfs.meta.v1.ReserveAppendRespB8Z6github.com/emberfs/emberfs/service/proto/metapb;metapbb\x06proto3"
 
 var (
 	file_meta_proto_rawDescOnce sync.Once
@@ -2599,7 +2940,7 @@ func file_meta_proto_rawDescGZIP() []byte {
 	return file_meta_proto_rawDescData
 }
 
-var file_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_meta_proto_goTypes = []any{
 	(*User)(nil),               // 0: emberfs.meta.v1.User
 	(*PathAt)(nil),             // 1: emberfs.meta.v1.PathAt
@@ -2637,6 +2978,11 @@ var file_meta_proto_goTypes = []any{
 	(*XattrResp)(nil),          // 33: emberfs.meta.v1.XattrResp
 	(*RenewClientReq)(nil),     // 34: emberfs.meta.v1.RenewClientReq
 	(*RenewClientResp)(nil),    // 35: emberfs.meta.v1.RenewClientResp
+	(*FileLock)(nil),           // 36: emberfs.meta.v1.FileLock
+	(*LockReq)(nil),            // 37: emberfs.meta.v1.LockReq
+	(*LockResp)(nil),           // 38: emberfs.meta.v1.LockResp
+	(*ReserveAppendReq)(nil),   // 39: emberfs.meta.v1.ReserveAppendReq
+	(*ReserveAppendResp)(nil),  // 40: emberfs.meta.v1.ReserveAppendResp
 }
 var file_meta_proto_depIdxs = []int32{
 	2,  // 0: emberfs.meta.v1.Inode.layout:type_name -> emberfs.meta.v1.Layout
@@ -2686,63 +3032,71 @@ var file_meta_proto_depIdxs = []int32{
 	2,  // 44: emberfs.meta.v1.SetDirLayoutReq.layout:type_name -> emberfs.meta.v1.Layout
 	0,  // 45: emberfs.meta.v1.XattrReq.user:type_name -> emberfs.meta.v1.User
 	1,  // 46: emberfs.meta.v1.XattrReq.path:type_name -> emberfs.meta.v1.PathAt
-	5,  // 47: emberfs.meta.v1.Meta.StatFS:input_type -> emberfs.meta.v1.StatFSReq
-	7,  // 48: emberfs.meta.v1.Meta.Stat:input_type -> emberfs.meta.v1.StatReq
-	9,  // 49: emberfs.meta.v1.Meta.BatchStat:input_type -> emberfs.meta.v1.BatchStatReq
-	11, // 50: emberfs.meta.v1.Meta.BatchStatPaths:input_type -> emberfs.meta.v1.BatchStatPathsReq
-	13, // 51: emberfs.meta.v1.Meta.Lookup:input_type -> emberfs.meta.v1.LookupReq
-	14, // 52: emberfs.meta.v1.Meta.Create:input_type -> emberfs.meta.v1.CreateReq
-	15, // 53: emberfs.meta.v1.Meta.Open:input_type -> emberfs.meta.v1.OpenReq
-	17, // 54: emberfs.meta.v1.Meta.Close:input_type -> emberfs.meta.v1.CloseReq
-	18, // 55: emberfs.meta.v1.Meta.Fsync:input_type -> emberfs.meta.v1.FsyncReq
-	19, // 56: emberfs.meta.v1.Meta.Mkdir:input_type -> emberfs.meta.v1.MkdirReq
-	20, // 57: emberfs.meta.v1.Meta.Symlink:input_type -> emberfs.meta.v1.SymlinkReq
-	24, // 58: emberfs.meta.v1.Meta.Readlink:input_type -> emberfs.meta.v1.PathReq
-	22, // 59: emberfs.meta.v1.Meta.Mknod:input_type -> emberfs.meta.v1.MknodReq
-	23, // 60: emberfs.meta.v1.Meta.Link:input_type -> emberfs.meta.v1.LinkReq
-	24, // 61: emberfs.meta.v1.Meta.Unlink:input_type -> emberfs.meta.v1.PathReq
-	24, // 62: emberfs.meta.v1.Meta.Rmdir:input_type -> emberfs.meta.v1.PathReq
-	24, // 63: emberfs.meta.v1.Meta.RemoveAll:input_type -> emberfs.meta.v1.PathReq
-	26, // 64: emberfs.meta.v1.Meta.Rename:input_type -> emberfs.meta.v1.RenameReq
-	27, // 65: emberfs.meta.v1.Meta.ReadDir:input_type -> emberfs.meta.v1.ReadDirReq
-	30, // 66: emberfs.meta.v1.Meta.SetAttr:input_type -> emberfs.meta.v1.SetAttrReq
-	31, // 67: emberfs.meta.v1.Meta.SetDirLayout:input_type -> emberfs.meta.v1.SetDirLayoutReq
-	32, // 68: emberfs.meta.v1.Meta.GetXattr:input_type -> emberfs.meta.v1.XattrReq
-	32, // 69: emberfs.meta.v1.Meta.SetXattr:input_type -> emberfs.meta.v1.XattrReq
-	32, // 70: emberfs.meta.v1.Meta.ListXattr:input_type -> emberfs.meta.v1.XattrReq
-	32, // 71: emberfs.meta.v1.Meta.RemoveXattr:input_type -> emberfs.meta.v1.XattrReq
-	34, // 72: emberfs.meta.v1.Meta.RenewClient:input_type -> emberfs.meta.v1.RenewClientReq
-	6,  // 73: emberfs.meta.v1.Meta.StatFS:output_type -> emberfs.meta.v1.StatFSResp
-	8,  // 74: emberfs.meta.v1.Meta.Stat:output_type -> emberfs.meta.v1.InodeResp
-	10, // 75: emberfs.meta.v1.Meta.BatchStat:output_type -> emberfs.meta.v1.BatchStatResp
-	12, // 76: emberfs.meta.v1.Meta.BatchStatPaths:output_type -> emberfs.meta.v1.BatchStatPathsResp
-	8,  // 77: emberfs.meta.v1.Meta.Lookup:output_type -> emberfs.meta.v1.InodeResp
-	16, // 78: emberfs.meta.v1.Meta.Create:output_type -> emberfs.meta.v1.OpenResp
-	16, // 79: emberfs.meta.v1.Meta.Open:output_type -> emberfs.meta.v1.OpenResp
-	8,  // 80: emberfs.meta.v1.Meta.Close:output_type -> emberfs.meta.v1.InodeResp
-	8,  // 81: emberfs.meta.v1.Meta.Fsync:output_type -> emberfs.meta.v1.InodeResp
-	8,  // 82: emberfs.meta.v1.Meta.Mkdir:output_type -> emberfs.meta.v1.InodeResp
-	8,  // 83: emberfs.meta.v1.Meta.Symlink:output_type -> emberfs.meta.v1.InodeResp
-	21, // 84: emberfs.meta.v1.Meta.Readlink:output_type -> emberfs.meta.v1.ReadlinkResp
-	8,  // 85: emberfs.meta.v1.Meta.Mknod:output_type -> emberfs.meta.v1.InodeResp
-	8,  // 86: emberfs.meta.v1.Meta.Link:output_type -> emberfs.meta.v1.InodeResp
-	25, // 87: emberfs.meta.v1.Meta.Unlink:output_type -> emberfs.meta.v1.Empty
-	25, // 88: emberfs.meta.v1.Meta.Rmdir:output_type -> emberfs.meta.v1.Empty
-	25, // 89: emberfs.meta.v1.Meta.RemoveAll:output_type -> emberfs.meta.v1.Empty
-	25, // 90: emberfs.meta.v1.Meta.Rename:output_type -> emberfs.meta.v1.Empty
-	29, // 91: emberfs.meta.v1.Meta.ReadDir:output_type -> emberfs.meta.v1.ReadDirResp
-	8,  // 92: emberfs.meta.v1.Meta.SetAttr:output_type -> emberfs.meta.v1.InodeResp
-	8,  // 93: emberfs.meta.v1.Meta.SetDirLayout:output_type -> emberfs.meta.v1.InodeResp
-	33, // 94: emberfs.meta.v1.Meta.GetXattr:output_type -> emberfs.meta.v1.XattrResp
-	25, // 95: emberfs.meta.v1.Meta.SetXattr:output_type -> emberfs.meta.v1.Empty
-	33, // 96: emberfs.meta.v1.Meta.ListXattr:output_type -> emberfs.meta.v1.XattrResp
-	25, // 97: emberfs.meta.v1.Meta.RemoveXattr:output_type -> emberfs.meta.v1.Empty
-	35, // 98: emberfs.meta.v1.Meta.RenewClient:output_type -> emberfs.meta.v1.RenewClientResp
-	73, // [73:99] is the sub-list for method output_type
-	47, // [47:73] is the sub-list for method input_type
-	47, // [47:47] is the sub-list for extension type_name
-	47, // [47:47] is the sub-list for extension extendee
-	0,  // [0:47] is the sub-list for field type_name
+	0,  // 47: emberfs.meta.v1.LockReq.user:type_name -> emberfs.meta.v1.User
+	36, // 48: emberfs.meta.v1.LockReq.lock:type_name -> emberfs.meta.v1.FileLock
+	36, // 49: emberfs.meta.v1.LockResp.conflict:type_name -> emberfs.meta.v1.FileLock
+	0,  // 50: emberfs.meta.v1.ReserveAppendReq.user:type_name -> emberfs.meta.v1.User
+	5,  // 51: emberfs.meta.v1.Meta.StatFS:input_type -> emberfs.meta.v1.StatFSReq
+	7,  // 52: emberfs.meta.v1.Meta.Stat:input_type -> emberfs.meta.v1.StatReq
+	9,  // 53: emberfs.meta.v1.Meta.BatchStat:input_type -> emberfs.meta.v1.BatchStatReq
+	11, // 54: emberfs.meta.v1.Meta.BatchStatPaths:input_type -> emberfs.meta.v1.BatchStatPathsReq
+	13, // 55: emberfs.meta.v1.Meta.Lookup:input_type -> emberfs.meta.v1.LookupReq
+	14, // 56: emberfs.meta.v1.Meta.Create:input_type -> emberfs.meta.v1.CreateReq
+	15, // 57: emberfs.meta.v1.Meta.Open:input_type -> emberfs.meta.v1.OpenReq
+	17, // 58: emberfs.meta.v1.Meta.Close:input_type -> emberfs.meta.v1.CloseReq
+	18, // 59: emberfs.meta.v1.Meta.Fsync:input_type -> emberfs.meta.v1.FsyncReq
+	19, // 60: emberfs.meta.v1.Meta.Mkdir:input_type -> emberfs.meta.v1.MkdirReq
+	20, // 61: emberfs.meta.v1.Meta.Symlink:input_type -> emberfs.meta.v1.SymlinkReq
+	24, // 62: emberfs.meta.v1.Meta.Readlink:input_type -> emberfs.meta.v1.PathReq
+	22, // 63: emberfs.meta.v1.Meta.Mknod:input_type -> emberfs.meta.v1.MknodReq
+	23, // 64: emberfs.meta.v1.Meta.Link:input_type -> emberfs.meta.v1.LinkReq
+	24, // 65: emberfs.meta.v1.Meta.Unlink:input_type -> emberfs.meta.v1.PathReq
+	24, // 66: emberfs.meta.v1.Meta.Rmdir:input_type -> emberfs.meta.v1.PathReq
+	24, // 67: emberfs.meta.v1.Meta.RemoveAll:input_type -> emberfs.meta.v1.PathReq
+	26, // 68: emberfs.meta.v1.Meta.Rename:input_type -> emberfs.meta.v1.RenameReq
+	27, // 69: emberfs.meta.v1.Meta.ReadDir:input_type -> emberfs.meta.v1.ReadDirReq
+	30, // 70: emberfs.meta.v1.Meta.SetAttr:input_type -> emberfs.meta.v1.SetAttrReq
+	31, // 71: emberfs.meta.v1.Meta.SetDirLayout:input_type -> emberfs.meta.v1.SetDirLayoutReq
+	32, // 72: emberfs.meta.v1.Meta.GetXattr:input_type -> emberfs.meta.v1.XattrReq
+	32, // 73: emberfs.meta.v1.Meta.SetXattr:input_type -> emberfs.meta.v1.XattrReq
+	32, // 74: emberfs.meta.v1.Meta.ListXattr:input_type -> emberfs.meta.v1.XattrReq
+	32, // 75: emberfs.meta.v1.Meta.RemoveXattr:input_type -> emberfs.meta.v1.XattrReq
+	34, // 76: emberfs.meta.v1.Meta.RenewClient:input_type -> emberfs.meta.v1.RenewClientReq
+	37, // 77: emberfs.meta.v1.Meta.Lock:input_type -> emberfs.meta.v1.LockReq
+	39, // 78: emberfs.meta.v1.Meta.ReserveAppend:input_type -> emberfs.meta.v1.ReserveAppendReq
+	6,  // 79: emberfs.meta.v1.Meta.StatFS:output_type -> emberfs.meta.v1.StatFSResp
+	8,  // 80: emberfs.meta.v1.Meta.Stat:output_type -> emberfs.meta.v1.InodeResp
+	10, // 81: emberfs.meta.v1.Meta.BatchStat:output_type -> emberfs.meta.v1.BatchStatResp
+	12, // 82: emberfs.meta.v1.Meta.BatchStatPaths:output_type -> emberfs.meta.v1.BatchStatPathsResp
+	8,  // 83: emberfs.meta.v1.Meta.Lookup:output_type -> emberfs.meta.v1.InodeResp
+	16, // 84: emberfs.meta.v1.Meta.Create:output_type -> emberfs.meta.v1.OpenResp
+	16, // 85: emberfs.meta.v1.Meta.Open:output_type -> emberfs.meta.v1.OpenResp
+	8,  // 86: emberfs.meta.v1.Meta.Close:output_type -> emberfs.meta.v1.InodeResp
+	8,  // 87: emberfs.meta.v1.Meta.Fsync:output_type -> emberfs.meta.v1.InodeResp
+	8,  // 88: emberfs.meta.v1.Meta.Mkdir:output_type -> emberfs.meta.v1.InodeResp
+	8,  // 89: emberfs.meta.v1.Meta.Symlink:output_type -> emberfs.meta.v1.InodeResp
+	21, // 90: emberfs.meta.v1.Meta.Readlink:output_type -> emberfs.meta.v1.ReadlinkResp
+	8,  // 91: emberfs.meta.v1.Meta.Mknod:output_type -> emberfs.meta.v1.InodeResp
+	8,  // 92: emberfs.meta.v1.Meta.Link:output_type -> emberfs.meta.v1.InodeResp
+	25, // 93: emberfs.meta.v1.Meta.Unlink:output_type -> emberfs.meta.v1.Empty
+	25, // 94: emberfs.meta.v1.Meta.Rmdir:output_type -> emberfs.meta.v1.Empty
+	25, // 95: emberfs.meta.v1.Meta.RemoveAll:output_type -> emberfs.meta.v1.Empty
+	25, // 96: emberfs.meta.v1.Meta.Rename:output_type -> emberfs.meta.v1.Empty
+	29, // 97: emberfs.meta.v1.Meta.ReadDir:output_type -> emberfs.meta.v1.ReadDirResp
+	8,  // 98: emberfs.meta.v1.Meta.SetAttr:output_type -> emberfs.meta.v1.InodeResp
+	8,  // 99: emberfs.meta.v1.Meta.SetDirLayout:output_type -> emberfs.meta.v1.InodeResp
+	33, // 100: emberfs.meta.v1.Meta.GetXattr:output_type -> emberfs.meta.v1.XattrResp
+	25, // 101: emberfs.meta.v1.Meta.SetXattr:output_type -> emberfs.meta.v1.Empty
+	33, // 102: emberfs.meta.v1.Meta.ListXattr:output_type -> emberfs.meta.v1.XattrResp
+	25, // 103: emberfs.meta.v1.Meta.RemoveXattr:output_type -> emberfs.meta.v1.Empty
+	35, // 104: emberfs.meta.v1.Meta.RenewClient:output_type -> emberfs.meta.v1.RenewClientResp
+	38, // 105: emberfs.meta.v1.Meta.Lock:output_type -> emberfs.meta.v1.LockResp
+	40, // 106: emberfs.meta.v1.Meta.ReserveAppend:output_type -> emberfs.meta.v1.ReserveAppendResp
+	79, // [79:107] is the sub-list for method output_type
+	51, // [51:79] is the sub-list for method input_type
+	51, // [51:51] is the sub-list for extension type_name
+	51, // [51:51] is the sub-list for extension extendee
+	0,  // [0:51] is the sub-list for field type_name
 }
 
 func init() { file_meta_proto_init() }
@@ -2757,7 +3111,7 @@ func file_meta_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meta_proto_rawDesc), len(file_meta_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   36,
+			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -50,6 +50,8 @@ const (
 	Meta_ListXattr_FullMethodName      = "/emberfs.meta.v1.Meta/ListXattr"
 	Meta_RemoveXattr_FullMethodName    = "/emberfs.meta.v1.Meta/RemoveXattr"
 	Meta_RenewClient_FullMethodName    = "/emberfs.meta.v1.Meta/RenewClient"
+	Meta_Lock_FullMethodName           = "/emberfs.meta.v1.Meta/Lock"
+	Meta_ReserveAppend_FullMethodName  = "/emberfs.meta.v1.Meta/ReserveAppend"
 )
 
 // MetaClient is the client API for Meta service.
@@ -82,6 +84,8 @@ type MetaClient interface {
 	ListXattr(ctx context.Context, in *XattrReq, opts ...grpc.CallOption) (*XattrResp, error)
 	RemoveXattr(ctx context.Context, in *XattrReq, opts ...grpc.CallOption) (*Empty, error)
 	RenewClient(ctx context.Context, in *RenewClientReq, opts ...grpc.CallOption) (*RenewClientResp, error)
+	Lock(ctx context.Context, in *LockReq, opts ...grpc.CallOption) (*LockResp, error)
+	ReserveAppend(ctx context.Context, in *ReserveAppendReq, opts ...grpc.CallOption) (*ReserveAppendResp, error)
 }
 
 type metaClient struct {
@@ -352,6 +356,26 @@ func (c *metaClient) RenewClient(ctx context.Context, in *RenewClientReq, opts .
 	return out, nil
 }
 
+func (c *metaClient) Lock(ctx context.Context, in *LockReq, opts ...grpc.CallOption) (*LockResp, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LockResp)
+	err := c.cc.Invoke(ctx, Meta_Lock_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *metaClient) ReserveAppend(ctx context.Context, in *ReserveAppendReq, opts ...grpc.CallOption) (*ReserveAppendResp, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReserveAppendResp)
+	err := c.cc.Invoke(ctx, Meta_ReserveAppend_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // MetaServer is the server API for Meta service.
 // All implementations must embed UnimplementedMetaServer
 // for forward compatibility.
@@ -382,6 +406,8 @@ type MetaServer interface {
 	ListXattr(context.Context, *XattrReq) (*XattrResp, error)
 	RemoveXattr(context.Context, *XattrReq) (*Empty, error)
 	RenewClient(context.Context, *RenewClientReq) (*RenewClientResp, error)
+	Lock(context.Context, *LockReq) (*LockResp, error)
+	ReserveAppend(context.Context, *ReserveAppendReq) (*ReserveAppendResp, error)
 	mustEmbedUnimplementedMetaServer()
 }
 
@@ -469,6 +495,12 @@ func (UnimplementedMetaServer) RemoveXattr(context.Context, *XattrReq) (*Empty, 
 }
 func (UnimplementedMetaServer) RenewClient(context.Context, *RenewClientReq) (*RenewClientResp, error) {
 	return nil, status.Error(codes.Unimplemented, "method RenewClient not implemented")
+}
+func (UnimplementedMetaServer) Lock(context.Context, *LockReq) (*LockResp, error) {
+	return nil, status.Error(codes.Unimplemented, "method Lock not implemented")
+}
+func (UnimplementedMetaServer) ReserveAppend(context.Context, *ReserveAppendReq) (*ReserveAppendResp, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReserveAppend not implemented")
 }
 func (UnimplementedMetaServer) mustEmbedUnimplementedMetaServer() {}
 func (UnimplementedMetaServer) testEmbeddedByValue()              {}
@@ -959,6 +991,42 @@ func _Meta_RenewClient_Handler(srv interface{}, ctx context.Context, dec func(in
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Meta_Lock_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LockReq)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MetaServer).Lock(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Meta_Lock_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MetaServer).Lock(ctx, req.(*LockReq))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Meta_ReserveAppend_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReserveAppendReq)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MetaServer).ReserveAppend(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Meta_ReserveAppend_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MetaServer).ReserveAppend(ctx, req.(*ReserveAppendReq))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Meta_ServiceDesc is the grpc.ServiceDesc for Meta service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1069,6 +1137,14 @@ var Meta_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RenewClient",
 			Handler:    _Meta_RenewClient_Handler,
+		},
+		{
+			MethodName: "Lock",
+			Handler:    _Meta_Lock_Handler,
+		},
+		{
+			MethodName: "ReserveAppend",
+			Handler:    _Meta_ReserveAppend_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
