@@ -139,6 +139,9 @@ func mount(t *testing.T, opts fuse.Options) *mounted {
 		}
 		os.Remove(root)
 	})
+	if opts.ReadOnly {
+		return &mounted{root: root, dir: root, srv: srv, be: be}
+	}
 	if err := os.Chmod(root, 0o1777); err != nil {
 		t.Fatal(err)
 	}
