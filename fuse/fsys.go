@@ -235,6 +235,39 @@ func (fsys *fileSystem) openSize(id uint64) (uint64, bool, []chan struct{}) {
 	return uint64(size), size >= 0, releasing
 }
 
+// settleLength makes the length of inode id final in meta as far as this
+// mount's handles go: it waits for handles being released (their close
+// finalizes the length) and syncs the open writable ones. Meta moves a
+// file's mtime when a close or fsync grows its length, so an explicit time
+// set before that would be lost.
+func (fsys *fileSystem) settleLength(id uint64) error {
+	var files []File
+	var releasing []chan struct{}
+	fsys.mu.Lock()
+	if oi := fsys.open[id]; oi != nil {
+		for h := range oi.handles {
+			switch f := h.opened(); {
+			case !h.writable:
+			case h.releasing:
+				releasing = append(releasing, h.released)
+			case f != nil:
+				files = append(files, f)
+			}
+		}
+	}
+	fsys.mu.Unlock()
+	for _, done := range releasing {
+		<-done
+	}
+	for _, f := range files {
+		// A handle closed meanwhile (EBADF) has finalized the length itself.
+		if err := f.Sync(); err != nil && !errcode.Is(err, errcode.BadFile) {
+			return err
+		}
+	}
+	return nil
+}
+
 // writableHandle returns a handle of inode id open for writing, if any.
 func (fsys *fileSystem) writableHandle(id uint64) *fileHandle {
 	fsys.mu.Lock()

@@ -108,6 +108,14 @@ func (n *node) Setattr(ctx context.Context, fh fs.FileHandle, in *gofuse.SetAttr
 			return errno
 		}
 	}
+	if in.Valid&(gofuse.FATTR_ATIME|gofuse.FATTR_MTIME) != 0 {
+		// The times set now must not be overwritten by the length update
+		// of a write made before (tar -x, cp -a, rsync: write, close,
+		// utimensat; the kernel's RELEASE may come after the SETATTR).
+		if errno := n.fsys.errno("setattr", n.fsys.settleLength(n.id())); errno != 0 {
+			return errno
+		}
+	}
 	var sa meta.SetAttr
 	changed := false
 	if m, ok := in.GetMode(); ok {

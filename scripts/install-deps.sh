@@ -2,7 +2,8 @@
 # Installs the Debian packages EmberFS builds and tests with (idempotent:
 # packages already present are skipped, so repeated runs cost nothing).
 set -euo pipefail
-pkgs=(protobuf-compiler fuse3 fio redis-server)
+# rsync, sqlite3, git, gcc, make: the tools tests of tests/fuse run them on a mount.
+pkgs=(protobuf-compiler fuse3 fio redis-server rsync sqlite3 git gcc make)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/emberfs/emberfs/fuse"
 	"github.com/emberfs/emberfs/internal/testutil"
@@ -61,7 +62,9 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// detachStaleMounts lazily unmounts test mounts a killed earlier run left.
+// detachStaleMounts lazily unmounts test mounts a killed earlier run left:
+// those whose server is gone (ENOTCONN). Mounts of a test binary running
+// at the same time (another engineer's) answer and are left alone.
 func detachStaleMounts() {
 	f, err := os.Open("/proc/self/mounts")
 	if err != nil {
@@ -71,9 +74,26 @@ func detachStaleMounts() {
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		fields := strings.Fields(sc.Text())
-		if len(fields) > 1 && strings.Contains(fields[1], mountPrefix) {
+		if len(fields) > 1 && strings.Contains(fields[1], mountPrefix) && serverGone(fields[1]) {
 			_ = syscall.Unmount(fields[1], syscall.MNT_DETACH)
 		}
+	}
+}
+
+// serverGone reports whether the FUSE mount at dir has lost its server. A
+// live server that does not answer within a few seconds (stopped, busy)
+// counts as present.
+func serverGone(dir string) bool {
+	gone := make(chan bool, 1)
+	go func() {
+		var st syscall.Statfs_t
+		gone <- syscall.Statfs(dir, &st) == syscall.ENOTCONN
+	}()
+	select {
+	case g := <-gone:
+		return g
+	case <-time.After(3 * time.Second):
+		return false
 	}
 }
 
