@@ -144,10 +144,15 @@ func TestReleaseLog(t *testing.T) {
 	}
 }
 
-func TestOpenFlagsDropAppend(t *testing.T) {
+// O_APPEND reaches the client (which asks meta for each append's offset);
+// flags the client has no use for do not.
+func TestOpenFlagsKeepAppend(t *testing.T) {
 	fsys := newFileSystem(nil, Options{Logger: slog.Default()})
 	got := fsys.openFlags(syscall.O_WRONLY | syscall.O_APPEND | syscall.O_CREAT | syscall.O_EXCL | syscall.O_TRUNC | syscall.O_NOATIME)
-	if got != syscall.O_WRONLY|syscall.O_CREAT|syscall.O_EXCL|syscall.O_TRUNC {
+	if got != syscall.O_WRONLY|syscall.O_APPEND|syscall.O_CREAT|syscall.O_EXCL|syscall.O_TRUNC {
 		t.Fatalf("flags %#o", got)
+	}
+	if fsys.fuseOpenFlags(syscall.O_WRONLY|syscall.O_APPEND)&gofuse.FOPEN_DIRECT_IO == 0 {
+		t.Fatal("an O_APPEND open must bypass the page cache (its writes land where meta says)")
 	}
 }
