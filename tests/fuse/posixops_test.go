@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/emberfs/emberfs/fuse"
+	"github.com/emberfs/emberfs/service/meta"
 )
 
 // errnoCase is one system call and the errno Linux gives for it on ext4.
@@ -187,8 +188,9 @@ func TestErrnoCasesMatchLocalFS(t *testing.T) {
 	}
 }
 
-// Appends through two mounts (two clients) and two descriptors on each,
-// all at once: every record lands whole and none is overwritten.
+// Appends through two mounts (two clients), two descriptors on each, and
+// a third, native client, all at once: every record lands whole and none
+// is overwritten.
 func TestAppendFromTwoMounts(t *testing.T) {
 	a := mount(t, fuse.Options{})
 	b := mount(t, fuse.Options{})
@@ -199,11 +201,33 @@ func TestAppendFromTwoMounts(t *testing.T) {
 	if err := os.WriteFile(a.path("log"), []byte("head\n"), 0o666); err != nil {
 		t.Fatal(err)
 	}
-	const writers, records, size = 4, 100, 32
+	const writers, records, size = 5, 100, 32
 	paths := []string{a.path("log"), filepath.Join(b.root, rel), a.path("log"), filepath.Join(b.root, rel)}
 	var wg sync.WaitGroup
 	errs := make(chan error, writers)
-	for w := range writers {
+	native, err := newClient(t.Context(), "fusetest-append-native")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer native.Close()
+	nf, err := native.Open(t.Context(), meta.Root, meta.P("/"+rel), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for r := range records {
+			rec := fmt.Sprintf("w%d r%03d", writers-1, r)
+			rec += strings.Repeat(".", size-1-len(rec)) + "\n"
+			if _, err := nf.WriteAt([]byte(rec), 0); err != nil { // the offset is ignored
+				errs <- err
+				return
+			}
+		}
+		errs <- nf.Close()
+	}()
+	for w := range writers - 1 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
