@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"io"
 	"os"
 	"sync"
@@ -85,6 +86,46 @@ type prefetch struct {
 // Every open starts a meta session, ended by Close: a write session, or a
 // read session that keeps the file's data if it is unlinked meanwhile.
 func (c *Client) Open(ctx context.Context, u meta.User, p meta.PathAt, flags int, mode uint32) (*File, error) {
+	return c.open(ctx, u, p, flags, mode, c.cfg.ClientID)
+}
+
+// ReadFileAt opens the file p names for reading, reads it at off into buf
+// and closes it: the whole-file read of a small-file dataset in one meta
+// call (resolve, permission check, inode: a read-only transaction) and one
+// storage read per chunk, where Open+ReadAt+Close costs a session write to
+// meta at open and another at close. It returns the file's length at open
+// and the bytes read (min(len(buf), size-off)); a file longer than buf is
+// read only in part, so a caller that wants it all reads again with a
+// buffer of the returned size.
+//
+// No session is held, so unlinking the file during the read does not keep
+// its data: the read then returns the data or, if the collector already
+// deleted chunks it needed, ESTALE (readDirect checks the inode whenever a
+// chunk is missing), never zeros in place of data.
+func (c *Client) ReadFileAt(ctx context.Context, u meta.User, p meta.PathAt, buf []byte, off int64) (size int64, n int, err error) {
+	// O_DIRECT: one read of exactly these bytes, no read-ahead window
+	// copied through for a file read once.
+	f, err := c.open(ctx, u, p, os.O_RDONLY|syscall.O_DIRECT, 0, "")
+	if err != nil {
+		return 0, 0, err
+	}
+	size = f.Size()
+	n, err = f.ReadAt(buf, off)
+	if errors.Is(err, io.EOF) {
+		err = nil
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return 0, 0, err
+	}
+	return size, n, nil
+}
+
+// open is Open with the client id the meta session is recorded under; ""
+// opens a read-only file without a session (ReadFileAt).
+func (c *Client) open(ctx context.Context, u meta.User, p meta.PathAt, flags int, mode uint32, clientID string) (*File, error) {
 	acc := flags & (os.O_RDONLY | os.O_WRONLY | os.O_RDWR)
 	if acc == os.O_WRONLY|os.O_RDWR {
 		return nil, errcode.New(errcode.InvalidArgument, "open %s: access mode %#x is not O_RDONLY, O_WRONLY or O_RDWR", p, acc)
@@ -100,9 +141,9 @@ func (c *Client) Open(ctx context.Context, u meta.User, p meta.PathAt, flags int
 	closes := c.writerCloses.Load()
 	if flags&os.O_CREATE != 0 {
 		res, err = c.mfs.Create(ctx, u, p, meta.CreateOptions{Mode: mode & 0o7777, Exclusive: flags&os.O_EXCL != 0,
-			Truncate: trunc, Read: read, Write: write, ClientID: c.cfg.ClientID})
+			Truncate: trunc, Read: read, Write: write, ClientID: clientID})
 	} else {
-		res, err = c.mfs.Open(ctx, u, p, meta.OpenOptions{Read: read, Write: write, Truncate: trunc, ClientID: c.cfg.ClientID})
+		res, err = c.mfs.Open(ctx, u, p, meta.OpenOptions{Read: read, Write: write, Truncate: trunc, ClientID: clientID})
 	}
 	if err != nil {
 		return nil, err

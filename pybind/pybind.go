@@ -271,6 +271,22 @@ func (c *Client) Open(path string, flags int, mode int, e *Err) *File {
 	return &File{f: f}
 }
 
+// ReadFileInto reads the file at path from offset off into the n bytes of
+// memory at addr, opening and closing it in the same call (one meta call,
+// no session: client.ReadFileAt), and returns the file's length at open;
+// min(n, length-off) bytes were read. The small-file datasets read each
+// sample with it.
+func (c *Client) ReadFileInto(path string, addr uintptr, n int, off int64, e *Err) int64 {
+	buf, err := buffer(addr, n)
+	if err != nil {
+		e.set(err)
+		return 0
+	}
+	size, _, err := c.c.ReadFileAt(context.Background(), c.who(), meta.P(path), buf, off)
+	e.set(err)
+	return size
+}
+
 // buffer turns a caller's memory (address and length) into a Go slice
 // without copying; the caller keeps the memory alive during the call.
 func buffer(addr uintptr, n int) ([]byte, error) {

@@ -9,11 +9,17 @@ local temporary directory, then reads every file once per configuration
 through a DataLoader (batch_size=None; the transform returns the length, so
 only the read is measured, not moving bytes between processes):
 
-- EmberFS: EmberMapDataset and EmberIterableDataset from the prefix;
+- EmberFS: EmberMapDataset and EmberIterableDataset from the prefix, which
+  read a small sample whole in one call (Client.read_bytes);
+- EmberFS, the same map dataset whose transform opens each file as a
+  stream, reads it and closes it (what every sample cost before
+  read_bytes: a session written to meta at open and again at close);
 - local disk: a map dataset that open().read()s each path.
 
 Local reads come from the page cache (the files were just written); so
-may EmberFS's, in the storage services. Prints one line per configuration.
+may EmberFS's, in the storage services. A map dataset lists its prefix
+before the clock starts (the iterable one lists in each reading process,
+inside the timing). Prints one line per configuration.
 """
 
 from __future__ import annotations
@@ -26,12 +32,19 @@ import time
 
 import torch.utils.data
 
+from . import _shared
 from .datasets import EmberIterableDataset, EmberMapDataset, EmberReader
 
 
 def read_len(r: EmberReader) -> int:
     """Transform: read the whole file, return its length."""
     return len(r.read())
+
+
+def read_len_opened(r: EmberReader) -> int:
+    """Transform: open the file as a stream, read it whole, close it."""
+    with _shared.client(r._mgmtd, r._token).open(r.path, "rb") as f:
+        return len(f.read())
 
 
 class LocalFiles(torch.utils.data.Dataset):
@@ -105,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
             paths.append(p)
         want = size * args.files
         print(f"{args.files} files of {args.kib} KiB, DataLoader start method {args.method}")
-        print(f"{'dataset':<28} {'workers':>7} {'samples/s':>10} {'local disk':>11} {'ratio':>6}")
+        print(f"{'dataset':<34} {'workers':>7} {'samples/s':>10} {'local disk':>11} {'ratio':>6}")
         # Most workers first: num_workers=0 reads in this process, which
         # loads the Go runtime here, after which forked workers are refused.
         for w in sorted({int(x) for x in args.workers.split(",")}, reverse=True):
@@ -115,9 +128,13 @@ def main(argv: list[str] | None = None) -> None:
                                                                 mgmtd=args.mgmtd, token=args.token)),
                 ("EmberIterableDataset", EmberIterableDataset.from_prefix(
                     f"emberfs://{root}/", transform=read_len, mgmtd=args.mgmtd, token=args.token)),
+                ("EmberMapDataset, open/read/close", EmberMapDataset.from_prefix(
+                    f"emberfs://{root}/", transform=read_len_opened, mgmtd=args.mgmtd, token=args.token)),
             ):
+                if isinstance(ds, EmberMapDataset):
+                    len(ds)  # lists once, before timing: the rate is of reading samples
                 r = _rate(ds, w, args.method, want)
-                print(f"{name:<28} {w:>7} {r:>10.0f} {base:>11.0f} {r / base:>5.2f}x")
+                print(f"{name:<34} {w:>7} {r:>10.0f} {base:>11.0f} {r / base:>5.2f}x", flush=True)
     finally:
         shutil.rmtree(local, ignore_errors=True)
         if cluster is not None:

@@ -165,6 +165,28 @@ class Client:
             raise translate(exc, p) from None
         return open_file(native, p, mode, buffering, encoding, errors, newline)
 
+    def read_bytes(self, path: PathLike, size_hint: int | None = None) -> bytes:
+        """The whole file at path, like pathlib's read_bytes, in one call
+        into Go: one metadata round trip (no open session to start and end)
+        and one storage read per chunk. size_hint (the length from a
+        listing) sizes the buffer; a wrong or missing hint costs one more
+        call. For many small files (datasets); a file removed while it is
+        read raises FileNotFoundError or a stale-handle OSError, never
+        returns zeros for its data."""
+        p = _abs(path)
+        n = max(size_hint or 0, 0)
+        while True:
+            buf = bytearray(n)
+            try:
+                with _buffers.address(buf, writable=True) as (addr, length):
+                    size = call(self._c.ReadFileInto, p, addr, length, 0)
+            except NativeError as exc:
+                raise translate(exc, p) from None
+            if size <= n:
+                del buf[size:]
+                return bytes(buf)
+            n = size  # longer than the hint (or no hint): once more, sized
+
     # -- namespace -------------------------------------------------------
     @raises_oserror
     def _stat(self, path: str, follow: bool):

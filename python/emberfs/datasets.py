@@ -49,7 +49,10 @@ def identity(reader: "EmberReader") -> "EmberReader":
 class EmberReader(io.BufferedIOBase):
     """A read-only file object for one EmberFS file, opened on first read.
 
-    read() with no size reads the whole file with one call into Go.
+    A file no larger than buffer_size (1 MiB) whose size is known (from the
+    listing) is read whole on first use with one call into Go
+    (Client.read_bytes: one metadata round trip, no open/close session),
+    then served from memory; larger files are opened and read as a stream.
     """
 
     def __init__(self, mgmtd: str, token: str, path: str, size: int | None = None, buffer_size: int = 1 << 20):
@@ -58,7 +61,7 @@ class EmberReader(io.BufferedIOBase):
         self.path = path
         self._size = size
         self._buffer_size = buffer_size
-        self._f: io.BufferedReader | None = None
+        self._f: io.BufferedReader | io.BytesIO | None = None
 
     @property
     def key(self) -> str:
@@ -77,11 +80,17 @@ class EmberReader(io.BufferedIOBase):
             self._size = _shared.client(self._mgmtd, self._token).getsize(self.path)
         return self._size
 
-    def _file(self) -> io.BufferedReader:
+    def _file(self) -> io.BufferedReader | io.BytesIO:
         if self.closed:
             raise ValueError("I/O operation on closed file")
         if self._f is None:
-            self._f = _shared.client(self._mgmtd, self._token).open(self.path, "rb", buffering=self._buffer_size)
+            client = _shared.client(self._mgmtd, self._token)
+            if self._size is not None and self._size <= self._buffer_size:
+                # Small-file datasets: open+read+close as one metadata
+                # call instead of three (docs/python-ecosystem.md).
+                self._f = io.BytesIO(client.read_bytes(self.path, self._size))
+            else:
+                self._f = client.open(self.path, "rb", buffering=self._buffer_size)
         return self._f
 
     def readable(self) -> bool:

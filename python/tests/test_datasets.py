@@ -58,6 +58,32 @@ def test_map_dataset_in_process(cluster, files):
     assert r.read(3) == want[r.path][:3] and r.seek(0) == 0 and r.read() == want[r.path]
 
 
+def test_small_files_are_read_in_one_call(cluster, files, monkeypatch):
+    """A sample no larger than the reader's buffer is read with
+    Client.read_bytes (one metadata call), never opened as a stream; a
+    larger one is streamed."""
+    from emberfs import _shared
+    root, want = files
+    client = _shared.client(cluster.mgmtd, cluster.token)
+    real_open = client.open
+
+    def no_open(*a, **kw):
+        raise AssertionError("a small sample was opened as a stream")
+
+    monkeypatch.setattr(client, "open", no_open)
+    ds = EmberMapDataset.from_prefix(f"emberfs://{root}/train/", transform=read_all,
+                                     mgmtd=cluster.mgmtd, token=cluster.token)
+    assert dict(ds[i] for i in range(len(ds))) == want
+    r = EmberMapDataset.from_prefix(f"emberfs://{root}/train/", mgmtd=cluster.mgmtd, token=cluster.token)[0]
+    assert r.read(4) == want[r.path][:4] and r.tell() == 4 and r.read() == want[r.path][4:]
+    # A reader whose buffer is smaller than the file streams it.
+    opened = []
+    monkeypatch.setattr(client, "open", lambda *a, **kw: opened.append(a[0]) or real_open(*a, **kw))
+    path = sorted(want)[-1]
+    big = EmberReader(cluster.mgmtd, cluster.token, path, size=len(want[path]), buffer_size=16)
+    assert big.read() == want[path] and opened == [path]
+
+
 def test_missing_prefix_and_bad_uri(cluster):
     ds = EmberMapDataset.from_prefix("emberfs:///no-such-dir/", mgmtd=cluster.mgmtd, token=cluster.token)
     with pytest.raises(FileNotFoundError):
@@ -82,43 +108,67 @@ def test_iterable_shards_by_rank_and_worker_in_process(cluster, files):
     assert dict(seen) == want and len(seen) == N  # every file once across ranks
 
 
+# One fresh interpreter runs the DataLoaders under every start method, fork
+# first: the parent never loads the Go runtime (listing runs in a helper
+# process), so forking stays possible throughout. What the run costs is
+# starting the spawned workers (each imports torch: ~2.5 CPU-seconds), so:
+# one interpreter and one listing for all methods; the map and iterable
+# pools start together, so their workers' imports and exits overlap instead
+# of queueing one behind the other (on a loaded machine four processes also
+# get a larger share of the CPU than two); and the transform is defined here
+# rather than imported from this module, so workers do not import pytest.
 _CHILD = textwrap.dedent("""
     import json, sys
     import torch
     from torch.utils.data import DataLoader
-    sys.path.insert(0, {testdir!r})
-    from test_datasets import read_all
     from emberfs.datasets import EmberIterableDataset, EmberMapDataset
     from emberfs import _runtime
+
+    def read_all(r):
+        return r.path, r.read()
+
     def main():
         args = json.loads(sys.argv[1])
         kw = dict(transform=read_all, mgmtd=args["mgmtd"], token=args["token"])
-        out = {{}}
         m = EmberMapDataset.from_prefix(args["uri"], **kw)
-        dl = DataLoader(m, batch_size=None, num_workers=2, multiprocessing_context=args["method"])
-        out["map"] = [[p, d.decode()] for p, d in dl]
         # Rank 1 of 2, two workers: each worker takes its quarter.
         it = EmberIterableDataset.from_prefix(args["uri"], rank=1, world_size=2, **kw)
-        dl = DataLoader(it, batch_size=None, num_workers=2, multiprocessing_context=args["method"])
-        out["iter"] = [[p, d.decode()] for p, d in dl]
-        out["parent_loaded_runtime"] = _runtime.loaded()
+        out = {}
+        for method in args["methods"]:
+            loaders = {name: DataLoader(ds, batch_size=None, num_workers=2, multiprocessing_context=method)
+                       for name, ds in (("map", m), ("iter", it))}
+            # Both pools' workers start now and start together.
+            iters = {name: iter(dl) for name, dl in loaders.items()}
+            got = {name: [[p, d.decode()] for p, d in i] for name, i in iters.items()}
+            del iters  # shuts both pools down
+            got["parent_loaded_runtime"] = _runtime.loaded()
+            out[method] = got
         print(json.dumps(out))
 
     if __name__ == "__main__":  # spawned workers import this file again
         main()
 """)
 
+METHODS = ["fork", "spawn"]
 
-@pytest.mark.parametrize("method", ["fork", "spawn"])
-def test_dataloader_workers(cluster, files, method, tmp_path):
-    root, want = files
-    script = tmp_path / "child.py"
-    script.write_text(_CHILD.format(testdir=os.path.dirname(__file__)))
+
+@pytest.fixture(scope="module")
+def loader_runs(cluster, files, tmp_path_factory):
+    """What DataLoaders with 2 workers read under each start method."""
+    root, _ = files
+    script = tmp_path_factory.mktemp("child") / "child.py"
+    script.write_text(_CHILD)
     args = json.dumps({"mgmtd": cluster.mgmtd, "token": cluster.token, "uri": f"emberfs://{root}/train/",
-                       "method": method})
+                       "methods": METHODS})
     proc = subprocess.run([sys.executable, str(script), args], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_dataloader_workers(loader_runs, files, method):
+    _, want = files
+    out = loader_runs[method]
     wanted = {p: d.decode() for p, d in want.items()}
     # Map: every file exactly once, in sampler order.
     assert [p for p, _ in out["map"]] == sorted(want) and dict(out["map"]) == wanted

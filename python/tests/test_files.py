@@ -46,6 +46,25 @@ def test_readinto_fills_caller_memory(fs, tmpdir_fs):
     assert arr.tobytes() == data
 
 
+def test_read_bytes_whole_file_in_one_call(fs, tmpdir_fs):
+    data = os.urandom(300_000)
+    p = f"{tmpdir_fs}/whole"
+    with fs.open(p, "wb") as f:
+        f.write(data)
+    assert fs.read_bytes(p) == data  # no hint: asks for the size first
+    assert fs.read_bytes(p, size_hint=len(data)) == data
+    assert fs.read_bytes(p, size_hint=10) == data  # too small: read again, sized
+    assert fs.read_bytes(p, size_hint=len(data) + 999) == data  # too large: trimmed
+    with fs.open(f"{tmpdir_fs}/empty", "wb"):
+        pass
+    assert fs.read_bytes(f"{tmpdir_fs}/empty", size_hint=0) == b""
+    with pytest.raises(FileNotFoundError) as e:
+        fs.read_bytes(f"{tmpdir_fs}/missing")
+    assert e.value.filename == f"{tmpdir_fs}/missing"
+    with pytest.raises(IsADirectoryError):
+        fs.read_bytes(tmpdir_fs)
+
+
 # Seeded random sequences of write/seek/read/truncate/tell compared with a
 # local file opened the same way.
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])
