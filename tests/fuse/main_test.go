@@ -5,7 +5,6 @@
 package fusetest
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -17,7 +16,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/emberfs/emberfs/fuse"
 	"github.com/emberfs/emberfs/internal/testutil"
@@ -36,7 +34,7 @@ func TestMain(m *testing.M) {
 	if os.Getenv(mountHelperEnv) != "" {
 		os.Exit(runMountHelper(os.Args[1:]))
 	}
-	detachStaleMounts()
+	testutil.DetachDeadMounts(mountPrefix)
 	dir, err := os.MkdirTemp("", "emberfs-fusehelper-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -60,41 +58,6 @@ func TestMain(m *testing.M) {
 	stop()
 	os.RemoveAll(dir)
 	os.Exit(code)
-}
-
-// detachStaleMounts lazily unmounts test mounts a killed earlier run left:
-// those whose server is gone (ENOTCONN). Mounts of a test binary running
-// at the same time (another engineer's) answer and are left alone.
-func detachStaleMounts() {
-	f, err := os.Open("/proc/self/mounts")
-	if err != nil {
-		return
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) > 1 && strings.Contains(fields[1], mountPrefix) && serverGone(fields[1]) {
-			_ = syscall.Unmount(fields[1], syscall.MNT_DETACH)
-		}
-	}
-}
-
-// serverGone reports whether the FUSE mount at dir has lost its server. A
-// live server that does not answer within a few seconds (stopped, busy)
-// counts as present.
-func serverGone(dir string) bool {
-	gone := make(chan bool, 1)
-	go func() {
-		var st syscall.Statfs_t
-		gone <- syscall.Statfs(dir, &st) == syscall.ENOTCONN
-	}()
-	select {
-	case g := <-gone:
-		return g
-	case <-time.After(3 * time.Second):
-		return false
-	}
 }
 
 func copyFile(src, dst string, mode os.FileMode) error {

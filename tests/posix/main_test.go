@@ -9,14 +9,11 @@
 package posix
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/emberfs/emberfs/client"
@@ -40,7 +37,7 @@ func TestMain(m *testing.M) {
 	if os.Getenv(helperEnv) != "" {
 		os.Exit(runHelper(os.Args[1:]))
 	}
-	detachStaleMounts()
+	testutil.DetachDeadMounts(mountPrefix)
 	dir, err := os.MkdirTemp("", "emberfs-posixhelper-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -74,22 +71,6 @@ func startCluster() (stop func(), err error) {
 
 func newClient(ctx context.Context, id string) (*client.Client, error) {
 	return clustertest.NewClient(ctx, testCluster, client.Config{ClientID: id, Logger: testutil.Logger()})
-}
-
-// detachStaleMounts lazily unmounts mounts a killed earlier run left.
-func detachStaleMounts() {
-	f, err := os.Open("/proc/self/mounts")
-	if err != nil {
-		return
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) > 1 && strings.Contains(fields[1], mountPrefix) {
-			_ = syscall.Unmount(fields[1], syscall.MNT_DETACH)
-		}
-	}
 }
 
 func copyFile(src, dst string, mode os.FileMode) error {
