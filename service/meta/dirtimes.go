@@ -107,18 +107,53 @@ func (t *txn) clearDirTimes(dir uint64) error {
 }
 
 // adjustSubdirs changes directory dir's link count by delta subdirectories
-// (2 + subdirectories, as on ext4) and records the change. It writes the
-// inode, so it conflicts with operations that read it (creates in dir):
-// only mkdir, rmdir and moves of directories pay this, not file creates.
-// A count is never taken below 2 (directories made before counts were
-// kept report 2 until they gain a subdirectory).
+// (2 + subdirectories, as on ext4). It writes the inode, so it conflicts
+// with operations that read it (creates in dir): only mkdir, rmdir and
+// moves of directories pay this, not file creates. A directory made before
+// counts were kept (it reports 2) is counted first, by listing it: callers
+// adjust before they change dir's entries in the transaction.
 func (t *txn) adjustSubdirs(dir *Inode, delta int) error {
+	if !dir.subdirsCounted {
+		n, err := t.countSubdirs(dir.ID)
+		if err != nil {
+			return err
+		}
+		dir.Nlink, dir.subdirsCounted = uint32(2+n), true
+	}
 	nl := int64(dir.Nlink) + int64(delta)
 	if nl < 2 {
 		nl = 2
 	}
 	dir.Nlink = uint32(nl)
 	return t.putInode(dir)
+}
+
+// countSubdirs counts the subdirectories of directory id from its entries
+// (once per directory made before counts were kept). Snapshot reads: a
+// concurrent change of the count writes dir's inode, which the caller
+// read, so it conflicts anyway.
+func (t *txn) countSubdirs(id uint64) (int, error) {
+	b, e := dirRange(id)
+	n := 0
+	for {
+		kvs, err := t.r.GetRange(b, e, kv.RangeOptions{Limit: 1024, Snapshot: true})
+		if err != nil {
+			return 0, err
+		}
+		for _, item := range kvs {
+			d, err := decodeDentry(item.Value)
+			if err != nil {
+				return 0, errcode.New(errcode.Internal, "directory %d: %v", id, err)
+			}
+			if d.Type == TypeDir {
+				n++
+			}
+		}
+		if len(kvs) < 1024 {
+			return n, nil
+		}
+		b = append(append([]byte(nil), kvs[len(kvs)-1].Key...), 0)
+	}
 }
 
 // removeEntry deletes name from dir and records the change of dir.

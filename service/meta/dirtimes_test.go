@@ -141,6 +141,36 @@ func TestDirNlinkCountsSubdirectories(t *testing.T) {
 	nlink("/a", 2)
 	noErr(t, e.s.RemoveAll(ctx, Root, P("/b/p")))
 	nlink("/b", 2)
+
+	// A directory made before counts were kept (no flag, nlink 2) is
+	// counted at its first change: three subdirectories and a file.
+	mkdir("/old")
+	for _, d := range []string{"/old/1", "/old/2", "/old/3"} {
+		mkdir(d)
+	}
+	_, err = e.s.Create(ctx, Root, P("/old/f"), CreateOptions{Mode: 0o644, Exclusive: true})
+	noErr(t, err)
+	legacy := func() {
+		t.Helper()
+		noErr(t, e.s.update(ctx, func(tx *txn) error {
+			n, err := tx.resolve(P("/old"))
+			if err != nil {
+				return err
+			}
+			n.Nlink, n.subdirsCounted = 2, false
+			return tx.putInode(n)
+		}))
+		nlink("/old", 2)
+	}
+	legacy()
+	mkdir("/old/4")
+	nlink("/old", 6)
+	legacy()
+	noErr(t, e.s.Rmdir(ctx, Root, P("/old/4")))
+	nlink("/old", 5)
+	legacy()
+	noErr(t, e.s.Rename(ctx, Root, P("/old/3"), P("/a/3"), 0))
+	nlink("/old", 4)
 	drainGC(t, e.s)
 	fsckClean(t, e.s, e.chunks)
 }

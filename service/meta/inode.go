@@ -117,6 +117,11 @@ type Inode struct {
 	// Detached marks a directory removed by RemoveAll whose contents the
 	// background collector is still deleting.
 	Detached bool
+	// subdirsCounted marks a directory whose Nlink counts its
+	// subdirectories (2 + subdirectories). Directories made before counts
+	// were kept lack it; the first change of their count counts them
+	// (adjustSubdirs).
+	subdirsCounted bool
 	// trimEpoch counts the length changes made by truncate (SetAttr size,
 	// O_TRUNC). Close and fsync ask storage for the length outside their
 	// transaction; they apply it only if the epoch did not move meanwhile
@@ -137,7 +142,10 @@ const (
 	inodeEncodingRdev    = 3
 )
 
-const flagDetached = 1
+const (
+	flagDetached       = 1
+	flagSubdirsCounted = 2
+)
 
 func (n *Inode) encode() []byte {
 	b := make([]byte, 0, inodeFixedLen+1+len(n.Target)+4)
@@ -158,6 +166,9 @@ func (n *Inode) encode() []byte {
 	var flags uint32
 	if n.Detached {
 		flags |= flagDetached
+	}
+	if n.subdirsCounted {
+		flags |= flagSubdirsCounted
 	}
 	b = binary.BigEndian.AppendUint32(b, flags)
 	b = binary.BigEndian.AppendUint64(b, n.trimEpoch)
@@ -237,7 +248,9 @@ func decodeInode(id uint64, b []byte) (*Inode, error) {
 	n.Mtime = tm()
 	n.Ctime = tm()
 	n.Parent = u64()
-	n.Detached = u32()&flagDetached != 0
+	flags := u32()
+	n.Detached = flags&flagDetached != 0
+	n.subdirsCounted = flags&flagSubdirsCounted != 0
 	if !v1 {
 		n.trimEpoch = u64()
 	}

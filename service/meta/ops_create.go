@@ -307,6 +307,7 @@ func (s *Server) Mkdir(ctx context.Context, u User, p PathAt, mode uint32, paren
 func (t *txn) mkdirInode(id uint64, mode uint32, dir *Inode) *Inode {
 	n := t.newInode(id, TypeDir, mode, dir)
 	n.Nlink = 2
+	n.subdirsCounted = true
 	n.Parent = dir.ID
 	n.Layout = Layout{ChainTable: dir.Layout.ChainTable, ChunkSize: dir.Layout.ChunkSize, StripeSize: dir.Layout.StripeSize}
 	return n

@@ -85,10 +85,10 @@ func (s *Server) Rmdir(ctx context.Context, u User, p PathAt) error {
 		if !empty {
 			return errNotEmpty(what)
 		}
-		if err := t.removeEntry(dir.ID, name); err != nil {
+		if err := t.adjustSubdirs(dir, -1); err != nil {
 			return err
 		}
-		if err := t.adjustSubdirs(dir, -1); err != nil {
+		if err := t.removeEntry(dir.ID, name); err != nil {
 			return err
 		}
 		return t.removeInode(n)
@@ -117,14 +117,16 @@ func (s *Server) RemoveAll(ctx context.Context, u User, p PathAt) error {
 		if err := checkSticky(u, dir, n, what); err != nil {
 			return err
 		}
+		if n.Type == TypeDir {
+			if err := t.adjustSubdirs(dir, -1); err != nil {
+				return err
+			}
+		}
 		if err := t.removeEntry(dir.ID, name); err != nil {
 			return err
 		}
 		if n.Type != TypeDir {
 			return t.dropLink(n)
-		}
-		if err := t.adjustSubdirs(dir, -1); err != nil {
-			return err
 		}
 		if !u.isRoot() {
 			if err := t.checkTreeRemovable(n, what); err != nil {

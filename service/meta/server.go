@@ -142,7 +142,7 @@ func New(ctx context.Context, engine kv.Engine, cfg Config) (*Server, error) {
 			return err
 		}
 		now := t.now
-		root := &Inode{ID: RootID, Type: TypeDir, Mode: 0o755, Nlink: 2, Atime: now, Mtime: now, Ctime: now,
+		root := &Inode{ID: RootID, Type: TypeDir, Mode: 0o755, Nlink: 2, subdirsCounted: true, Atime: now, Mtime: now, Ctime: now,
 			Parent: RootID, Layout: Layout{ChainTable: cfg.RootLayout.ChainTable, ChunkSize: cfg.RootLayout.ChunkSize, StripeSize: cfg.RootLayout.StripeSize}}
 		return t.putInode(root)
 	})
