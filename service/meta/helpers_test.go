@@ -27,6 +27,9 @@ type memChunks struct {
 	// afterQuery runs once, after the next QueryLength answered (outside
 	// the lock): a deterministic "something happened meanwhile".
 	afterQuery func()
+	// beforeTruncate, when set, runs at the start of every TruncateChunks
+	// call (outside the lock): a test holds a trim there.
+	beforeTruncate func(id, length uint64)
 }
 
 func newMemChunks() *memChunks {
@@ -59,6 +62,12 @@ func (m *memChunks) length(id uint64) uint64 {
 }
 
 func (m *memChunks) TruncateChunks(_ context.Context, id uint64, _ Layout, length uint64) error {
+	m.mu.Lock()
+	hook := m.beforeTruncate
+	m.mu.Unlock()
+	if hook != nil {
+		hook(id, length)
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.failTruncates > 0 {

@@ -103,7 +103,7 @@ func (s *Server) SetAttr(ctx context.Context, u User, p PathAt, a SetAttr) (Inod
 		return t.putInode(n)
 	})
 	if err == nil {
-		err = s.finishTrim(ctx, out.ID, trim)
+		err = s.settleTrim(ctx, out.ID, trim)
 	}
 	return out, err
 }

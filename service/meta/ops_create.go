@@ -178,7 +178,7 @@ func (s *Server) Create(ctx context.Context, u User, p PathAt, opts CreateOption
 		s.lastTable.Store(res.Inode.Layout.ChainTable)
 	}
 	if err == nil {
-		err = s.finishTrim(ctx, res.Inode.ID, trim)
+		err = s.settleTrim(ctx, res.Inode.ID, trim)
 	}
 	return res, err
 }
@@ -200,7 +200,7 @@ func (s *Server) Open(ctx context.Context, u User, p PathAt, opts OpenOptions) (
 		return err
 	})
 	if err == nil {
-		err = s.finishTrim(ctx, res.Inode.ID, trim)
+		err = s.settleTrim(ctx, res.Inode.ID, trim)
 	}
 	return res, err
 }
@@ -242,6 +242,14 @@ func (t *txn) openInode(n *Inode, opts OpenOptions, what string) (Inode, uint64,
 	} else if opts.Write && t.s.cfg.Chunks != nil {
 		if trim, err = t.pendingTrimOf(n.ID); err != nil {
 			return Inode{}, 0, nil, err
+		}
+		// Claimed here when free, so that the caller runs it right after
+		// the commit; otherwise the caller waits for its runner.
+		if trim != nil && trim.claimable(t.now) {
+			trim.claim(t.now)
+			if err := t.tx.Set(trimKey(n.ID), trim.encode()); err != nil {
+				return Inode{}, 0, nil, err
+			}
 		}
 	}
 	var sess uint64

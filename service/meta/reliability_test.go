@@ -290,3 +290,98 @@ var _ kv.Engine = (*kvfault.Engine)(nil)
 
 // must1 keeps only the error of a two-value call.
 func must1[T any](_ T, err error) error { return err }
+
+// TestOneRunnerPerTrim: while a truncate's own trim is running, the
+// background loop must not run the same trim, and an open for writing
+// waits for it. The chaos harness found a background runner still
+// cutting chunks after the truncate had finished and cleared its record
+// and a writer had opened and written past the new length: the
+// acknowledged write's chunk was gone on every replica.
+func TestOneRunnerPerTrim(t *testing.T) {
+	e := newEnv(t)
+	s := e.s
+	ctx := context.Background()
+	f := must2(s.Create(ctx, Root, P("/f"), CreateOptions{Mode: 0o644, Exclusive: true}))
+	id := f.Inode.ID
+	e.chunks.write(id, 100)
+
+	// The first two trim calls stop at the hook until the test lets them
+	// go (a second is the bug); later ones pass.
+	type held struct {
+		length  uint64
+		release chan struct{}
+	}
+	entered := make(chan held, 2)
+	calls := 0
+	e.chunks.mu.Lock()
+	e.chunks.beforeTruncate = func(_, length uint64) {
+		e.chunks.mu.Lock()
+		calls++
+		n := calls
+		e.chunks.mu.Unlock()
+		if n > 2 {
+			return
+		}
+		h := held{length, make(chan struct{})}
+		entered <- h
+		<-h.release
+	}
+	e.chunks.mu.Unlock()
+
+	truncated := make(chan error, 1)
+	go func() { truncated <- must1(s.Truncate(ctx, Root, P("/f"), 10)) }()
+	first := <-entered // the truncate's own trim is running
+
+	// The background loop leaves a trim somebody is running alone.
+	bg := make(chan error, 1)
+	var bgDone int
+	go func() {
+		n, err := s.FinishPendingTrims(ctx)
+		bgDone = n
+		bg <- err
+	}()
+	var second *held
+	select {
+	case h := <-entered:
+		second = &h // the bug: a second runner of the same trim
+	case err := <-bg:
+		noErr(t, err)
+		if bgDone != 0 {
+			t.Fatalf("background finished %d trims while the truncate ran its own", bgDone)
+		}
+	}
+
+	// An open for writing waits for the running trim.
+	opened := make(chan error, 1)
+	var w OpenResult
+	go func() {
+		var err error
+		w, err = s.Open(ctx, Root, P("/f"), OpenOptions{Write: true, ClientID: "c1"})
+		opened <- err
+	}()
+	openErr := errors.New("open not returned")
+	select {
+	case openErr = <-opened:
+		if second == nil {
+			t.Fatalf("open for writing returned (%v) while the truncate's trim was still running", openErr)
+		}
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(first.release)
+	noErr(t, <-truncated)
+	if openErr != nil && openErr.Error() == "open not returned" {
+		openErr = <-opened
+	}
+	noErr(t, openErr)
+	// The writer writes past the new length and closes: acknowledged.
+	e.chunks.write(id, 50)
+	n := must2(s.Close(ctx, Root, CloseOptions{Inode: id, Session: w.Session, UpdateLength: true}))
+	if second != nil {
+		close(second.release) // the late runner cuts now
+		noErr(t, <-bg)
+	}
+	if n.Size != 50 || e.chunks.length(id) != 50 {
+		t.Fatalf("after truncate to 10 and a write to 50: size %d, storage %d bytes; want 50 and 50 (a late trim cut acknowledged bytes)", n.Size, e.chunks.length(id))
+	}
+	fsckClean(t, s, e.chunks)
+}

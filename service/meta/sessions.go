@@ -126,7 +126,7 @@ func (s *Server) askLength(ctx context.Context, id uint64, want bool) (storageLe
 			return storageLength{}, err
 		}
 		if trim != nil {
-			if err := s.finishTrim(ctx, id, trim); err != nil {
+			if err := s.settleAny(ctx, id); err != nil {
 				return storageLength{}, err
 			}
 			continue // read the epoch again: the record may have been replaced
