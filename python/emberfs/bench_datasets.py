@@ -1,7 +1,7 @@
 """Samples/s through emberfs.datasets beside the same files on local disk.
 
     python -m emberfs.bench_datasets [--files 2000] [--kib 128] [--workers 0,4]
-                                     [--mgmtd ADDR --token T] [--method fork]
+                                     [--mgmtd ADDR --token T] [--method fork] [--batch-size 0]
 
 Writes N files of the given size under /bench-datasets-* on EmberFS (a
 local cluster is started unless one is given) and the same bytes in a
@@ -61,16 +61,20 @@ class LocalFiles(torch.utils.data.Dataset):
             return len(f.read())
 
 
-def _rate(ds, workers: int, method: str, want_bytes: int) -> float:
-    kw = dict(batch_size=None, num_workers=workers)
+def _rate(ds, workers: int, method: str, want_bytes: int, batch: int) -> float:
+    kw = dict(batch_size=batch or None, num_workers=workers)
     if workers:
         kw["multiprocessing_context"] = method
     loader = torch.utils.data.DataLoader(ds, **kw)
     t0 = time.perf_counter()
     n = total = 0
     for length in loader:
-        n += 1
-        total += int(length)
+        if batch:  # a tensor of the batch's lengths
+            n += len(length)
+            total += int(length.sum())
+        else:
+            n += 1
+            total += int(length)
     dt = time.perf_counter() - t0
     if total != want_bytes:
         raise RuntimeError(f"read {total} bytes, want {want_bytes}")
@@ -83,6 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--kib", type=int, default=128)
     ap.add_argument("--workers", default="0,4")
     ap.add_argument("--method", default="fork", choices=["fork", "spawn", "forkserver"])
+    ap.add_argument("--batch-size", type=int, default=0,
+                    help="DataLoader batch size (0: none, one sample at a time; a map dataset reads a batch's files together)")
     ap.add_argument("--mgmtd")
     ap.add_argument("--token")
     args = ap.parse_args(argv)
@@ -117,12 +123,13 @@ def main(argv: list[str] | None = None) -> None:
                 f.write(data)
             paths.append(p)
         want = size * args.files
-        print(f"{args.files} files of {args.kib} KiB, DataLoader start method {args.method}")
+        print(f"{args.files} files of {args.kib} KiB, DataLoader start method {args.method}, "
+              f"batch size {args.batch_size or None}")
         print(f"{'dataset':<34} {'workers':>7} {'samples/s':>10} {'local disk':>11} {'ratio':>6}")
         # Most workers first: num_workers=0 reads in this process, which
         # loads the Go runtime here, after which forked workers are refused.
         for w in sorted({int(x) for x in args.workers.split(",")}, reverse=True):
-            base = _rate(LocalFiles(paths), w, args.method, want)
+            base = _rate(LocalFiles(paths), w, args.method, want, args.batch_size)
             for name, ds in (
                 ("EmberMapDataset", EmberMapDataset.from_prefix(f"emberfs://{root}/", transform=read_len,
                                                                 mgmtd=args.mgmtd, token=args.token)),
@@ -133,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
             ):
                 if isinstance(ds, EmberMapDataset):
                     len(ds)  # lists once, before timing: the rate is of reading samples
-                r = _rate(ds, w, args.method, want)
+                r = _rate(ds, w, args.method, want, args.batch_size)
                 print(f"{name:<34} {w:>7} {r:>10.0f} {base:>11.0f} {r / base:>5.2f}x", flush=True)
     finally:
         shutil.rmtree(local, ignore_errors=True)

@@ -31,8 +31,11 @@ fix (multiprocessing_context="spawn" or "forkserver").
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import io
 import os
+import threading
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch.utils.data
@@ -80,12 +83,21 @@ class EmberReader(io.BufferedIOBase):
             self._size = _shared.client(self._mgmtd, self._token).getsize(self.path)
         return self._size
 
+    def _small(self) -> bool:
+        """Whether the file is read whole, in one call, on first use."""
+        return self._size is not None and self._size <= self._buffer_size
+
+    def _preload(self, data: bytes) -> "EmberReader":
+        """Serve the file from data, already read by Client.read_bytes."""
+        self._f = io.BytesIO(data)
+        return self
+
     def _file(self) -> io.BufferedReader | io.BytesIO:
         if self.closed:
             raise ValueError("I/O operation on closed file")
         if self._f is None:
             client = _shared.client(self._mgmtd, self._token)
-            if self._size is not None and self._size <= self._buffer_size:
+            if self._small():
                 # Small-file datasets: open+read+close as one metadata
                 # call instead of three (docs/python-ecosystem.md).
                 self._f = io.BytesIO(client.read_bytes(self.path, self._size))
@@ -127,6 +139,39 @@ class EmberReader(io.BufferedIOBase):
 
     def __repr__(self) -> str:
         return f"EmberReader({self.uri!r})"
+
+
+# Samples read ahead: the iterable dataset keeps this many small samples
+# being read while the caller works on earlier ones, and the map dataset's
+# __getitems__ reads a batch this many at a time. Each read is one meta round
+# trip and one storage read, and the Go calls release the GIL, so threads
+# overlap the round trips that one-at-a-time reading waits on in turn.
+READ_AHEAD = 8
+
+_pool_lock = threading.Lock()
+_pool: tuple[int, concurrent.futures.ThreadPoolExecutor] | None = None
+
+
+def _read_pool() -> concurrent.futures.ThreadPoolExecutor:
+    """This process's reader threads, made on first use (a forked child
+    makes its own: threads do not survive fork)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool[0] != os.getpid():
+            _pool = (os.getpid(), concurrent.futures.ThreadPoolExecutor(
+                max_workers=READ_AHEAD, thread_name_prefix="emberfs-read"))
+        return _pool[1]
+
+
+def _start_read(r: EmberReader) -> concurrent.futures.Future | None:
+    """Start reading a small sample in the background (None: read on use)."""
+    if not r._small():
+        return None
+    return _read_pool().submit(_shared.client(r._mgmtd, r._token).read_bytes, r.path, r._size)
+
+
+def _finish(r: EmberReader, fut: concurrent.futures.Future | None) -> EmberReader:
+    return r if fut is None else r._preload(fut.result())
 
 
 class _Base:
@@ -189,6 +234,14 @@ class EmberMapDataset(_Base, torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> Any:
         return self._transform(self._reader(self._list()[i]))
 
+    def __getitems__(self, indices: Sequence[int]) -> list[Any]:
+        """The items of a batch (DataLoader with a batch size calls this):
+        their small files are read READ_AHEAD at a time."""
+        items = self._list()
+        readers = [self._reader(items[i]) for i in indices]
+        futs = [_start_read(r) for r in readers]
+        return [self._transform(_finish(r, f)) for r, f in zip(readers, futs)]
+
 
 class EmberIterableDataset(_Base, torch.utils.data.IterableDataset):
     """An iterable dataset: transform(reader) of each file of this
@@ -246,5 +299,21 @@ class EmberIterableDataset(_Base, torch.utils.data.IterableDataset):
             # runtime), never cached on the parent's copy.
             items = _listing.list_prefix(self._mgmtd, self._token, self._uri)
         k, n = self.shard()
-        for item in items[k::n]:
-            yield self._transform(self._reader(item))
+        # In order, with up to READ_AHEAD small samples being read ahead.
+        ahead: collections.deque = collections.deque()
+        todo = iter(items[k::n])
+        try:
+            for item in todo:
+                r = self._reader(item)
+                ahead.append((r, _start_read(r)))
+                if len(ahead) < READ_AHEAD:
+                    continue
+                r, fut = ahead.popleft()
+                yield self._transform(_finish(r, fut))
+            while ahead:
+                r, fut = ahead.popleft()
+                yield self._transform(_finish(r, fut))
+        finally:
+            for _, fut in ahead:  # abandoned early: reads not yet begun are dropped
+                if fut is not None:
+                    fut.cancel()

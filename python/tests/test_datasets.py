@@ -74,6 +74,18 @@ def test_small_files_are_read_in_one_call(cluster, files, monkeypatch):
     ds = EmberMapDataset.from_prefix(f"emberfs://{root}/train/", transform=read_all,
                                      mgmtd=cluster.mgmtd, token=cluster.token)
     assert dict(ds[i] for i in range(len(ds))) == want
+    # A batch (DataLoader with a batch size) is read together, in its order.
+    order = [5, 0, 22, 7, 7, 13]
+    assert ds.__getitems__(order) == [ds[i] for i in order]
+    dl = DataLoader(ds, batch_size=4, collate_fn=list)  # in process
+    assert [item for batch in dl for item in batch] == sorted(want.items())
+    # The iterable dataset reads ahead, in order; abandoning it early is clean.
+    it = EmberIterableDataset.from_prefix(f"emberfs://{root}/train/", transform=read_all,
+                                          mgmtd=cluster.mgmtd, token=cluster.token)
+    assert list(it) == sorted(want.items())
+    gen = iter(it)
+    assert [next(gen), next(gen)] == sorted(want.items())[:2]
+    gen.close()
     r = EmberMapDataset.from_prefix(f"emberfs://{root}/train/", mgmtd=cluster.mgmtd, token=cluster.token)[0]
     assert r.read(4) == want[r.path][:4] and r.tell() == 4 and r.read() == want[r.path][4:]
     # A reader whose buffer is smaller than the file streams it.
@@ -82,6 +94,32 @@ def test_small_files_are_read_in_one_call(cluster, files, monkeypatch):
     path = sorted(want)[-1]
     big = EmberReader(cluster.mgmtd, cluster.token, path, size=len(want[path]), buffer_size=16)
     assert big.read() == want[path] and opened == [path]
+
+
+def test_reads_overlap(cluster, files, monkeypatch):
+    """The iterable dataset's read-ahead and the map dataset's batches have
+    several reads in flight at once: the first two reads wait for each
+    other at a barrier, which one-at-a-time reading would never pass."""
+    import threading
+    from emberfs import _shared
+    root, want = files
+    client = _shared.client(cluster.mgmtd, cluster.token)
+    real = client.read_bytes
+    kw = dict(transform=read_all, mgmtd=cluster.mgmtd, token=cluster.token)
+    for make in (lambda: list(EmberIterableDataset.from_prefix(f"emberfs://{root}/train/", **kw)),
+                 lambda: EmberMapDataset.from_prefix(f"emberfs://{root}/train/", **kw).__getitems__(range(N))):
+        barrier = threading.Barrier(2, timeout=30)
+        calls = []
+
+        def together(path, size_hint=None):
+            calls.append(path)
+            if len(calls) <= 2:
+                barrier.wait()  # BrokenBarrierError if the second read never starts
+            return real(path, size_hint)
+
+        monkeypatch.setattr(client, "read_bytes", together)
+        assert make() == sorted(want.items())
+        assert len(calls) == N
 
 
 def test_missing_prefix_and_bad_uri(cluster):
