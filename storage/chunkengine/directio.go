@@ -114,10 +114,16 @@ func (e *Engine) writeDirect(f vfs.File, p []byte, off int64) (int, error) {
 }
 
 // writeAligned writes p at off on a descriptor in O_DIRECT mode, through
-// an aligned bounce buffer when p itself is not aligned in memory.
+// an aligned bounce buffer when p itself is not aligned in memory. It
+// returns how many bytes are known written: on an error, not len(p), or a
+// refused first write (EINVAL, done 0) would not fall back to the page
+// cache and every large write would fail.
 func (e *Engine) writeAligned(f vfs.File, p []byte, off int64) (int, error) {
 	if isAligned(p) {
-		return len(p), vfs.WriteFull(f, p, off)
+		if err := vfs.WriteFull(f, p, off); err != nil {
+			return 0, err
+		}
+		return len(p), nil
 	}
 	bp := directBufs.Get().(*[]byte)
 	defer directBufs.Put(bp)

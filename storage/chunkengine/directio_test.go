@@ -179,3 +179,45 @@ func TestDataCRCChecked(t *testing.T) {
 		t.Fatalf("read after an update with a wrong checked CRC: %v (corrupt %v), want ChecksumMismatch and the chunk marked corrupt", err, e.IsCorrupt(id))
 	}
 }
+
+// TestDirectIORefusedWrite: a file system that takes the O_DIRECT flag but
+// refuses the write itself with EINVAL (a device whose logical block is
+// larger than directAlign) gets the data through the page cache instead,
+// and the engine stops trying O_DIRECT; whether the caller's data was
+// aligned in memory (written directly) or not (bounce buffer) must not
+// matter. faultfs answers the first data write with EINVAL, as the kernel
+// does, after the descriptor was switched to O_DIRECT.
+func TestDirectIORefusedWrite(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 5))
+	for _, tc := range []struct {
+		name string
+		data []byte
+	}{
+		{"aligned memory", alignedCopy(randBytes(r, 1<<20))},
+		{"unaligned memory", randBytes(r, 1<<20+1)[1:]},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			root := directDir(t)
+			ffs, err := faultfs.New(vfs.Default, root, faultfs.Options{SkipRealSync: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			e := openT(t, filepath.Join(root, "t"), Options{FS: ffs, VerifyInterval: -1})
+			rule := ffs.Add(faultfs.Rule{Ops: faultfs.OpWrite, Path: ruleDataFiles, Times: 1, Err: syscall.EINVAL})
+			id := ChunkID{11, 0}
+			if _, err := e.Apply(id, Update{Kind: UpdateWrite, Data: tc.data, ChunkSize: 4 << 20}); err != nil {
+				t.Fatalf("write refused with EINVAL by O_DIRECT was not retried through the page cache: %v", err)
+			}
+			if ffs.Fired(rule) != 1 {
+				t.Fatalf("the EINVAL rule fired %d times, want 1", ffs.Fired(rule))
+			}
+			if !e.noDirect.Load() {
+				t.Fatal("the engine keeps using O_DIRECT after the file system refused a direct write")
+			}
+			if n := e.directBytes.Load(); n != 0 {
+				t.Fatalf("%d bytes counted as written with O_DIRECT, none were", n)
+			}
+			checkAll(t, e, map[ChunkID][]byte{id: tc.data}, "after the refused direct write")
+		})
+	}
+}
