@@ -2,8 +2,12 @@ package service_test
 
 import (
 	"context"
+	"slices"
 	"testing"
+	"time"
 
+	"github.com/emberfs/emberfs/internal/localcluster"
+	"github.com/emberfs/emberfs/internal/testutil"
 	"github.com/emberfs/emberfs/storage/chunkengine"
 	"github.com/emberfs/emberfs/storage/storageclient"
 )
@@ -54,5 +58,66 @@ func TestChunkReadsStayOnOneReplica(t *testing.T) {
 	defer spread.Close()
 	if seen := readTargets(spread, 0); len(seen) != 3 {
 		t.Fatalf("with SpreadReads the %d reads of one chunk went to replicas %v, want all 3", pieces, seen)
+	}
+}
+
+// TestChunkReadsFailOverWithinTheCall: the replica a client reads a chunk
+// from is fixed per chunk, so when it is down every read of that chunk
+// starts there; each must still be answered by another replica within the
+// same call (Read and ReadBatch), while mgmtd still lists the stopped
+// replica as serving (its failure timeout is an hour here, so routing
+// cannot be what moved the reads).
+func TestChunkReadsFailOverWithinTheCall(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), testutil.Eventually)
+	defer cancel()
+	o := localcluster.StorageOnly(t.TempDir(), 3)
+	o.FailureTimeout = time.Hour
+	c := startStorage(t, ctx, o)
+	chains, err := c.CreateChains(ctx, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain := chains[0]
+	cl := c.StorageClient(storageclient.Config{})
+	defer cl.Close()
+	const chunks, size = 12, 32 << 10
+	id := func(i int) chunkengine.ChunkID { return chunkengine.ChunkID{Inode: 78, Index: uint32(i)} }
+	pref := map[int]uint64{}
+	buf := make([]byte, size)
+	for i := 0; i < chunks; i++ {
+		if _, err := cl.Write(ctx, chain, id(i), 1<<20, 0, pattern(byte(i), size)); err != nil {
+			t.Fatal(err)
+		}
+		res, err := cl.Read(ctx, chain, id(i), 0, buf, storageclient.ReadOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pref[i] = res.Target
+	}
+	victim := pref[0]
+	c.StopStorage(nodeOf(victim))
+
+	for i := 0; i < chunks; i++ {
+		res, err := cl.Read(ctx, chain, id(i), 0, buf, storageclient.ReadOptions{})
+		if err != nil {
+			t.Fatalf("read of chunk %d (preferred replica %d, stopped: %v): %v", i, pref[i], pref[i] == victim, err)
+		}
+		if res.Target == victim {
+			t.Fatalf("chunk %d was answered by the stopped replica %d", i, victim)
+		}
+		mustEqual(t, "chunk read after failover", buf[:res.N], pattern(byte(i), size))
+	}
+	reqs := make([]storageclient.ReadReq, chunks)
+	for i := range reqs {
+		reqs[i] = storageclient.ReadReq{Chain: chain, Chunk: id(i), Buf: make([]byte, size)}
+	}
+	for i, r := range cl.ReadBatch(ctx, reqs, storageclient.ReadOptions{}) {
+		if r.Err != nil || r.Target == victim {
+			t.Fatalf("batch read of chunk %d: answered by %d (stopped: %d): %v", i, r.Target, victim, r.Err)
+		}
+		mustEqual(t, "batch read after failover", reqs[i].Buf[:r.N], pattern(byte(i), size))
+	}
+	if !slices.Contains(c.Current().ServingTargets(chain), victim) {
+		t.Fatalf("mgmtd no longer lists the stopped replica %d as serving: the reads did not test failover within the call", victim)
 	}
 }
