@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -156,8 +157,9 @@ func BenchmarkRead(b *testing.B) {
 }
 
 // BenchmarkWriteChunks writes whole 4 MiB chunks, each to a chunk not
-// written before (what a sequential file writer sends), from 1 and 4
-// goroutines at once:
+// written before (what a sequential file writer sends), from exactly 1
+// and 4 goroutines at once (not b.RunParallel, whose SetParallelism(n)
+// runs n x GOMAXPROCS goroutines):
 //
 //	engine-direct    Apply, aligned data written with O_DIRECT (the default)
 //	engine-buffered  Apply with Options.BufferedIO
@@ -175,30 +177,48 @@ func BenchmarkWriteChunks(b *testing.B) {
 					e = openT(b, dir, Options{BufferedIO: mode == "engine-buffered"})
 				}
 				b.SetBytes(benchChunk)
-				var next atomic.Uint32
-				b.SetParallelism(writers) // GOMAXPROCS x writers goroutines
+				var next atomic.Int64
+				var wg sync.WaitGroup
 				b.ResetTimer()
-				b.RunParallel(func(pb *testing.PB) {
-					for pb.Next() {
-						i := next.Add(1)
-						if e != nil {
-							mustApply(b, e, ChunkID{3, i}, Update{Kind: UpdateWrite, Data: data, ChunkSize: benchChunk})
-							continue
+				for range writers {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						for {
+							i := next.Add(1)
+							if i > int64(b.N) {
+								return
+							}
+							if err := writeBenchChunk(e, dir, uint32(i), data); err != nil {
+								b.Error(err)
+								return
+							}
 						}
-						f, err := os.Create(filepath.Join(dir, fmt.Sprint(i)))
-						if err == nil {
-							_, err = f.WriteAt(data, 0)
-						}
-						if err == nil {
-							err = syscall.Fdatasync(int(f.Fd()))
-						}
-						f.Close()
-						if err != nil {
-							b.Fatal(err)
-						}
-					}
-				})
+					}()
+				}
+				wg.Wait()
 			})
 		}
 	}
+}
+
+// writeBenchChunk writes chunk i through e, or as a plain file in dir
+// when e is nil.
+func writeBenchChunk(e *Engine, dir string, i uint32, data []byte) error {
+	if e != nil {
+		_, err := e.Apply(ChunkID{3, i}, Update{Kind: UpdateWrite, Data: data, ChunkSize: benchChunk})
+		return err
+	}
+	f, err := os.Create(filepath.Join(dir, fmt.Sprint(i)))
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteAt(data, 0)
+	if err == nil {
+		err = syscall.Fdatasync(int(f.Fd()))
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }

@@ -12,7 +12,9 @@ import (
 // Chunk data goes to disk with O_DIRECT where it can. Measured on the
 // development VM (ext4 on a virtio disk), 4 MiB written into a new file
 // and fdatasynced: 150-250 MB/s buffered however many writers, 530-600
-// MB/s with O_DIRECT from one writer and 1.5 GB/s from four. Buffered
+// MB/s with O_DIRECT from 2 goroutines and 1.5 GB/s from 8 (the counts
+// BenchmarkWriteChunks ran before it ran exactly its writers; see
+// docs/chunk-engine.md, "Direct I/O for chunk data"). Buffered
 // writes of newly allocated blocks make fdatasync wait for delayed
 // allocation and ordered-mode writeback of the whole range; a direct
 // write has already put the bytes on the device when it returns, and the
