@@ -2,10 +2,12 @@ package service
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/emberfs/emberfs/internal/crc32c"
 	"github.com/emberfs/emberfs/internal/errcode"
+	"github.com/emberfs/emberfs/service/mgmtd/mgmtdclient"
 	"github.com/emberfs/emberfs/service/routing"
 	"github.com/emberfs/emberfs/storage/chunkengine"
 	"github.com/emberfs/emberfs/storage/kvformat"
@@ -510,8 +512,19 @@ func (s *Service) sendForward(r *routing.Routing, succ uint64, u *update) error 
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.ForwardTimeout.Duration)
 	defer cancel()
+	// A successor cut off by the network answers nothing until the
+	// timeout; once mgmtd moves it out of the chain, the forward goes to
+	// the new successor instead of waiting (tests/netns, partition).
+	ctx, stop := s.cache.WhileRouting(ctx, func(cur *routing.Routing) bool {
+		p := positionIn(cur.WriteTargets(u.Chain), u.From)
+		return p.In && !p.Tail && p.Succ == succ
+	})
+	defer stop()
 	resp, err := s.tc.Call(ctx, addr, &transport.Request{Op: wire.OpForward, Ext: u.Encode(nil), Payload: [][]byte{u.data}}, nil)
 	if err != nil {
+		if errors.Is(context.Cause(ctx), mgmtdclient.ErrRoutingMoved) {
+			return errcode.New(errcode.StaleVersion, "forward of chunk %s to target %d abandoned: routing no longer has it after target %d in chain %d", u.Chunk, succ, u.From, u.Chain)
+		}
 		return err
 	}
 	resp.Release()

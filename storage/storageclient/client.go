@@ -211,8 +211,18 @@ func (c *Client) update(ctx context.Context, u wire.UpdateReq, data ...[]byte) (
 		if n > 0 {
 			req.Payload = data // a scatter list, sent with writev
 		}
-		resp, err := c.tc.Call(ctx, addr, req, nil)
+		// A head cut off by the network answers nothing until the retry
+		// budget ends; once mgmtd names another head, retry there.
+		cctx, stop := c.cache.WhileRouting(ctx, func(cur *routing.Routing) bool {
+			h, ok := cur.Head(u.Chain)
+			return ok && h == head
+		})
+		defer stop()
+		resp, err := c.tc.Call(cctx, addr, req, nil)
 		if err != nil {
+			if errors.Is(context.Cause(cctx), mgmtdclient.ErrRoutingMoved) {
+				return errcode.New(errcode.StaleVersion, "write to chain %d head %d abandoned: routing names another head", u.Chain, head)
+			}
 			return err
 		}
 		defer resp.Release()

@@ -159,9 +159,13 @@ func parseRead(out string) (bytes int64, secs float64, errs int64, err error) {
 // takes st1 out of its chains (while st1 is still down), and st1's targets
 // resync when it comes back, every replica then equal.
 func testHostLoss(t *testing.T, c *cluster) {
+	p := c.clientProc(c.client(1), "prep-loss", "prep", "/loss-r", strconv.Itoa(mainTable), "4", "8", strconv.Itoa(1<<20))
+	if err := p.Err(); err != nil || !strings.Contains(p.Output(), "PREPARED 8") {
+		t.Fatalf("prep /loss-r: %v\n%s", err, p.Output())
+	}
 	w := c.clientProc(c.client(0), "write-loss", "--size", strconv.Itoa(writeSize), "write", "/loss")
 	c.waitAcks(w, time.Time{}, 5)
-	rd := c.clientProc(c.client(1), "read-loss", "--threads", "2", "read", "/r3", "8", strconv.Itoa(4<<20))
+	rd := c.clientProc(c.client(1), "read-loss", "--threads", "2", "read", "/loss-r", "8", strconv.Itoa(1<<20))
 	time.Sleep(500 * time.Millisecond)
 
 	killed := time.Now()

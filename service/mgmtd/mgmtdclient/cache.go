@@ -2,6 +2,7 @@ package mgmtdclient
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"time"
@@ -130,6 +131,38 @@ func (c *Cache) WaitFor(ctx context.Context, ok func(*routing.Routing) bool) (*r
 		case <-ch:
 		}
 	}
+}
+
+// ErrRoutingMoved is the cause of a context from WhileRouting that ended
+// because routing changed.
+var ErrRoutingMoved = errors.New("routing moved on")
+
+// WhileRouting returns a context that ends (with cause ErrRoutingMoved)
+// as soon as the cached routing no longer satisfies ok, checked now and
+// on every new version, or when parent ends. A call to a peer that the
+// network cut off gets no answer and no error (no RST); once mgmtd takes
+// the peer out of the chain, such a context lets the caller give up on it
+// and retry on the new chain instead of waiting out its timeout. The
+// returned cancel must be called.
+func (c *Cache) WhileRouting(parent context.Context, ok func(*routing.Routing) bool) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancelCause(parent)
+	go func() {
+		for {
+			c.mu.Lock()
+			r, ch := c.cur, c.changed
+			c.mu.Unlock()
+			if r != nil && !ok(r) {
+				cancel(ErrRoutingMoved)
+				return
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-ch:
+			}
+		}
+	}()
+	return ctx, func() { cancel(context.Canceled) }
 }
 
 func (c *Cache) watch(ctx context.Context) {
