@@ -2,6 +2,7 @@ package mgmtdclient
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -75,5 +76,44 @@ func TestDialErrors(t *testing.T) {
 	})
 	if err == nil {
 		t.Fatal("call to nothing succeeded")
+	}
+}
+
+// TestWhileRouting: the context lives while routing satisfies the
+// condition and ends with ErrRoutingMoved on the first version that does
+// not; a context ended by its caller does not claim routing moved.
+func TestWhileRouting(t *testing.T) {
+	conn, err := Dial([]string{"127.0.0.1:1"}, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := NewCache(conn)
+	c.install(sampleInfo(1))
+	headIs101 := func(r *routing.Routing) bool { h, ok := r.Head(7); return ok && h == 101 }
+	ctx, cancel := c.WhileRouting(context.Background(), headIs101)
+	defer cancel()
+	c.install(sampleInfo(2)) // same head
+	select {
+	case <-ctx.Done():
+		t.Fatalf("ended while the head was unchanged: %v", context.Cause(ctx))
+	case <-time.After(100 * time.Millisecond):
+	}
+	moved := sampleInfo(3)
+	moved.Chains[0].Targets[0].PublicState = mgmtdpb.PublicState_PUBLIC_OFFLINE
+	c.install(moved)
+	select {
+	case <-ctx.Done():
+		if !errors.Is(context.Cause(ctx), ErrRoutingMoved) {
+			t.Fatalf("cause %v, want ErrRoutingMoved", context.Cause(ctx))
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("still alive after the head went offline")
+	}
+
+	ctx2, cancel2 := c.WhileRouting(context.Background(), func(*routing.Routing) bool { return true })
+	cancel2()
+	<-ctx2.Done()
+	if errors.Is(context.Cause(ctx2), ErrRoutingMoved) {
+		t.Fatal("a cancelled context reports that routing moved")
 	}
 }
