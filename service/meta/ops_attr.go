@@ -2,6 +2,7 @@ package meta
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"syscall"
 	"time"
@@ -29,7 +30,7 @@ type SetAttr struct {
 func (s *Server) SetAttr(ctx context.Context, u User, p PathAt, a SetAttr) (Inode, error) {
 	var out Inode
 	var trim *pendingTrim // storage must drop bytes past the new size
-	err := s.updateAs(ctx, u, func(t *txn) error {
+	body := func(t *txn) error {
 		n, err := t.resolve(p)
 		if err != nil {
 			return err
@@ -101,8 +102,21 @@ func (s *Server) SetAttr(ctx context.Context, u User, p PathAt, a SetAttr) (Inod
 		}
 		out = *n
 		return t.putInode(n)
-	})
-	if err == nil {
+	}
+	var err error
+	for {
+		err = s.transactAs(ctx, u, body)
+		var pending trimPendingError
+		if !errors.As(err, &pending) {
+			break
+		}
+		// A length past a pending trim's would expose the bytes that trim
+		// still has to cut: finish it first, then try again.
+		if err = s.settleAny(ctx, pending.inode); err != nil {
+			return Inode{}, err
+		}
+	}
+	if err = mapKVError(err); err == nil {
 		err = s.settleTrim(ctx, out.ID, trim)
 	}
 	return out, err

@@ -385,3 +385,47 @@ func TestOneRunnerPerTrim(t *testing.T) {
 	}
 	fsckClean(t, s, e.chunks)
 }
+
+// TestExtendWaitsForPendingTrim: a truncate that failed to trim leaves its
+// record pending with storage still holding the old bytes; a later
+// truncate that extends past it must finish that trim before its new
+// length is visible. It used to commit the new length first, so readers
+// saw the old bytes between the two lengths until the folded trim ran
+// (found by the chaos harness).
+func TestExtendWaitsForPendingTrim(t *testing.T) {
+	e := newEnv(t)
+	s := e.s
+	ctx := context.Background()
+	f := must2(s.Create(ctx, Root, P("/f"), CreateOptions{Mode: 0o644, Exclusive: true}))
+	id := f.Inode.ID
+	e.chunks.write(id, 100)
+	e.chunks.mu.Lock()
+	e.chunks.failTruncates = 1
+	e.chunks.mu.Unlock()
+	if _, err := s.Truncate(ctx, Root, P("/f"), 10); err == nil {
+		t.Fatal("truncate with storage failing succeeded")
+	}
+	// When storage cuts the old bytes, readers must still see 10 bytes.
+	var sizeAtTrim []uint64
+	e.chunks.mu.Lock()
+	e.chunks.beforeTruncate = func(uint64, uint64) {
+		st := must2(s.Stat(ctx, Root, P("/f")))
+		sizeAtTrim = append(sizeAtTrim, st.Size)
+	}
+	e.chunks.mu.Unlock()
+	noErr(t, must1(s.Truncate(ctx, Root, P("/f"), 50)))
+	if len(sizeAtTrim) == 0 {
+		t.Fatal("the pending trim never ran")
+	}
+	if sizeAtTrim[0] != 10 {
+		t.Fatalf("the pending trim to 10 ran while readers saw %d bytes: the old bytes 10..%d were readable before it", sizeAtTrim[0], sizeAtTrim[0])
+	}
+	if l := e.chunks.length(id); l > 10 {
+		t.Fatalf("storage holds %d bytes after truncate to 10 and extend to 50", l)
+	}
+	st := must2(s.Stat(ctx, Root, P("/f")))
+	if st.Size != 50 {
+		t.Fatalf("size %d after the extend, want 50", st.Size)
+	}
+	fsckClean(t, s, e.chunks)
+}

@@ -121,9 +121,12 @@ func (t *txn) pendingTrimOf(id uint64) (*pendingTrim, error) {
 
 // setLength gives file n the length size as truncate does: the length and
 // times change, the trim epoch moves, and a trim to size is recorded,
-// claimed by the caller. A trim still pending folds in: cutting to the
-// smaller of the two lengths is what both truncates together leave (bytes
-// past the first one read as zeros up to the second). If a runner is still
+// claimed by the caller. A trim still pending folds in when size is not
+// past its length: cutting to the smaller length is what both truncates
+// together leave. A size past it is refused (trimPendingError): the new
+// length would let readers see bytes that trim has still to cut (the
+// chaos harness read them back after a failed truncate to 1 block and a
+// truncate to 17), so the caller finishes that trim first. If a runner is still
 // cutting to the old length, the new record keeps its claim: the runner,
 // seeing the record replaced when it is done, hands the claim back without
 // clearing, and the caller (waiting in settleTrim) then runs the new trim.
@@ -138,6 +141,11 @@ func (t *txn) setLength(n *Inode, size uint64) (*pendingTrim, error) {
 			return nil, err
 		}
 		if old != nil {
+			if size > old.Length {
+				// Readers would see up to size while storage may still hold
+				// the bytes past old.Length that the pending trim cuts.
+				return nil, trimPendingError{inode: n.ID}
+			}
 			p.Length = min(old.Length, size)
 			if !old.claimable(t.now) {
 				p.Owner, p.Until = old.Owner, old.Until
@@ -157,6 +165,14 @@ func (t *txn) setLength(n *Inode, size uint64) (*pendingTrim, error) {
 		return nil, err
 	}
 	return &p, nil
+}
+
+// trimPendingError: a truncate would set a length past a pending trim's;
+// the caller finishes that trim (settleAny) and runs its transaction again.
+type trimPendingError struct{ inode uint64 }
+
+func (e trimPendingError) Error() string {
+	return fmt.Sprintf("inode %d: an earlier truncate's trim is still pending", e.inode)
 }
 
 // settleTrim returns once inode id has no trim pending: p is what the
