@@ -21,7 +21,11 @@ func TestChunkReadsStayOnOneReplica(t *testing.T) {
 	c, chains, cl := startCluster(t, 3, 3)
 	chain := chains[0]
 	ctx := context.Background()
-	const chunks, pieces, piece = 24, 4, 16 << 10
+	// The replica of a chunk comes from a hash of the (random) client id
+	// and the chunk: with 64 chunks the chance that one of 3 replicas gets
+	// none is 3 (2/3)^64, about 2e-11 (with 24 it was 2e-4, a flake
+	// every few thousand runs).
+	const chunks, pieces, piece = 64, 4, 16 << 10
 	data := make([]byte, pieces*piece)
 	for i := uint32(0); i < chunks; i++ {
 		if _, err := cl.Write(ctx, chain, chunkengine.ChunkID{Inode: 77, Index: i}, 1<<20, 0, data); err != nil {
