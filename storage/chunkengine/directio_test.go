@@ -6,8 +6,11 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/emberfs/emberfs/internal/errcode"
 	"github.com/emberfs/emberfs/storage/chunkengine/vfs"
@@ -220,4 +223,45 @@ func TestDirectIORefusedWrite(t *testing.T) {
 			checkAll(t, e, map[ChunkID][]byte{id: tc.data}, "after the refused direct write")
 		})
 	}
+}
+
+// TestDirectIOAppendsBesideReaders: direct appends to a chunk while
+// readers read small, unaligned pieces of its committed content through
+// the engine's cached descriptors. O_DIRECT is switched on only on the
+// writer's own descriptor: were it ever set on a shared one, these
+// unaligned reads would fail with EINVAL (and sendfile from it too).
+func TestDirectIOAppendsBesideReaders(t *testing.T) {
+	e := openT(t, filepath.Join(directDir(t), "t"), Options{VerifyInterval: time.Hour})
+	r := rand.New(rand.NewPCG(6, 6))
+	id := ChunkID{12, 0}
+	const piece, pieces = 128<<10 + 3, 24
+	model := randBytes(r, 5000)
+	mustApply(t, e, id, Update{Kind: UpdateWrite, Data: model, ChunkSize: 4 << 20})
+	before := e.directBytes.Load()
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	for g := 0; g < 3; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, 777)
+			for !stop.Load() {
+				if _, _, err := e.ReadAt(id, buf, 1, false); err != nil && !errcode.Is(err, errcode.NotCommitted) {
+					t.Errorf("read beside a direct append: %v", err)
+					return
+				}
+			}
+		}()
+	}
+	for i := 0; i < pieces; i++ {
+		d := randBytes(r, piece)
+		mustApply(t, e, id, Update{Kind: UpdateWrite, Offset: uint32(len(model)), Data: d})
+		model = append(model, d...)
+	}
+	stop.Store(true)
+	wg.Wait()
+	if e.directBytes.Load() == before {
+		t.Fatal("the appends wrote nothing with O_DIRECT")
+	}
+	checkAll(t, e, map[ChunkID][]byte{id: model}, "after the appends")
 }
