@@ -174,3 +174,32 @@ func TestDirNlinkCountsSubdirectories(t *testing.T) {
 	drainGC(t, e.s)
 	fsckClean(t, e.s, e.chunks)
 }
+
+// TestFsckChecksDirectoryCountsAndRecords: fsck reports a counted
+// directory whose nlink is not 2 + subdirectories and a change record of
+// an inode that is not a directory.
+func TestFsckChecksDirectoryCountsAndRecords(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	_, err := e.s.Mkdir(ctx, Root, P("/a/b"), 0o755, true)
+	noErr(t, err)
+	f, err := e.s.Create(ctx, Root, P("/f"), CreateOptions{Mode: 0o644, Exclusive: true})
+	noErr(t, err)
+	fsckClean(t, e.s, e.chunks)
+	noErr(t, e.s.update(ctx, func(tx *txn) error {
+		a, err := tx.resolve(P("/a"))
+		if err != nil {
+			return err
+		}
+		a.Nlink = 7
+		if err := tx.putInode(a); err != nil {
+			return err
+		}
+		return tx.tx.Set(dirTimeKey(f.Inode.ID, 1), appendTime(nil, tx.now))
+	}))
+	rep, err := e.s.Fsck(ctx, FsckOptions{})
+	noErr(t, err)
+	if len(rep.Problems) != 2 {
+		t.Fatalf("fsck problems %q, want the nlink of /a and the record of file %d", rep.Problems, f.Inode.ID)
+	}
+}

@@ -154,6 +154,17 @@ func (s *Server) Fsck(ctx context.Context, opts FsckOptions) (*FsckReport, error
 		}); err != nil {
 			return err
 		}
+		if err := scan(tagDirTime, func(e kv.KeyValue) {
+			if len(e.Key) != len(tagDirTime)+16 || len(e.Value) != timeLen {
+				rep.add(limit, "malformed directory change record %q (%d bytes)", e.Key, len(e.Value))
+				return
+			}
+			if n := inodes[be64(e.Key[len(tagDirTime):])]; n == nil || n.Type != TypeDir {
+				rep.add(limit, "change record of missing directory or non-directory %d", be64(e.Key[len(tagDirTime):]))
+			}
+		}); err != nil {
+			return err
+		}
 		return scan(tagDentry, func(e kv.KeyValue) {
 			rep.Dentries++
 			if len(e.Key) <= 12 {
@@ -214,6 +225,16 @@ func (s *Server) Fsck(ctx context.Context, opts FsckOptions) (*FsckReport, error
 	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
 	if r := inodes[RootID]; r == nil || r.Type != TypeDir {
 		rep.add(limit, "root directory missing")
+	}
+	// Link counts of directories that keep them: 2 + subdirectories.
+	subdirs := map[uint64]uint32{}
+	for _, parent := range dirEntryOf {
+		subdirs[parent]++
+	}
+	for _, id := range ids {
+		if n := inodes[id]; n.Type == TypeDir && n.subdirsCounted && !n.Detached && n.Nlink != 2+subdirs[id] {
+			rep.add(limit, "directory %d has nlink %d but %d subdirectories", id, n.Nlink, subdirs[id])
+		}
 	}
 	for _, id := range ids {
 		n := inodes[id]
