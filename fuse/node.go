@@ -2,6 +2,8 @@ package fuse
 
 import (
 	"context"
+	"fmt"
+	"math/rand/v2"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -53,6 +55,7 @@ var (
 	_ fs.NodeListxattrer    = (*node)(nil)
 	_ fs.NodeRemovexattrer  = (*node)(nil)
 	_ fs.NodeFsyncer        = (*node)(nil)
+	_ fs.NodeTmpfiler       = (*node)(nil)
 )
 
 func (n *node) id() uint64 { return n.StableAttr().Ino }
@@ -444,4 +447,44 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	defer n.fsys.xattrs.forget(n.id())
 	return n.fsys.errno("removexattr", n.fsys.meta.RemoveXattr(opCtx(ctx), n.fsys.creds.user(ctx), n.self(), attr))
+}
+
+// tmpfilePrefix names the entry an O_TMPFILE file has for the instant
+// between its create and its unlink (Tmpfile).
+const tmpfilePrefix = ".emberfs-tmpfile-"
+
+// Tmpfile serves open(O_TMPFILE): a file without a name that lives while
+// it is open and may be linked into place later (linkat through
+// /proc/self/fd, or AT_EMPTY_PATH). Meta creates files under names only,
+// so the file is created under a random hidden name, opened through the
+// client (its session keeps the inode once it has no name) and unlinked
+// before Tmpfile returns. A crash of this mount in between leaves the
+// hidden name behind (docs/fuse.md).
+func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *gofuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+	since := n.fsys.releases.now()
+	c := opCtx(ctx)
+	u := n.fsys.creds.user(ctx)
+	name := fmt.Sprintf("%s%016x", tmpfilePrefix, rand.Uint64())
+	res, err := n.fsys.meta.Create(c, u, n.child(name), meta.CreateOptions{Mode: mode & meta.ModePerm, Exclusive: true})
+	if err != nil {
+		return nil, nil, 0, n.fsys.errno("tmpfile", err)
+	}
+	f := n.fsys.openFlags(flags) &^ (syscall.O_CREAT | syscall.O_EXCL | syscall.O_TRUNC)
+	file, err := n.fsys.openClient(c, root, meta.PathAt{Parent: res.Inode.ID}, f, 0)
+	if err == nil {
+		if err = n.fsys.meta.Unlink(c, root, n.child(name)); err != nil {
+			_ = file.Close()
+		}
+	} else {
+		_ = n.fsys.meta.Unlink(c, root, n.child(name))
+	}
+	if err != nil {
+		return nil, nil, 0, n.fsys.errno("tmpfile", err)
+	}
+	h := &fileHandle{fsys: n.fsys, id: res.Inode.ID, writable: f&syscall.O_ACCMODE != syscall.O_RDONLY, appends: f&syscall.O_APPEND != 0}
+	h.cur.Store(&openedFile{file})
+	n.fsys.register(h)
+	in := file.Inode()
+	in.Nlink = 0
+	return n.newChild(ctx, &in, since, out), h, n.fsys.fuseOpenFlags(flags), 0
 }

@@ -108,3 +108,30 @@ func TestReserveAppend(t *testing.T) {
 	_, err = e.s.ReserveAppend(ctx, Root, d.ID, a.Session, 1)
 	wantErrno(t, err, syscall.EINVAL, "append to a directory")
 }
+
+// A file unlinked while open may be linked again (O_TMPFILE through FUSE);
+// once its last session is closed it is gone.
+func TestLinkUnlinkedOpenFile(t *testing.T) {
+	e := newEnv(t)
+	s := e.s
+	o := must2(s.Create(ctx, Root, P("/tmp1"), CreateOptions{Mode: 0o600, Write: true, ClientID: "c"}))
+	noErr(t, s.Unlink(ctx, Root, P("/tmp1")))
+	n := must2(s.Link(ctx, Root, PathAt{Parent: o.Inode.ID}, P("/named")))
+	if n.Nlink != 1 {
+		t.Fatalf("nlink after linking the unlinked open file: %d", n.Nlink)
+	}
+	noErr(t, ignore(s.Close(ctx, Root, CloseOptions{Inode: o.Inode.ID, Session: o.Session})))
+	if got := must2(s.Stat(ctx, Root, P("/named"))); got.ID != o.Inode.ID {
+		t.Fatalf("/named is inode %d, want %d", got.ID, o.Inode.ID)
+	}
+	// Without a session the unlinked inode is gone: nothing to link.
+	o2 := must2(s.Create(ctx, Root, P("/tmp2"), CreateOptions{Mode: 0o600, Write: true, ClientID: "c"}))
+	noErr(t, s.Unlink(ctx, Root, P("/tmp2")))
+	noErr(t, ignore(s.Close(ctx, Root, CloseOptions{Inode: o2.Inode.ID, Session: o2.Session})))
+	_, err := s.Link(ctx, Root, PathAt{Parent: o2.Inode.ID}, P("/late"))
+	if err == nil {
+		t.Fatal("linked a closed, unlinked file")
+	}
+	drainGC(t, s)
+	fsckClean(t, s, e.chunks)
+}

@@ -471,7 +471,20 @@ func (s *Server) Link(ctx context.Context, u User, oldPath, newPath PathAt) (Ino
 			return err
 		}
 		if src.Nlink == 0 {
-			return errNoEnt(oldPath.String())
+			// An inode whose last name is gone lives on only while it is
+			// open; such a file may get a name again (an O_TMPFILE file
+			// linked into place: the kernel allows that only for O_TMPFILE
+			// files opened without O_EXCL). Reading the session marker
+			// makes this conflict with the last close removing it.
+			open := false
+			if src.Type == TypeFile {
+				if open, err = t.hasSessions(src.ID); err != nil {
+					return err
+				}
+			}
+			if !open {
+				return errNoEnt(oldPath.String())
+			}
 		}
 		if src.Nlink >= MaxLinks {
 			return errcode.New(errcode.TooManyLinks, "link %s: file already has %d links", oldPath, src.Nlink)

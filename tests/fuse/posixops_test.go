@@ -28,9 +28,7 @@ type errnoCase struct {
 
 // mountDiffers are the intended differences from ext4 (docs/fuse.md):
 // what the mount answers instead of errnoCase.want.
-var mountDiffers = map[string]syscall.Errno{
-	"O_TMPFILE": unix.EOPNOTSUPP,
-}
+var mountDiffers = map[string]syscall.Errno{}
 
 // errnoSetup makes, in d: file f (5 bytes), empty dir e, dir n holding
 // file n/x, symlink loop l1 -> l2 -> l1, symlink s -> f.
@@ -126,7 +124,6 @@ func errnoCases(other string) []errnoCase {
 			return err
 		}, unix.EISDIR},
 		{"truncate a dir", func(d string) error { return unix.Truncate(j(d, "e"), 0) }, unix.EISDIR},
-		// O_TMPFILE: not offered (docs/fuse.md).
 		{"O_TMPFILE", func(d string) error { return openClose(d, unix.O_TMPFILE|unix.O_RDWR) }, 0},
 	}
 }
@@ -460,5 +457,47 @@ func TestXattrNamespacesAndLimits(t *testing.T) {
 	n, err = unix.Listxattr(f, buf)
 	if err != nil || !strings.Contains(string(buf[:n]), "trusted.k\x00") {
 		t.Fatalf("root's listxattr misses trusted.k: %q %v", buf[:n], err)
+	}
+}
+
+// O_TMPFILE: a file without a name, written, then linked into place; one
+// opened with O_EXCL cannot be linked; an unlinked one leaves nothing.
+// The same steps run on the mount and on a local directory.
+func TestTmpfile(t *testing.T) {
+	m := mount(t, fuse.Options{})
+	for _, d := range []string{m.dir, t.TempDir()} {
+		fd, err := unix.Open(d, unix.O_TMPFILE|unix.O_RDWR, 0o640)
+		if err != nil {
+			t.Fatalf("%s: O_TMPFILE: %v", d, err)
+		}
+		if _, err := unix.Write(fd, []byte("secret")); err != nil {
+			t.Fatal(err)
+		}
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil || st.Nlink != 0 || st.Size != 6 || st.Mode&0o777 != 0o640 {
+			t.Fatalf("%s: fstat of the O_TMPFILE file: %+v %v; want nlink 0, size 6, mode 0640", d, st, err)
+		}
+		if names := sh(t, "ls -A '"+d+"'"); names != "" {
+			t.Fatalf("%s: the O_TMPFILE file has a name: %q", d, names)
+		}
+		wantErrno(t, d+": linkat of the O_TMPFILE file",
+			unix.Linkat(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", fd), unix.AT_FDCWD, filepath.Join(d, "linked"), unix.AT_SYMLINK_FOLLOW), 0)
+		unix.Close(fd)
+		if b, err := os.ReadFile(filepath.Join(d, "linked")); err != nil || string(b) != "secret" {
+			t.Fatalf("%s: the linked O_TMPFILE file holds %q, %v", d, b, err)
+		}
+		if st, err := os.Lstat(filepath.Join(d, "linked")); err != nil || st.Sys().(*syscall.Stat_t).Nlink != 1 {
+			t.Fatalf("%s: linked file: %v %v, want 1 link", d, st, err)
+		}
+		fd, err = unix.Open(d, unix.O_TMPFILE|unix.O_RDWR|unix.O_EXCL, 0o600)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantErrno(t, d+": linkat of an O_TMPFILE|O_EXCL file",
+			unix.Linkat(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", fd), unix.AT_FDCWD, filepath.Join(d, "no"), unix.AT_SYMLINK_FOLLOW), syscall.ENOENT)
+		unix.Close(fd)
+		if names := strings.Fields(sh(t, "ls -A '"+d+"'")); len(names) != 1 || names[0] != "linked" {
+			t.Fatalf("%s: entries %q, want only linked", d, names)
+		}
 	}
 }
