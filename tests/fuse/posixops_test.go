@@ -470,6 +470,10 @@ func TestTmpfile(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: O_TMPFILE: %v", d, err)
 		}
+		// Closed when the test ends even if it fails: a descriptor of the
+		// mount still open when the process exits would flush through a
+		// server that exits with it.
+		closeAtEnd(t, fd)
 		if _, err := unix.Write(fd, []byte("secret")); err != nil {
 			t.Fatal(err)
 		}
@@ -482,7 +486,7 @@ func TestTmpfile(t *testing.T) {
 		}
 		wantErrno(t, d+": linkat of the O_TMPFILE file",
 			unix.Linkat(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", fd), unix.AT_FDCWD, filepath.Join(d, "linked"), unix.AT_SYMLINK_FOLLOW), 0)
-		unix.Close(fd)
+		closeNow(fd)
 		if b, err := os.ReadFile(filepath.Join(d, "linked")); err != nil || string(b) != "secret" {
 			t.Fatalf("%s: the linked O_TMPFILE file holds %q, %v", d, b, err)
 		}
@@ -493,11 +497,35 @@ func TestTmpfile(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		closeAtEnd(t, fd)
 		wantErrno(t, d+": linkat of an O_TMPFILE|O_EXCL file",
 			unix.Linkat(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", fd), unix.AT_FDCWD, filepath.Join(d, "no"), unix.AT_SYMLINK_FOLLOW), syscall.ENOENT)
-		unix.Close(fd)
+		closeNow(fd)
 		if names := strings.Fields(sh(t, "ls -A '"+d+"'")); len(names) != 1 || names[0] != "linked" {
 			t.Fatalf("%s: entries %q, want only linked", d, names)
 		}
+	}
+}
+
+// open descriptors closeAtEnd registered and closeNow has not closed.
+var (
+	openFDsMu sync.Mutex
+	openFDs   = map[int]bool{}
+)
+
+func closeAtEnd(t *testing.T, fd int) {
+	openFDsMu.Lock()
+	openFDs[fd] = true
+	openFDsMu.Unlock()
+	t.Cleanup(func() { closeNow(fd) })
+}
+
+// closeNow closes fd once (a number closed before may be reused).
+func closeNow(fd int) {
+	openFDsMu.Lock()
+	defer openFDsMu.Unlock()
+	if openFDs[fd] {
+		delete(openFDs, fd)
+		unix.Close(fd)
 	}
 }
