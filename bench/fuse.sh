@@ -46,6 +46,8 @@ WORK=$(mktemp -d /tmp/emberfs-fusebench-XXXXXX)
 MNT=$WORK/mnt LOCAL=$WORK/local BIN=$WORK/bin
 mkdir -p "$MNT" "$LOCAL" "$BIN"
 export EMBERFS_TOKEN=fusebench-$RANDOM$RANDOM$RANDOM
+# The storage services' own secret (peer_token); only their configs get it.
+PEER_TOKEN=fusebench-peer-$RANDOM$RANDOM$RANDOM
 PIDS=() MOUNT_PID=
 declare -A STORAGE_PID
 cleanup() {
@@ -89,7 +91,7 @@ export EMBERFS_MGMTD=$MGMTD
 for n in 1 2 3; do
   printf '%s\n' "node_id = $n" "targets = [\"$WORK/store$n/disk0\", \"$WORK/store$n/disk1\"]" \
     "mgmtd = [\"$MGMTD\"]" 'listen = "127.0.0.1:0"' 'data_listen = "127.0.0.1:0"' 'metrics_listen = ""' \
-    'no_sync = false' "buffered_io = $BUFFERED" >"$WORK/storage$n.toml"
+    'no_sync = false' "buffered_io = $BUFFERED" "peer_token = \"$PEER_TOKEN\"" >"$WORK/storage$n.toml"
   start_storage $n
 done
 for _ in $(seq 600); do [ "$("$E" admin list-targets 2>/dev/null | grep -c online)" = 6 ] && break; sleep 0.1; done

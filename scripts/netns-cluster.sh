@@ -182,6 +182,9 @@ cluster_up() {
   local h n a
   while read -r h n a; do ns[$h]=$n ip[$h]=$a; done < <(echo "$out" | tail -n +2)
   local token; token=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+  # The storage services' peer token: proves the storage role on chain
+  # traffic, so only the storage configs get it (never cluster.env).
+  local peer_token; peer_token=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
   {
     echo "RUN=$run"
     echo "EMBERFS_TOKEN=$token"
@@ -219,6 +222,7 @@ mgmtd = ["${ip[ctl1]}:7100", "${ip[ctl2]}:7100", "${ip[ctl3]}:7100"]
 listen = "${ip[st$i]}:7300"
 data_listen = "${ip[st$i]}:7310"
 metrics_listen = "${ip[st$i]}:7390"
+peer_token = "$peer_token"
 EOF
     bg "st$i" "storage$i" "$dir/emberfs" storage --config "$dir/st$i/storage.toml"
   done

@@ -23,7 +23,7 @@ func rawHandshake(t *testing.T, addr string) net.Conn {
 	}
 	t.Cleanup(func() { nc.Close() })
 	_ = nc.SetDeadline(time.Now().Add(20 * time.Second))
-	if _, err := handshake(nc, testToken, Peer{}); err != nil {
+	if _, err := handshake(nc, testToken, Peer{}, nil); err != nil {
 		t.Fatal(err)
 	}
 	return nc

@@ -42,6 +42,10 @@ type ClientConfig struct {
 	// Peer is who this caller says it is at connection set-up (storage
 	// services set it; the zero value is a plain client).
 	Peer Peer `toml:"-"`
+	// PeerToken is the secret the credential proving Peer is derived
+	// from (PeerCredential); only servers hold it. Used only when Peer
+	// is set: a server refuses a declared Peer whose credential is wrong.
+	PeerToken string `toml:"-"`
 	// ConnsPerAddr is the size of the connection pool per server (default
 	// 2); requests are multiplexed and pipelined over each connection.
 	ConnsPerAddr int `toml:"conns_per_addr"`
@@ -368,7 +372,12 @@ func (c *Client) dial(ctx context.Context, addr string) (*clientConn, error) {
 	}
 	deadline, _ := dctx.Deadline()
 	_ = nc.SetDeadline(deadline)
-	lim, err := handshake(nc, c.cfg.Token, c.cfg.Peer)
+	var cred []byte
+	if c.cfg.Peer != (Peer{}) {
+		pc := PeerCredential(c.cfg.PeerToken, c.cfg.Peer)
+		cred = pc[:]
+	}
+	lim, err := handshake(nc, c.cfg.Token, c.cfg.Peer, cred)
 	if err != nil {
 		_ = nc.Close()
 		if ctx.Err() != nil {
@@ -396,17 +405,20 @@ func (c *Client) dial(ctx context.Context, addr string) (*clientConn, error) {
 	return cc, nil
 }
 
-// handshake sends the token (and the caller's identity, if it has a
-// role) and reads the server's limits.
-func handshake(nc net.Conn, token string, peer Peer) (Limits, error) {
+// handshake sends the token (and the caller's identity with its
+// credential cred, if it has a role) and reads the server's limits.
+func handshake(nc net.Conn, token string, peer Peer, cred []byte) (Limits, error) {
 	if len(token) > MaxTokenLen {
 		return Limits{}, errcode.New(errcode.InvalidArgument, "cluster token of %d bytes exceeds %d", len(token), MaxTokenLen)
 	}
 	ext := []byte(token)
 	h := Header{Op: OpHandshake}
 	if peer != (Peer{}) {
+		if len(cred) != PeerCredentialLen {
+			return Limits{}, errcode.New(errcode.InvalidArgument, "peer credential of %d bytes, want %d", len(cred), PeerCredentialLen)
+		}
 		h.Flags |= FlagPeer
-		ext = peer.append(ext)
+		ext = append(peer.append(ext), cred...)
 	}
 	h.ExtLen = uint32(len(ext))
 	var hdr [HeaderSize]byte

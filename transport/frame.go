@@ -1,6 +1,8 @@
 package transport
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -38,7 +40,7 @@ const (
 	// (see batch.go); the payload is the sub-payloads back to back.
 	FlagBatch Flags = 1 << 2
 	// FlagPeer (handshake only) says the extension ends with the caller's
-	// Peer identity (peerLen bytes) after the token.
+	// Peer identity and its credential (peerLen bytes) after the token.
 	FlagPeer Flags = 1 << 3
 
 	knownFlags = FlagResponse | FlagCRC | FlagBatch | FlagPeer
@@ -57,16 +59,43 @@ const (
 
 // Peer identifies the caller of a connection, as it said in the
 // handshake: its role and, for a service, the node id mgmtd registered.
-// It is vouched for by the cluster token only: it separates roles (a
-// client process cannot send chain traffic by mistake or by a forged
-// field) rather than authenticating nodes to each other.
+// A declared Peer comes with a credential (PeerCredential) derived from
+// the peer token, a secret only servers hold: the cluster token lets a
+// caller in, the peer credential proves the caller holds the peer token,
+// so a client cannot claim the storage role (issue 13, hole 1). The
+// credential binds the node id too, which stops a misconfigured or
+// replayed identity; every storage service holds the same peer token,
+// so it does not stop a hostile storage host posing as another node.
 type Peer struct {
 	Role PeerRole
 	Node uint32
 }
 
-const peerLen = 1 + 4
+// PeerCredentialLen is the size of a peer credential (an HMAC-SHA256).
+const PeerCredentialLen = sha256.Size
 
+// peerLen is the handshake's peer block: role, node id, credential.
+const peerLen = 1 + 4 + PeerCredentialLen
+
+// peerCredentialDomain separates these MACs from any other use of the
+// same secret, and versions the derivation.
+const peerCredentialDomain = "emberfs-peer/v1"
+
+// PeerCredential is what a caller declaring p must present:
+// HMAC-SHA256(peerToken, "emberfs-peer/v1" || role || node id as
+// little-endian uint32). It binds the role and the node id, so a
+// credential is good for exactly one identity; a server holding the
+// peer token recomputes it, and nothing else can.
+func PeerCredential(peerToken string, p Peer) [PeerCredentialLen]byte {
+	m := hmac.New(sha256.New, []byte(peerToken))
+	m.Write([]byte(peerCredentialDomain))
+	m.Write(p.append(nil))
+	var out [PeerCredentialLen]byte
+	m.Sum(out[:0])
+	return out
+}
+
+// append writes the identity part of the peer block (role, node id).
 func (p Peer) append(b []byte) []byte {
 	return binary.LittleEndian.AppendUint32(append(b, byte(p.Role)), p.Node)
 }

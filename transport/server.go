@@ -3,6 +3,7 @@ package transport
 import (
 	"bufio"
 	"context"
+	"crypto/hmac"
 	"crypto/subtle"
 	"encoding/binary"
 	"errors"
@@ -24,6 +25,11 @@ type ServerConfig struct {
 	Addr string `toml:"addr"`
 	// Token is the cluster token every connection must present.
 	Token string `toml:"token"`
+	// PeerToken is the secret a connection declaring a Peer identity
+	// must prove it holds (its credential is PeerCredential(PeerToken,
+	// peer)). Empty: every declared identity is refused, so only plain
+	// clients connect.
+	PeerToken string `toml:"-"`
 	// MaxPayload and MaxExt bound one request frame (DefaultMaxPayload,
 	// DefaultMaxExt). Larger frames are refused and the connection closed.
 	MaxPayload uint32 `toml:"max_payload"`
@@ -100,7 +106,9 @@ type ServerRequest struct {
 	Ext        []byte
 	Payload    []byte
 	RemoteAddr net.Addr
-	// Peer is who the connection's caller said it is in the handshake.
+	// Peer is who the connection's caller is, as it said in the
+	// handshake and proved with its peer credential (the zero value for
+	// a plain client).
 	Peer Peer
 }
 
@@ -511,21 +519,41 @@ func (c *serverConn) handshake() bool {
 		c.frameFailure(h.ID, OpHandshake, &FrameError{fmt.Sprintf("truncated handshake token: %v", err)})
 		return false
 	}
+	var peer Peer
+	var cred []byte
 	if h.Flags&FlagPeer != 0 {
 		p := token[len(token)-peerLen:]
-		c.peer = Peer{Role: PeerRole(p[0]), Node: binary.LittleEndian.Uint32(p[1:])}
+		peer = Peer{Role: PeerRole(p[0]), Node: binary.LittleEndian.Uint32(p[1:5])}
+		cred = p[5:]
 		token = token[:len(token)-peerLen]
 	}
-	if subtle.ConstantTimeCompare(token, []byte(c.s.cfg.Token)) != 1 {
-		c.s.nAuthFail.Add(1)
-		msg := "wrong cluster token"
+	msg := ""
+	switch {
+	case subtle.ConstantTimeCompare(token, []byte(c.s.cfg.Token)) != 1:
+		msg = "wrong cluster token"
 		if len(token) == 0 {
 			msg = "missing cluster token"
 		}
+	case h.Flags&FlagPeer == 0:
+	case c.s.cfg.PeerToken == "":
+		// A server without the peer token cannot check any claim, so it
+		// takes none rather than trusting the cluster token for it.
+		msg = fmt.Sprintf("connection declares role %d for node %d, but this server has no peer token and takes only plain clients", peer.Role, peer.Node)
+	default:
+		// hmac.Equal is constant-time: the comparison does not leak how
+		// much of a guessed credential was right.
+		want := PeerCredential(c.s.cfg.PeerToken, peer)
+		if !hmac.Equal(cred, want[:]) {
+			msg = fmt.Sprintf("wrong peer credential for node %d (role %d): the caller does not hold this cluster's peer token, or presents a credential made for another node id", peer.Node, peer.Role)
+		}
+	}
+	if msg != "" {
+		c.s.nAuthFail.Add(1)
 		c.s.log.Warn("data connection refused", "remote", c.nc.RemoteAddr().String(), "reason", msg)
 		c.sendSync(c.errorFrame(h.ID, OpHandshake, errcode.New(errcode.Unauthenticated, "%s", msg)))
 		return false
 	}
+	c.peer = peer
 	_ = c.nc.SetReadDeadline(time.Time{})
 	var limits [8]byte
 	binary.LittleEndian.PutUint32(limits[0:], c.s.lim.MaxExt)

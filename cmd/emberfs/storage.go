@@ -23,7 +23,9 @@ with mgmtd, heartbeats, follows routing, and serves chunk reads and writes
 on its data port (CRAQ along chains) and control calls on gRPC.
 Settings come from --config (TOML; see --print-config for every setting and
 its default); flags override the file. The token may also come from
-EMBERFS_TOKEN.`,
+EMBERFS_TOKEN, the peer token (peer_token: the secret storage services
+prove the storage role to each other with, never given to clients) from
+EMBERFS_PEER_TOKEN.`,
 		Args: cobra.NoArgs,
 	}
 	rc := newRoleConfig(cmd, service.DefaultConfig, service.LoadConfig,
@@ -31,7 +33,14 @@ EMBERFS_TOKEN.`,
 	f := cmd.Flags()
 	f.Var(addrList{&rc.cfg.Mgmtd}, "mgmtd", "comma-separated mgmtd addresses (overrides the config)")
 	f.Uint32Var(&rc.cfg.NodeID, "node-id", rc.cfg.NodeID, "node id (overrides the config)")
-	cmd.RunE = rc.runE((*service.Config).Validate, func(ctx context.Context, cmd *cobra.Command, cfg service.Config) error {
+	f.StringVar(&rc.cfg.PeerToken, "peer-token", "", "peer token shared by the storage services only (overrides the config)")
+	validate := func(c *service.Config) error {
+		if c.PeerToken == "" {
+			c.PeerToken = os.Getenv("EMBERFS_PEER_TOKEN")
+		}
+		return c.Validate()
+	}
+	cmd.RunE = rc.runE(validate, func(ctx context.Context, cmd *cobra.Command, cfg service.Config) error {
 		logger, err := logging.New(os.Stderr, cfg.LogLevel, "storage")
 		if err != nil {
 			return err

@@ -60,7 +60,9 @@ in DIR/storage<N>/target<I>) in this process, create the chain table on first
 start, optionally mount the file system, and print how to connect. Ctrl-C or
 SIGTERM unmounts and stops everything cleanly; starting again on the same
 --data directory brings back every file. The cluster token is kept in
-DIR/token (or given with --token).`,
+DIR/token (or given with --token); the storage services' peer token (the
+secret chain traffic between them is proved with, which clients never
+get) in DIR/peer-token, made at the first start.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cs, err := parseSize(chunkSize)

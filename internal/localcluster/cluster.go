@@ -61,6 +61,11 @@ type Options struct {
 	// Token is the cluster token. Default: the one saved in Dir/token, or
 	// a new random one (saved there).
 	Token string
+	// PeerToken is the storage services' peer token (storage
+	// Config.PeerToken: the secret chain traffic is proved with, which
+	// clients never get). Default: the one saved in Dir/peer-token, or a
+	// new random one (saved there, mode 0600).
+	PeerToken string
 	// MgmtdListen is mgmtd's gRPC address (default 127.0.0.1:0); MetaListen
 	// the meta server's (default 127.0.0.1:0). Storage ports are picked by
 	// the kernel.
@@ -180,9 +185,11 @@ func (o *Options) setDefaults() error {
 	return nil
 }
 
-// loadToken returns the token to use and saves it in Dir/token.
-func loadToken(dir, given string) (string, error) {
-	path := filepath.Join(dir, "token")
+// loadToken returns the secret to use (given, else the one saved in
+// Dir/name, else a new random one) and saves it in Dir/name, so a
+// restart on the same Dir keeps it.
+func loadToken(dir, name, given string) (string, error) {
+	path := filepath.Join(dir, name)
 	if given != "" {
 		return given, os.WriteFile(path, []byte(given+"\n"), 0o600)
 	}
@@ -204,8 +211,11 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("cluster: data directory: %w", err)
 	}
-	if opts.Token, err = loadToken(opts.Dir, opts.Token); err != nil {
+	if opts.Token, err = loadToken(opts.Dir, "token", opts.Token); err != nil {
 		return nil, fmt.Errorf("cluster: token file: %w", err)
+	}
+	if opts.PeerToken, err = loadToken(opts.Dir, "peer-token", opts.PeerToken); err != nil {
+		return nil, fmt.Errorf("cluster: peer token file: %w", err)
 	}
 	c := &Cluster{opts: opts}
 	defer func() {
@@ -249,6 +259,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		}
 		cfg.Mgmtd = []string{c.Mgmtd.Addr()}
 		cfg.Token = opts.Token
+		cfg.PeerToken = opts.PeerToken
 		cfg.Listen, cfg.DataListen, cfg.MetricsListen = "127.0.0.1:0", "127.0.0.1:0", ""
 		cfg.NoSync = opts.NoSync
 		cfg.RepairInterval.Duration = opts.RepairInterval
@@ -357,6 +368,10 @@ func (c *Cluster) WaitHealthy(ctx context.Context, minServing int) error {
 
 // Token is the cluster token.
 func (c *Cluster) Token() string { return c.opts.Token }
+
+// PeerToken is the storage services' peer token (tests that act as a
+// storage peer need it; clients never get it).
+func (c *Cluster) PeerToken() string { return c.opts.PeerToken }
 
 // MgmtdAddr is the address clients connect to.
 func (c *Cluster) MgmtdAddr() string { return c.Mgmtd.Addr() }

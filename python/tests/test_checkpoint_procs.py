@@ -19,6 +19,9 @@ import emberfs.checkpoint as ckpt
 from emberfs.cluster import find_binary
 
 TOKEN = "ckpt-proc-test-token"
+# The storage services' own secret (storage config peer_token), which
+# clients never get: it proves the storage role on chain traffic.
+PEER_TOKEN = "ckpt-proc-test-peer-token"
 
 
 class ProcCluster:
@@ -40,6 +43,7 @@ node_failure_timeout = "600ms"
 targets = ["{self.dir}/node{i}"]
 mgmtd = ["{self.mgmtd}"]
 token = "{TOKEN}"
+peer_token = "{PEER_TOKEN}"
 listen = "127.0.0.1:0"
 data_listen = "127.0.0.1:0"
 metrics_listen = "127.0.0.1:0"

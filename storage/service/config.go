@@ -23,6 +23,14 @@ type Config struct {
 	Mgmtd []string `toml:"mgmtd"`
 	// Token is the cluster token (gRPC and data port).
 	Token string `toml:"token"`
+	// PeerToken is the secret storage services prove the storage role
+	// with on each other's data ports (transport.PeerCredential: an
+	// HMAC of this node's id under it). It must be the same on every
+	// storage service of the cluster and known to nothing else: clients
+	// hold the cluster token, so it cannot vouch for the role that chain
+	// traffic (forwards, syncs) is taken from. Required; also read from
+	// EMBERFS_PEER_TOKEN.
+	PeerToken string `toml:"peer_token"`
 	// Listen is the gRPC control address; DataListen the data transport's.
 	Listen     string `toml:"listen"`
 	DataListen string `toml:"data_listen"`
@@ -109,6 +117,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("storage config: no mgmtd address")
 	case c.Token == "":
 		return fmt.Errorf("storage config: no cluster token")
+	case c.PeerToken == "":
+		return fmt.Errorf("storage config: no peer_token (the secret storage services prove the storage role to each other with; the same on every storage node, unknown to clients; see docs/deploy.md)")
+	case c.PeerToken == c.Token:
+		return fmt.Errorf("storage config: peer_token equals the cluster token, which every client holds; it must be a separate secret")
 	case c.Listen == "" || c.DataListen == "":
 		return fmt.Errorf("storage config: listen and data_listen must be set")
 	}

@@ -138,7 +138,7 @@ func TestSyncFrameOnlyFromSyncingPredecessor(t *testing.T) {
 			Flags: wire.FlagFull, Version: 1, ChunkSize: chunkSize, From: from}
 		// Over a storage connection of the node the sender lives on, so
 		// the sync admission itself (not the peer check) is what refuses.
-		pc := transport.NewClient(transport.ClientConfig{Token: c.Token(), Peer: transport.Peer{Role: transport.PeerStorage, Node: uint32(nodeOf(from))}})
+		pc := transport.NewClient(transport.ClientConfig{Token: c.Token(), PeerToken: c.PeerToken(), Peer: transport.Peer{Role: transport.PeerStorage, Node: uint32(nodeOf(from))}})
 		_, err := pc.Call(ctx, addr, &transport.Request{Op: wire.OpSync, Ext: u.Encode(nil), Payload: [][]byte{old}}, nil)
 		pc.Close()
 		if err == nil {
@@ -153,7 +153,7 @@ func TestSyncFrameOnlyFromSyncingPredecessor(t *testing.T) {
 	// A forward from a target that is not the predecessor is refused too.
 	u := wire.UpdateReq{Target: tail, Chain: chain, ChainVer: r.ChainVersion(chain), Chunk: id, Kind: wire.KindWrite,
 		Version: 3, ChunkSize: chunkSize, From: order[0]}
-	hc := transport.NewClient(transport.ClientConfig{Token: c.Token(), Peer: transport.Peer{Role: transport.PeerStorage, Node: uint32(nodeOf(order[0]))}})
+	hc := transport.NewClient(transport.ClientConfig{Token: c.Token(), PeerToken: c.PeerToken(), Peer: transport.Peer{Role: transport.PeerStorage, Node: uint32(nodeOf(order[0]))}})
 	defer hc.Close()
 	_, err = hc.Call(ctx, addr, &transport.Request{Op: wire.OpForward, Ext: u.Encode(nil), Payload: [][]byte{[]byte("zz")}}, nil)
 	if err == nil || strings.Contains(err.Error(), "chain traffic comes only") || strings.Contains(err.Error(), "does not place that target") {
@@ -385,7 +385,7 @@ func TestClientConnectionCannotSendChainTraffic(t *testing.T) {
 		Flags: wire.FlagFull | wire.FlagRepair, Version: 9, ChunkSize: chunkSize, From: mid}
 	callers := map[string]transport.ClientConfig{
 		"client connection":                  {Token: c.Token()},
-		"storage connection of another node": {Token: c.Token(), Peer: transport.Peer{Role: transport.PeerStorage, Node: uint32(nodeOf(order[0]))}},
+		"storage connection of another node": {Token: c.Token(), PeerToken: c.PeerToken(), Peer: transport.Peer{Role: transport.PeerStorage, Node: uint32(nodeOf(order[0]))}},
 	}
 	for name, cfg := range callers {
 		tc := transport.NewClient(cfg)

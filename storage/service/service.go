@@ -198,7 +198,7 @@ func Start(cfg Config, logger *slog.Logger) (*Service, error) {
 		tf = transport.TCP{}
 	}
 	var err error
-	s.data, err = tf.Listen(transport.ServerConfig{Addr: cfg.DataListen, Token: cfg.Token, Logger: logger})
+	s.data, err = tf.Listen(transport.ServerConfig{Addr: cfg.DataListen, Token: cfg.Token, PeerToken: cfg.PeerToken, Logger: logger})
 	if err != nil {
 		return nil, fmt.Errorf("storage: data listen on %s: %w", cfg.DataListen, err)
 	}
@@ -228,9 +228,11 @@ func Start(cfg Config, logger *slog.Logger) (*Service, error) {
 	}
 
 	// Chain traffic (forwards, syncs) says it comes from this storage
-	// node: receivers take it only from storage connections (admitPeer).
+	// node, proved with the peer token: receivers take it only from
+	// storage connections (admitPeer), and the handshake only from a
+	// caller that holds the peer token and claims its own node id.
 	s.tc = tf.NewCaller(transport.ClientConfig{Token: cfg.Token, Logger: logger,
-		Peer: transport.Peer{Role: transport.PeerStorage, Node: cfg.NodeID}})
+		Peer: transport.Peer{Role: transport.PeerStorage, Node: cfg.NodeID}, PeerToken: cfg.PeerToken})
 	s.conn, err = mgmtdclient.Dial(cfg.Mgmtd, cfg.Token)
 	if err != nil {
 		return nil, fmt.Errorf("storage: %w", err)

@@ -139,6 +139,7 @@ primary_lease = "1s"
 targets = [%s]
 mgmtd = [%s]
 token = %q
+peer_token = %q
 listen = "127.0.0.1:0"
 data_listen = "127.0.0.1:0"
 metrics_listen = ""
@@ -146,7 +147,7 @@ repair_interval = "200ms"
 verify_interval = "-1s"
 forward_timeout = "5s"
 no_sync = false
-`, n, quoteAll(targets), mgmtdList, token))
+`, n, quoteAll(targets), mgmtdList, token, testproc.PeerToken(token)))
 		s := &testproc.Role{T: t, Name: fmt.Sprintf("storage%d", n), Dir: c.dir, Argv: []string{emberfsBin, "storage", "--config", scfg},
 			Ready: func(p *testproc.Proc) { p.Wait(t, regexp1) }}
 		s.Start()

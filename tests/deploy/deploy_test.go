@@ -28,6 +28,10 @@ import (
 
 const token = "deploy-test-token"
 
+// peerToken is the storage services' own secret, given only to them
+// (EMBERFS_PEER_TOKEN, as docs/deploy.md sets it).
+const peerToken = "deploy-test-peer-token"
+
 var emberfsBin string
 
 func TestMain(m *testing.M) { testproc.Main(m, &emberfsBin) }
@@ -85,6 +89,14 @@ func writeConfig(t *testing.T, path string, base map[string]any, override map[st
 func start(t *testing.T, dir, name string, args ...string) *testproc.Proc {
 	t.Helper()
 	return testproc.StartEnv(t, emberfsBin, filepath.Join(dir, name+".log"), []string{"EMBERFS_TOKEN=" + token}, args...)
+}
+
+// startStorage is start for a storage service: it also gets the peer
+// token, which no other role has.
+func startStorage(t *testing.T, dir, name string, args ...string) *testproc.Proc {
+	t.Helper()
+	return testproc.StartEnv(t, emberfsBin, filepath.Join(dir, name+".log"),
+		[]string{"EMBERFS_TOKEN=" + token, "EMBERFS_PEER_TOKEN=" + peerToken}, args...)
 }
 
 // emberfs runs a short command (admin, status) and returns its output.
@@ -193,7 +205,7 @@ func TestDeployKillStorageDuringWrite(t *testing.T) {
 			// The page cache survives SIGKILL of a process; fsync only slows the test.
 			"no_sync": true,
 		})
-		storage[n] = start(t, dir, fmt.Sprintf("storage%d", n), "storage", "--config", storageCfg(n))
+		storage[n] = startStorage(t, dir, fmt.Sprintf("storage%d", n), "storage", "--config", storageCfg(n))
 	}
 	testutil.WaitFor(t, "6 storage targets to register", func() (bool, string) {
 		out, err := emberfs(t, "admin", "--mgmtd", mgmtd, "list-targets")
@@ -267,7 +279,7 @@ func TestDeployKillStorageDuringWrite(t *testing.T) {
 
 	// Restart storage 2 on the same config and directories: it catches up
 	// and serves again; the file reads back the same.
-	storage[2] = start(t, dir, "storage2.restarted", "storage", "--config", storageCfg(2))
+	storage[2] = startStorage(t, dir, "storage2.restarted", "storage", "--config", storageCfg(2))
 	testutil.WaitFor(t, "storage 2 to serve again", func() (bool, string) { n, out := servingTargets(t, mgmtd); return n == 6, out })
 	if got := directSHA256(t, filepath.Join(mnt2, "big")); got != want {
 		t.Fatalf("sha256 after the restart: %s, want %s", got, want)

@@ -146,12 +146,13 @@ primary_lease = "2s"
 targets = [%s]
 mgmtd = [%s]
 token = %q
+peer_token = %q
 listen = %q
 data_listen = %q
 metrics_listen = ""
 repair_interval = "200ms"
 no_sync = true
-`, i+1, quoteAll(targets), c.mgmtdList(), token, h.Addr(7300), h.Addr(7310)))
+`, i+1, quoteAll(targets), c.mgmtdList(), token, testproc.PeerToken(token), h.Addr(7300), h.Addr(7310)))
 		c.storage = append(c.storage, c.role(h, fmt.Sprintf("storage%d", i+1),
 			func(p *testproc.Proc) { p.Wait(t, storageStarted) }, "storage", "--config", cfg))
 	}

@@ -7,6 +7,8 @@ package testproc
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
@@ -203,12 +205,24 @@ func StorageConfig(dir string, id int, mgmtd, token string) string {
 targets = [%q]
 mgmtd = [%q]
 token = %q
+peer_token = %q
 listen = "127.0.0.1:0"
 data_listen = "127.0.0.1:0"
 metrics_listen = "127.0.0.1:0"
 repair_interval = "100ms"
 no_sync = true
-`, id, filepath.Join(dir, fmt.Sprintf("node%d", id)), mgmtd, token)
+`, id, filepath.Join(dir, fmt.Sprintf("node%d", id)), mgmtd, token, PeerToken(token))
+}
+
+// PeerToken is the storage peer token (storage config peer_token) of a
+// test cluster whose cluster token is clusterToken. Tests only: every
+// storage process of one cluster needs the same secret, and deriving it
+// from the cluster token gives each test cluster its own without passing
+// a second value around. A real cluster's peer token is independent of
+// the cluster token, which every client holds (docs/deploy.md).
+func PeerToken(clusterToken string) string {
+	sum := sha256.Sum256([]byte("emberfs-test-peer-token/" + clusterToken))
+	return hex.EncodeToString(sum[:])
 }
 
 // Ctx is a context that ends after Eventually or with the test.
