@@ -3,6 +3,7 @@ and documented; a forked child of a process that loaded the runtime is
 refused instead of hanging."""
 
 import errno
+import faulthandler
 import gc
 import inspect
 import os
@@ -97,12 +98,35 @@ def test_public_client_calls_are_typed_and_documented():
     assert missing == []
 
 
-def test_forked_child_is_refused_not_hung(fs, tmpdir_fs):
+def _stacks_of(pid: int, dump_path) -> str:
+    """What a hung child is doing: the Python stack faulthandler dumped and
+    each thread's kernel state (the system call it sits in)."""
+    out = [f"faulthandler dump:\n{dump_path.read_text() if dump_path.exists() else '(none)'}"]
+    try:
+        for tid in sorted(os.listdir(f"/proc/{pid}/task")):
+            fields = []
+            for name in ("comm", "wchan", "syscall", "stack"):
+                try:
+                    with open(f"/proc/{pid}/task/{tid}/{name}") as f:
+                        fields.append(f"{name}={f.read().strip()!r}")
+                except OSError as exc:
+                    fields.append(f"{name}: {exc.strerror}")
+            out.append(f"thread {tid}: " + " ".join(fields))
+    except OSError as exc:
+        out.append(f"/proc/{pid}/task: {exc}")
+    return "\n".join(out)
+
+
+def test_forked_child_is_refused_not_hung(fs, tmpdir_fs, tmp_path):
     assert _runtime.loaded()
+    dump_path = tmp_path / "child-stacks.txt"
+    dump = open(dump_path, "w")
     pid = os.fork()
     if pid == 0:  # child: must not touch pytest state; report through the exit code
         code = 1
         try:
+            # Were the child to hang, this says where (read by the parent).
+            faulthandler.dump_traceback_later(20, file=dump)
             try:
                 fs.listdir(tmpdir_fs)
             except emberfs.ForkedRuntimeError as exc:
@@ -117,14 +141,16 @@ def test_forked_child_is_refused_not_hung(fs, tmpdir_fs):
             gc.collect()
         finally:
             os._exit(code)
+    dump.close()
     for _ in range(600):  # a hang guard, not a timing assertion
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
             break
         time.sleep(0.1)
     else:
+        stacks = _stacks_of(pid, dump_path)
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
-        pytest.fail("forked child hung calling EmberFS")
+        pytest.fail(f"forked child hung calling EmberFS\n{stacks}")
     assert os.waitstatus_to_exitcode(status) == 0
     assert fs.listdir(tmpdir_fs) == []  # the parent is unaffected
