@@ -12,6 +12,14 @@ follow:
   workers that then load their own runtime.
 - A process forked from one that had loaded it gets ``ForkedRuntimeError``
   from every EmberFS call instead of a hang, naming the ways out.
+- Nor may the child call into Go implicitly, from finalizers of objects it
+  inherited. Some run before any after-fork hook can: Python clears the
+  states of the threads fork() did not copy inside fork() itself, and a
+  thread's per-thread ``Err`` (emberfs._errors) is freed there, its
+  finalizer calling ``DecRef``. So the extension's ``DecRef``/``IncRef``
+  are wrapped at load time to do nothing from the moment a fork starts
+  (``_forking``, set by a before-fork hook) in the child; the parent clears
+  the flag right after fork() returns in it.
 """
 
 from __future__ import annotations
@@ -30,25 +38,57 @@ class ForkedRuntimeError(EmberFSError):
     runtime; the runtime cannot work there."""
 
 
+# True from the start of a fork() until it returns in the parent, and
+# from then on in the child: handle reference counts are not touched in
+# Go while it is set (see the module docstring).
+_forking = False
+
+
+def _before_fork() -> None:
+    global _forking
+    _forking = True
+
+
+def _after_fork_in_parent() -> None:
+    global _forking
+    _forking = False
+
+
 def _after_fork_in_child() -> None:
-    global _forked_after_load
-    ext = sys.modules.get("emberfs._native._pybind")
-    if _loaded_pid is None and ext is None:
+    global _forked_after_load, _forking
+    if _loaded_pid is None and "emberfs._native._pybind" not in sys.modules:
+        _forking = False  # the parent had no runtime: this child may load its own
         return
     _forked_after_load = True
-    if ext is not None:
-        # Objects inherited from the parent (a Client, a file) call into Go
-        # from their finalizers when collected here, which would hang: make
-        # those calls no-ops in this process (the handles die with it).
-        ext.DecRef = _no_op
-        ext.IncRef = _no_op
 
 
-def _no_op(*args) -> None:
-    return None
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                    after_in_child=_after_fork_in_child)
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+# The extension's own DecRef/IncRef, which the guards below call (a test
+# puts a recorder here to see that none is called in a forked child).
+_ext_refcount: dict = {}
+
+
+def _guard_refcounts(ext) -> None:
+    """Wrap ext's DecRef/IncRef so that finalizers of objects inherited by a
+    forked child (a Client, a file, a thread's Err) do not call into Go,
+    which would hang there; the handles die with the child."""
+    if getattr(ext, "_emberfs_fork_guarded", False):
+        return
+    _ext_refcount.update(dec=ext.DecRef, inc=ext.IncRef)
+
+    def dec_ref(handle):
+        if not _forking:
+            _ext_refcount["dec"](handle)
+
+    def inc_ref(handle):
+        if not _forking:
+            _ext_refcount["inc"](handle)
+
+    ext.DecRef, ext.IncRef = dec_ref, inc_ref
+    ext._emberfs_fork_guarded = True
 
 
 def check() -> None:
@@ -73,8 +113,9 @@ def native():
     """The extension module (emberfs._native.pybind), loading it on first use."""
     global _loaded_pid
     check()
-    from ._native import pybind
+    from ._native import _pybind, pybind
 
     if _loaded_pid is None:
+        _guard_refcounts(_pybind)
         _loaded_pid = os.getpid()
     return pybind

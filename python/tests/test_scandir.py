@@ -9,6 +9,7 @@ import inspect
 import os
 import signal
 import stat
+import threading
 import time
 
 import pytest
@@ -117,6 +118,20 @@ def _stacks_of(pid: int, dump_path) -> str:
     return "\n".join(out)
 
 
+def _exit_code_of(pid: int, dump_path) -> int:
+    """Wait for forked child pid; fail the test, saying where it is stuck,
+    if it hangs."""
+    for _ in range(600):  # a hang guard, not a timing assertion
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.1)
+    stacks = _stacks_of(pid, dump_path)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    pytest.fail(f"forked child hung calling EmberFS\n{stacks}")
+
+
 def test_forked_child_is_refused_not_hung(fs, tmpdir_fs, tmp_path):
     assert _runtime.loaded()
     dump_path = tmp_path / "child-stacks.txt"
@@ -142,15 +157,49 @@ def test_forked_child_is_refused_not_hung(fs, tmpdir_fs, tmp_path):
         finally:
             os._exit(code)
     dump.close()
-    for _ in range(600):  # a hang guard, not a timing assertion
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        time.sleep(0.1)
-    else:
-        stacks = _stacks_of(pid, dump_path)
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        pytest.fail(f"forked child hung calling EmberFS\n{stacks}")
-    assert os.waitstatus_to_exitcode(status) == 0
+    assert _exit_code_of(pid, dump_path) == 0
     assert fs.listdir(tmpdir_fs) == []  # the parent is unaffected
+
+
+def test_fork_beside_a_thread_that_used_emberfs(fs, tmpdir_fs, tmp_path, monkeypatch):
+    """A thread that called EmberFS is alive at fork(). In the child, Python
+    frees that thread's state (its per-thread Err) inside fork() itself,
+    before any after-fork hook runs; the Err's finalizer must not call into
+    Go there: a call into the copied runtime hangs whenever fork() caught a
+    runtime lock held (seen in CI, one run in several). A recorder in place
+    of the extension's DecRef reports any call made in the child."""
+    parent = os.getpid()
+    rfd, wfd = os.pipe()
+    real_dec = _runtime._ext_refcount["dec"]
+
+    def recording_dec(handle):
+        if os.getpid() != parent:
+            os.write(wfd, b"D")  # a raw write: safe in the child
+            return  # and do not hang it
+        real_dec(handle)
+
+    monkeypatch.setitem(_runtime._ext_refcount, "dec", recording_dec)
+    ready, release = threading.Event(), threading.Event()
+
+    def worker():
+        fs.listdir(tmpdir_fs)  # this thread now holds an Err
+        ready.set()
+        release.wait()
+
+    t = threading.Thread(target=worker)
+    t.start()
+    try:
+        assert ready.wait(60)
+        pid = os.fork()
+        if pid == 0:
+            gc.collect()
+            os._exit(0 if emberfs._runtime._forked_after_load else 4)
+        assert _exit_code_of(pid, tmp_path / "none") == 0
+    finally:
+        release.set()
+        t.join()
+    os.close(wfd)
+    with os.fdopen(rfd, "rb") as r:
+        calls = r.read()
+    assert calls == b"", f"{len(calls)} DecRef calls into Go in the forked child"
+    assert fs.listdir(tmpdir_fs) == []  # the parent's calls still work
