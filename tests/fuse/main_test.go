@@ -7,7 +7,6 @@ package fusetest
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -35,46 +34,22 @@ func TestMain(m *testing.M) {
 		os.Exit(runMountHelper(os.Args[1:]))
 	}
 	testutil.DetachDeadMounts(mountPrefix)
-	dir, err := os.MkdirTemp("", "emberfs-fusehelper-")
+	bin, removeBin, err := testutil.CopyTestBinary("emberfs-fusehelper-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	helperBin = filepath.Join(dir, "helper")
-	if err := copyFile(os.Args[0], helperBin, 0o755); err == nil {
-		err = os.Chmod(dir, 0o755)
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "copying the helper binary:", err)
-		os.Exit(1)
-	}
+	helperBin = bin
 	stop, err := startCluster()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
-		os.RemoveAll(dir)
+		removeBin()
 		os.Exit(1)
 	}
 	code := m.Run()
 	stop()
-	os.RemoveAll(dir)
+	removeBin()
 	os.Exit(code)
-}
-
-func copyFile(src, dst string, mode os.FileMode) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, mode)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
 }
 
 // mounted is one mount for one test.

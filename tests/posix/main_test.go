@@ -11,9 +11,7 @@ package posix
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/emberfs/emberfs/client"
@@ -38,28 +36,21 @@ func TestMain(m *testing.M) {
 		os.Exit(runHelper(os.Args[1:]))
 	}
 	testutil.DetachDeadMounts(mountPrefix)
-	dir, err := os.MkdirTemp("", "emberfs-posixhelper-")
+	bin, removeBin, err := testutil.CopyTestBinary("emberfs-posixhelper-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	helperBin = filepath.Join(dir, "helper")
-	if err := copyFile(os.Args[0], helperBin, 0o755); err == nil {
-		err = os.Chmod(dir, 0o755)
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "copying the helper binary:", err)
-		os.Exit(1)
-	}
+	helperBin = bin
 	stop, err := startCluster()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
-		os.RemoveAll(dir)
+		removeBin()
 		os.Exit(1)
 	}
 	code := m.Run()
 	stop()
-	os.RemoveAll(dir)
+	removeBin()
 	os.Exit(code)
 }
 
@@ -71,21 +62,4 @@ func startCluster() (stop func(), err error) {
 
 func newClient(ctx context.Context, id string) (*client.Client, error) {
 	return clustertest.NewClient(ctx, testCluster, client.Config{ClientID: id, Logger: testutil.Logger()})
-}
-
-func copyFile(src, dst string, mode os.FileMode) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, mode)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
 }
