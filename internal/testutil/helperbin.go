@@ -18,7 +18,7 @@ func CopyTestBinary(prefix string) (path string, remove func(), err error) {
 	}
 	remove = func() { os.RemoveAll(dir) }
 	path = filepath.Join(dir, "helper")
-	if err = copyFile(os.Args[0], path, 0o755); err == nil {
+	if err = CopyFile(os.Args[0], path, 0o755); err == nil {
 		err = os.Chmod(dir, 0o755)
 	}
 	if err != nil {
@@ -28,7 +28,8 @@ func CopyTestBinary(prefix string) (path string, remove func(), err error) {
 	return path, remove, nil
 }
 
-func copyFile(src, dst string, mode os.FileMode) error {
+// CopyFile copies the file src to dst (created or truncated, with mode).
+func CopyFile(src, dst string, mode os.FileMode) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return err

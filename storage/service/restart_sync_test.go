@@ -3,7 +3,6 @@ package service_test
 import (
 	"context"
 	"encoding/binary"
-	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -147,20 +146,7 @@ func copyTargetData(t *testing.T, src, dst string) {
 		if d.IsDir() {
 			return os.MkdirAll(to, 0o755)
 		}
-		in, err := os.Open(path)
-		if err != nil {
-			return err
-		}
-		defer in.Close()
-		out, err := os.Create(to)
-		if err != nil {
-			return err
-		}
-		if _, err := io.Copy(out, in); err != nil {
-			out.Close()
-			return err
-		}
-		return out.Close()
+		return testutil.CopyFile(path, to, 0o666)
 	})
 	if err != nil {
 		t.Fatal(err)
