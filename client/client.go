@@ -73,6 +73,12 @@ type Config struct {
 	// MetaRetryWindow is how long a meta call keeps looking for a
 	// reachable meta server (default 10 s).
 	MetaRetryWindow time.Duration
+	// LeaseRenewal is how often the client renews its meta lease, which
+	// keeps its write sessions, open-file sessions and file locks. 0:
+	// every third of the lease meta grants, at most 15 s. Negative: never,
+	// so they lapse one client TTL after they were made, as those of a
+	// client cut off from meta do (tests model that with it).
+	LeaseRenewal time.Duration
 	// Storage tunes the storage client (Token is set from Token).
 	Storage storageclient.Config
 	Logger  *slog.Logger
@@ -187,8 +193,10 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		}
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
-	c.wg.Add(1)
-	go c.renewLoop()
+	if cfg.LeaseRenewal >= 0 {
+		c.wg.Add(1)
+		go c.renewLoop()
+	}
 	ok = true
 	return c, nil
 }
@@ -203,7 +211,8 @@ func orDefault(v, def int64) int64 {
 // renewLoop keeps this client's meta lease alive, so that its write
 // sessions and file locks are not dropped while it runs. It renews every
 // 15 s, or every third of the lease meta grants if that is shorter (a
-// cluster with a short client TTL frees a dead client's locks sooner).
+// cluster with a short client TTL frees a dead client's locks sooner),
+// or every Config.LeaseRenewal if that is set.
 func (c *Client) renewLoop() {
 	defer c.wg.Done()
 	const most = 15 * time.Second
@@ -217,6 +226,9 @@ func (c *Client) renewLoop() {
 			every = time.Second
 		} else if err == nil {
 			every = min(most, max(time.Until(exp)/3, 100*time.Millisecond))
+		}
+		if err == nil && c.cfg.LeaseRenewal > 0 {
+			every = c.cfg.LeaseRenewal
 		}
 		select {
 		case <-c.ctx.Done():

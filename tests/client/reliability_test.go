@@ -116,11 +116,12 @@ func TestUnlinkedWhileOpenForReadKeepsData(t *testing.T) {
 func TestReadOfCollectedFileIsStale(t *testing.T) {
 	ctx := ctxT(t)
 	c := clustertest.Start(t, localcluster.Options{Storage: 3, Replicas: 3, TargetsPerNode: 3, ChunkSize: testChunk,
-		// Leases far shorter than the client's 15 s renewal: the reader's
-		// session is pruned once the test asks.
+		// A short lease, and a reader that never renews it (as if cut off
+		// from meta): its session is pruned once the test asks. (A live
+		// client renews every third of the lease, so its sessions stay.)
 		MetaConfig: func(m *metad.Config) { m.ClientTTL.Duration = 200 * time.Millisecond }})
 	a := newClient(t, c, client.Config{})
-	b := newClient(t, c, client.Config{CacheBytes: -1, ReadAhead: -1})
+	b := newClient(t, c, client.Config{CacheBytes: -1, ReadAhead: -1, LeaseRenewal: -1})
 	data := pattern(2*testChunk+5, 6)
 	if err := a.WriteFile(ctx, meta.Root, meta.P("/gone"), data, 0o644); err != nil {
 		t.Fatal(err)
