@@ -289,6 +289,14 @@ func (s *Server) Mkdir(ctx context.Context, u User, p PathAt, mode uint32, paren
 	if parents {
 		return s.mkdirAll(ctx, u, p, mode)
 	}
+	return s.createNode(ctx, u, p, func(t *txn, id uint64, dir *Inode) (*Inode, error) {
+		return t.mkdirInode(id, mode, dir), t.adjustSubdirs(dir, +1)
+	})
+}
+
+// createNode allocates an inode id and, in one transaction, puts the inode
+// build makes under the free name p: what Mkdir, Symlink and Mknod share.
+func (s *Server) createNode(ctx context.Context, u User, p PathAt, build func(t *txn, id uint64, dir *Inode) (*Inode, error)) (Inode, error) {
 	ids, err := s.ids.alloc(ctx, 1)
 	if err != nil {
 		return Inode{}, err
@@ -299,11 +307,11 @@ func (s *Server) Mkdir(ctx context.Context, u User, p PathAt, mode uint32, paren
 		if err != nil {
 			return err
 		}
-		n := t.mkdirInode(ids[0], mode, dir)
-		if err := t.putInode(n); err != nil {
+		n, err := build(t, ids[0], dir)
+		if err != nil {
 			return err
 		}
-		if err := t.adjustSubdirs(dir, +1); err != nil {
+		if err := t.putInode(n); err != nil {
 			return err
 		}
 		out = *n
@@ -400,25 +408,11 @@ func (s *Server) Symlink(ctx context.Context, u User, p PathAt, target string) (
 	if err := checkPath(target); err != nil {
 		return Inode{}, err
 	}
-	ids, err := s.ids.alloc(ctx, 1)
-	if err != nil {
-		return Inode{}, err
-	}
-	var out Inode
-	err = s.updateAs(ctx, u, func(t *txn) error {
-		dir, name, err := t.freeName(p)
-		if err != nil {
-			return err
-		}
-		n := t.newInode(ids[0], TypeSymlink, 0o777, dir)
+	return s.createNode(ctx, u, p, func(t *txn, id uint64, dir *Inode) (*Inode, error) {
+		n := t.newInode(id, TypeSymlink, 0o777, dir)
 		n.Target, n.Size = target, uint64(len(target))
-		if err := t.putInode(n); err != nil {
-			return err
-		}
-		out = *n
-		return t.insertEntry(dir.ID, name, n)
+		return n, nil
 	})
-	return out, err
 }
 
 // Mknod creates a FIFO, socket or device node (mknod(2); regular files
@@ -430,27 +424,13 @@ func (s *Server) Mknod(ctx context.Context, u User, p PathAt, typ FileType, mode
 	if (typ == TypeCharDev || typ == TypeBlockDev) && !u.isRoot() {
 		return Inode{}, errPerm("mknod %s: only root may create device nodes", p)
 	}
-	ids, err := s.ids.alloc(ctx, 1)
-	if err != nil {
-		return Inode{}, err
-	}
-	var out Inode
-	err = s.updateAs(ctx, u, func(t *txn) error {
-		dir, name, err := t.freeName(p)
-		if err != nil {
-			return err
-		}
-		n := t.newInode(ids[0], typ, mode, dir)
+	return s.createNode(ctx, u, p, func(t *txn, id uint64, dir *Inode) (*Inode, error) {
+		n := t.newInode(id, typ, mode, dir)
 		if typ == TypeCharDev || typ == TypeBlockDev {
 			n.Rdev = rdev
 		}
-		if err := t.putInode(n); err != nil {
-			return err
-		}
-		out = *n
-		return t.insertEntry(dir.ID, name, n)
+		return n, nil
 	})
-	return out, err
 }
 
 // Link creates newPath as another name of oldPath (which is not followed if
