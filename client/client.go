@@ -225,10 +225,10 @@ func (c *Client) renewLoop() {
 			c.log.Warn("renewing the client lease failed", "client", c.cfg.ClientID, "err", err)
 			every = time.Second
 		} else if err == nil {
-			every = min(most, max(time.Until(exp)/3, 100*time.Millisecond))
-		}
-		if err == nil && c.cfg.LeaseRenewal > 0 {
 			every = c.cfg.LeaseRenewal
+			if every == 0 {
+				every = min(most, max(time.Until(exp)/3, 100*time.Millisecond))
+			}
 		}
 		select {
 		case <-c.ctx.Done():

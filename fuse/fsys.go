@@ -506,10 +506,15 @@ func (fsys *fileSystem) openFile(ctx context.Context, u meta.User, p meta.PathAt
 	if err != nil {
 		return nil, fsys.errno("open", err)
 	}
+	return fsys.registerOpened(file, f), 0
+}
+
+// registerOpened registers a handle for file, opened with open(2) flags f.
+func (fsys *fileSystem) registerOpened(file File, f int) *fileHandle {
 	h := &fileHandle{fsys: fsys, id: file.Inode().ID, writable: f&syscall.O_ACCMODE != syscall.O_RDONLY, appends: f&syscall.O_APPEND != 0}
 	h.cur.Store(&openedFile{file})
 	fsys.register(h)
-	return h, 0
+	return h
 }
 
 // createFile serves create(2) (open with O_CREAT) with one metadata call

@@ -471,19 +471,16 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *gofu
 	}
 	f := n.fsys.openFlags(flags) &^ (syscall.O_CREAT | syscall.O_EXCL | syscall.O_TRUNC)
 	file, err := n.fsys.openClient(c, root, meta.PathAt{Parent: res.Inode.ID}, f, 0)
-	if err == nil {
-		if err = n.fsys.meta.Unlink(c, root, n.child(name)); err != nil {
-			_ = file.Close()
-		}
-	} else {
-		_ = n.fsys.meta.Unlink(c, root, n.child(name))
+	// The name goes whether or not the open worked: its session, if any,
+	// keeps the inode.
+	if uerr := n.fsys.meta.Unlink(c, root, n.child(name)); err == nil && uerr != nil {
+		_ = file.Close()
+		err = uerr
 	}
 	if err != nil {
 		return nil, nil, 0, n.fsys.errno("tmpfile", err)
 	}
-	h := &fileHandle{fsys: n.fsys, id: res.Inode.ID, writable: f&syscall.O_ACCMODE != syscall.O_RDONLY, appends: f&syscall.O_APPEND != 0}
-	h.cur.Store(&openedFile{file})
-	n.fsys.register(h)
+	h := n.fsys.registerOpened(file, f)
 	in := file.Inode()
 	in.Nlink = 0
 	return n.newChild(ctx, &in, since, out), h, n.fsys.fuseOpenFlags(flags), 0

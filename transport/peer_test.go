@@ -64,23 +64,11 @@ func TestPeerClaimsRefused(t *testing.T) {
 	}
 	// Node 4 presenting node 3's (valid) credential: the credential binds
 	// the node id, so it proves nothing about node 4.
-	nc, err := net.Dial("tcp", ts.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	_ = nc.SetDeadline(time.Now().Add(20 * time.Second))
 	cred3 := PeerCredential(testPeerToken, storage3)
-	_, err = handshake(nc, testToken, Peer{Role: PeerStorage, Node: 4}, cred3[:])
+	_, err := handshake(rawConn(t, ts.Addr()), testToken, Peer{Role: PeerStorage, Node: 4}, cred3[:])
 	wantCode(t, err, errcode.Unauthenticated, "wrong peer credential for node 4")
 	// The same credential for the identity it was made for is taken.
-	nc2, err := net.Dial("tcp", ts.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc2.Close()
-	_ = nc2.SetDeadline(time.Now().Add(20 * time.Second))
-	if _, err := handshake(nc2, testToken, storage3, cred3[:]); err != nil {
+	if _, err := handshake(rawConn(t, ts.Addr()), testToken, storage3, cred3[:]); err != nil {
 		t.Fatalf("node 3 with its own credential: %v", err)
 	}
 	if n := ts.Stats().AuthFailures; n != 3 {
@@ -125,4 +113,17 @@ func TestPeerCredentialBindsIdentity(t *testing.T) {
 	if PeerCredential("k", Peer{Role: PeerStorage, Node: 1}) != base {
 		t.Fatal("credential is not deterministic")
 	}
+}
+
+// rawConn is a plain TCP connection to addr, closed when the test ends,
+// for handshakes written by hand.
+func rawConn(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	_ = nc.SetDeadline(time.Now().Add(20 * time.Second))
+	return nc
 }

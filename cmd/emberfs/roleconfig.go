@@ -16,27 +16,42 @@ import (
 
 // roleConfig is the config plumbing every server role (mgmtd, meta,
 // storage) shares: --config and --print-config, flags bound straight to
-// the config's fields that override the file only when given, and the
-// token from EMBERFS_TOKEN when neither names one.
+// the config's fields that override the file only when given, and
+// secrets from the environment (the token from EMBERFS_TOKEN) when neither
+// names them.
 type roleConfig[C any] struct {
 	cfg         C
 	path        string
 	printConfig bool
 	defaults    func() C
 	load        func(path string) (C, error)
-	token       func(*C) *string
 	toml        func(*C) string
+	fromEnv     []envSecret[C]
+}
+
+// envSecret is a config field taken from an environment variable when
+// neither the file nor a flag set it.
+type envSecret[C any] struct {
+	env   string
+	field func(*C) *string
 }
 
 // newRoleConfig starts from the role's defaults (so --help shows them) and
 // registers --config, --print-config and --token on cmd.
 func newRoleConfig[C any](cmd *cobra.Command, defaults func() C, load func(string) (C, error), token func(*C) *string, toml func(*C) string) *roleConfig[C] {
-	rc := &roleConfig[C]{cfg: defaults(), defaults: defaults, load: load, token: token, toml: toml}
+	rc := &roleConfig[C]{cfg: defaults(), defaults: defaults, load: load, toml: toml}
+	rc.secretFromEnv("EMBERFS_TOKEN", token)
 	f := cmd.Flags()
 	f.StringVar(&rc.path, "config", "", "TOML config file")
 	f.BoolVar(&rc.printConfig, "print-config", false, "print the effective config (defaults, file, flags) and exit")
 	f.StringVar(token(&rc.cfg), "token", "", "cluster token (overrides the config)")
 	return rc
+}
+
+// secretFromEnv makes env the source of field when neither the file nor a
+// flag set it (secrets are better kept out of files and command lines).
+func (rc *roleConfig[C]) secretFromEnv(env string, field func(*C) *string) {
+	rc.fromEnv = append(rc.fromEnv, envSecret[C]{env, field})
 }
 
 // runE is the RunE every role shares: the effective config, checked by
@@ -79,8 +94,10 @@ func (rc *roleConfig[C]) resolve(cmd *cobra.Command) (cfg *C, done bool, err err
 			return nil, false, fmt.Errorf("--%s: %w", name, err)
 		}
 	}
-	if t := rc.token(&rc.cfg); *t == "" {
-		*t = os.Getenv("EMBERFS_TOKEN")
+	for _, e := range rc.fromEnv {
+		if v := e.field(&rc.cfg); *v == "" {
+			*v = os.Getenv(e.env)
+		}
 	}
 	if rc.printConfig {
 		fmt.Fprint(cmd.OutOrStdout(), rc.toml(&rc.cfg))

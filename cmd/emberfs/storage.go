@@ -34,13 +34,8 @@ EMBERFS_PEER_TOKEN.`,
 	f.Var(addrList{&rc.cfg.Mgmtd}, "mgmtd", "comma-separated mgmtd addresses (overrides the config)")
 	f.Uint32Var(&rc.cfg.NodeID, "node-id", rc.cfg.NodeID, "node id (overrides the config)")
 	f.StringVar(&rc.cfg.PeerToken, "peer-token", "", "peer token shared by the storage services only (overrides the config)")
-	validate := func(c *service.Config) error {
-		if c.PeerToken == "" {
-			c.PeerToken = os.Getenv("EMBERFS_PEER_TOKEN")
-		}
-		return c.Validate()
-	}
-	cmd.RunE = rc.runE(validate, func(ctx context.Context, cmd *cobra.Command, cfg service.Config) error {
+	rc.secretFromEnv("EMBERFS_PEER_TOKEN", func(c *service.Config) *string { return &c.PeerToken })
+	cmd.RunE = rc.runE((*service.Config).Validate, func(ctx context.Context, cmd *cobra.Command, cfg service.Config) error {
 		logger, err := logging.New(os.Stderr, cfg.LogLevel, "storage")
 		if err != nil {
 			return err

@@ -38,7 +38,8 @@ class ForkedRuntimeError(EmberFSError):
     runtime; the runtime cannot work there."""
 
 
-# True from the start of a fork() until it returns in the parent, and
+# In a process that loaded the runtime: True from the start of a fork()
+# until it returns in the parent, and
 # from then on in the child: handle reference counts are not touched in
 # Go while it is set (see the module docstring).
 _forking = False
@@ -46,7 +47,9 @@ _forking = False
 
 def _before_fork() -> None:
     global _forking
-    _forking = True
+    # Only a process with the runtime loaded has handles to guard; a child
+    # of one without may load its own.
+    _forking = _loaded_pid is not None
 
 
 def _after_fork_in_parent() -> None:
@@ -55,9 +58,8 @@ def _after_fork_in_parent() -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _forked_after_load, _forking
+    global _forked_after_load
     if _loaded_pid is None and "emberfs._native._pybind" not in sys.modules:
-        _forking = False  # the parent had no runtime: this child may load its own
         return
     _forked_after_load = True
 
@@ -75,7 +77,7 @@ def _guard_refcounts(ext) -> None:
     """Wrap ext's DecRef/IncRef so that finalizers of objects inherited by a
     forked child (a Client, a file, a thread's Err) do not call into Go,
     which would hang there; the handles die with the child."""
-    if getattr(ext, "_emberfs_fork_guarded", False):
+    if _ext_refcount:
         return
     _ext_refcount.update(dec=ext.DecRef, inc=ext.IncRef)
 
@@ -88,7 +90,6 @@ def _guard_refcounts(ext) -> None:
             _ext_refcount["inc"](handle)
 
     ext.DecRef, ext.IncRef = dec_ref, inc_ref
-    ext._emberfs_fork_guarded = True
 
 
 def check() -> None:

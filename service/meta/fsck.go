@@ -159,8 +159,9 @@ func (s *Server) Fsck(ctx context.Context, opts FsckOptions) (*FsckReport, error
 				rep.add(limit, "malformed directory change record %q (%d bytes)", e.Key, len(e.Value))
 				return
 			}
-			if n := inodes[be64(e.Key[len(tagDirTime):])]; n == nil || n.Type != TypeDir {
-				rep.add(limit, "change record of missing directory or non-directory %d", be64(e.Key[len(tagDirTime):]))
+			id := be64(e.Key[len(tagDirTime):])
+			if n := inodes[id]; n == nil || n.Type != TypeDir {
+				rep.add(limit, "change record of missing directory or non-directory %d", id)
 			}
 		}); err != nil {
 			return err
@@ -226,18 +227,16 @@ func (s *Server) Fsck(ctx context.Context, opts FsckOptions) (*FsckReport, error
 	if r := inodes[RootID]; r == nil || r.Type != TypeDir {
 		rep.add(limit, "root directory missing")
 	}
-	// Link counts of directories that keep them: 2 + subdirectories.
 	subdirs := map[uint64]uint32{}
 	for _, parent := range dirEntryOf {
 		subdirs[parent]++
 	}
 	for _, id := range ids {
-		if n := inodes[id]; n.Type == TypeDir && n.subdirsCounted && !n.Detached && n.Nlink != 2+subdirs[id] {
+		n := inodes[id]
+		// Link counts of directories that keep them: 2 + subdirectories.
+		if n.Type == TypeDir && n.subdirsCounted && !n.Detached && n.Nlink != 2+subdirs[id] {
 			rep.add(limit, "directory %d has nlink %d but %d subdirectories", id, n.Nlink, subdirs[id])
 		}
-	}
-	for _, id := range ids {
-		n := inodes[id]
 		if id == RootID {
 			if links[id] != 0 {
 				rep.add(limit, "root directory has %d entries naming it", links[id])
