@@ -17,12 +17,7 @@ import (
 // by hand, so the test can then write arbitrary bytes.
 func rawHandshake(t *testing.T, addr string) net.Conn {
 	t.Helper()
-	nc, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { nc.Close() })
-	_ = nc.SetDeadline(time.Now().Add(20 * time.Second))
+	nc := rawConn(t, addr)
 	if _, err := handshake(nc, testToken, Peer{}, nil); err != nil {
 		t.Fatal(err)
 	}
